@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh Debian/Ubuntu machine:
+#   make demo   - DecoupledNet end to end on the embedded fashion-scenes dataset (CPU scale)
+#   make test   - the test suite
+# Both create (or reuse) .venv and install what they need. CPU-only set-ups get
+# torch==2.13.0; to use your own CUDA build, install torch into .venv first
+# (see README, "GPU set-up"): a torch already present is kept.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+FMNIST ?= /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test venv fashion-mnist clean bench-table1 bench-transfer
+
+$(VENV)/.stamp: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.stamp
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist package when apt is usable;
+# otherwise pass --fashion-mnist-dir DIR to `hetseg data scenes`.
+fashion-mnist:
+	@bash scripts/ensure_fashion_mnist.sh "$(FMNIST)"
+
+test: venv fashion-mnist
+	$(PY) -m pytest -q
+
+demo: venv fashion-mnist
+	$(PY) -m hetseg demo
+
+bench-table1: venv fashion-mnist
+	$(PY) -m hetseg bench table1 --scale cpu
+
+bench-transfer: venv fashion-mnist
+	$(PY) -m hetseg bench transfer --scale cpu
+
+clean:
+	rm -rf $(VENV) runs data

@@ -1,0 +1,3 @@
+from hetseg.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Data layer: records and split files, VOC/SBD/COCO readers, fashion-scenes, crops."""

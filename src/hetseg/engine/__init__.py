@@ -1,0 +1,1 @@
+"""Training loops (Lightning), evaluation and prediction drivers."""

@@ -1,0 +1,1 @@
+"""Plain nn.Modules (no training code): classifier, saliency, bridge, decoder, full models."""
