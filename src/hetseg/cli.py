@@ -1,0 +1,154 @@
+"""``hetseg`` command line. Each subcommand is a thin layer over a library function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from hetseg.errors import HetsegError
+
+
+def _add_data(sub) -> None:
+    data = sub.add_parser("data", help="build datasets and split files").add_subparsers(dest="data_cmd", required=True)
+    sc = data.add_parser("scenes", help="generate the embedded fashion-scenes dataset (VOC layout)")
+    sc.add_argument("--out", required=True)
+    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--num-train", type=int, default=10000)
+    sc.add_argument("--num-val", type=int, default=1000)
+    sc.add_argument("--size", type=int, default=96)
+    sc.add_argument("--fashion-mnist-dir", default=None)
+    sp = data.add_parser("splits", help="k strong images per class from a masked split (DESIGN.md §6)")
+    sp.add_argument("--split", required=True, help="source split file (lines with masks are eligible)")
+    sp.add_argument("--per-class", type=int, required=True)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--root", default=None, help="dataset root (default: inferred from the split path)")
+    sp.add_argument("--num-classes", type=int, default=None)
+    sp.add_argument("--out", default=None, help="output split file (default: <root>/splits/strong_<K>_s<S>.txt)")
+    va = data.add_parser("voc-aug", help="SegmentationClassAug + train_aug from VOC2012 and SBD")
+    va.add_argument("--voc-root", required=True, help=".../VOCdevkit/VOC2012")
+    va.add_argument("--sbd-root", required=True, help=".../benchmark_RELEASE (or its dataset/ folder)")
+    va.add_argument("--out-mask-dir", default="SegmentationClassAug")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hetseg", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    _add_data(sub)
+
+    s = sub.add_parser("score", help="VOC devkit mIoU of a prediction folder against ground truth")
+    s.add_argument("--pred", required=True)
+    s.add_argument("--gt", required=True)
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--num-classes", type=int)
+    g.add_argument("--classes", help="file with one class name per line (index = line number)")
+    s.add_argument("--json", default=None)
+
+    t = sub.add_parser("train", help="train DecoupledNet (stages cls, seg) or DeconvNet (stage deconv)")
+    t.add_argument("--config", default=None, help="YAML/JSON config (see configs/)")
+    t.add_argument("--stage", default="all", choices=["all", "cls", "seg", "deconv"])
+    t.add_argument("--run-dir", default=None)
+    t.add_argument("--resume", default=None, help="Lightning checkpoint to resume (default: RUN/<stage>/checkpoints/last.ckpt)")
+    t.add_argument("--init-from", default=None, help="weights only (run dir or .safetensors); steps start at 0")
+    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("overrides", nargs="*", help="dotted key=value, e.g. seg.steps=200 model.scale=paper")
+
+    e = sub.add_parser("eval", help="full-resolution predictions of a split, scored by the devkit metric")
+    e.add_argument("--checkpoint", required=True, help="run directory")
+    e.add_argument("--split", default="val")
+    e.add_argument("--threshold", type=float, default=None)
+    e.add_argument("--gt-labels", action="store_true", help="use ground-truth image labels (the -GT variant)")
+
+    pr = sub.add_parser("predict", help="label maps for images or folders")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--input", required=True, nargs="+")
+    pr.add_argument("--output", required=True)
+    pr.add_argument("--overlay", action="store_true")
+    pr.add_argument("--threshold", type=float, default=None)
+
+    d = sub.add_parser("demo", help="DecoupledNet end to end on fashion-scenes (CPU scale)")
+    d.add_argument("--data", default="data/fashion-scenes")
+    d.add_argument("--run-dir", default="runs/demo")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--fashion-mnist-dir", default=None)
+
+    b = sub.add_parser("bench", help="benchmarks that write results files")
+    b.add_argument("name", choices=["table1"])
+    b.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
+    b.add_argument("--seeds", type=int, nargs="+", default=[0])
+    b.add_argument("--out", default="benchmarks/results")
+    b.add_argument("--data", default="data/fashion-scenes")
+    b.add_argument("--runs", default="runs/table1")
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.cmd == "data":
+        if args.data_cmd == "scenes":
+            from hetseg.data.scenes import cli_scenes
+
+            return cli_scenes(args.out, args.seed, args.num_train, args.num_val, args.size, args.fashion_mnist_dir)
+        if args.data_cmd == "splits":
+            from hetseg.data.splits_cli import cli_splits
+
+            return cli_splits(args.split, args.per_class, args.seed, args.root, args.num_classes, args.out)
+        from hetseg.data.sbd import cli_voc_aug
+
+        return cli_voc_aug(args.voc_root, args.sbd_root, args.out_mask_dir)
+    if args.cmd == "score":
+        from hetseg.metrics import cli_score
+
+        return cli_score(args.pred, args.gt, args.num_classes, args.classes, args.json)
+    if args.cmd == "train":
+        from hetseg.config import Config
+        from hetseg.engine.pipeline import train
+
+        cfg = Config.load(args.config) if args.config else Config()
+        if args.run_dir:
+            cfg.run_dir = args.run_dir
+        cfg = cfg.override(args.overrides)
+        stages = {"all": ("deconv",) if cfg.model.name == "deconvnet" else ("cls", "seg")}.get(args.stage, (args.stage,))
+        for name, summary in train(cfg, stages, args.resume, args.init_from, not args.no_progress).items():
+            print(f"{name}: {summary['steps']} steps in {summary['wall_s']} s {summary.get('metrics') or ''}")
+        print(f"model: {Path(cfg.run_dir) / 'model.safetensors'}")
+        return 0
+    if args.cmd == "eval":
+        from hetseg.engine.pipeline import evaluate_run
+        from hetseg.metrics import format_table
+
+        scores, report = evaluate_run(args.checkpoint, args.split, args.threshold, args.gt_labels)
+        print(format_table(scores, report["scores"]["class_names"]))
+        print(f"mIoU={scores.miou * 100:.1f} on {report['split']} ({report['images']} images); "
+              f"results: {Path(args.checkpoint) / ('eval_' + Path(args.split).stem)}.json")
+        return 0
+    if args.cmd == "predict":
+        from hetseg.engine.predict import run_predict
+
+        recs = run_predict(args.checkpoint, args.input, args.output, args.overlay, args.threshold)
+        print(f"predicted {len(recs)} images into {args.output}")
+        return 0
+    if args.cmd == "demo":
+        from hetseg.engine.demo import run_demo
+
+        return run_demo(args.data, args.run_dir, args.seed, args.fashion_mnist_dir)
+    if args.cmd == "bench":
+        from hetseg.bench.table1 import run_table1
+
+        return run_table1(args.scale, args.seeds, args.out, args.data, args.runs)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return _run(args)
+    except HetsegError as e:
+        print(f"hetseg: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""torch Datasets over a :class:`~hetseg.data.records.Split` for each training stage.
+
+Every random choice is drawn from a generator seeded by (seed, epoch, index), so a run is
+reproducible for a seed whatever the number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from hetseg.data.crops import (binary_target, crop_pad, enclosing_box, foreground_box, label_subsets,
+                               proposals, warp)
+from hetseg.data.io import read_image, read_mask
+from hetseg.data.records import Split
+from hetseg.data.transforms import random_crop_flip, to_tensor
+
+
+def multi_hot(labels: tuple[int, ...], num_classes: int) -> torch.Tensor:
+    """Mask indices in [1, C) -> (C-1,) float multi-hot over object classes (index k = class k+1)."""
+    v = torch.zeros(num_classes - 1)
+    for c in labels:
+        v[c - 1] = 1.0
+    return v
+
+
+class _Seeded(Dataset):
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+
+class ImageLabelDataset(_Seeded):
+    """Stage cls: (image (3,S,S), multi-hot (C-1,)). Random crop + flip when ``train``."""
+
+    def __init__(self, split: Split, num_classes: int, size: int, train: bool = True, seed: int = 0) -> None:
+        super().__init__(seed)
+        self.split, self.num_classes, self.size, self.train = split, num_classes, size, train
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rec = self.split.records[i]
+        img = read_image(self.split.path(rec.image))
+        if self.train:
+            img = random_crop_flip(img, self.size, self.rng(i))
+        elif img.shape[:2] != (self.size, self.size):
+            img, _ = warp(img, np.zeros(img.shape[:2], np.uint8), self.size, False)
+        return to_tensor(img), multi_hot(rec.labels, self.num_classes)
+
+
+class CropDataset(_Seeded):
+    """Stage seg (and DeconvNet): combinatorial crops of the strong set.
+
+    Item i -> (pair i // N_p, crop i % N_p) where a pair is (strong image, non-empty label subset).
+    ``target="binary"`` gives DecoupledNet's (image, subset multi-hot (C-1,), binary mask (S,S));
+    ``target="multiclass"`` gives the full class mask of the crop (DeconvNet), subset all labels.
+    Decoded strong images are cached in memory: the strong set is small by definition.
+    """
+
+    def __init__(self, split: Split, num_classes: int, size: int, crops_per_subset: int = 200,
+                 full_image_prob: float = 0.1, max_scale: float = 1.6, use_proposals: bool = False,
+                 target: str = "binary", seed: int = 0) -> None:
+        super().__init__(seed)
+        strong = [r for r in split.records if r.mask is not None]
+        if not strong:
+            raise ValueError(f"split '{split.name}' has no strong (masked) images")
+        self.split, self.num_classes, self.size = split, num_classes, size
+        self.n_p, self.full_image_prob, self.max_scale = crops_per_subset, full_image_prob, max_scale
+        self.target = target
+        subsets_of = (lambda r: label_subsets(r.labels)) if target == "binary" else (lambda r: [r.labels])
+        self.pairs = [(r, s) for r in strong for s in subsets_of(r) if s]
+        self.use_proposals = use_proposals
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.pairs) * self.n_p
+
+    def _load(self, rec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if rec.id not in self._cache:
+            img = read_image(self.split.path(rec.image))
+            mask = read_mask(self.split.path(rec.mask), self.num_classes)
+            boxes = proposals(img) if self.use_proposals else np.zeros((0, 4), np.int64)
+            self._cache[rec.id] = (img, mask, boxes)
+        return self._cache[rec.id]
+
+    def box(self, rec, subset: tuple[int, ...], rng: np.random.Generator) -> tuple[int, int, int, int]:
+        img, mask, props = self._load(rec)
+        h, w = mask.shape
+        if rng.random() < self.full_image_prob:
+            return 0, 0, w, h
+        fg = foreground_box(mask, subset)
+        if len(props) and rng.random() < 0.5:
+            ok = props[(props[:, 0] <= fg[0]) & (props[:, 1] <= fg[1]) & (props[:, 2] >= fg[2]) & (props[:, 3] >= fg[3])]
+            if len(ok):
+                return tuple(int(v) for v in ok[rng.integers(len(ok))])
+        return enclosing_box(fg, w, h, rng, self.max_scale)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rec, subset = self.pairs[i // self.n_p]
+        rng = self.rng(i)
+        img, mask, _ = self._load(rec)
+        box = self.box(rec, subset, rng)
+        cimg, cmask = crop_pad(img, mask, box)
+        cimg, cmask = warp(cimg, cmask, self.size, flip=bool(rng.random() < 0.5))
+        tgt = binary_target(cmask, subset) if self.target == "binary" else cmask
+        return to_tensor(cimg), multi_hot(subset, self.num_classes), torch.from_numpy(tgt.astype(np.int64))

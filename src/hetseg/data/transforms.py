@@ -1,0 +1,78 @@
+"""Pixel transforms shared by training, evaluation and prediction.
+
+Normalisation is torchvision's (RGB in [0, 1], ImageNet mean/std), so a torchvision-format VGG-16
+state dict imports without a preprocessing change. The original Caffe models used BGR 0-255 minus
+the mean (reference §1.2); that only matters for Caffe weights, which we do not load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32, normalised."""
+    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    return (t - MEAN) / STD
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How an input of (height, width) was padded to a square ``side`` and resized to ``size``."""
+
+    height: int
+    width: int
+    side: int
+    size: int
+
+
+def prepare(image: np.ndarray, size: int) -> tuple[torch.Tensor, Geometry]:
+    """Test-time input (reference §1.2): zero-pad bottom/right to a square, resize to size×size.
+
+    Padding happens before normalisation, i.e. the pad is black, as in the original. Resizing uses
+    bilinear with antialiasing (MATLAB imresize antialiases when shrinking). Returns (3, size, size).
+    """
+    h, w = image.shape[:2]
+    side = max(h, w)
+    canvas = np.zeros((side, side, 3), dtype=np.uint8)
+    canvas[:h, :w] = image
+    t = torch.from_numpy(canvas).permute(2, 0, 1).float().div_(255.0)
+    if side != size:
+        t = F.interpolate(t[None], size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=side > size)[0]
+    return (t - MEAN) / STD, Geometry(h, w, side, size)
+
+
+def restore(maps: torch.Tensor, geom: Geometry) -> torch.Tensor:
+    """(C, size, size) per-pixel maps -> (C, H, W) at the original resolution.
+
+    Resized to the padded square and cropped (reference §1.10 step 8). We resize probabilities
+    bilinearly; the original's bicubic can overshoot [0, 1], bilinear cannot.
+    """
+    if geom.side != geom.size:
+        maps = F.interpolate(maps[None], size=(geom.side, geom.side), mode="bilinear", align_corners=False)[0]
+    return maps[:, : geom.height, : geom.width]
+
+
+def random_crop_flip(image: np.ndarray, size: int, rng: np.random.Generator, scale: float = 350 / 320
+                     ) -> np.ndarray:
+    """Classifier augmentation (reference §1.2): warp to ``scale * size``, random size crop, flip.
+
+    (H, W, 3) uint8 -> (size, size, 3) uint8.
+    """
+    from PIL import Image
+
+    big = max(size, int(round(size * scale)))
+    im = np.asarray(Image.fromarray(image).resize((big, big), Image.BILINEAR))
+    y, x = rng.integers(0, big - size + 1, size=2)
+    out = im[y:y + size, x:x + size]
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(out)
