@@ -30,6 +30,8 @@ def _add_data(sub) -> None:
     va.add_argument("--voc-root", required=True, help=".../VOCdevkit/VOC2012")
     va.add_argument("--sbd-root", required=True, help=".../benchmark_RELEASE (or its dataset/ folder)")
     va.add_argument("--out-mask-dir", default="SegmentationClassAug")
+    va.add_argument("--expect-count", type=int, default=10582,
+                    help="refuse a train_aug of another size (10,582 on the real datasets; 0 = no check)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -96,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
             return cli_splits(args.split, args.per_class, args.seed, args.root, args.num_classes, args.out)
         from hetseg.data.sbd import cli_voc_aug
 
-        return cli_voc_aug(args.voc_root, args.sbd_root, args.out_mask_dir)
+        return cli_voc_aug(args.voc_root, args.sbd_root, args.out_mask_dir, args.expect_count or None)
     if args.cmd == "score":
         from hetseg.metrics import cli_score
 

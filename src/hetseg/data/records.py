@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle  # only for its exception type; nothing is unpickled here except via np.load
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -215,7 +216,14 @@ def load_cls_labels_npy(path: str | Path) -> dict[str, tuple[int, ...]]:
     mask indices (vector index + 1). The pickle is only loaded because the file format *is* a
     pickle; only call this on files you obtained yourself.
     """
-    obj = np.load(path, allow_pickle=True).item()
+    try:
+        obj = np.load(path, allow_pickle=True).item()
+    except (OSError, ValueError, EOFError, TypeError, AttributeError, pickle.UnpicklingError) as e:
+        # missing file, not .npy / not a pickle, or not a 0-d object array
+        raise DataError(path, f"cannot read cls_labels.npy ({type(e).__name__}: {e})",
+                        "pass irn/psa's voc12/cls_labels.npy (a pickled dict id -> 20-d multi-hot)") from None
+    if not isinstance(obj, dict):
+        raise DataError(path, f"holds a {type(obj).__name__}, not a dict", "pass irn/psa's voc12/cls_labels.npy")
     out: dict[str, tuple[int, ...]] = {}
     for k, vec in obj.items():
         if isinstance(k, str):

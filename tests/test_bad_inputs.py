@@ -1,0 +1,173 @@
+"""One test per bad input: each must raise a one-line DataError that names the offending file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import VOC_ROOT
+from PIL import Image
+
+from hetseg.data.coco import decode_segmentation, load_coco, load_remap, read_panoptic_png
+from hetseg.data.io import check_pair, read_image, read_mask, read_pair, rgb_to_index
+from hetseg.data.records import Record, load_cls_labels_npy, read_split
+from hetseg.data.sbd import load_sbd_cls
+from hetseg.data.voc import read_voc_instances, read_voc_xml, voc_split
+from hetseg.errors import DataError
+
+pytestmark = pytest.mark.usefixtures("fixtures")
+
+JPG = VOC_ROOT / "JPEGImages" / "2007_000032.jpg"
+PNG = VOC_ROOT / "SegmentationClass" / "2007_000032.png"
+
+
+def raises_one_line(fn, *args, name: str, contains: str = "", **kw) -> str:
+    with pytest.raises(DataError) as e:
+        fn(*args, **kw)
+    msg = str(e.value)
+    assert "\n" not in msg, msg
+    assert name in msg, msg
+    assert contains in msg, msg
+    return msg
+
+
+def test_corrupt_image(tmp_path):
+    p = tmp_path / "noise.jpg"
+    p.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    raises_one_line(read_image, p, name="noise.jpg", contains="cannot decode image")
+
+
+def test_truncated_image(tmp_path):
+    p = tmp_path / "half.jpg"
+    p.write_bytes(JPG.read_bytes()[: JPG.stat().st_size // 2])
+    raises_one_line(read_image, p, name="half.jpg", contains="truncated")
+
+
+def test_missing_image(tmp_path):
+    raises_one_line(read_image, tmp_path / "gone.jpg", name="gone.jpg", contains="not found")
+
+
+def test_rgb_mask(tmp_path):
+    p = tmp_path / "rgb_mask.png"
+    Image.open(PNG).convert("RGB").save(p)
+    raises_one_line(read_mask, p, name="rgb_mask.png", contains="mask is RGB, not palette indices")
+
+
+def test_rgba_mask(tmp_path):
+    p = tmp_path / "rgba_mask.png"
+    Image.open(PNG).convert("RGBA").save(p)
+    raises_one_line(read_mask, p, name="rgba_mask.png", contains="rgb_to_index")
+
+
+def test_out_of_range_mask_value(tmp_path):
+    a = np.array(Image.open(PNG))
+    a[0, :3] = [21, 30, 30]
+    Image.fromarray(a, mode="L").save(tmp_path / "bad_values.png")
+    raises_one_line(read_mask, tmp_path / "bad_values.png", num_classes=21, name="bad_values.png",
+                    contains="values {21, 30} outside [0, 21)")
+
+
+def test_16bit_mask_too_wide(tmp_path):
+    Image.fromarray(np.full((2, 2), 300, dtype=np.uint16)).save(tmp_path / "wide.png")
+    raises_one_line(read_mask, tmp_path / "wide.png", name="wide.png", contains="[300, 300]")
+
+
+def test_image_mask_size_mismatch(tmp_path):
+    root = tmp_path / "ds"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "SegmentationClass").mkdir()
+    shutil.copyfile(VOC_ROOT / "JPEGImages" / "2007_000033.jpg", root / "JPEGImages" / "a.jpg")  # 366 x 500
+    shutil.copyfile(PNG, root / "SegmentationClass" / "a.png")  # 281 x 500
+    msg = raises_one_line(read_pair, root, Record("a", "JPEGImages/a.jpg", (1,), "SegmentationClass/a.png"), 21,
+                          name="a.png", contains="281x500")
+    assert "a.jpg" in msg and "366x500" in msg
+    raises_one_line(check_pair, "x.jpg", "y.png", np.zeros((2, 3, 3)), np.zeros((3, 2)), name="y.png")
+
+
+def test_missing_file_in_split(tmp_path):
+    root = tmp_path / "ds"
+    (root / "JPEGImages").mkdir(parents=True)
+    shutil.copyfile(JPG, root / "JPEGImages" / "a.jpg")
+    (root / "splits").mkdir()
+    (root / "splits" / "train.txt").write_text("JPEGImages/a.jpg\nJPEGImages/b.jpg\n")
+    (root / "labels.json").write_text('{"a": [1], "b": [2]}')
+    raises_one_line(read_split, root / "splits" / "train.txt", name="train.txt", contains="'JPEGImages/b.jpg'")
+
+
+def test_missing_file_in_voc_image_set():
+    raises_one_line(voc_split, VOC_ROOT, "val", name="val.txt", contains="2007_000042.jpg")  # fixture lists 1449 ids
+
+
+def test_split_path_escaping_root(tmp_path):
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "evil.txt").write_text("JPEGImages/ok.jpg\n../x.jpg\n")
+    raises_one_line(read_split, tmp_path / "splits" / "evil.txt", check_files=False, name="evil.txt",
+                    contains="line 2: path '../x.jpg' escapes")
+
+
+def test_malformed_xml(tmp_path):
+    (tmp_path / "bad.xml").write_text("<annotation><size><width>5</width></annotation>")
+    raises_one_line(read_voc_xml, tmp_path / "bad.xml", name="bad.xml", contains="malformed XML")
+
+
+def test_xml_without_size(tmp_path):
+    (tmp_path / "nosize.xml").write_text("<annotation><filename>a.jpg</filename></annotation>")
+    raises_one_line(read_voc_xml, tmp_path / "nosize.xml", name="nosize.xml", contains="missing <size>")
+
+
+def test_instance_spanning_two_classes(tmp_path):
+    obj = np.array(Image.open(VOC_ROOT / "SegmentationObject" / "2007_000063.png"))
+    obj[obj == 2] = 1  # merge chair into the dog instance
+    Image.fromarray(obj, mode="L").save(tmp_path / "merged.png")
+    raises_one_line(read_voc_instances, tmp_path / "merged.png", VOC_ROOT / "SegmentationClass" / "2007_000063.png",
+                    name="merged.png", contains="instance 1 covers classes [9, 12]")
+
+
+def test_not_a_mat_file(tmp_path):
+    (tmp_path / "fake.mat").write_text("not a matlab file")
+    raises_one_line(load_sbd_cls, tmp_path / "fake.mat", name="fake.mat", contains="cannot read MATLAB file")
+
+
+def test_mat_without_gtcls(tmp_path):
+    import scipy.io
+    scipy.io.savemat(tmp_path / "inst.mat", {"GTinst": {"Segmentation": np.zeros((2, 2), np.uint8)}})
+    raises_one_line(load_sbd_cls, tmp_path / "inst.mat", name="inst.mat", contains="GTcls")
+
+
+def test_unknown_colour_in_rendering():
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[0, 0] = (1, 2, 3)
+    raises_one_line(rgb_to_index, rgb, path="render.png", name="render.png", contains="(1,2,3)")
+
+
+def test_corrupt_cls_labels(tmp_path):
+    (tmp_path / "cls_labels.npy").write_bytes(b"\x93NUMPY garbage")
+    raises_one_line(load_cls_labels_npy, tmp_path / "cls_labels.npy", name="cls_labels.npy")
+    (tmp_path / "not_npy.npy").write_bytes(b"hello, not a pickle either")
+    raises_one_line(load_cls_labels_npy, tmp_path / "not_npy.npy", name="not_npy.npy", contains="cannot read")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    raises_one_line(load_cls_labels_npy, tmp_path / "array.npy", name="array.npy")
+
+
+def test_corrupt_coco_json(tmp_path):
+    (tmp_path / "instances.json").write_text('{"images": [')
+    raises_one_line(load_coco, tmp_path / "instances.json", name="instances.json", contains="not a COCO")
+
+
+def test_bad_remap(tmp_path):
+    (tmp_path / "remap.json").write_text(json.dumps({"mapping": {"1": 300}}))
+    raises_one_line(load_remap, tmp_path / "remap.json", name="remap.json", contains="outside 1..254")
+    raises_one_line(load_remap, "no_such_remap", name="no_such_remap", contains="coco60_transfernet")
+
+
+def test_rle_of_wrong_size():
+    segm = {"size": [3, 4], "counts": [12]}
+    raises_one_line(decode_segmentation, segm, 4, 3, source="instances.json ann 7", name="instances.json ann 7",
+                    contains="[h, w] = [4, 3]")
+
+
+def test_panoptic_png_not_rgb(tmp_path):
+    Image.new("P", (2, 2)).save(tmp_path / "pan.png")
+    raises_one_line(read_panoptic_png, tmp_path / "pan.png", name="pan.png", contains="expected RGB")
