@@ -1,0 +1,148 @@
+"""fashion-scenes: determinism, VOC layout, masks and void band, splits, metadata."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hetseg.data.classes import FASHION_SOURCE, FASHION_TARGET
+from hetseg.data.records import read_split
+from hetseg.data.scenes import generate_scenes, load_fashion_mnist
+from hetseg.data.scenes_render import void_band
+from hetseg.data.scenes_stats import best_global_threshold, channels
+from hetseg.errors import DataError
+
+from conftest import FMNIST_DIR
+
+N_TRAIN, N_VAL, SIZE = 40, 20, 64
+
+
+@pytest.fixture(scope="module")
+def gen(tmp_path_factory):
+    if not FMNIST_DIR.is_dir():
+        pytest.skip(f"Fashion-MNIST not at {FMNIST_DIR} (apt-get install dataset-fashion-mnist)")
+    base = tmp_path_factory.mktemp("scenes")
+    out = {}
+    for name, seed, workers in (("a", 0, 1), ("b", 0, 2), ("c", 1, 1)):
+        out[name] = (base / name, generate_scenes(base / name, seed=seed, num_train=N_TRAIN, num_val=N_VAL,
+                                                  size=SIZE, fashion_mnist_dir=FMNIST_DIR, workers=workers))
+    return out
+
+
+def files(root, pattern):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.glob(pattern))}
+
+
+def test_same_seed_byte_identical_any_workers_other_seed_differs(gen):
+    (a, _), (b, _), (c, _) = gen["a"], gen["b"], gen["c"]
+    for pattern in ("JPEGImages/*.jpg", "SegmentationClass/*.png", "splits/*.txt", "labels.json", "items.json"):
+        fa = files(a, pattern)
+        assert fa and fa == files(b, pattern), pattern
+    assert len(files(a, "JPEGImages/*.jpg")) == N_TRAIN + N_VAL
+    ja, jc = files(a, "JPEGImages/*.jpg"), files(c, "JPEGImages/*.jpg")
+    assert ja.keys() == jc.keys() and all(ja[k] != jc[k] for k in ja)
+
+
+def test_masks_are_palette_pngs_with_void_band(gen):
+    root, _ = gen["a"]
+    labels = json.loads((root / "labels.json").read_text())
+    for p in sorted((root / "SegmentationClass").glob("*.png")):
+        im = Image.open(p)
+        assert im.mode == "P" and im.size == (SIZE, SIZE)
+        m = np.asarray(im)
+        assert set(np.unique(m).tolist()) <= set(range(11)) | {255}
+        assert labels[p.stem] == sorted(set(np.unique(m).tolist()) - {0, 255})
+        assert labels[p.stem] and (m == 255).any()
+        # no two 4-adjacent non-void pixels carry different classes: every boundary is voided
+        for a, b in ((m[1:], m[:-1]), (m[:, 1:], m[:, :-1])):
+            assert not ((a != b) & (a != 255) & (b != 255)).any()
+        assert (m == 255).mean() < 0.1
+    img = np.asarray(Image.open(root / "JPEGImages/train_000000.jpg"))
+    assert img.shape == (SIZE, SIZE, 3) and img.dtype == np.uint8
+
+
+def test_void_band_is_one_pixel_on_the_upper_side():
+    inst = np.zeros((8, 8), np.uint8)
+    inst[1:6, 1:6] = 1
+    inst[3:7, 3:7] = 2  # on top of 1
+    band = void_band(inst)
+    ring2 = np.zeros_like(band)
+    ring2[3:7, 3:7] = True
+    ring2[4:6, 4:6] = False
+    assert (band & (inst == 2)).sum() == ring2.sum() and (band[ring2]).all()
+    # instance 1 is voided only against the background, not where it meets 2 (2's rim carries it)
+    assert not band[2, 2] and band[1, 1:6].all() and not band[2, 3]
+    assert not band[inst == 0].any()
+
+
+def test_items_disjoint_between_train_and_val(gen):
+    root, _ = gen["a"]
+    items = json.loads((root / "items.json").read_text())
+    tr = [i for k, v in items.items() if k.startswith("train_") for i in v]
+    va = [i for k, v in items.items() if k.startswith("val_") for i in v]
+    assert len(set(tr)) == len(tr) and len(set(va)) == len(va)  # no instance reused within a split
+    train_x, _, test_x, _ = load_fashion_mnist(FMNIST_DIR)
+    # val items are Fashion-MNIST *test* images: none equals a train item used here
+    trh = {train_x[i].tobytes() for i in tr}
+    assert not any(test_x[i].tobytes() in trh for i in va)
+
+
+def test_splits_contracts_and_checksums(gen):
+    root, meta = gen["a"]
+    splits = {name: read_split(root / info["file"], num_classes=11) for name, info in meta["splits"].items()}
+    for name, info in meta["splits"].items():
+        assert splits[name].checksum() == info["checksum"] and len(splits[name]) == info["size"]
+    assert len(splits["train_weak"]) == N_TRAIN and not any(r.strong for r in splits["train_weak"].records)
+    assert len(splits["train_full"]) == N_TRAIN and all(r.strong for r in splits["train_full"].records)
+    assert len(splits["val"]) == N_VAL and all(r.id.startswith("val_") for r in splits["val"].records)
+    full = splits["train_full"].records
+    for k in (5, 10, 25):
+        sel = splits[f"strong_{k}"].records
+        assert all(r.strong and r.id.startswith("train_") for r in sel)
+        for c in range(1, 11):
+            avail = sum(c in r.labels for r in full)
+            assert sum(c in r.labels for r in sel) >= min(k, avail)
+    for name, allowed, strong in (("transfer_source_train", FASHION_SOURCE, True),
+                                  ("transfer_target_train", FASHION_TARGET, False),
+                                  ("transfer_source_val", FASHION_SOURCE, True),
+                                  ("transfer_target_val", FASHION_TARGET, True)):
+        recs = splits[name].records
+        assert recs and all(set(r.labels) <= set(allowed) and r.strong == strong for r in recs), name
+    assert (root / "ImageSets/Segmentation/val.txt").read_text().split() == [f"val_{i:06d}" for i in range(N_VAL)]
+    assert (root / "classes.txt").read_text().splitlines()[:2] == ["background", "T-shirt/top"]
+
+
+def test_meta_statistics(gen):
+    root, meta = gen["a"]
+    assert json.loads((root / "meta.json").read_text())["seed"] == 0
+    for split, n in (("train", N_TRAIN), ("val", N_VAL)):
+        s = meta["stats"][split]
+        assert s["images"] == n and sum(s["objects_per_image"]["histogram"].values()) == n
+        assert 1 <= s["objects_per_image"]["mean"] <= 3 and 1 <= s["classes_per_image"]["mean"] <= 3
+        assert 0 < s["foreground_fraction"] < 1 and 0 < s["void_fraction"] < 0.1
+        assert len(s["per_class_images"]) == 11 and s["per_class_images"][0] == 0
+        assert sum(s["per_class_pixels"]) > 0
+    thr = meta["nontriviality"]["best_global_threshold_val"]
+    assert 0 < thr["fg_iou"] < 0.6 and thr["channel"] in ("grey", "R", "G", "B")
+    assert meta["generation_seconds"] > 0
+
+
+def test_threshold_helpers():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    assert (channels(img)[0] == np.asarray(Image.fromarray(img).convert("L"))).all()
+    hist = np.zeros((2, 4, 256), np.int64)
+    hist[0, 2, :101] = 1  # background: G <= 100
+    hist[1, 2, 101:] = 3  # foreground: G > 100 -> separable on G only
+    hist[:, [0, 1, 3]] = 1  # flat, inseparable on the other channels
+    info = best_global_threshold(hist)
+    assert info["fg_iou"] == 1.0 and info["rule"] == "G > 100"
+
+
+def test_missing_fashion_mnist_names_the_fix(tmp_path):
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist") as e:
+        load_fashion_mnist(tmp_path / "nowhere")
+    assert "nowhere" in str(e.value) and "--fashion-mnist-dir" in str(e.value)

@@ -1,0 +1,26 @@
+"""Overlays and grids."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from hetseg.viz import overlay, save_grid, save_overlay
+
+
+def test_overlay_colours_and_void(tmp_path):
+    img = np.zeros((2, 2, 3), np.uint8)
+    lab = np.array([[0, 1], [255, 2]], np.uint8)
+    out = overlay(img, lab, alpha=0.5)
+    assert out[0, 0].tolist() == [0, 0, 0]  # background keeps the image
+    assert out[0, 1].tolist() == [64, 0, 0] and out[1, 1].tolist() == [0, 64, 0]  # VOC colours 1, 2
+    assert out[1, 0].tolist() == [128, 128, 128]  # void blended in white
+    assert overlay(img, lab, void="keep")[1, 0].tolist() == [0, 0, 0]
+    save_overlay(tmp_path / "o.png", img, lab)
+    assert np.asarray(Image.open(tmp_path / "o.png")).shape == (2, 2, 3)
+
+
+def test_save_grid_writes_png(tmp_path):
+    rows = [[np.zeros((8, 8, 3), np.uint8), np.eye(8, dtype=np.uint8), np.random.rand(8, 8)]]
+    save_grid(tmp_path / "g.png", rows, titles=["image", "labels", "map"])
+    assert Image.open(tmp_path / "g.png").size[0] > 100
