@@ -1,0 +1,53 @@
+"""DeconvNet (Noh, Hong, Han, ICCV 2015): the fully supervised baseline of DecoupledNet's Table 1.
+
+Reference §2: VGG-16 with BN after every conv, fc6 (k x k) / fc7 (1x1) / fc6-deconv (k x k
+transposed), each with BN + ReLU, then the same unpool/deconv decoder as DecoupledNet but with
+a (K+1)-way output. Trained on strong masks only, end to end. The original's EdgeBox-proposal
+inference (§2) is not part of the model: ``predict`` is one whole-image pass (the paper does
+not say which inference gave its baseline numbers).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .decoder import DeconvDecoder
+from .scales import Scale, get_scale
+from .vgg import ConvBlock, VGGEncoder, init_conv_
+
+
+class DeconvNet(nn.Module):
+    """Encoder-decoder semantic segmentation network.
+
+    Args:
+        num_classes: output classes *including* background (21 for VOC, 11 for fashion-scenes).
+        scale: "paper", "cpu" or a :class:`Scale`.
+        in_channels: image channels.
+    """
+
+    def __init__(self, num_classes: int, scale: str | Scale = "cpu", in_channels: int = 3) -> None:
+        super().__init__()
+        self.scale = get_scale(scale)
+        self.num_classes = num_classes
+        s = self.scale
+        self.encoder = VGGEncoder(s.widths, in_channels, batch_norm=True, pool5=True)
+        bn = dict(batch_norm=True)
+        self.fc6 = ConvBlock(s.c5, s.fc_dim, s.fc6_kernel, **bn)
+        self.fc7 = ConvBlock(s.fc_dim, s.fc_dim, 1, **bn)
+        self.fc6_deconv = ConvBlock(s.fc_dim, s.c5, s.fc6_kernel, transposed=True, **bn)
+        init_conv_(self.fc6)
+        init_conv_(self.fc7)
+        init_conv_(self.fc6_deconv)
+        self.decoder = DeconvDecoder(s.widths, s.c5, out_channels=num_classes, unpool5=True, batch_norm=True)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """images (N, C, H, W), H and W multiples of 32 -> logits (N, num_classes, H, W)."""
+        enc = self.encoder(images)
+        x = self.fc6_deconv(self.fc7(self.fc6(enc.features)))
+        return self.decoder(x, enc.switches, enc.sizes)
+
+    @torch.no_grad()
+    def predict(self, images: Tensor) -> Tensor:
+        """images (N, C, H, W) -> label map (N, H, W) int64 (0 = background). Call ``.eval()`` first."""
+        return self.forward(images).argmax(dim=1)

@@ -1,0 +1,196 @@
+"""DecoupledNet (Hong, Noh, Han, NIPS 2015): classifier -> bridge -> binary decoder.
+
+Three parts with the paper's names: ``classifier`` (trained on image labels, frozen after),
+``bridge`` and ``decoder`` (trained on the few masks). The classifier says *which* classes are
+present; for each one, the bridge turns pool5 plus the class-specific gradient f_cls into a
+map g, and the decoder segments that single class as figure/ground. Because every map of an
+image shares its pool5 and switches, all maps of a batch go through bridge + decoder in one
+batched pass of N*M rows.
+
+Decisions among reference §7's ambiguities (to be mirrored in docs/ARCHITECTURE.md):
+
+* §7.2 training weights: ``label_weights`` uses sigmoid(avg-pooled logits) * subset by default
+  (``weight_pool="avg"``), the same pooling that inference thresholds and weights with, so
+  train and test see one distribution; ``weight_pool="max"`` reproduces the original training
+  (sigmoid(max-pooled) * subset, §1.4). The *gradient* is always that of the max-pooled score:
+  the original bp path unpools w with the score map's max switch (§1.4, step 1).
+* §7.8 background: g* with w = s * [s > tau] gives the background map; argmax over
+  {B, F_l}, no extra foreground threshold; no identified label -> all background.
+* predict(labels=...) replaces only the identified set L (a "-GT" evaluation); the weights
+  are still the classifier's scores, as in training, so the bridge sees familiar magnitudes.
+* Resizing to the original image size (§7.6, §7.7) is the engine's job, after normalisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .bridge import Bridge
+from .classifier import Classifier, ClassifierOutput
+from .decoder import DeconvDecoder, repeat_switches
+from .saliency import class_saliency_rows
+from .scales import Scale, get_scale
+
+
+@dataclass
+class DecoupledOutput:
+    """Result of :meth:`DecoupledNet.predict` at the input resolution.
+
+    label_map (N, H, W) int64: 0 background, k+1 object class k.
+    probs (N, K+1, H, W): per-pixel normalised; channel 0 = background map of g*, channel k+1 =
+        foreground map of class k (0 where k was not identified).
+    class_scores (N, K): sigmoid of the avg-pooled logits.
+    identified: per image, the object indices whose maps were computed (ascending).
+    activations (N, K+1, C5, h, w) or None: the bridge outputs g (channel 0 = g*, k+1 = g_k),
+        zeros for unidentified classes; only with ``return_activations=True``.
+    """
+
+    label_map: Tensor
+    probs: Tensor
+    class_scores: Tensor
+    identified: list[list[int]]
+    activations: Tensor | None = None
+
+
+class DecoupledNet(nn.Module):
+    """DecoupledNet with submodules ``classifier``, ``bridge``, ``decoder``.
+
+    Args:
+        num_classes: number of object classes K (no background).
+        scale: "paper", "cpu" or a :class:`Scale`.
+        in_channels: image channels.
+        weight_pool: "avg" or "max": which pooled logits ``label_weights`` uses (see module doc).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        scale: str | Scale = "cpu",
+        in_channels: int = 3,
+        weight_pool: str = "avg",
+    ) -> None:
+        super().__init__()
+        if weight_pool not in ("avg", "max"):
+            raise ValueError(f"weight_pool must be 'avg' or 'max', got {weight_pool!r}")
+        self.scale = get_scale(scale)
+        self.num_classes = num_classes
+        self.weight_pool = weight_pool
+        s = self.scale
+        self.classifier = Classifier(num_classes, s, in_channels)
+        self.bridge = Bridge(s.c5, s.bridge_dim, s.fc6_kernel, s.c5)
+        self.decoder = DeconvDecoder(s.widths, s.c5, out_channels=2, unpool5=True, batch_norm=True)
+
+    # ------------------------------------------------------------------ building blocks
+
+    def classify(self, images: Tensor) -> ClassifierOutput:
+        """Classifier forward; builds no graph when the classifier is frozen (saves memory)."""
+        need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.classifier.parameters())
+        with torch.set_grad_enabled(need_grad):
+            return self.classifier(images)
+
+    def label_weights(self, cls_out: ClassifierOutput, subsets: Tensor) -> Tensor:
+        """Training weights w = sigmoid(pooled logits) * subset: (N, K) multi-hot -> (N, K).
+
+        Detached: the classifier is fixed while the bridge and decoder train (§1.4).
+        """
+        logits = cls_out.logits_avg if self.weight_pool == "avg" else cls_out.logits_max
+        return (torch.sigmoid(logits) * subsets.to(logits.dtype)).detach()
+
+    def _decode(
+        self, cls_out: ClassifierOutput, weights: Tensor, repeats: Tensor | int
+    ) -> tuple[Tensor, Tensor]:
+        """Rows grouped by image (``repeats`` rows for each): weights (R, K) -> (logits (R,2,H,W), g)."""
+        n = cls_out.pool5.shape[0]
+        index = torch.arange(n, device=weights.device).repeat_interleave(repeats)
+        # f_cls is an input to the bridge, not a path to train the classifier through.
+        f_cls = class_saliency_rows(self.classifier, cls_out, weights, index, pool="max").detach()
+        g = self.bridge(cls_out.pool5[index], f_cls)
+        logits = self.decoder(g, repeat_switches(cls_out.switches, repeats), cls_out.sizes)
+        return logits, g
+
+    def segment(
+        self, images: Tensor, weights: Tensor, cls_out: ClassifierOutput | None = None
+    ) -> Tensor:
+        """Figure/ground logits for M weight vectors per image, in one batched pass.
+
+        images (N, C, H, W); weights (N, M, K); cls_out: reuse a classifier forward.
+        Returns (N, M, 2, H, W): channel 0 background, 1 foreground of the weighted classes.
+        """
+        if cls_out is None:
+            cls_out = self.classify(images)
+        n, m, k = weights.shape
+        logits, _ = self._decode(cls_out, weights.reshape(n * m, k), m)
+        return logits.reshape(n, m, *logits.shape[1:])
+
+    forward = segment
+
+    # ------------------------------------------------------------------ inference (§1.10)
+
+    @torch.no_grad()
+    def predict(
+        self,
+        images: Tensor,
+        threshold: float = 0.5,
+        labels: list[list[int]] | None = None,
+        return_activations: bool = False,
+    ) -> DecoupledOutput:
+        """Label map of each image (reference §1.10); call ``.eval()`` first.
+
+        images (N, C, H, W), H and W multiples of 32. ``labels`` (object indices per image)
+        replaces the identified set {k : score_k > threshold}. One decoder pass over all
+        [g*, g_l for l in L_n] rows of all images, whatever |L_n|.
+        """
+        cls_out = self.classifier(images)
+        scores = torch.sigmoid(cls_out.logits_avg)  # (N, K): thresholded and used as weights
+        n, k = scores.shape
+        if labels is None:
+            active = scores > threshold
+        else:
+            if len(labels) != n:
+                raise ValueError(f"labels has {len(labels)} entries for {n} images")
+            active = torch.zeros_like(scores, dtype=torch.bool)
+            for i, ls in enumerate(labels):
+                if any(not 0 <= c < k for c in ls):
+                    raise ValueError(f"labels[{i}] = {ls} outside 0..{k - 1}")
+                active[i, list(ls)] = True
+        identified = [torch.nonzero(a).flatten().tolist() for a in active]
+
+        # Rows: for each image with labels, g* (w = s * [active]) then one row per label
+        # (w = one-hot(l) * s_l). A stable sort groups them per image: [g*_0, g_0l.., g*_1, ..].
+        has = active.any(dim=1)
+        star_img = torch.nonzero(has).flatten()
+        lab_img, lab_cls = torch.nonzero(active, as_tuple=True)
+        w_star = (scores * active)[star_img]
+        w_lab = torch.zeros(len(lab_img), k, dtype=scores.dtype, device=scores.device)
+        w_lab[torch.arange(len(lab_img), device=scores.device), lab_cls] = scores[lab_img, lab_cls]
+        row_img = torch.cat([star_img, lab_img])
+        row_ch = torch.cat([torch.zeros_like(star_img), lab_cls + 1])  # output channel of each row
+        order = torch.sort(row_img, stable=True).indices
+        row_img, row_ch, weights = row_img[order], row_ch[order], torch.cat([w_star, w_lab])[order]
+        counts = torch.bincount(row_img, minlength=n)
+
+        h, w = images.shape[-2:]
+        probs = images.new_zeros(n, k + 1, h, w)
+        acts = None
+        if return_activations:
+            acts = images.new_zeros(n, k + 1, *cls_out.pool5.shape[1:])
+        if len(row_img) > 0:
+            logits, g = self._decode(cls_out, weights, counts)
+            seg = torch.softmax(logits, dim=1)
+            is_star = row_ch == 0
+            # B from g*'s background channel; F_l from g_l's foreground channel.
+            picked = torch.where(is_star[:, None, None], seg[:, 0], seg[:, 1])
+            probs[row_img, row_ch] = picked.to(probs.dtype)
+            if acts is not None:
+                acts[row_img, row_ch] = g.to(acts.dtype)
+
+        # Pixels where every channel is 0 get +1 on the active channels (background always
+        # active); this is what makes "no label" come out as all background. Then normalise.
+        ch_active = torch.cat([torch.ones_like(active[:, :1]), active], dim=1)[:, :, None, None]
+        degenerate = probs.sum(dim=1, keepdim=True) == 0
+        probs = probs + (degenerate & ch_active).to(probs.dtype)
+        probs = probs / probs.sum(dim=1, keepdim=True)
+        return DecoupledOutput(probs.argmax(dim=1), probs, scores, identified, acts)
