@@ -3,7 +3,7 @@
 Run-directory layout (one per experiment)::
 
     RUN/config.json                 the resolved Config (saved before anything trains)
-    RUN/<stage>/metrics.csv         CSV log (Lightning CSVLogger)
+    RUN/<stage>/metrics.csv         CSV log (Lightning CSVLogger); metrics.partN.csv before a resume
     RUN/<stage>/checkpoints/last.ckpt   for resuming only (optimizer, step, RNG)
     RUN/<stage>/done.json           written when the stage finished: wall time, steps, metrics
     RUN/model.safetensors + model.json  the weights after the latest finished stage
@@ -38,6 +38,16 @@ def stage_done(run_dir: str | Path, stage: str) -> dict | None:
     return json.loads(p.read_text()) if p.is_file() else None
 
 
+def _keep_old_log(stage_dir: Path) -> None:
+    """Lightning's CSVLogger deletes an existing metrics.csv; keep it as metrics.partN.csv instead."""
+    old = stage_dir / "metrics.csv"
+    if old.is_file():
+        n = 1
+        while (stage_dir / f"metrics.part{n}.csv").exists():
+            n += 1
+        old.rename(stage_dir / f"metrics.part{n}.csv")
+
+
 def _loader(ds: Dataset, batch_size: int, workers: int, shuffle: bool, seed: int) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle, num_workers=workers,
@@ -46,10 +56,12 @@ def _loader(ds: Dataset, batch_size: int, workers: int, shuffle: bool, seed: int
 
 def run_stage(stage: str, net: nn.Module, cfg: Config, sc: StageConfig, train_ds: Dataset,
               val_ds: Dataset | None = None, resume: str | None = None, callbacks: Sequence = (),
-              progress: bool = True, num_labels: int | None = None) -> dict:
+              progress: bool = True, num_labels: int | None = None, module: L.LightningModule | None = None
+              ) -> dict:
     """Train ``net`` in place for ``sc.steps`` optimizer steps; return the stage summary.
 
-    ``stage`` is ``cls``, ``seg`` or ``deconv``. Under torchrun, Lightning picks up the process
+    ``stage`` is ``cls``, ``seg`` or ``deconv`` (or any name, with a ready ``module`` wrapping
+    ``net``, e.g. TransferNet's stages). Under torchrun, Lightning picks up the process
     group from the environment; the effective batch is batch_size x accumulate x world size.
     """
     run_dir = Path(cfg.run_dir)
@@ -62,8 +74,11 @@ def run_stage(stage: str, net: nn.Module, cfg: Config, sc: StageConfig, train_ds
     if ckpt_path is None and (ckpt_dir / "last.ckpt").is_file():
         ckpt_path = str(ckpt_dir / "last.ckpt")
 
+    if ckpt_path is not None:
+        _keep_old_log(stage_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = ClsStage(net, sc, num_labels) if stage == "cls" else STAGES[stage](net, sc)
+    if module is None:
+        module = ClsStage(net, sc, num_labels) if stage == "cls" else STAGES[stage](net, sc)
     ckpt_cb = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=sc.checkpoint_every, save_last=True,
                               save_top_k=0, save_on_train_epoch_end=False)
     trainer = L.Trainer(
@@ -71,8 +86,7 @@ def run_stage(stage: str, net: nn.Module, cfg: Config, sc: StageConfig, train_ds
         logger=CSVLogger(run_dir, name=stage, version=""), callbacks=[ckpt_cb, *callbacks],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=min(20, max(1, sc.steps // 10)), default_root_dir=run_dir,
-        limit_val_batches=0 if val_ds is None or not sc.val_every else 1.0,
-        val_check_interval=sc.val_every or None, check_val_every_n_epoch=None,
+        val_check_interval=sc.val_every or None, check_val_every_n_epoch=None if sc.val_every else 1,
         accelerator="auto", devices="auto",
     )
     workers = cfg.data.workers

@@ -1,0 +1,155 @@
+"""Engine: config round trip, crops, tiny end-to-end train -> eval -> predict, resume, CLI errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+from PIL import Image
+
+from hetseg.cli import main
+from hetseg.config import Config
+from hetseg.data.crops import binary_target, crop_pad, enclosing_box, foreground_box, label_subsets
+from hetseg.errors import HetsegError
+
+from conftest import FMNIST_DIR
+
+
+# ---------------------------------------------------------------- config -------------------------
+def test_config_roundtrip_and_overrides(tmp_path):
+    cfg = Config().override(["seg.steps=7", "model.scale=paper", "data.root=/x", "crops.max_scale=2"])
+    assert cfg.seg.steps == 7 and cfg.model.scale == "paper" and cfg.crops.max_scale == 2.0
+    cfg.save(tmp_path / "c.json")
+    assert Config.load(tmp_path / "c.json") == cfg
+    with pytest.raises(HetsegError, match="unknown config key"):
+        Config().override(["seg.stpes=3"])
+    with pytest.raises(HetsegError):
+        Config.from_dict({"sge": {}})
+
+
+# ---------------------------------------------------------------- crops --------------------------
+def test_label_subsets_and_binary_target():
+    assert label_subsets((2, 5)) == [(2,), (5,), (2, 5)]
+    assert len(label_subsets((1, 2, 3))) == 7
+    mask = np.array([[0, 2, 5], [255, 5, 2]], np.uint8)
+    np.testing.assert_array_equal(binary_target(mask, (5,)), [[0, 0, 1], [255, 1, 0]])
+
+
+def test_enclosing_box_contains_foreground_and_may_leave_image():
+    rng = np.random.default_rng(0)
+    fg = (30, 40, 50, 60)
+    outside = 0
+    for _ in range(200):
+        x0, y0, x1, y1 = enclosing_box(fg, 96, 96, rng, max_scale=1.6)
+        assert x0 <= 30 and y0 <= 40 and x1 >= 50 and y1 >= 60
+        outside += x0 < 0 or y0 < 0 or x1 > 96 or y1 > 96
+    assert outside > 0
+
+
+def test_crop_pad_pads_image_black_and_mask_void():
+    img = np.full((4, 4, 3), 200, np.uint8)
+    mask = np.ones((4, 4), np.uint8)
+    ci, cm = crop_pad(img, mask, (-2, -1, 3, 3))
+    assert ci.shape == (4, 5, 3) and cm.shape == (4, 5)
+    assert (ci[0] == 0).all() and (cm[0] == 255).all() and (cm[:, :2] == 255).all()
+    assert (cm[1:, 2:] == 1).all() and (ci[1:, 2:] == 200).all()
+    assert foreground_box(np.pad(np.ones((2, 2), np.uint8), 3), (1,)) == (3, 3, 5, 5)
+
+
+# ---------------------------------------------------------------- end to end ---------------------
+@pytest.fixture(scope="module")
+def tiny_scenes(tmp_path_factory) -> Path:
+    from hetseg.data.scenes import generate_scenes
+
+    out = tmp_path_factory.mktemp("scenes")
+    generate_scenes(out, seed=3, num_train=120, num_val=16, size=96, fashion_mnist_dir=FMNIST_DIR, workers=1)
+    return out
+
+
+def tiny_config(root: Path, run: Path) -> Config:
+    return Config(run_dir=str(run)).override([
+        f"data.root={root}", "data.strong_split=splits/strong_5.txt",
+        "cls.steps=6", "cls.batch_size=8", "cls.checkpoint_every=2",
+        "seg.steps=6", "seg.batch_size=4", "seg.accumulate=2", "seg.checkpoint_every=2",
+        "crops.crops_per_subset=4", "crops.proposals=none",
+    ])
+
+
+def test_train_eval_predict_end_to_end(tiny_scenes, tmp_path):
+    from hetseg.engine.pipeline import evaluate_run, train
+
+    run = tmp_path / "run"
+    cfg = tiny_config(tiny_scenes, run)
+    summaries = train(cfg, ("cls", "seg"), progress=False)
+    assert summaries["cls"]["steps"] == 6 and summaries["seg"]["steps"] == 6
+    assert summaries["seg"]["effective_batch"] == 8
+    assert "val/mAP" in summaries["cls"]["metrics"]
+    assert (run / "model.safetensors").is_file() and (run / "config.json").is_file()
+    assert (run / "cls" / "metrics.csv").is_file()
+    scores, report = evaluate_run(run, "val")
+    assert 0.0 <= scores.miou <= 1.0 and report["images"] == 16
+    assert len(list((run / "predictions_val").glob("*.png"))) == 16
+    # predictions load like ground truth: palette PNGs of the input's size
+    pred = Image.open(next((run / "predictions_val").glob("*.png")))
+    assert pred.mode == "P" and pred.size == (96, 96)
+    # CLI predict on odd inputs: grey, RGBA, tiny, non-square
+    inp = tmp_path / "inputs"
+    inp.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70), np.uint8), "L").save(inp / "grey.png")
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (33, 20, 4), np.uint8), "RGBA").save(inp / "rgba.png")
+    Image.fromarray(np.zeros((3, 5, 3), np.uint8)).save(inp / "tiny.jpg")
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(run), "--input", str(inp), "--output", str(out), "--overlay"]) == 0
+    for name, (h, w) in {"grey": (50, 70), "rgba": (33, 20), "tiny": (3, 5)}.items():
+        im = Image.open(out / f"{name}.png")
+        assert im.mode == "P" and im.size == (w, h)
+        assert Image.open(out / "overlays" / f"{name}.png").mode == "RGB"
+    data = json.loads((out / "scores.json").read_text())
+    assert len(data["images"]) == 3 and len(data["images"][0]["class_scores"]) == 10
+
+
+class _StopAt(L.Callback):
+    """Simulates a crash (a killed job) right after optimizer step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            raise RuntimeError("simulated crash")
+
+
+class _FirstStep(L.Callback):
+    def __init__(self) -> None:
+        self.first = None
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if self.first is None:
+            self.first = trainer.global_step
+
+
+def test_resume_after_interruption_continues_from_saved_step(tiny_scenes, tmp_path):
+    from hetseg.engine.pipeline import train
+
+    cfg = tiny_config(tiny_scenes, tmp_path / "run")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg, ("cls",), progress=False, callbacks=[_StopAt(5)])
+    ckpt = tmp_path / "run" / "cls" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    probe = _FirstStep()
+    summary = train(cfg, ("cls",), progress=False, callbacks=[probe])["cls"]
+    assert probe.first == 4  # last.ckpt was written at step 4 (checkpoint_every=2); 5 was lost
+    assert summary["steps"] == 6 and summary["resumed_from"] == str(ckpt)
+    assert (tmp_path / "run" / "cls" / "metrics.part1.csv").is_file()  # the log before the crash is kept
+    # a finished stage is skipped, not retrained
+    assert train(cfg, ("cls",), progress=False)["cls"] == json.loads(
+        (tmp_path / "run" / "cls" / "done.json").read_text())
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["predict", "--checkpoint", str(tmp_path), "--input", "x.jpg", "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hetseg: error:") and "\n" not in err and str(tmp_path) in err
