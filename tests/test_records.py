@@ -133,3 +133,14 @@ def test_per_class_subset_on_voc_train_labels(cls_irn):
     sel = per_class_subset(strong, 5, num_classes=21, seed=0)
     assert all(sum(1 for r in sel if c in r.labels) >= 5 for c in range(1, 21))
     assert len(sel) < 100  # images count for every class they contain
+
+
+def test_fashion_class_names_follow_fashion_mnist_label_order():
+    """Mask index = Fashion-MNIST label + 1; the official label order has Sandal (5) before Shirt (6)."""
+    from hetseg.data.classes import FASHION_CLASSES, FASHION_SOURCE, FASHION_TARGET
+
+    official = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                "Ankle boot"]
+    assert list(FASHION_CLASSES) == ["background", *official]
+    assert {FASHION_CLASSES[i] for i in FASHION_SOURCE} == {"T-shirt/top", "Trouser", "Sandal", "Sneaker", "Bag"}
+    assert {FASHION_CLASSES[i] for i in FASHION_TARGET} == {"Pullover", "Dress", "Coat", "Shirt", "Ankle boot"}

@@ -70,6 +70,37 @@ class EvalConfig:
     split: str = "val"
 
 
+def _adam(steps: int, lr: float) -> StageConfig:
+    """TransferNet's solvers (reference §3.7): Adam, fixed lr (lr_step 1.0 = no drop), no weight decay."""
+    return StageConfig(steps=steps, batch_size=16, lr=lr, optimizer="adam", weight_decay=0.0, lr_step=1.0)
+
+
+@dataclass
+class TransferConfig:
+    """TransferNet and the baselines of its Sec. 6.3 (hetseg.engine.transfer, docs/TRANSFERNET.md).
+
+    ``att``/``joint`` batch_size counts (image, label) rows *per domain*: a step sees one whole
+    target sub-batch and one whole source sub-batch (2 x batch_size rows). ``baseline`` is
+    BaselineNet's decoder stage (source rows only). Class lists are mask indices.
+    """
+
+    source_split: str = "splits/transfer_source_train.txt"  # masks of source classes
+    target_split: str = "splits/transfer_target_train.txt"  # image labels of target classes only
+    val_split: str = "splits/transfer_target_val.txt"       # evaluation: target classes, masks
+    source_classes: list[int] = field(default_factory=lambda: [1, 2, 7, 8, 9])
+    target_classes: list[int] = field(default_factory=lambda: [3, 4, 5, 6, 10])
+    attention: str = "code"        # code (extra FC+ReLU, released prototxt) | paper (the equation)
+    feature_scale: float = 0.004   # A = s * conv5_3; 0 = calibrate on training images (max -> ~1)
+    embed_dim: int = 0             # factors d; 0 = 2 * C5 (1024 paper, 256 CPU)
+    seg_weight: float = 2.0        # lambda (reference §3.6)
+    threshold: float = 0.6         # separate classifier: labels with sigmoid score >= threshold
+    bg_scale: float = 0.5          # inference prior: P(bg) x 0.5, renormalised (reference §3.9)
+    crf: bool = False              # per-class binary dense CRF at inference (needs pydensecrf2)
+    att: StageConfig = field(default_factory=lambda: _adam(15000, 1e-3))
+    joint: StageConfig = field(default_factory=lambda: _adam(15000, 5e-4))
+    baseline: StageConfig = field(default_factory=lambda: _adam(15000, 5e-4))
+
+
 @dataclass
 class Config:
     run_dir: str = "runs/demo"
@@ -81,6 +112,7 @@ class Config:
     deconv: StageConfig = field(default_factory=lambda: StageConfig(steps=800, batch_size=16, lr=0.01))
     crops: CropConfig = field(default_factory=CropConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
 
     # ---- persistence -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from .baselinenet import BaselineNet
 from .bridge import Bridge
 from .classifier import Classifier, ClassifierOutput
 from .decoder import DeconvDecoder, repeat_switches
@@ -19,17 +20,20 @@ from .deconvnet import DeconvNet
 from .decouplednet import DecoupledNet, DecoupledOutput
 from .saliency import class_saliency, class_saliency_rows
 from .scales import SCALES, Scale, get_scale
+from .transfernet import AttentionModel, TransferNet, TransferOutput
 from .vgg import EncoderOutput, VGGEncoder, load_torchvision_vgg16, load_vgg16_file
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "classifier": Classifier,
     "decouplednet": DecoupledNet,
     "deconvnet": DeconvNet,
+    "transfernet": TransferNet,
+    "baselinenet": BaselineNet,
 }
 
 
 def create_model(name: str, **kw) -> nn.Module:
-    """Build a model by name ("classifier", "decouplednet", "deconvnet") with keyword args.
+    """Build a model by name ("classifier", "decouplednet", "deconvnet", "transfernet", "baselinenet").
 
     Note ``num_classes`` counts object classes for "classifier"/"decouplednet" and classes
     *including* background for "deconvnet" (it predicts the background channel itself).
@@ -44,6 +48,8 @@ def create_model(name: str, **kw) -> nn.Module:
 __all__ = [
     "MODELS",
     "SCALES",
+    "AttentionModel",
+    "BaselineNet",
     "Bridge",
     "Classifier",
     "ClassifierOutput",
@@ -53,6 +59,8 @@ __all__ = [
     "DecoupledOutput",
     "EncoderOutput",
     "Scale",
+    "TransferNet",
+    "TransferOutput",
     "VGGEncoder",
     "class_saliency",
     "class_saliency_rows",

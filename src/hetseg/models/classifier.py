@@ -47,9 +47,9 @@ class Classifier(nn.Module):
         in_channels: image channels.
         dropout: dropout after the fc6/fc7 ReLUs. The original DEC prototxts have none
             (reference §1.3), hence 0. ``class_saliency`` requires it inactive (eval mode).
-        batch_norm: BN after every VGG conv (extra option, not in the original; may help
-            training the CPU-scale VGG from scratch). The gradient stops at pool5, so the
-            closed-form saliency is unaffected.
+        batch_norm: BN after every VGG conv; ``None`` takes the scale's ``encoder_bn`` (on at
+            CPU scale, which trains from scratch; off at paper scale, as the original). The
+            gradient stops at pool5, so the closed-form saliency is unaffected.
     """
 
     def __init__(
@@ -58,13 +58,14 @@ class Classifier(nn.Module):
         scale: str | Scale = "cpu",
         in_channels: int = 3,
         dropout: float = 0.0,
-        batch_norm: bool = False,
+        batch_norm: bool | None = None,
     ) -> None:
         super().__init__()
         self.scale = get_scale(scale)
         self.num_classes = num_classes
         s = self.scale
-        self.encoder = VGGEncoder(s.widths, in_channels, batch_norm=batch_norm, pool5=True)
+        bn = s.encoder_bn if batch_norm is None else batch_norm
+        self.encoder = VGGEncoder(s.widths, in_channels, batch_norm=bn, pool5=True)
         self.fc6 = nn.Conv2d(s.c5, s.fc_dim, s.fc6_kernel)  # no padding: pool5 h -> h-k+1
         self.fc7 = nn.Conv2d(s.fc_dim, s.fc_dim, 1)
         self.score = nn.Conv2d(s.fc_dim, num_classes, 1)

@@ -22,6 +22,9 @@ class Scale:
         bridge_dim: width of DecoupledNet's fc6-seg/fc7-seg bridging layers.
         input_size: the square training/inference size (a multiple of 32).
         fc6_kernel: fc6's kernel (no padding): score map side = input_size/32 - fc6_kernel + 1.
+        encoder_bn: BN after every classifier VGG conv. Paper scale imports ImageNet VGG-16 (no
+            BN, as the original); CPU scale trains from scratch, where a plain 13-conv VGG stalls
+            at the label-prior loss (measured) -- DeconvNet added BN for the same reason.
     """
 
     name: str
@@ -30,6 +33,7 @@ class Scale:
     bridge_dim: int
     input_size: int
     fc6_kernel: int
+    encoder_bn: bool = False
 
     @property
     def c5(self) -> int:
@@ -49,7 +53,7 @@ class Scale:
 
 SCALES: dict[str, Scale] = {
     "paper": Scale("paper", (64, 128, 256, 512, 512), 4096, 2048, 320, 7),
-    "cpu": Scale("cpu", (16, 32, 64, 128, 128), 1024, 512, 96, 2),
+    "cpu": Scale("cpu", (16, 32, 64, 128, 128), 1024, 512, 96, 2, encoder_bn=True),
 }
 
 

@@ -1,0 +1,205 @@
+"""Results of ``hetseg bench table1``: one record per cell, then ``table1.json``, ``.md`` and ``.png``.
+
+A cell record is rebuilt from files its run dir already holds (``eval_val.json``, ``model.json``,
+``<stage>/done.json``, ``table1_eval.json``), so a rerun that skips finished cells reports them
+exactly as the run that trained them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+from pathlib import Path
+
+# DecoupledNet paper (Hong et al., NIPS 2015), Table 1, PASCAL VOC 2012 val mIoU (%), by strong
+# images per class. "full" is given as "about 67 for all three" in issue 4: approximate.
+PAPER: dict[str, dict] = {
+    "decouplednet": {5: 53.1, 10: 57.4, 25: 62.1, "full": 67.0},
+    "decouplednet-str": {5: 32.7, 10: 41.7, 25: 50.3, "full": 67.0},
+    "deconvnet": {5: 15.3, 10: 21.5, 25: 38.6, "full": 67.0},
+}
+PAPER_NOTE = "Table 1 of Hong, Noh, Han (NIPS 2015), VOC 2012 val; 'full' is approximate (about 67 for all three)"
+LABELS = {"decouplednet": "DecoupledNet", "decouplednet-str": "DecoupledNet-Str", "deconvnet": "DeconvNet"}
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def cell_record(run: Path, method: str, k: int | str, seed: int, cls_run: Path | None = None) -> dict:
+    """Everything the results files say about one evaluated cell, read back from its run dir."""
+    run = Path(run)
+    ev, info = _json(run / "eval_val.json"), _json(run / "model.json")
+    stages = {name: dict(s) for name, s in info.get("stages", {}).items()}
+    splits = dict(info.get("splits", {}))
+    if cls_run is not None:  # the shared weak-set classifier: listed, marked shared
+        shared = _json(Path(cls_run) / "model.json")
+        stages = {"cls": {**shared.get("stages", {}).get("cls", {}), "shared_from": str(cls_run)}, **stages}
+        splits = {"weak": shared.get("splits", {}).get("weak"), **splits}
+    wall = {name: s.get("wall_s") for name, s in stages.items()}
+    wall["eval"] = _json(run / "table1_eval.json").get("wall_s")
+    sc = ev.get("scores", {})
+    return {
+        "method": method, "k": k, "seed": seed, "run_dir": str(run), "same_as": None,
+        "miou": sc.get("miou"), "iou": sc.get("iou", {}), "mean_acc": sc.get("mean_acc"),
+        "pixel_acc": sc.get("pixel_acc"), "absent": sc.get("absent", []),
+        "wall_s": wall, "cls_shared": cls_run is not None,
+        "steps": {name: s.get("steps") for name, s in stages.items()},
+        "effective_batch": {name: s.get("effective_batch") for name, s in stages.items()},
+        "cls_val_metrics": stages.get("cls", {}).get("metrics", {}),
+        "train_splits": splits,  # file, images, checksum (and crop pairs for strong)
+        "eval_split": {"name": ev.get("split"), "checksum": ev.get("split_checksum"), "images": ev.get("images")},
+        "threshold": ev.get("threshold"), "config": info.get("config", {}),
+    }
+
+
+def summarise(cells: list[dict]) -> dict:
+    """{method: {k: {"mean", "std", "min", "max", "n"}}} of mIoU in % (std: sample std, n > 1)."""
+    out: dict = {}
+    for c in cells:
+        if c.get("miou") is None:
+            continue
+        out.setdefault(c["method"], {}).setdefault(str(c["k"]), []).append(100 * c["miou"])
+    for method, by_k in out.items():
+        for k, vals in by_k.items():
+            n, mean = len(vals), sum(vals) / len(vals)
+            std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else None
+            by_k[k] = {"mean": round(mean, 2), "std": None if std is None else round(std, 2),
+                       "min": round(min(vals), 2), "max": round(max(vals), 2), "n": n}
+    return out
+
+
+def machine_info() -> dict:
+    import lightning
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                   if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "usable_cpus": usable, "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "cuda": torch.cuda.is_available()}
+
+
+def dataset_info(data: str | Path) -> dict:
+    meta_path = Path(data) / "meta.json"
+    meta = _json(meta_path)
+    return {"root": str(data), "meta_sha256": hashlib.sha256(meta_path.read_bytes()).hexdigest()
+            if meta_path.is_file() else None, "seed": meta.get("seed"), "num_train": meta.get("num_train"),
+            "num_val": meta.get("num_val"), "splits": {k: {"size": v.get("size"), "checksum": v.get("checksum")}
+                                                       for k, v in meta.get("splits", {}).items()
+                                                       if k.startswith(("strong_", "train_", "val"))}}
+
+
+def _fmt(s: dict | None) -> str:
+    if not s:
+        return "-"
+    return f"{s['mean']:.1f}" + (f" ± {s['std']:.1f}" if s.get("std") is not None else "")
+
+
+def markdown(report: dict) -> str:
+    """table1.md: our table beside the paper's, the rule, per-cell details and per-class IoU."""
+    ks, summ, m = [str(k) for k in report["ks"]], report["summary"], report["machine"]
+    seeds = report["seeds"]
+    lines = ["# Table 1 on fashion-scenes: DecoupledNet vs DecoupledNet-Str vs DeconvNet", "",
+             f"Command: `{report['command']}` (budget `{report['budget']}`"
+             + (f", overrides {report['overrides']}" if report["overrides"] else "") + ")", "",
+             f"Scale `{report['scale']}`, seeds {seeds}, dataset `{report['dataset']['root']}` (meta.json sha256 "
+             f"{(report['dataset']['meta_sha256'] or '-')[:12]}), {m['cpu']}, {m['usable_cpus']} CPUs, torch "
+             f"{m['torch']}; wall time {report['total_wall_s'] / 60:.1f} min this invocation, "
+             f"{report['compute_wall_s'] / 60:.1f} min of training + evaluation in all.", "",
+             "## mIoU (%) on val" + (" (mean ± sample std over seeds)" if len(seeds) > 1 else ""), "",
+             "| strong / class | " + " | ".join(f"{LABELS[x]} | paper" for x in PAPER) + " |",
+             "|---|" + "---|---|" * len(PAPER)]
+    for k in ks:
+        row = [f"{_fmt(summ.get(x, {}).get(k))} | {PAPER[x][k if k == 'full' else int(k)]:.1f}"
+               + ("*" if k == "full" else "") for x in PAPER]
+        lines.append(f"| {k} | " + " | ".join(row) + " |")
+    lines += ["", f"Paper: {PAPER_NOTE} (* approximate). Ours: fashion-scenes val, "
+              f"{report['cells'][0]['eval_split']['images'] if report['cells'] else '-'} images, VOC devkit protocol.",
+              "", "## Equal effort", "", report["equal_effort"], "",
+              "## Cells", "", "| method | k | seed | mIoU | strong images | steps (cls / seg or deconv) "
+              "| wall s (cls / seg or deconv / eval) | run |", "|---|---|---|---|---|---|---|---|"]
+    for c in report["cells"]:
+        w, st = c["wall_s"], c["steps"]
+        seg = "deconv" if "deconv" in st else "seg"
+        imgs = (c["train_splits"].get("strong") or {}).get("images", "-")
+        cls_w = f"{w.get('cls')}" + (" shared" if c["cls_shared"] else "") if "cls" in w else "-"
+        same = f" = {c['same_as']} cell" if c.get("same_as") else ""
+        lines.append(f"| {LABELS[c['method']]} | {c['k']} | {c['seed']} | {100 * c['miou']:.1f}{same} | {imgs} "
+                     f"| {st.get('cls', '-')} / {st.get(seg)} | {cls_w} / {w.get(seg)} / {w.get('eval')} "
+                     f"| `{c['run_dir']}` |")
+    names = list(report["cells"][0]["iou"]) if report["cells"] else []
+    lines += ["", "## Per-class IoU (%)", "", "| method | k | seed | " + " | ".join(names) + " |",
+              "|---|---|---|" + "---|" * len(names)]
+    for c in report["cells"]:
+        vals = ["-" if c["iou"].get(n) is None else f"{100 * c['iou'][n]:.1f}" for n in names]
+        lines.append(f"| {LABELS[c['method']]} | {c['k']} | {c['seed']} | " + " | ".join(vals) + " |")
+    lines += ["", "Split checksums (sha256 of the canonical split text) and every cell's full config are in "
+              "table1.json.", ""]
+    return "\n".join(lines)
+
+
+def figure(report: dict, path: Path) -> None:
+    """mIoU against strong images per class: ours solid (± std), the paper's dashed, per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = [str(k) for k in report["ks"]]
+    x = list(range(len(ks)))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for (method, paper), color in zip(PAPER.items(), ("tab:blue", "tab:orange", "tab:green")):
+        s = report["summary"].get(method, {})
+        pts = [(i, s[k]) for i, k in zip(x, ks) if k in s]
+        if pts:
+            ax.errorbar([i for i, _ in pts], [v["mean"] for _, v in pts], yerr=[v["std"] or 0 for _, v in pts],
+                        color=color, marker="o", capsize=3, label=f"{LABELS[method]} (ours)")
+        ax.plot(x, [paper[k if k == "full" else int(k)] for k in ks], color=color, ls="--", marker="x",
+                alpha=0.6, label=f"{LABELS[method]} (paper, VOC)")
+    ax.set_xticks(x, ks)
+    ax.set_xlabel("strong (mask) images per class")
+    ax.set_ylabel("mIoU (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"Table 1 on fashion-scenes ({report['scale']} scale, {len(report['seeds'])} seed(s))")
+    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_results(cells: list[dict], out: str | Path, command: str, scale: str, seeds: list[int],
+                  data: str | Path, runs: str | Path, wall_s: float, equal_effort: str, extra: dict) -> list[Path]:
+    """Write ``OUT/table1.{json,md,png}``; returns the paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # Compute time in all, counting a shared classifier once per seed and an aliased cell not at all.
+    seen: set = set()
+    compute = 0.0
+    for c in cells:
+        if c.get("same_as"):
+            continue
+        for stage, w in c["wall_s"].items():
+            key = (c["seed"], "shared-cls") if stage == "cls" and c["cls_shared"] else (c["run_dir"], stage)
+            if w is not None and key not in seen:
+                seen.add(key)
+                compute += w
+    report = {"command": command, "scale": scale, "seeds": seeds, **extra, "runs": str(runs),
+              "dataset": dataset_info(data), "machine": machine_info(), "total_wall_s": round(wall_s, 1),
+              "compute_wall_s": round(compute, 1), "equal_effort": equal_effort,
+              "paper": {m: {str(k): v for k, v in d.items()} for m, d in PAPER.items()}, "paper_note": PAPER_NOTE,
+              "summary": summarise(cells), "cells": cells}
+    paths = [out / "table1.json", out / "table1.md", out / "table1.png"]
+    paths[0].write_text(json.dumps(report, indent=2) + "\n")
+    paths[1].write_text(markdown(report))
+    figure(report, paths[2])
+    return paths

@@ -1,0 +1,157 @@
+"""``hetseg bench table1`` end to end on a tiny generated dataset with the "tiny" budget.
+
+One module-scoped bench run (k in {5, full}, one seed) feeds every test; a rerun must skip all
+finished cells; the DecoupledNet cells must share one classifier.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hetseg.bench.table1 import (KS, METHODS, base_config, cell_config, check_recipe, run_table1,
+                                 strong_split_file)
+from hetseg.bench.table1_report import PAPER, markdown, summarise
+from hetseg.data.records import read_split
+from hetseg.errors import HetsegError
+
+from conftest import FMNIST_DIR, REPO
+
+TEST_KS = (5, "full")
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    from hetseg.data.scenes import generate_scenes
+
+    torch.set_num_threads(1)  # 2 shared cores: do not oversubscribe them
+    out = tmp_path_factory.mktemp("scenes")
+    generate_scenes(out, seed=1, num_train=120, num_val=16, size=96, fashion_mnist_dir=FMNIST_DIR, workers=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bench(scenes, tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("bench")
+    out, runs = base / "results", base / "runs"
+    assert run_table1("cpu", [0], str(out), str(scenes), str(runs), budget="tiny", ks=TEST_KS) == 0
+    return {"out": out, "runs": runs, "data": scenes, "report": json.loads((out / "table1.json").read_text())}
+
+
+def test_results_files_have_the_required_fields(bench):
+    rep, out = bench["report"], bench["out"]
+    for key in ("command", "scale", "seeds", "dataset", "machine", "total_wall_s", "compute_wall_s", "paper",
+                "equal_effort", "summary", "cells", "budget"):
+        assert key in rep, key
+    assert rep["command"].startswith("hetseg bench table1 --scale cpu --seeds 0")
+    assert rep["dataset"]["meta_sha256"] and rep["machine"]["cpu_count"] and rep["machine"]["torch"]
+    assert rep["paper"]["decouplednet"]["5"] == 53.1 and rep["paper"]["deconvnet"]["25"] == 38.6
+    assert len(rep["cells"]) == len(METHODS) * len(TEST_KS)
+    names = (bench["data"] / "classes.txt").read_text().split("\n")[:11]
+    for c in rep["cells"]:
+        assert 0.0 <= c["miou"] <= 1.0 and list(c["iou"]) == names
+        assert c["eval_split"]["images"] == 16 and len(c["eval_split"]["checksum"]) == 64
+        assert c["train_splits"]["strong"]["checksum"] and c["train_splits"]["strong"]["images"] > 0
+        assert c["wall_s"]["eval"] is not None and c["config"]["seed"] == 0
+        assert c["config"]["data"]["strong_split"] == strong_split_file(c["k"])
+    assert set(rep["summary"]) == set(METHODS) and set(rep["summary"]["deconvnet"]) == {"5", "full"}
+    md = (out / "table1.md").read_text()
+    for text in ("| strong / class |", "## Equal effort", "## Per-class IoU", "53.1", rep["command"], "T-shirt/top"):
+        assert text in md, text
+    assert (out / "table1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_decouplednet_cells_share_one_classifier(bench):
+    runs, rep = bench["runs"] / "seed0", bench["report"]
+    assert (runs / "weak_classifier" / "cls" / "done.json").is_file()
+    for k in TEST_KS:  # the cls stage ran once, in weak_classifier, not in any DecoupledNet cell
+        assert not (runs / f"decouplednet_k{k}" / "cls").exists()
+        assert (runs / f"decouplednet_k{k}" / "seg" / "done.json").is_file()
+    dn = [c for c in rep["cells"] if c["method"] == "decouplednet"]
+    assert all(c["cls_shared"] and c["steps"]["cls"] == 4 for c in dn)
+    assert len({c["train_splits"]["weak"]["checksum"] for c in dn}) == 1
+    assert dn[0]["train_splits"]["weak"]["images"] == 120  # the whole weak set
+
+
+def test_str_classifier_sees_only_the_strong_images(bench):
+    rep, runs = bench["report"], bench["runs"] / "seed0"
+    s5 = next(c for c in rep["cells"] if c["method"] == "decouplednet-str" and c["k"] == 5)
+    strong = s5["train_splits"]["strong"]
+    assert not s5["cls_shared"] and s5["train_splits"]["weak"]["images"] == strong["images"] < 120
+    done = json.loads((runs / "decouplednet-str_k5" / "cls" / "done.json").read_text())
+    assert done["train_samples"] == strong["images"]
+    # at "full" the strong images are the weak set: the cell is DecoupledNet's, not retrained
+    sf = next(c for c in rep["cells"] if c["method"] == "decouplednet-str" and c["k"] == "full")
+    dnf = next(c for c in rep["cells"] if c["method"] == "decouplednet" and c["k"] == "full")
+    assert sf["same_as"] == "decouplednet" and sf["miou"] == dnf["miou"]
+    assert not (runs / "decouplednet-str_kfull").exists()
+
+
+def test_equal_effort_budget(bench):
+    cells = bench["report"]["cells"]
+    for c in cells:
+        cfg = c["config"]
+        total = sum(v for v in c["steps"].values() if v)
+        assert total == cfg["cls"]["steps"] + cfg["seg"]["steps"], (c["method"], c["steps"])
+        assert {k: v for k, v in cfg["deconv"].items() if k != "steps"} == \
+               {k: v for k, v in cfg["seg"].items() if k != "steps"}
+    base = base_config("cpu", 0, "data/fashion-scenes")  # the rule on the real defaults
+    assert base.deconv.steps == base.seg.steps + base.cls.steps and base.deconv.batch_size == base.seg.batch_size
+
+
+def test_rerun_skips_finished_cells(bench, capsys):
+    runs = bench["runs"]
+    stamps = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.name in ("eval_val.json", "done.json",
+                                                                            "model.safetensors")}
+    assert len(stamps) >= 10
+    capsys.readouterr()
+    assert run_table1("cpu", [0], str(bench["out"]), str(bench["data"]), str(runs), budget="tiny", ks=TEST_KS) == 0
+    log = capsys.readouterr().out
+    assert log.count("done, skipped") == 5  # 6 cells, one of them DecoupledNet's "full" reported twice
+    assert ": stages (" not in log and "weak-set classifier" not in log  # nothing trained
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    rep = json.loads((bench["out"] / "table1.json").read_text())
+    assert [c["miou"] for c in rep["cells"]] == [c["miou"] for c in bench["report"]["cells"]]
+
+
+def test_other_recipe_in_same_runs_dir_is_refused(bench):
+    base = base_config("cpu", 0, str(bench["data"]), "tiny", ["seg.steps=5"])
+    cfg = cell_config(base, "deconvnet", 5, bench["runs"])
+    with pytest.raises(HetsegError, match="another recipe"):
+        check_recipe(cfg)
+
+
+@pytest.mark.parametrize("which", ["tiny", "repo"])
+def test_strong_split_labels_json_equals_mask_labels(scenes, which):
+    """DecoupledNet-Str trains its classifier on labels.json labels: they must be the masks' labels."""
+    root = scenes if which == "tiny" else REPO / "data" / "fashion-scenes"
+    if not (root / "labels.json").is_file():
+        pytest.skip(f"no dataset at {root}")
+    for k in KS:
+        path = root / strong_split_file(k)
+        if k == "full" and which == "repo":
+            continue  # 10,000 masks: the three small splits are the ones -Str trains on
+        from_json = read_split(path, root, num_classes=11)
+        from_masks = read_split(path, root, labels={}, num_classes=11)  # {}: every label from its mask
+        assert [r.labels for r in from_json.records] == [r.labels for r in from_masks.records]
+        assert all(r.mask for r in from_json.records)
+
+
+def test_summary_and_markdown_with_several_seeds():
+    cell = lambda m, k, s, v: {"method": m, "k": k, "seed": s, "miou": v, "iou": {"background": v},  # noqa: E731
+                               "wall_s": {"seg": 1.0, "eval": 0.5}, "steps": {"seg": 3}, "cls_shared": False,
+                               "train_splits": {"strong": {"images": 3}}, "eval_split": {"images": 16},
+                               "run_dir": "r", "same_as": None}
+    cells = [cell("decouplednet", 5, 0, 0.50), cell("decouplednet", 5, 1, 0.60), cell("deconvnet", 5, 0, 0.2)]
+    s = summarise(cells)
+    assert s["decouplednet"]["5"]["mean"] == 55.0 and s["decouplednet"]["5"]["n"] == 2
+    assert abs(s["decouplednet"]["5"]["std"] - 7.07) < 0.01 and s["deconvnet"]["5"]["std"] is None
+    rep = {"ks": [5], "summary": s, "seeds": [0, 1], "command": "c", "budget": "tiny", "overrides": [],
+           "scale": "cpu", "dataset": {"root": "d", "meta_sha256": "0" * 64}, "total_wall_s": 60,
+           "compute_wall_s": 60, "machine": {"cpu": "x", "usable_cpus": 2, "torch": "t"},
+           "equal_effort": "rule", "cells": cells}
+    md = markdown(rep)
+    assert "55.0 ± 7.1" in md and "| 5 | 55.0 ± 7.1 | 53.1 |" in md and f"{PAPER['deconvnet'][5]}" in md

@@ -1,0 +1,349 @@
+"""TransferNet (issue 5): attention, densified attention, shapes at both scales, inference rules,
+alternating-domain data, frozen encoder, and a tiny end-to-end recipe + bench on generated scenes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hetseg.models import BaselineNet, TransferNet, create_model
+from hetseg.models.transfernet import (AttentionModel, attend, decision_scores, densify, densify_gram,
+                                       foreground_probability)
+
+from conftest import FMNIST_DIR
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """2 shared cores: 1 OpenMP thread is ~10x faster than 2 spin-waiting ones under load."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+K = 10  # fashion-scenes object classes, both domains
+
+
+# ---------------------------------------------------------------- attention ----------------------
+@pytest.mark.parametrize("variant", ["code", "paper"])
+def test_attention_sums_to_one_over_locations(variant):
+    torch.manual_seed(0)
+    att = AttentionModel(8, 5, 7, K, 16, variant)
+    assert (att.combined is None) == (variant == "paper")
+    feats = torch.rand(6, 8, 5, 7) * 3
+    labels = torch.eye(K)[torch.tensor([0, 1, 2, 3, 9, 9])]
+    alpha = att(feats, labels)
+    assert alpha.shape == (6, 5, 7) and bool((alpha >= 0).all())
+    torch.testing.assert_close(alpha.flatten(1).sum(1), torch.ones(6))
+    # the attention depends on the label queried (multiplicative interaction), not only on A
+    assert not torch.allclose(alpha[0], att(feats[:1], labels[1:2])[0])
+    with pytest.raises(ValueError, match="fixed input size"):
+        att(torch.rand(1, 8, 6, 6), labels[:1])
+
+
+def test_densified_attention_equals_gram_form():
+    """d = sum_c z_c A_c with z = sum_i alpha_i A_i equals G alpha, G the Gram matrix (paper App. A)."""
+    torch.manual_seed(0)
+    feats = torch.rand(3, 16, 6, 6, dtype=torch.float64)
+    alpha = torch.softmax(torch.randn(3, 36, dtype=torch.float64), -1).view(3, 6, 6)
+    d = densify(feats, attend(feats, alpha))
+    assert d.shape == (3, 1, 6, 6)
+    torch.testing.assert_close(d, densify_gram(feats, alpha))
+    x = feats[0].flatten(1)  # (C, HW): explicit Gram matrix, one image
+    torch.testing.assert_close(d[0].flatten(), (x.T @ x) @ alpha[0].flatten())
+    # a one-hot attention on location i gives row i of the Gram matrix (the paper's Fig. 6)
+    onehot = torch.zeros(1, 6, 6, dtype=torch.float64)
+    onehot[0, 2, 3] = 1.0
+    torch.testing.assert_close(densify(feats[:1], attend(feats[:1], onehot)).flatten(), (x.T @ x)[2 * 6 + 3])
+
+
+# ---------------------------------------------------------------- shapes -------------------------
+def _check_cpu_shapes(model: nn.Module, size: int = 96) -> None:
+    x = torch.randn(2, 3, size, size)
+    side = size // 16
+    if isinstance(model, TransferNet):
+        out = model(x, torch.tensor([1, 7]))
+        assert out.alpha.shape == (2, side, side) and out.z.shape == (2, model.scale.c5)
+        assert out.dense.shape == (2, 1, side, side) and out.cls_logits.shape == (2, K)
+        assert out.seg_logits.shape == (2, 2, size, size)
+    else:
+        assert model(x, torch.tensor([1, 7])).shape == (2, 2, size, size)
+    assert model.segment(x, torch.tensor([[0, 1, 2], [3, 4, 5]])).shape == (2, 3, 2, size, size)
+    fo = model.foreground(x, [[1, 4], []], return_maps=True)
+    assert fo.fg.shape == (2, K, size, size) and fo.active.sum() == 2 and fo.maps is not None
+
+
+@pytest.mark.parametrize("name", ["transfernet", "baselinenet"])
+def test_shapes_cpu_scale(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=K, scale="cpu").eval()
+    with torch.no_grad():
+        _check_cpu_shapes(model)
+
+
+def test_paper_variant_and_input_size():
+    torch.manual_seed(0)
+    with torch.no_grad():
+        _check_cpu_shapes(TransferNet(K, "cpu", attention="paper", input_size=64).eval(), 64)
+        _check_cpu_shapes(BaselineNet(K, "cpu", input_size=128).eval(), 128)
+    with pytest.raises(ValueError, match="variant"):
+        TransferNet(K, "cpu", attention="gated")
+
+
+def test_shapes_paper_scale_forward_only():
+    """320 px: conv5_3 20x20x512 -> 400-way attention -> 1x20x20 densified map -> 320x320 logits."""
+    torch.manual_seed(0)
+    net = TransferNet(20, "paper").eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 3, 320, 320), torch.tensor([14]))
+    assert out.alpha.shape == (1, 20, 20) and out.z.shape == (1, 512) and out.dense.shape == (1, 1, 20, 20)
+    assert out.cls_logits.shape == (1, 20) and out.seg_logits.shape == (1, 2, 320, 320)
+
+
+def test_parameter_counts_paper_scale():
+    """Reference §5 with the original's 80 classes (built on the meta device)."""
+    with torch.device("meta"):
+        net = TransferNet(80, "paper")
+        base = BaselineNet(80, "paper")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(net.attention.feat_embed) == 209_716_224
+    assert count(net.attention) == 211_258_768
+    assert count(net.cls_head) == 303_696
+    assert count(net.decoder) == 7_675_202
+    assert count(net.attention) + count(net.cls_head) + count(net.decoder) == 219_237_666
+    assert count(net) == 233_952_354
+    assert count(base.decoder) == 7_675_202 and count(base.fc) == 16 * 400 + 400  # 4x4 score map -> 20x20
+
+
+# ---------------------------------------------------------------- inference rules ----------------
+def test_foreground_batched_equals_per_label_forward():
+    torch.manual_seed(0)
+    for model in (TransferNet(K, "cpu").eval(), BaselineNet(K, "cpu").eval()):
+        x = torch.randn(3, 3, 96, 96)
+        labels = [[2, 5], [], [9]]
+        with torch.no_grad():
+            fo = model.foreground(x, labels)
+            for i, ls in enumerate(labels):
+                for k in ls:
+                    single = model(x[i:i + 1], torch.tensor([k]))
+                    seg = single.seg_logits if isinstance(model, TransferNet) else single
+                    torch.testing.assert_close(fo.fg[i, k], foreground_probability(seg)[0], atol=1e-5, rtol=1e-4)
+        assert fo.active.tolist()[1] == [False] * K and float(fo.fg[1].abs().sum()) == 0.0
+        with pytest.raises(ValueError, match="outside"):
+            model.foreground(x, [[K], [], []])
+
+
+def test_background_rule():
+    # halving the background: p_fg = 1/3 becomes exactly 0.5
+    logits = torch.log(torch.tensor([2 / 3, 1 / 3]))[None, :, None, None]
+    torch.testing.assert_close(foreground_probability(logits)[0, 0, 0], torch.tensor(0.5))
+    torch.testing.assert_close(foreground_probability(logits, 1.0)[0, 0, 0], torch.tensor(1 / 3))
+    fg = torch.tensor([[0.4, 0.7, 0.9], [0.45, 0.2, 0.3]]).reshape(1, 2, 1, 3)  # (N, K=2, 1, W=3)
+    # pixel 0: nobody > 0.5 -> bg; pixel 1: class 0; pixel 2: class 0 (class 1 not queried anyway)
+    active = torch.tensor([[True, False]])
+    labels = decision_scores(fg, active).argmax(1)
+    assert labels.tolist() == [[[0, 1, 1]]]
+    fg2 = torch.tensor([[0.4, 0.6, 0.9], [0.3, 0.8, 0.95]]).reshape(1, 2, 1, 3)
+    assert decision_scores(fg2, torch.tensor([[True, True]])).argmax(1).tolist() == [[[0, 2, 2]]]
+
+
+def test_identify_labels_threshold_restriction_and_fallback():
+    from hetseg.engine.transfer import identify_labels
+
+    class Fixed(nn.Module):
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, x):
+            return type("Out", (), {"logits_avg": self.logits})()
+
+    p = torch.tensor([[0.9, 0.7, 0.1, 0.65], [0.99, 0.2, 0.3, 0.1], [0.1, 0.1, 0.1, 0.1]])
+    labels, scores = identify_labels(Fixed(torch.logit(p)), torch.zeros(3), classes=[2, 3, 4], threshold=0.6)
+    # class index 0 (mask 1) is outside the target classes: never picked, even at 0.99
+    assert labels == [[1, 3], [2], [1]]  # row 1: fallback argmax among allowed (0.3 at index 2)
+    torch.testing.assert_close(scores, p)
+
+
+# ---------------------------------------------------------------- data and stages ----------------
+@pytest.fixture(scope="module")
+def tiny_scenes(tmp_path_factory) -> Path:
+    from hetseg.data.scenes import generate_scenes
+
+    out = tmp_path_factory.mktemp("tn_scenes")
+    generate_scenes(out, seed=5, num_train=100, num_val=20, size=96, fashion_mnist_dir=FMNIST_DIR, workers=1)
+    return out
+
+
+def _cfg(root: Path, run: Path, steps: int = 3):
+    from hetseg.config import Config
+
+    return Config(run_dir=str(run)).override([
+        f"data.root={root}", "cls.steps=4", "cls.batch_size=8", f"seg.steps={steps}", "seg.batch_size=4",
+        "crops.crops_per_subset=2", "crops.proposals=none",
+        *[f"transfer.{s}.{k}" for s in ("att", "joint", "baseline") for k in (f"steps={steps}", "batch_size=4")],
+    ])
+
+
+def test_domain_pairs_whole_sub_batches(tiny_scenes):
+    from torch.utils.data import DataLoader
+
+    from hetseg.data.classes import FASHION_SOURCE, FASHION_TARGET
+    from hetseg.engine.transfer import DomainPairs, _rows
+
+    cfg = _cfg(tiny_scenes, tiny_scenes / "unused")
+    target, source = _rows(cfg, "target"), _rows(cfg, "source")
+    assert {c for _, c in target.rows} <= set(FASHION_TARGET) and {c for _, c in source.rows} <= set(FASHION_SOURCE)
+    # one row per (image, label): multi-label images give several rows
+    assert len(source) == sum(len(r.labels) for r in source.split.records)
+    pairs = DomainPairs(target, source, seed=0)
+    xt, yt, xs, ys, ms = next(iter(DataLoader(pairs, batch_size=6, shuffle=True)))
+    assert xt.shape == xs.shape == (6, 3, 96, 96) and ms.shape == (6, 96, 96)
+    assert set((yt + 1).tolist()) <= set(FASHION_TARGET) and set((ys + 1).tolist()) <= set(FASHION_SOURCE)
+    assert set(torch.unique(ms).tolist()) <= {0, 1, 255} and bool((ms == 1).any())
+    pairs.set_epoch(1)  # a new epoch re-pairs the source rows, reproducibly
+    a, b = pairs[0], pairs[0]
+    assert torch.equal(a[2], b[2]) and a[3] == b[3] and torch.equal(a[4], b[4])
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # training_step called without a Trainer
+def test_transfer_stages_keep_encoder_frozen(tiny_scenes):
+    from torch.utils.data import DataLoader
+
+    from hetseg.config import StageConfig
+    from hetseg.engine.transfer import DomainPairs, TransferStage, _rows
+
+    torch.manual_seed(0)
+    cfg = _cfg(tiny_scenes, tiny_scenes / "unused")
+    batch = next(iter(DataLoader(DomainPairs(_rows(cfg, "target"), _rows(cfg, "source")), batch_size=4)))
+    net = TransferNet(K, "cpu")
+    for phase in ("att", "joint"):
+        stage = TransferStage(net, StageConfig(steps=5, lr=1e-3, optimizer="adam", weight_decay=0.0), phase)
+        stage.train()
+        assert not net.encoder.training and net.attention.training
+        before = {n: p.detach().clone() for n, p in net.named_parameters()}
+        enc_bn = [b.clone() for b in net.encoder.buffers()]
+        opt = stage.configure_optimizers()["optimizer"]
+        lrs = sorted({g["lr"] for g in opt.param_groups})
+        assert lrs == [1e-3, 1e-2, 2e-2]  # cls_score weight x10, bias x20 (reference §3.3)
+        loss = stage.training_step(batch, 0)
+        loss.backward()
+        opt.step()
+        changed = {n for n, p in net.named_parameters() if not torch.equal(p, before[n])}
+        assert not any(n.startswith("encoder.") for n in changed)
+        assert all(torch.equal(a, b) for a, b in zip(enc_bn, net.encoder.buffers()))  # BN stats untouched
+        assert any(n.startswith("attention.") for n in changed) and any(n.startswith("cls_head.") for n in changed)
+        assert any(n.startswith("decoder.") for n in changed) == (phase == "joint")
+        opt.zero_grad()
+
+
+# ---------------------------------------------------------------- end to end ---------------------
+def test_tiny_end_to_end_recipe_and_bench(tiny_scenes, tmp_path):
+    from hetseg.bench.transfer import run_transfer
+    from hetseg.engine.transfer import METHODS, crf_available
+
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    overrides = ["cls.steps=4", "cls.batch_size=8", "seg.steps=3", "seg.batch_size=4", "crops.crops_per_subset=2",
+                 *[f"transfer.{s}.{k}" for s in ("att", "joint", "baseline") for k in ("steps=3", "batch_size=4")]]
+    assert run_transfer("cpu", [0], str(out), str(tiny_scenes), str(runs), overrides=overrides) == 0
+    report = json.loads((out / "transfer.json").read_text())
+    assert set(report["methods"]) == set(METHODS)
+    for m in METHODS:
+        miou = report["methods"][m]["miou"]
+        assert len(miou) == 1 and 0.0 <= miou[0] <= 1.0
+    assert report["val"]["images"] == len((tiny_scenes / "splits" / "transfer_target_val.txt").read_text().split("\n")) - 1
+    assert report["budgets"]["decoder_steps"] == {"transfernet": 3, "baselinenet": 3, "decouplednet_transfer": 3}
+    md = (out / "transfer.md").read_text()
+    assert "TransferNet-GT" in md and "claims" in md.lower() and "hetseg bench transfer" in md
+    assert (out / "transfer_attention.png").stat().st_size > 0
+    run = runs / "cpu_s0"
+    feature_scale = json.loads((run / "transfernet" / "model.json").read_text())["feature_scale"]
+    assert feature_scale == pytest.approx(0.004) or feature_scale > 0
+    # Re-running skips every finished stage and reproduces the scores exactly.
+    assert run_transfer("cpu", [0], str(tmp_path / "again"), str(tiny_scenes), str(runs), overrides=overrides) == 0
+    again = json.loads((tmp_path / "again" / "transfer.json").read_text())
+    assert {m: again["methods"][m]["miou"] for m in METHODS} == {m: report["methods"][m]["miou"] for m in METHODS}
+    if crf_available():
+        from hetseg.config import Config
+        from hetseg.engine.checkpoint import load_model
+        from hetseg.engine.pipeline import load_split
+        from hetseg.engine.transfer import evaluate_transfer, load_transfer_run
+
+        cfg = Config().override([f"data.root={tiny_scenes}"])
+        val = load_split(cfg, cfg.transfer.val_split)
+        nets = {"transfernet": load_transfer_run(run / "transfernet")[0]}
+        clf = load_model(run / "classifier")[0].classifier
+        s = evaluate_transfer(nets, clf, val, 11, 96, cfg.transfer.target_classes, methods=["transfernet"], crf=True)
+        assert list(s) == ["transfernet+crf"] and 0.0 <= s["transfernet+crf"].miou <= 1.0
+
+
+def test_crf_is_skipped_cleanly_when_absent(tiny_scenes, tmp_path, monkeypatch):
+    from hetseg.engine import transfer as T
+
+    monkeypatch.setattr(T, "crf_available", lambda: False)
+    torch.manual_seed(0)
+    from hetseg.config import Config
+    from hetseg.engine.pipeline import load_split
+    from hetseg.models import Classifier
+
+    cfg = Config().override([f"data.root={tiny_scenes}"])
+    val = load_split(cfg, cfg.transfer.val_split)
+    val.records = val.records[:3]
+    s = T.evaluate_transfer({"transfernet": TransferNet(K, "cpu")}, Classifier(K, "cpu"), val, 11, 96,
+                            cfg.transfer.target_classes, methods=["transfernet"], crf=True)
+    assert list(s) == ["transfernet"]
+
+
+@pytest.mark.skipif(not __import__("hetseg.engine.transfer", fromlist=["x"]).crf_available(),
+                    reason="pydensecrf2 not installed (optional extra 'crf')")
+def test_crf_scores_follow_the_image():
+    from hetseg.engine.transfer import crf_scores
+
+    img = np.zeros((24, 24, 3), np.uint8)
+    img[6:18, 6:18] = 200  # a bright square
+    fg = torch.full((2, 24, 24), 0.3)
+    fg[0, 6:18, 6:18] = 0.8
+    fg[0, 8:10, 8:10] = 0.45  # a weak hole inside the square: the CRF fills it
+    s = crf_scores(img, fg, [0])
+    assert s.shape == (3, 24, 24) and float(s[2].abs().sum()) == 0.0  # label 1 not queried
+    inside = s[1, 6:18, 6:18] > 0
+    assert bool(inside.all()) and float((s[1] > 0).float().sum()) == 144
+
+
+# ---------------------------------------------------------------- CLI hooks ----------------------
+def _parse_or_skip(argv):
+    from hetseg.cli import _build_parser
+
+    try:
+        return _build_parser().parse_args(argv)
+    except SystemExit:
+        pytest.skip(f"'hetseg {' '.join(argv[:2])}' is not wired into cli.py")
+
+
+def test_cli_bench_transfer_is_wired():
+    args = _parse_or_skip(["bench", "transfer", "--seeds", "0", "1"])
+    assert args.name == "transfer" and args.seeds == [0, 1] and args.scale == "cpu"
+
+
+@pytest.mark.usefixtures("fixtures")
+def test_cli_data_coco_builds_the_coco60_split(tmp_path, capsys):
+    from conftest import FIXTURES
+
+    from hetseg.cli import main
+    from hetseg.data.records import read_split
+
+    ice = FIXTURES / "coco" / "icevision"
+    argv = ["data", "coco", "--ann", str(ice / "annotations.json"), "--images", str(ice / "images"),
+            "--out", str(tmp_path / "coco60"), "--name", "train"]
+    _parse_or_skip(argv)
+    assert main(argv) == 0
+    # every image with a VOC class dropped, the remaining COCO ids remapped into 21..80 (bear 23 -> 28)
+    split = read_split(tmp_path / "coco60" / "splits" / "train.txt", num_classes=81)
+    assert [(r.id, r.labels) for r in split.records] == [("000000194216", (28,))]
+    assert "1 images" in capsys.readouterr().out
