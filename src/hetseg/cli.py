@@ -32,6 +32,15 @@ def _add_data(sub) -> None:
     va.add_argument("--out-mask-dir", default="SegmentationClassAug")
     va.add_argument("--expect-count", type=int, default=10582,
                     help="refuse a train_aug of another size (10,582 on the real datasets; 0 = no check)")
+    co = data.add_parser("coco", help="COCO instances -> VOC layout with a category remap (TransferNet's COCO-60)")
+    co.add_argument("--ann", required=True, help="COCO instances JSON, e.g. instances_train2014.json")
+    co.add_argument("--images", required=True, help="folder with that JSON's images")
+    co.add_argument("--out", required=True, help="dataset root to write into (e.g. VOC2012: labels.json is merged)")
+    co.add_argument("--remap", default="coco60_transfernet", help="shipped remap name or a remap JSON path")
+    co.add_argument("--name", default=None, help="split name: OUT/splits/<name>.txt (default: the JSON's stem)")
+    co.add_argument("--keep-voc", action="store_true", help="keep images containing a VOC class (default: drop them)")
+    co.add_argument("--keep-empty", action="store_true", help="keep images with no mapped category")
+    co.add_argument("--copy", action="store_true", help="copy images instead of symlinking them")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -77,12 +86,13 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("--fashion-mnist-dir", default=None)
 
     b = sub.add_parser("bench", help="benchmarks that write results files")
-    b.add_argument("name", choices=["table1"])
+    b.add_argument("name", choices=["table1", "transfer"])
     b.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
     b.add_argument("--seeds", type=int, nargs="+", default=[0])
     b.add_argument("--out", default="benchmarks/results")
     b.add_argument("--data", default="data/fashion-scenes")
-    b.add_argument("--runs", default="runs/table1")
+    b.add_argument("--runs", default=None, help="run directories (default: runs/<name>)")
+    b.add_argument("overrides", nargs="*", help="transfer only: dotted key=value config overrides")
     return p
 
 
@@ -96,6 +106,14 @@ def _run(args: argparse.Namespace) -> int:
             from hetseg.data.splits_cli import cli_splits
 
             return cli_splits(args.split, args.per_class, args.seed, args.root, args.num_classes, args.out)
+        if args.data_cmd == "coco":
+            from hetseg.data.coco import build_coco_split
+
+            s = build_coco_split(args.ann, args.images, args.out, args.remap, drop_if_any=not args.keep_voc,
+                                 name=args.name, keep_empty=args.keep_empty, link=not args.copy)
+            print(f"{len(s)} images -> {Path(args.out) / 'splits' / (s.name + '.txt')} (sha256 {s.meta['checksum'][:12]}); "
+                  f"skipped {s.meta['skipped_dropped']} with a dropped class, {s.meta['skipped_empty']} without a mapped one")
+            return 0
         from hetseg.data.sbd import cli_voc_aug
 
         return cli_voc_aug(args.voc_root, args.sbd_root, args.out_mask_dir, args.expect_count or None)
@@ -136,9 +154,16 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_demo(args.data, args.run_dir, args.seed, args.fashion_mnist_dir)
     if args.cmd == "bench":
+        if args.name == "transfer":
+            from hetseg.bench.transfer import run_transfer
+
+            return run_transfer(args.scale, args.seeds, args.out, args.data, args.runs or "runs/transfer",
+                                overrides=args.overrides)
+        if args.overrides:
+            raise HetsegError("config overrides are for 'bench transfer' only")
         from hetseg.bench.table1 import run_table1
 
-        return run_table1(args.scale, args.seeds, args.out, args.data, args.runs)
+        return run_table1(args.scale, args.seeds, args.out, args.data, args.runs or "runs/table1")
     return 2
 
 

@@ -22,6 +22,12 @@ within itself. Here one step draws a whole target sub-batch and a whole source s
 0.5 * cls_t + 0.5 * (cls_s + lambda * seg_s): the same update. Target rows never reach the decoder
 (their masks are all void; the patched Caffe loss gives them 0 loss and 0 gradient).
 
+Feature scale: the original multiplies conv5_3 by 0.004 to bring Caffe VGG-16 activations "roughly
+into 0-1". ``transfer.feature_scale=0`` re-derives that constant for another encoder
+(:func:`calibrate_feature_scale`); the CPU recipe does so, since 0.004 shrinks the BN encoder's
+activations to ~0.015 and the attention then fails to learn the classification objective
+(measured, docs/TRANSFERNET.md).
+
 Equal effort: every decoder gets the same number of optimizer steps with the same number of
 source-mask rows per step (``transfer.joint`` = ``transfer.baseline`` = ``seg`` budgets).
 """
@@ -55,7 +61,6 @@ from hetseg.errors import HetsegError
 from hetseg.metrics import ConfusionMatrix, Scores
 from hetseg.models.baselinenet import BaselineNet
 from hetseg.models.classifier import Classifier
-from hetseg.models.decouplednet import DecoupledNet
 from hetseg.models.transfernet import TransferNet, decision_scores
 from hetseg.palette import save_index_png
 
