@@ -155,3 +155,29 @@ def test_summary_and_markdown_with_several_seeds():
            "equal_effort": "rule", "cells": cells}
     md = markdown(rep)
     assert "55.0 ± 7.1" in md and "| 5 | 55.0 ± 7.1 | 53.1 |" in md and f"{PAPER['deconvnet'][5]}" in md
+
+
+def test_bf16_channels_last_speed_reaches_every_stage(scenes, tmp_path):
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    assert run_table1("cpu", [0], str(out), str(scenes), str(runs), budget="tiny", ks=(5,), speed="bf16+cl") == 0
+    rep = json.loads((out / "table1.json").read_text())
+    assert rep["speed"] == "bf16+cl" and rep["precision"] == "bf16-mixed" and rep["channels_last"] is True
+    for c in rep["cells"]:  # part of the recipe of every stage, so resuming checks it
+        for st in ("cls", "seg", "deconv"):
+            assert c["config"][st]["precision"] == "bf16-mixed" and c["config"][st]["channels_last"] is True
+        assert 0.0 <= c["miou"] <= 1.0
+    with pytest.raises(HetsegError, match="another recipe"):  # same runs dir, fp32: refused before training
+        run_table1("cpu", [0], str(out), str(scenes), str(runs), budget="tiny", ks=(5,), speed="fp32")
+    assert base_config("cpu", 0, "d", speed="fp32").deconv.precision == "32-true"
+
+
+def test_parallel_cells_match_sequential(scenes, bench, tmp_path):
+    """jobs=2: cells in two single-thread processes; same cells, same order, one shared classifier."""
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    assert run_table1("cpu", [0], str(out), str(scenes), str(runs), budget="tiny", ks=TEST_KS, jobs=2) == 0
+    rep = json.loads((out / "table1.json").read_text())
+    seq = bench["report"]["cells"]
+    assert [(c["method"], c["k"]) for c in rep["cells"]] == [(c["method"], c["k"]) for c in seq]
+    assert len(list(runs.rglob("cls/done.json"))) == 2  # the shared classifier + DecoupledNet-Str k=5
+    for a, b in zip(rep["cells"], seq):  # same recipe, data and seed: same splits and budgets
+        assert a["train_splits"] == b["train_splits"] and a["steps"] == b["steps"]

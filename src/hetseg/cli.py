@@ -92,7 +92,9 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="benchmarks/results")
     b.add_argument("--data", default="data/fashion-scenes")
     b.add_argument("--runs", default=None, help="run directories (default: runs/<name>)")
-    b.add_argument("overrides", nargs="*", help="transfer only: dotted key=value config overrides")
+    b.add_argument("--jobs", type=int, default=2,
+                   help="cells trained at once, one single-thread process each (2 suits a 2-core machine)")
+    b.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
     return p
 
 
@@ -159,11 +161,10 @@ def _run(args: argparse.Namespace) -> int:
 
             return run_transfer(args.scale, args.seeds, args.out, args.data, args.runs or "runs/transfer",
                                 overrides=args.overrides)
-        if args.overrides:
-            raise HetsegError("config overrides are for 'bench transfer' only")
         from hetseg.bench.table1 import run_table1
 
-        return run_table1(args.scale, args.seeds, args.out, args.data, args.runs or "runs/table1")
+        return run_table1(args.scale, args.seeds, args.out, args.data, args.runs or "runs/table1",
+                          overrides=args.overrides, jobs=args.jobs)
     return 2
 
 

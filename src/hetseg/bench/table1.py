@@ -21,8 +21,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import multiprocessing
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -40,6 +42,22 @@ BUDGETS: dict[str, list[str]] = {
     "tiny": ["cls.steps=4", "cls.batch_size=4", "cls.checkpoint_every=2", "seg.steps=4", "seg.batch_size=4",
              "seg.checkpoint_every=2", "crops.crops_per_subset=2"],  # tests only
 }
+
+def _speed(precision: str, channels_last: bool) -> list[str]:
+    """Config overrides of the cls and seg stages (cfg.deconv copies cfg.seg)."""
+    return [f"{st}.{key}={val}" for st in ("cls", "seg")
+            for key, val in (("precision", precision), ("channels_last", str(channels_last).lower()))]
+
+
+# Arithmetic speed settings, measured by benchmarks/precision_check.py. As Config overrides they
+# are part of each cell's recorded recipe (checked on resume) and the same for every method.
+SPEEDS: dict[str, list[str]] = {
+    "default": [],  # the Config defaults
+    "fp32": _speed("32-true", False),
+    "bf16": _speed("bf16-mixed", False),
+    "bf16+cl": _speed("bf16-mixed", True),
+}
+
 
 EQUAL_EFFORT = (
     "Budgets are counted in optimizer steps and fixed before the run (the Config defaults, recorded per "
@@ -63,11 +81,13 @@ def strong_split_file(k: int | str) -> str:
 
 
 def base_config(scale: str, seed: int, data: str | Path, budget: str = "default",
-                overrides: Sequence[str] = ()) -> Config:
+                overrides: Sequence[str] = (), speed: str = "default") -> Config:
     """The recipe shared by every cell of a seed, with the equal-effort rule applied."""
     if budget not in BUDGETS:
         raise HetsegError(f"unknown budget '{budget}'; fix: use one of {sorted(BUDGETS)}")
-    cfg = Config(seed=seed).override(["crops.proposals=none", *BUDGETS[budget], *overrides])
+    if speed not in SPEEDS:
+        raise HetsegError(f"unknown speed '{speed}'; fix: use one of {sorted(SPEEDS)}")
+    cfg = Config(seed=seed).override(["crops.proposals=none", *BUDGETS[budget], *SPEEDS[speed], *overrides])
     cfg.data.root = str(data)
     cfg.model.scale = scale
     # DeconvNet: the seg recipe, with the classifier's steps added so total steps are equal.
@@ -158,13 +178,29 @@ def run_cell(cfg: Config, method: str, k: int | str, cls_run: Path | None, progr
     return rec
 
 
+def _job(fn, *args):
+    """Run ``fn`` in a worker; a HetsegError comes back as a plain one (DataError does not unpickle)."""
+    try:
+        return fn(*args)
+    except HetsegError as e:
+        raise HetsegError(str(e)) from None
+
+
+def _worker_init() -> None:
+    """A cell process uses one thread: two single-thread processes fill two cores without the
+    OpenMP barrier waits that make one two-thread process crawl when anything else runs."""
+    torch.set_num_threads(1)
+
+
 def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benchmarks/results",
                data: str = "data/fashion-scenes", runs: str = "runs/table1", budget: str = "default",
-               ks: Sequence[int | str] = KS, overrides: Sequence[str] = (), progress: bool = False) -> int:
+               ks: Sequence[int | str] = KS, overrides: Sequence[str] = (), speed: str = "default",
+               jobs: int = 1, progress: bool = False) -> int:
     """Train/evaluate every (method, k, seed) cell and write ``OUT/table1.{json,md,png}``; exit status.
 
     ``ks`` and ``overrides`` (dotted Config overrides applied before the equal-effort rule) exist
-    for tests and budget studies; the published table uses the defaults.
+    for tests and budget studies; ``speed`` is one of :data:`SPEEDS` (the same for every method);
+    ``jobs`` > 1 trains that many cells at once in single-thread processes.
     """
     from hetseg.bench.table1_report import write_results
     from hetseg.engine.demo import ensure_scenes
@@ -173,26 +209,52 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
     ks = tuple(k if str(k) == "full" else int(k) for k in ks)
     if not (Path(data) / "meta.json").is_file():
         ensure_scenes(data, 0)  # the default fashion-scenes (any existing dataset is used as it is)
-    cells: list[dict] = []
-    for seed in seeds:
-        base = base_config(scale, seed, data, budget, overrides)
-        cls_run = ensure_classifier(base, runs, progress)
-        done: dict = {}
+    bases = {seed: base_config(scale, seed, data, budget, overrides, speed) for seed in seeds}
+    # -Str cells whose strong images are exactly the weak set ("full") are DecoupledNet's cell.
+    alias = {(s, k) for s in seeds for k in ks if same_classifier_data(
+        cell_config(bases[s], "decouplednet-str", k, runs), classifier_config(bases[s], runs))}
+    todo = [(s, k, m) for s in seeds for k in ks for m in METHODS
+            if not (m == "decouplednet-str" and (s, k) in alias)]
+    for s in seeds:  # refuse a runs dir of another recipe before anything trains
+        check_recipe(classifier_config(bases[s], runs))
+    for s, k, m in todo:
+        check_recipe(cell_config(bases[s], m, k, runs))
+    records: dict = {}
+    if jobs <= 1:
+        for s in seeds:
+            cls_run = ensure_classifier(bases[s], runs, progress)
+            for seed, k, m in (t for t in todo if t[0] == s):
+                records[(seed, k, m)] = run_cell(cell_config(bases[s], m, k, runs), m, k, cls_run, progress)
+    else:
+        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+
+        def submit(t: tuple, cls_run: Path | None):
+            s, k, m = t
+            return pool.submit(_job, run_cell, cell_config(bases[s], m, k, runs), m, k, cls_run, progress)
+
+        with pool:  # queue order: classifiers, then the longest cells; DecoupledNet waits for its classifier
+            fcls = {s: pool.submit(_job, ensure_classifier, bases[s], runs, progress) for s in seeds}
+            futs = {t: submit(t, None) for m in ("deconvnet", "decouplednet-str") for t in todo if t[2] == m}
+            for s in seeds:
+                cls_run = fcls[s].result()
+                futs.update({t: submit(t, cls_run) for t in todo if t[0] == s and t[2] == "decouplednet"})
+            records = {t: f.result() for t, f in futs.items()}
+    cells = []
+    for s in seeds:
         for k in ks:
-            for method in METHODS:
-                cfg = cell_config(base, method, k, runs)
-                if method == "decouplednet-str" and ("decouplednet", k) in done and same_classifier_data(
-                        cfg, classifier_config(base, runs)):
-                    rec = {**done[("decouplednet", k)], "method": method, "same_as": "decouplednet"}
-                    print(f"[table1] {method} k={k} seed {seed}: strong images = weak set, "
-                          "identical to the DecoupledNet cell (reported for both)", flush=True)
+            for m in METHODS:
+                if (s, k, m) in records:
+                    cells.append(records[(s, k, m)])
                 else:
-                    rec = run_cell(cfg, method, k, cls_run, progress)
-                done[(method, k)] = rec
-                cells.append(rec)
+                    print(f"[table1] {m} k={k} seed {s}: strong images = weak set, identical to the "
+                          "DecoupledNet cell (reported for both)", flush=True)
+                    cells.append({**records[(s, k, "decouplednet")], "method": m, "same_as": "decouplednet"})
     command = (f"hetseg bench table1 --scale {scale} --seeds {' '.join(map(str, seeds))} --out {out} "
                f"--data {data} --runs {runs}")
-    extra = {"budget": budget, "ks": list(ks), "overrides": list(overrides)}
+    first = bases[seeds[0]] if seeds else Config()
+    extra = {"budget": budget, "speed": speed, "precision": first.seg.precision,
+             "channels_last": first.seg.channels_last, "jobs": jobs, "ks": list(ks),
+             "overrides": list(overrides)}
     paths = write_results(cells, out, command, scale, list(seeds), data, runs, time.perf_counter() - t0,
                           EQUAL_EFFORT, extra)
     print(f"[table1] results: {', '.join(map(str, paths))}", flush=True)

@@ -109,7 +109,8 @@ def markdown(report: dict) -> str:
     ks, summ, m = [str(k) for k in report["ks"]], report["summary"], report["machine"]
     seeds = report["seeds"]
     lines = ["# Table 1 on fashion-scenes: DecoupledNet vs DecoupledNet-Str vs DeconvNet", "",
-             f"Command: `{report['command']}` (budget `{report['budget']}`"
+             f"Command: `{report['command']}` (budget `{report['budget']}`, speed `{report.get('speed')}`: "
+             f"precision {report.get('precision')}, channels_last {report.get('channels_last')}"
              + (f", overrides {report['overrides']}" if report["overrides"] else "") + ")", "",
              f"Scale `{report['scale']}`, seeds {seeds}, dataset `{report['dataset']['root']}` (meta.json sha256 "
              f"{(report['dataset']['meta_sha256'] or '-')[:12]}), {m['cpu']}, {m['usable_cpus']} CPUs, torch "

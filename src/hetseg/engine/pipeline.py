@@ -12,6 +12,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import torch
+
 from hetseg.config import Config
 from hetseg.data.classes import FASHION_CLASSES, VOC_CLASSES
 from hetseg.data.crops import proposals_available
@@ -54,6 +56,7 @@ def command_line() -> str:
 
 
 def _prepare_net(cfg: Config, init_from: str | None):
+    torch.manual_seed(cfg.seed)  # initial weights depend on the seed only, not on what ran before
     net = build_model(cfg)
     run = Path(cfg.run_dir)
     if init_from:

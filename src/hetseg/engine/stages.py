@@ -56,6 +56,16 @@ class _Stage(L.LightningModule):
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[milestone], gamma=0.1)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def on_fit_start(self) -> None:
+        if self.sc.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.sc.channels_last:  # images only; masks and label vectors are not 4-D
+            batch = [b.contiguous(memory_format=torch.channels_last) if torch.is_tensor(b) and b.ndim == 4 else b
+                     for b in batch]
+        return batch
+
     def on_train_epoch_start(self) -> None:
         ds = self.trainer.train_dataloader.dataset
         if hasattr(ds, "set_epoch"):
