@@ -141,9 +141,9 @@ def _run(args: argparse.Namespace) -> int:
         from hetseg.metrics import format_table
 
         scores, report = evaluate_run(args.checkpoint, args.split, args.threshold, args.gt_labels)
-        print(format_table(scores, report["scores"]["class_names"]))
+        print(format_table(scores, list(report["scores"]["iou"])))
         print(f"mIoU={scores.miou * 100:.1f} on {report['split']} ({report['images']} images); "
-              f"results: {Path(args.checkpoint) / ('eval_' + Path(args.split).stem)}.json")
+              f"results: {Path(args.checkpoint) / ('eval_' + Path(args.split).stem + ('_gt' if args.gt_labels else ''))}.json")
         return 0
     if args.cmd == "predict":
         from hetseg.engine.predict import run_predict

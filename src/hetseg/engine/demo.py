@@ -53,7 +53,7 @@ def run_demo(data: str = "data/fashion-scenes", run_dir: str = "runs/demo", seed
         print(f"[demo] stage {name}: {s['steps']} steps, effective batch {s['effective_batch']}, "
               f"{s['wall_s']} s {s.get('metrics') or ''}")
     scores, report = evaluate_run(run_dir, "val")
-    print(format_table(scores, report["scores"]["class_names"]))
+    print(format_table(scores, list(report["scores"]["iou"])))
     demo_imgs = [val.path(r.image) for r in val.records[:4]]
     run_predict(run_dir, [str(p) for p in demo_imgs], str(Path(run_dir) / "demo_predictions"), overlay=True)
     print(f"[demo] training + eval {time.perf_counter() - t1:.0f} s, total {time.perf_counter() - t0:.0f} s; "
