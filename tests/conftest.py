@@ -18,3 +18,16 @@ def fixtures() -> Path:
     if not FIXTURES.is_dir():
         pytest.fail(f"third-party fixtures not found at {FIXTURES}; set HETSEG_FIXTURES")
     return FIXTURES
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """2 shared cores: with other jobs running, 2 OpenMP threads spin-wait and run small convs ~10x
+    slower than 1 thread (measured). Restored afterwards. Use per module:
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

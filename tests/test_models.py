@@ -23,14 +23,7 @@ from hetseg.models import (
 from hetseg.models.vgg import TORCHVISION_CONV_IDS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """2 shared cores: with other jobs running, 2 OpenMP threads spin-wait and run these small
-    convs ~10x slower than 1 thread (measured). Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ARCHS = ["classifier", "decouplednet", "deconvnet"]
 CPU_K = 10  # object classes (fashion-scenes); DeconvNet adds background itself

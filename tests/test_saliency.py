@@ -8,14 +8,7 @@ import torch
 from hetseg.models import Classifier, class_saliency, class_saliency_rows
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """2 shared cores: with other jobs running, 2 OpenMP threads spin-wait and run these small
-    convs ~10x slower than 1 thread (measured). Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,7 @@ from hetseg.models.transfernet import (AttentionModel, attend, decision_scores, 
 from conftest import FMNIST_DIR
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """2 shared cores: 1 OpenMP thread is ~10x faster than 2 spin-waiting ones under load."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 K = 10  # fashion-scenes object classes, both domains
@@ -154,7 +148,7 @@ def test_background_rule():
 
 
 def test_identify_labels_threshold_restriction_and_fallback():
-    from hetseg.engine.transfer import identify_labels
+    from hetseg.engine.transfer_eval import identify_labels
 
     class Fixed(nn.Module):
         def __init__(self, logits):
@@ -195,7 +189,7 @@ def test_domain_pairs_whole_sub_batches(tiny_scenes):
     from torch.utils.data import DataLoader
 
     from hetseg.data.classes import FASHION_SOURCE, FASHION_TARGET
-    from hetseg.engine.transfer import DomainPairs, _rows
+    from hetseg.engine.transfer_data import DomainPairs, _rows
 
     cfg = _cfg(tiny_scenes, tiny_scenes / "unused")
     target, source = _rows(cfg, "target"), _rows(cfg, "source")
@@ -217,7 +211,8 @@ def test_transfer_stages_keep_encoder_frozen(tiny_scenes):
     from torch.utils.data import DataLoader
 
     from hetseg.config import StageConfig
-    from hetseg.engine.transfer import DomainPairs, TransferStage, _rows
+    from hetseg.engine.transfer import TransferStage
+    from hetseg.engine.transfer_data import DomainPairs, _rows
 
     torch.manual_seed(0)
     cfg = _cfg(tiny_scenes, tiny_scenes / "unused")
@@ -246,7 +241,7 @@ def test_transfer_stages_keep_encoder_frozen(tiny_scenes):
 # ---------------------------------------------------------------- end to end ---------------------
 def test_tiny_end_to_end_recipe_and_bench(tiny_scenes, tmp_path):
     from hetseg.bench.transfer import run_transfer
-    from hetseg.engine.transfer import METHODS, crf_available
+    from hetseg.engine.transfer_eval import METHODS, crf_available
 
     out, runs = tmp_path / "results", tmp_path / "runs"
     overrides = ["cls.steps=4", "cls.batch_size=8", "seg.steps=3", "seg.batch_size=4", "crops.crops_per_subset=2",
@@ -273,7 +268,8 @@ def test_tiny_end_to_end_recipe_and_bench(tiny_scenes, tmp_path):
         from hetseg.config import Config
         from hetseg.engine.checkpoint import load_model
         from hetseg.engine.pipeline import load_split
-        from hetseg.engine.transfer import evaluate_transfer, load_transfer_run
+        from hetseg.engine.transfer import load_transfer_run
+        from hetseg.engine.transfer_eval import evaluate_transfer
 
         cfg = Config().override([f"data.root={tiny_scenes}"])
         val = load_split(cfg, cfg.transfer.val_split)
@@ -284,7 +280,7 @@ def test_tiny_end_to_end_recipe_and_bench(tiny_scenes, tmp_path):
 
 
 def test_crf_is_skipped_cleanly_when_absent(tiny_scenes, tmp_path, monkeypatch):
-    from hetseg.engine import transfer as T
+    from hetseg.engine import transfer_eval as T
 
     monkeypatch.setattr(T, "crf_available", lambda: False)
     torch.manual_seed(0)
@@ -300,10 +296,10 @@ def test_crf_is_skipped_cleanly_when_absent(tiny_scenes, tmp_path, monkeypatch):
     assert list(s) == ["transfernet"]
 
 
-@pytest.mark.skipif(not __import__("hetseg.engine.transfer", fromlist=["x"]).crf_available(),
+@pytest.mark.skipif(not __import__("hetseg.engine.transfer_eval", fromlist=["x"]).crf_available(),
                     reason="pydensecrf2 not installed (optional extra 'crf')")
 def test_crf_scores_follow_the_image():
-    from hetseg.engine.transfer import crf_scores
+    from hetseg.engine.transfer_eval import crf_scores
 
     img = np.zeros((24, 24, 3), np.uint8)
     img[6:18, 6:18] = 200  # a bright square

@@ -1,0 +1,93 @@
+"""TransferNet's data (reference §3.8): the augmenting loader, one row per (image, label), and the
+pairing of a whole target sub-batch with a whole source sub-batch (see :mod:`hetseg.engine.transfer`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from hetseg.config import Config
+from hetseg.data.crops import binary_target, warp
+from hetseg.data.datasets import _Seeded
+from hetseg.data.io import read_image, read_mask
+from hetseg.data.records import Split
+from hetseg.data.transforms import to_tensor
+from hetseg.engine.pipeline import load_split
+from hetseg.errors import HetsegError
+
+
+def augment(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator, scale: float = 330 / 320
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The original TransferNet loader (§3.8): warp to round(size * 330/320), random size crop, flip."""
+    big = max(size, int(round(size * scale)))
+    im, mk = warp(image, mask, big, flip=False)
+    y, x = rng.integers(0, big - size + 1, size=2)
+    im, mk = im[y:y + size, x:x + size], mk[y:y + size, x:x + size]
+    if rng.random() < 0.5:
+        im, mk = im[:, ::-1], mk[:, ::-1]
+    return np.ascontiguousarray(im), np.ascontiguousarray(mk)
+
+
+class LabelRows(_Seeded):
+    """One row per (image, label) of a split with the label in ``classes`` (§7.3 inferred: one line
+    per image and class, one-hot). Items: (image (3,S,S), object index) and, with ``masks``, the
+    binary target (S,S) int64 of that label (other classes background, void 255)."""
+
+    def __init__(self, split: Split, classes: Sequence[int], size: int, masks: bool, seed: int = 0) -> None:
+        super().__init__(seed)
+        allowed = set(classes)
+        self.split, self.size, self.masks = split, size, masks
+        self.rows = [(r, c) for r in split.records for c in r.labels if c in allowed]
+        if masks and any(r.mask is None for r, _ in self.rows):
+            raise HetsegError(f"split '{split.name}' has images without masks; the source split needs masks")
+        if not self.rows:
+            raise HetsegError(f"split '{split.name}' has no image with a label among {sorted(allowed)}")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        rec, c = self.rows[i]
+        img = read_image(self.split.path(rec.image))
+        mask = read_mask(self.split.path(rec.mask)) if self.masks else np.zeros(img.shape[:2], np.uint8)
+        img, mask = augment(img, mask, self.size, self.rng(i))
+        if not self.masks:
+            return to_tensor(img), c - 1
+        return to_tensor(img), c - 1, torch.from_numpy(binary_target(mask, (c,)).astype(np.int64))
+
+
+class DomainPairs(Dataset):
+    """Item i = (target row, source row): a batch of B items is a whole target sub-batch plus a
+    whole source sub-batch. The source row is drawn through a per-epoch permutation."""
+
+    def __init__(self, target: LabelRows, source: LabelRows, seed: int = 0) -> None:
+        self.target, self.source, self.seed, self.epoch = target, source, seed, 0
+        self._perm = np.random.default_rng([seed, 0]).permutation(len(source))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.target.set_epoch(epoch)
+        self.source.set_epoch(epoch)
+        self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.source))
+
+    def __len__(self) -> int:
+        return max(len(self.target), len(self.source))
+
+    def __getitem__(self, i: int):
+        return (*self.target[i % len(self.target)], *self.source[int(self._perm[i % len(self.source)])])
+
+
+def _rows(cfg: Config, which: str) -> LabelRows:
+    t, size = cfg.transfer, _input_size(cfg)
+    if which == "source":
+        return LabelRows(load_split(cfg, t.source_split), t.source_classes, size, True, cfg.seed)
+    return LabelRows(load_split(cfg, t.target_split), t.target_classes, size, False, cfg.seed)
+
+
+def _input_size(cfg: Config) -> int:
+    from hetseg.models.scales import get_scale
+
+    return get_scale(cfg.model.scale).input_size
