@@ -144,3 +144,34 @@ def test_fashion_class_names_follow_fashion_mnist_label_order():
     assert list(FASHION_CLASSES) == ["background", *official]
     assert {FASHION_CLASSES[i] for i in FASHION_SOURCE} == {"T-shirt/top", "Trouser", "Sandal", "Sneaker", "Bag"}
     assert {FASHION_CLASSES[i] for i in FASHION_TARGET} == {"Pullover", "Dress", "Coat", "Shirt", "Ankle boot"}
+
+
+def test_cli_data_splits_writes_per_class_split_and_checksum(tmp_path, capsys):
+    """`hetseg data splits` on a masked split: every class gets >= k images, checksum file matches."""
+    import numpy as np
+
+    from hetseg.cli import main
+    from hetseg.data.records import read_split as _read
+    from hetseg.palette import save_index_png
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "JPEGImages").mkdir()
+    lines = []
+    for i in range(30):
+        labels = rng.choice([1, 2, 3], size=rng.integers(1, 3), replace=False)
+        mask = np.zeros((8, 8), np.uint8)
+        for j, c in enumerate(labels):
+            mask[j * 3:(j + 1) * 3] = c
+        save_index_png(tmp_path / "SegmentationClass" / f"im{i}.png", mask)
+        (tmp_path / "JPEGImages" / f"im{i}.jpg").write_bytes(b"")  # only existence is checked here
+        lines.append(f"JPEGImages/im{i}.jpg SegmentationClass/im{i}.png")
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "pool.txt").write_text("\n".join(lines))
+    assert main(["data", "splits", "--split", str(tmp_path / "splits" / "pool.txt"), "--per-class", "2",
+                 "--seed", "1", "--num-classes", "4"]) == 0
+    out = tmp_path / "splits" / "strong_2_s1.txt"
+    chosen = _read(out, tmp_path, num_classes=4)
+    for c in (1, 2, 3):
+        assert sum(c in r.labels for r in chosen.records) >= 2
+    assert (tmp_path / "splits" / "strong_2_s1.sha256").read_text().split()[0] == chosen.checksum()
+    assert chosen.checksum() in capsys.readouterr().out
