@@ -149,6 +149,24 @@ def test_resume_after_interruption_continues_from_saved_step(tiny_scenes, tmp_pa
         (tmp_path / "run" / "cls" / "done.json").read_text())
 
 
+def test_same_command_runs_under_torchrun_ddp(tiny_scenes, tmp_path):
+    """`torchrun --nproc_per_node 2 -m hetseg train ...`: 2 CPU processes (gloo), one done.json."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "hetseg", "train", "--stage", "cls",
+           "--run-dir", str(run), "--no-progress", f"data.root={tiny_scenes}", "cls.steps=3", "cls.batch_size=4"]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = json.loads((run / "cls" / "done.json").read_text())
+    assert done["world_size"] == 2 and done["effective_batch"] == 8 and done["steps"] == 3
+    assert (run / "model.safetensors").is_file()
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(tmp_path), "--input", "x.jpg", "--output", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()

@@ -114,7 +114,10 @@ class Config:
     cls: StageConfig = field(default_factory=lambda: StageConfig(
         steps=1200, batch_size=32, optimizer="adam", lr=0.002, weight_decay=0.0, lr_step=0.75))
     seg: StageConfig = field(default_factory=lambda: StageConfig(steps=800, batch_size=16, lr=0.01))
-    deconv: StageConfig = field(default_factory=lambda: StageConfig(steps=800, batch_size=16, lr=0.01))
+    # DeconvNet trains every layer from scratch: the classifiers' Adam recipe (SGD 0.01 stayed at
+    # all-background), seg's batch, and cls + seg steps (the Table 1 equal-effort rule).
+    deconv: StageConfig = field(default_factory=lambda: StageConfig(
+        steps=2000, batch_size=16, optimizer="adam", lr=0.002, weight_decay=0.0, lr_step=0.75))
     crops: CropConfig = field(default_factory=CropConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)

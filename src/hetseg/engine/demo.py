@@ -44,7 +44,8 @@ def run_demo(data: str = "data/fashion-scenes", run_dir: str = "runs/demo", seed
     thr_scores, info = best_threshold(val, cfg.data.num_classes)
     print(f"[demo] baselines on val ({len(val)} images, split sha256 {val.checksum()[:12]}):")
     print(f"  all-background        mIoU={bg.miou * 100:.1f}")
-    print(f"  best global threshold mIoU={thr_scores.miou * 100:.1f} (oracle image labels; {info})")
+    print(f"  best global threshold mIoU={thr_scores.miou * 100:.1f} (rule '{info['rule']}' chosen on val, "
+          f"foreground IoU {info['fg_iou'] * 100:.1f}; oracle image labels)")
     print(f"  reproduce: hetseg data scenes --out {data} --seed {seed} && hetseg demo --data {data}")
 
     t1 = time.perf_counter()

@@ -8,6 +8,7 @@ recipe with ``data.weak_split`` pointing at the strong split. DeconvNet: one sta
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -107,6 +108,8 @@ def train(cfg: Config, stages: tuple[str, ...] = ("cls", "seg"), resume: str | N
         else:
             raise HetsegError(f"unknown stage '{stage}'; fix: use cls, seg or deconv")
         resume = None  # an explicit checkpoint belongs to the first stage only
+        if int(os.environ.get("RANK", "0")) != 0:
+            continue  # under torchrun only rank 0 writes the model file
         prev = json.loads((run / "model.json").read_text()) if (run / "model.json").is_file() else {}
         stages_meta = {**prev.get("stages", {}), **summaries}
         save_model(run, net, cfg, names, {"stages": stages_meta,

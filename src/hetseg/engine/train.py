@@ -48,6 +48,20 @@ def _keep_old_log(stage_dir: Path) -> None:
         old.rename(stage_dir / f"metrics.part{n}.csv")
 
 
+def _launch_topology() -> dict:
+    """Devices/nodes for the Trainer. Under torchrun, take them from its environment so that the
+    same command works on CPUs too (Lightning's ``devices="auto"`` means 1 device on a CPU, which
+    would not match a 2-process launch); otherwise let Lightning pick (all visible GPUs, or 1 CPU)."""
+    import os
+
+    local = os.environ.get("LOCAL_WORLD_SIZE")
+    world = os.environ.get("WORLD_SIZE")
+    if local and world:
+        return {"devices": int(local), "num_nodes": max(1, int(world) // int(local)),
+                "strategy": "ddp" if int(world) > 1 else "auto"}
+    return {"devices": "auto"}
+
+
 def _loader(ds: Dataset, batch_size: int, workers: int, shuffle: bool, seed: int) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle, num_workers=workers,
@@ -87,7 +101,7 @@ def run_stage(stage: str, net: nn.Module, cfg: Config, sc: StageConfig, train_ds
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=min(20, max(1, sc.steps // 10)), default_root_dir=run_dir,
         val_check_interval=sc.val_every or None, check_val_every_n_epoch=None if sc.val_every else 1,
-        accelerator="auto", devices="auto",
+        accelerator="auto", **_launch_topology(),
     )
     workers = cfg.data.workers
     train_loader = _loader(train_ds, sc.batch_size, workers, True, cfg.seed)
