@@ -96,8 +96,11 @@ def test_equal_effort_budget(bench):
         cfg = c["config"]
         total = sum(v for v in c["steps"].values() if v)
         assert total == cfg["cls"]["steps"] + cfg["seg"]["steps"], (c["method"], c["steps"])
-        assert {k: v for k, v in cfg["deconv"].items() if k != "steps"} == \
-               {k: v for k, v in cfg["seg"].items() if k != "steps"}
+        # DeconvNet: seg's batch and crops, the classifiers' from-scratch optimizer
+        opt_keys = ("optimizer", "lr", "momentum", "weight_decay", "lr_step")
+        assert {k: cfg["deconv"][k] for k in opt_keys} == {k: cfg["cls"][k] for k in opt_keys}
+        assert {k: v for k, v in cfg["deconv"].items() if k not in (*opt_keys, "steps")} == \
+               {k: v for k, v in cfg["seg"].items() if k not in (*opt_keys, "steps")}
     base = base_config("cpu", 0, "data/fashion-scenes")  # the rule on the real defaults
     assert base.deconv.steps == base.seg.steps + base.cls.steps and base.deconv.batch_size == base.seg.batch_size
 

@@ -162,12 +162,13 @@ def read_split(path: str | Path, root: str | Path | None = None, labels: Mapping
 
 
 def default_root(split_path: Path) -> Path:
-    parts = split_path.resolve().parts
+    # absolute(), not resolve(): a dataset reached through a symlink keeps the path the user gave
+    parts = split_path.absolute().parts
     for marker in ("splits", "ImageSets"):
         if marker in parts:
             i = len(parts) - 1 - parts[::-1].index(marker)
             return Path(*parts[:i])
-    return split_path.resolve().parent
+    return split_path.absolute().parent
 
 
 def write_split(path: str | Path, records: Sequence[Record], weak: bool = False) -> str:
