@@ -225,23 +225,33 @@ def _load_classifier_into(target: Classifier | nn.Module, cls_run: str | Path) -
                            else dnet.classifier.encoder.state_dict())
 
 
+def _start_run(cfg: Config, run_dir: str | Path, model_name: str, cls_run: str | Path, part: str
+               ) -> tuple[Path, Config, nn.Module, bool]:
+    """Seeded model for ``run_dir``: its own weights if it has some (resume), else a fresh model
+    whose ``part`` (encoder or classifier) comes from the shared classifier run. Returns
+    (run, config, net, fresh)."""
+    run = Path(run_dir)
+    rcfg = _replace(cfg, run_dir=str(run))
+    rcfg.model.name = model_name
+    run.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, verbose=False)
+    net = build_transfer_model(rcfg)
+    fresh = not (run / "model.safetensors").is_file()
+    if fresh:
+        _load_classifier_into(getattr(net, part), cls_run)
+    else:
+        load_weights(net, run)
+    return run, rcfg, net, fresh
+
+
 def train_transfernet(cfg: Config, cls_run: str | Path, run_dir: str | Path, progress: bool = False,
                       callbacks=()) -> dict:
     """Stages ``att`` and ``joint`` into ``run_dir``; encoder from the classifier run, frozen."""
-    run = Path(run_dir)
-    tcfg = _replace(cfg, run_dir=str(run))
-    tcfg.model.name = "transfernet"
-    run.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.seed, verbose=False)
-    net = build_transfer_model(tcfg)
+    run, tcfg, net, fresh = _start_run(cfg, run_dir, "transfernet", cls_run, "encoder")
     extra: dict = {"classifier_run": str(cls_run)}
     target, source = _rows(tcfg, "target"), _rows(tcfg, "source")
-    if (run / "model.safetensors").is_file():
-        load_weights(net, run)
-    else:
-        _load_classifier_into(net.encoder, cls_run)
-        if tcfg.transfer.feature_scale <= 0:
-            net.feature_scale.fill_(calibrate_feature_scale(net, source))
+    if fresh and tcfg.transfer.feature_scale <= 0:
+        net.feature_scale.fill_(calibrate_feature_scale(net, source))
     tcfg.save(run / "config.json")
     extra["feature_scale"] = float(net.feature_scale)
     pairs = DomainPairs(target, source, cfg.seed)
@@ -260,16 +270,7 @@ def train_transfernet(cfg: Config, cls_run: str | Path, run_dir: str | Path, pro
 def train_baselinenet(cfg: Config, cls_run: str | Path, run_dir: str | Path, progress: bool = False,
                       callbacks=()) -> dict:
     """BaselineNet stage ``baseline`` into ``run_dir``; classifier from the classifier run, frozen."""
-    run = Path(run_dir)
-    bcfg = _replace(cfg, run_dir=str(run))
-    bcfg.model.name = "baselinenet"
-    run.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.seed, verbose=False)
-    net = build_transfer_model(bcfg)
-    if (run / "model.safetensors").is_file():
-        load_weights(net, run)
-    else:
-        _load_classifier_into(net.classifier, cls_run)
+    run, bcfg, net, _ = _start_run(cfg, run_dir, "baselinenet", cls_run, "classifier")
     bcfg.save(run / "config.json")
     source = _rows(bcfg, "source")
     sc = bcfg.transfer.baseline
