@@ -63,7 +63,7 @@ def summarise(cells: list[dict]) -> dict:
         if c.get("miou") is None:
             continue
         out.setdefault(c["method"], {}).setdefault(str(c["k"]), []).append(100 * c["miou"])
-    for method, by_k in out.items():
+    for by_k in out.values():
         for k, vals in by_k.items():
             n, mean = len(vals), sum(vals) / len(vals)
             std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else None

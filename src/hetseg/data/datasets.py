@@ -14,7 +14,7 @@ from hetseg.data.crops import (binary_target, crop_pad, enclosing_box, foregroun
                                proposals, warp)
 from hetseg.data.io import read_image, read_mask
 from hetseg.data.records import Split
-from hetseg.data.transforms import random_crop_flip, to_tensor
+from hetseg.data.transforms import prepare, random_crop_flip, to_tensor
 
 
 def multi_hot(labels: tuple[int, ...], num_classes: int) -> torch.Tensor:
@@ -50,10 +50,9 @@ class ImageLabelDataset(_Seeded):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         rec = self.split.records[i]
         img = read_image(self.split.path(rec.image))
-        if self.train:
-            img = random_crop_flip(img, self.size, self.rng(i))
-        elif img.shape[:2] != (self.size, self.size):
-            img, _ = warp(img, np.zeros(img.shape[:2], np.uint8), self.size, False)
+        if not self.train:  # validation sees exactly what inference sees (pad to square, resize)
+            return prepare(img, self.size)[0], multi_hot(rec.labels, self.num_classes)
+        img = random_crop_flip(img, self.size, self.rng(i))
         return to_tensor(img), multi_hot(rec.labels, self.num_classes)
 
 

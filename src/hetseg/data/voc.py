@@ -181,8 +181,8 @@ def voc_split(voc_root: str | Path, image_set: str = "train", mask_dir: str | No
     split_path = root / "ImageSets" / "Segmentation" / f"{image_set}.txt"
     if not split_path.is_file():
         raise DataError(split_path, "split file not found",
-                        f"pass the VOC2012 folder (the one holding ImageSets/) and an existing image set; "
-                        f"for train_aug run 'hetseg data voc-aug' first")
+                        "pass the VOC2012 folder (the one holding ImageSets/) and an existing image set; "
+                        "for train_aug run 'hetseg data voc-aug' first")
     ids = [record_id(img) for img, _ in parse_split_lines(split_path.read_text(), split_path, root)]
     records = []
     for lineno, rid in enumerate(ids, 1):

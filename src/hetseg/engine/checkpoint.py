@@ -72,8 +72,4 @@ def load_model(run: str | Path) -> tuple[nn.Module, Config, dict]:
     return net, cfg, info
 
 
-def count_parameters(net: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)
-
-
-__all__ = ["build_model", "save_model", "load_weights", "load_model", "count_parameters"]
+__all__ = ["build_model", "save_model", "load_weights", "load_model"]
