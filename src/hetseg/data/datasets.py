@@ -79,6 +79,7 @@ class CropDataset(_Seeded):
         self.pairs = [(r, s) for r in strong for s in subsets_of(r) if s]
         self.use_proposals = use_proposals
         self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._fg: dict[tuple[str, tuple[int, ...]], tuple[int, int, int, int]] = {}
 
     def __len__(self) -> int:
         return len(self.pairs) * self.n_p
@@ -96,7 +97,10 @@ class CropDataset(_Seeded):
         h, w = mask.shape
         if rng.random() < self.full_image_prob:
             return 0, 0, w, h
-        fg = foreground_box(mask, subset)
+        key = (rec.id, subset)
+        if key not in self._fg:  # the same for all N_p crops of a pair: compute once
+            self._fg[key] = foreground_box(mask, subset)
+        fg = self._fg[key]
         if len(props) and rng.random() < 0.5:
             ok = props[(props[:, 0] <= fg[0]) & (props[:, 1] <= fg[1]) & (props[:, 2] >= fg[2]) & (props[:, 3] >= fg[3])]
             if len(ok):
