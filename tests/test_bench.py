@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hetseg.bench.table1 import (KS, METHODS, base_config, cell_config, check_recipe, run_table1,
-                                 strong_split_file)
+from hetseg.bench.table1 import (DECONV_OPTIMIZER, KS, METHODS, base_config, cell_config, check_recipe,
+                                 run_table1, strong_split_file)
 from hetseg.bench.table1_report import PAPER, markdown, summarise
 from hetseg.data.records import read_split
 from hetseg.errors import HetsegError
@@ -96,13 +96,34 @@ def test_equal_effort_budget(bench):
         cfg = c["config"]
         total = sum(v for v in c["steps"].values() if v)
         assert total == cfg["cls"]["steps"] + cfg["seg"]["steps"], (c["method"], c["steps"])
-        # DeconvNet: seg's batch and crops, the classifiers' from-scratch optimizer
+        # DeconvNet: seg's batch and crops; from the backbone, seg's fine-tuning optimizer too
         opt_keys = ("optimizer", "lr", "momentum", "weight_decay", "lr_step")
-        assert {k: cfg["deconv"][k] for k in opt_keys} == {k: cfg["cls"][k] for k in opt_keys}
+        src = cfg[DECONV_OPTIMIZER[bench["report"]["init"]]]
+        assert bench["report"]["init"] == "pretrained" and DECONV_OPTIMIZER["pretrained"] == "seg"
+        assert {k: cfg["deconv"][k] for k in opt_keys} == {k: src[k] for k in opt_keys}
         assert {k: v for k, v in cfg["deconv"].items() if k not in (*opt_keys, "steps")} == \
                {k: v for k, v in cfg["seg"].items() if k not in (*opt_keys, "steps")}
-    base = base_config("cpu", 0, "data/fashion-scenes")  # the rule on the real defaults
+    base = base_config("cpu", 0, "data/fashion-scenes")  # the rule on the real defaults (from scratch)
     assert base.deconv.steps == base.seg.steps + base.cls.steps and base.deconv.batch_size == base.seg.batch_size
+    assert base.deconv.optimizer == base.cls.optimizer == "adam" and not base.model.backbone
+    pre = base_config("cpu", 0, "data/fashion-scenes", init="pretrained", backbone="runs/x/backbone")
+    assert pre.model.backbone == "runs/x/backbone" and pre.cls.steps == 600
+    assert pre.deconv.steps == pre.seg.steps + 600 and (pre.deconv.optimizer, pre.deconv.lr) == ("sgd", pre.seg.lr)
+    with pytest.raises(HetsegError, match="needs a backbone"):
+        base_config("cpu", 0, "d", init="pretrained")
+
+
+def test_every_network_starts_from_the_one_shared_backbone(bench):
+    rep, runs = bench["report"], bench["runs"]
+    b = rep["backbone"]
+    assert b["run_dir"] == str(runs / "backbone") and b["steps"] == 4 and 0.0 <= b["metrics"]["val/acc"] <= 1.0
+    assert b["items"]["held_out"] == 8 and (runs / "backbone" / "backbone.safetensors").is_file()
+    trained_fresh = [c for c in rep["cells"] if not c.get("same_as")]
+    assert all(c["config"]["model"]["backbone"] == b["run_dir"] for c in trained_fresh)
+    shared = json.loads((runs / "seed0" / "weak_classifier" / "config.json").read_text())
+    assert shared["model"]["backbone"] == b["run_dir"]
+    assert "Initialisation `pretrained`" in (bench["out"] / "table1.md").read_text()
+    assert rep["command"].split("--init ")[1].startswith("pretrained")
 
 
 def test_rerun_skips_finished_cells(bench, capsys):
@@ -115,6 +136,7 @@ def test_rerun_skips_finished_cells(bench, capsys):
     log = capsys.readouterr().out
     assert log.count("done, skipped") == 5  # 6 cells, one of them DecoupledNet's "full" reported twice
     assert ": stages (" not in log and "weak-set classifier" not in log  # nothing trained
+    assert "backbone: stage pre" not in log
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     rep = json.loads((bench["out"] / "table1.json").read_text())
     assert [c["miou"] for c in rep["cells"]] == [c["miou"] for c in bench["report"]["cells"]]
@@ -160,17 +182,23 @@ def test_summary_and_markdown_with_several_seeds():
     assert "55.0 ± 7.1" in md and "| 5 | 55.0 ± 7.1 | 53.1 |" in md and f"{PAPER['deconvnet'][5]}" in md
 
 
-def test_bf16_channels_last_speed_reaches_every_stage(scenes, tmp_path):
+def test_bf16_channels_last_speed_reaches_every_stage_from_scratch(scenes, tmp_path):
+    """Also the --init scratch protocol: no backbone, DeconvNet with the classifiers' optimizer,
+    results under table1_scratch.*."""
     out, runs = tmp_path / "results", tmp_path / "runs"
-    assert run_table1("cpu", [0], str(out), str(scenes), str(runs), budget="tiny", ks=(5,), speed="bf16+cl") == 0
-    rep = json.loads((out / "table1.json").read_text())
+    assert run_table1("cpu", [0], str(out), str(scenes), str(runs), budget="tiny", ks=(5,), speed="bf16+cl",
+                      init="scratch") == 0
+    assert not (out / "table1.json").exists() and (out / "table1_scratch.png").is_file()
+    rep = json.loads((out / "table1_scratch.json").read_text())
     assert rep["speed"] == "bf16+cl" and rep["precision"] == "bf16-mixed" and rep["channels_last"] is True
+    assert rep["init"] == "scratch" and rep["backbone"] is None and not (runs / "backbone").exists()
     for c in rep["cells"]:  # part of the recipe of every stage, so resuming checks it
         for st in ("cls", "seg", "deconv"):
             assert c["config"][st]["precision"] == "bf16-mixed" and c["config"][st]["channels_last"] is True
-        assert 0.0 <= c["miou"] <= 1.0
+        assert 0.0 <= c["miou"] <= 1.0 and c["config"]["model"]["backbone"] == ""
+        assert c["config"]["deconv"]["optimizer"] == c["config"]["cls"]["optimizer"]
     with pytest.raises(HetsegError, match="another recipe"):  # same runs dir, fp32: refused before training
-        run_table1("cpu", [0], str(out), str(scenes), str(runs), budget="tiny", ks=(5,), speed="fp32")
+        run_table1("cpu", [0], str(out), str(scenes), str(runs), budget="tiny", ks=(5,), speed="fp32", init="scratch")
     assert base_config("cpu", 0, "d", speed="fp32").deconv.precision == "32-true"
 
 

@@ -358,3 +358,43 @@ def test_load_vgg16_file(tmp_path, suffix: str) -> None:
     enc = VGGEncoder(get_scale("paper").widths)
     assert len(load_vgg16_file(enc, path)) == 26
     assert torch.equal(enc.convs()[7].weight, sd["features.17.weight"])
+
+
+# ------------------------------------------------------------------ pretrained backbone (stage "pre")
+
+def test_backbone_roundtrip_into_every_model_family(tmp_path) -> None:
+    """A Classifier's encoder + fc6/fc7 land in DecoupledNet's classifier and in DeconvNet (whose fc6/fc7
+    are ConvBlocks); the score layer is not part of a backbone; a file round-trips through safetensors."""
+    from safetensors.torch import save_file
+
+    from hetseg.models.backbone import backbone_state, load_backbone
+
+    torch.manual_seed(0)
+    src = Classifier(CPU_K, "cpu")
+    state = backbone_state(src)
+    assert not any(k.startswith("score") for k in state) and {"fc6.weight", "fc7.bias"} <= set(state)
+    save_file(state, str(tmp_path / "backbone.safetensors"))
+    dec, dn = DecoupledNet(CPU_K, "cpu"), DeconvNet(CPU_K + 1, "cpu")
+    score_before = dec.classifier.score.weight.clone()
+    load_backbone(dec, tmp_path)  # a run dir holding backbone.safetensors
+    load_backbone(dn, tmp_path / "backbone.safetensors")
+    for a, b in ((dec.classifier.encoder, src.encoder), (dn.encoder, src.encoder)):
+        for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert ka == kb and torch.equal(va, vb), ka
+    assert torch.equal(dn.fc6.conv.weight, src.fc6.weight) and torch.equal(dn.fc7.conv.bias, src.fc7.bias)
+    assert torch.equal(dec.classifier.fc7.weight, src.fc7.weight)
+    assert torch.equal(dec.classifier.score.weight, score_before)  # the score layer stays new
+
+
+def test_backbone_of_another_scale_is_refused_untouched(tmp_path) -> None:
+    from hetseg.models.backbone import backbone_state, load_backbone
+
+    state = backbone_state(Classifier(CPU_K, "cpu"))
+    state["fc6.weight"] = state["fc6.weight"][:, :, :1, :1].clone()  # as if fc6 had another kernel
+    dn = DeconvNet(CPU_K + 1, "cpu")
+    before = {k: v.clone() for k, v in dn.state_dict().items()}
+    with pytest.raises(ValueError, match="shape mismatch.*fc6.weight"):
+        load_backbone(dn, state)
+    assert all(torch.equal(before[k], v) for k, v in dn.state_dict().items())
+    with pytest.raises(ValueError, match="no backbone file"):
+        load_backbone(dn, tmp_path)

@@ -146,3 +146,32 @@ def test_missing_fashion_mnist_names_the_fix(tmp_path):
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist") as e:
         load_fashion_mnist(tmp_path / "nowhere")
     assert "nowhere" in str(e.value) and "--fashion-mnist-dir" in str(e.value)
+
+
+def test_pretraining_items_single_item_train_pool_deterministic():
+    """Stage "pre" images: one Fashion-MNIST *train* item each (t10k items build val scenes), its
+    class as the label, a fresh rendering per epoch, the same bytes for the same (seed, epoch, index)."""
+    if not FMNIST_DIR.is_dir():
+        pytest.skip(f"Fashion-MNIST not at {FMNIST_DIR}")
+    from hetseg.data.items import item_splits
+    from hetseg.data.scenes_render import render_scene
+
+    train, held = item_splits(str(FMNIST_DIR), SIZE, seed=3, holdout=100)
+    x, y, _, _ = load_fashion_mnist(FMNIST_DIR)
+    assert len(train) + len(held) == len(x) and len(held) == 100
+    assert np.array_equal(held.items, x[-100:]) and np.array_equal(train.labels, y[:-100])
+    img, label = train[5]
+    assert img.shape == (3, SIZE, SIZE) and int(label) == int(y[5])
+    assert torch_equal(train[5][0], img)
+    train.set_epoch(1)
+    assert not torch_equal(train[5][0], img)  # a new rendering every epoch
+    scene = render_scene(train.rng(5), x[5:6], y[5:6], SIZE, count=1)
+    assert set(np.unique(scene.mask)) - {0, 255} == {int(y[5]) + 1} and scene.classes == [int(y[5]) + 1]
+    held.set_epoch(7)
+    assert torch_equal(held[0][0], item_splits(str(FMNIST_DIR), SIZE, seed=3, holdout=100)[1][0][0])
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))

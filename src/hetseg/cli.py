@@ -59,7 +59,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train DecoupledNet (stages cls, seg) or DeconvNet (stage deconv)")
     t.add_argument("--config", default=None, help="YAML/JSON config (see configs/)")
-    t.add_argument("--stage", default="all", choices=["all", "cls", "seg", "deconv"])
+    t.add_argument("--stage", default="all", choices=["all", "pre", "cls", "seg", "deconv"])
     t.add_argument("--run-dir", default=None)
     t.add_argument("--resume", default=None, help="Lightning checkpoint to resume (default: RUN/<stage>/checkpoints/last.ckpt)")
     t.add_argument("--init-from", default=None, help="weights only (run dir or .safetensors); steps start at 0")
@@ -92,6 +92,8 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="benchmarks/results")
     b.add_argument("--data", default="data/fashion-scenes")
     b.add_argument("--runs", default=None, help="run directories (default: runs/<name>)")
+    b.add_argument("--init", default="pretrained", choices=["pretrained", "scratch"],
+                   help="table1: every network from the shared pretrained backbone (paper protocol) or from scratch")
     b.add_argument("--jobs", type=int, default=2,
                    help="cells trained at once, one single-thread process each (2 suits a 2-core machine)")
     b.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
@@ -163,8 +165,8 @@ def _run(args: argparse.Namespace) -> int:
                                 overrides=args.overrides)
         from hetseg.bench.table1 import run_table1
 
-        return run_table1(args.scale, args.seeds, args.out, args.data, args.runs or "runs/table1",
-                          overrides=args.overrides, jobs=args.jobs)
+        return run_table1(args.scale, args.seeds, args.out, args.data, args.runs,
+                          overrides=args.overrides, jobs=args.jobs, init=args.init)
     return 2
 
 

@@ -28,6 +28,8 @@ class DataConfig:
     num_classes: int = 11                      # incl. background (VOC: 21)
     class_names: list[str] = field(default_factory=list)  # empty: read <root>/classes.txt
     workers: int = 0                           # DataLoader workers (0 = main process)
+    fashion_mnist_dir: str = ""                # stage "pre" items; empty = the Debian package's dir
+    pretrain_holdout: int = 2000               # stage "pre": last N train items held out for val/acc
 
 
 @dataclass
@@ -36,6 +38,7 @@ class ModelConfig:
     scale: str = "cpu"           # cpu | paper
     weight_pool: str = "avg"     # avg | max: which pooled score weights f_cls (reference §7.2)
     vgg_weights: str = ""        # optional torchvision-format VGG-16 file (paper scale)
+    backbone: str = ""           # optional backbone.safetensors (or its run dir) from stage "pre"
 
 
 @dataclass
@@ -111,6 +114,9 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     # From scratch at CPU scale, Adam learns the classifier far faster than SGD 0.01 (measured:
     # SGD stayed at the label-prior loss for 300 steps); the paper-scale config keeps SGD.
+    # Stage "pre" (CPU scale, opt-in): the single-item pretraining that stands in for ImageNet.
+    pre: StageConfig = field(default_factory=lambda: StageConfig(
+        steps=1000, batch_size=32, optimizer="adam", lr=0.002, weight_decay=0.0, lr_step=0.75))
     cls: StageConfig = field(default_factory=lambda: StageConfig(
         steps=1200, batch_size=32, optimizer="adam", lr=0.002, weight_decay=0.0, lr_step=0.75))
     seg: StageConfig = field(default_factory=lambda: StageConfig(steps=800, batch_size=16, lr=0.01))

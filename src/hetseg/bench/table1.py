@@ -10,6 +10,11 @@
   stage would be an exact re-run of DecoupledNet's "full" cell: that cell is reported for both.
 * DeconvNet: ``model.name=deconvnet``, stage ``deconv`` on the strong split.
 
+Initialisation (``init``): "pretrained" (default, the paper's protocol: every network starts from one
+pretrained backbone -- ImageNet VGG-16 in the paper; here ``RUNS/backbone``, stage ``pre`` on single
+fashion items, trained once and shared by every seed and method, hetseg.data.items) or "scratch"
+(every network from random weights; results ``table1_scratch.*``).
+
 Every cell is evaluated on val (``RUN/eval_val.json``); a cell that has it is skipped on a rerun,
 and a half-trained stage resumes from its ``last.ckpt`` (``hetseg.engine.train``). The budget rule is
 :data:`EQUAL_EFFORT`. Results: ``OUT/table1.json``, ``table1.md``, ``table1.png``
@@ -33,6 +38,7 @@ from hetseg.config import Config
 from hetseg.errors import HetsegError
 
 KS: tuple = (5, 10, 25, "full")
+INITS = ("pretrained", "scratch")
 METHODS = ("decouplednet", "decouplednet-str", "deconvnet")
 STAGES = {"decouplednet": ("seg",), "decouplednet-str": ("cls", "seg"), "deconvnet": ("deconv",)}
 
@@ -40,8 +46,18 @@ STAGES = {"decouplednet": ("seg",), "decouplednet-str": ("cls", "seg"), "deconvn
 BUDGETS: dict[str, list[str]] = {
     "default": [],  # the Config defaults at run time (the demo recipe)
     "tiny": ["cls.steps=4", "cls.batch_size=4", "cls.checkpoint_every=2", "seg.steps=4", "seg.batch_size=4",
-             "seg.checkpoint_every=2", "crops.crops_per_subset=2"],  # tests only
+             "seg.checkpoint_every=2", "crops.crops_per_subset=2", "pre.steps=4", "pre.batch_size=4",
+             "pre.checkpoint_every=2", "data.pretrain_holdout=8"],  # tests only
 }
+
+# Per-initialisation recipe, applied before BUDGETS (so "tiny" still wins). Fine-tuning a pretrained
+# classifier gets half the from-scratch classifier budget (fixed before the run: it keeps the whole
+# benchmark within 45 min on 2 cores; the paper fine-tunes from ImageNet too).
+INIT_RECIPES: dict[str, list[str]] = {"pretrained": ["cls.steps=600"], "scratch": []}
+# Whose optimizer DeconvNet gets (it has no separate classifier stage). From scratch: the
+# classifiers' Adam (with seg's SGD 0.01 it stayed at all-background). From the backbone: the same
+# fine-tuning optimizer as DecoupledNet's segmentation stage (cfg.seg), as in the paper.
+DECONV_OPTIMIZER = {"pretrained": "seg", "scratch": "cls"}
 
 def _speed(precision: str, channels_last: bool) -> list[str]:
     """Config overrides of the cls and seg stages (cfg.deconv copies cfg.seg)."""
@@ -59,15 +75,27 @@ SPEEDS: dict[str, list[str]] = {
 }
 
 
+_EFFORT_INIT = {
+    "pretrained": (
+        "Initialisation: every network starts from the same pretrained backbone (VGG encoder + fc6/fc7; the "
+        "paper's ImageNet VGG-16 is replaced at CPU scale by stage 'pre': single-label classification of one "
+        "Fashion-MNIST train item on clutter, trained once, shared by all methods and seeds); score layers, "
+        "bridges and decoders start from random weights. DeconvNet's cfg.deconv has cfg.seg's batch, crops and "
+        "optimizer (the fine-tuning recipe of DecoupledNet's segmentation stage). "),
+    "scratch": (
+        "Initialisation: every network from random weights. DeconvNet's cfg.deconv has cfg.seg's batch and "
+        "crops but, as it trains every layer from scratch like the classifiers, their optimizer (cfg.cls: "
+        "Adam) -- with SGD 0.01 it stayed at all-background. "),
+}
+
 EQUAL_EFFORT = (
-    "Budgets are counted in optimizer steps and fixed before the run (the Config defaults, recorded per "
-    "cell). Every segmentation network gets the same segmentation budget: seg.steps steps of seg.batch_size "
-    "crops (x accumulate), same optimizer, learning rate, step schedule (lr x0.1 after lr_step of the steps) "
-    "and combinatorial-crop recipe -- DecoupledNet and DecoupledNet-Str use cfg.seg; DeconvNet's cfg.deconv "
-    "has cfg.seg's batch and crops but, as it trains every layer from scratch like the classifiers, their "
-    "from-scratch optimizer (cfg.cls: Adam) -- with SGD 0.01 it stayed at all-background. Both DecoupledNet classifiers (weak set; strong images only for -Str) get the "
-    "same cls budget, cfg.cls. DeconvNet has no separate classifier, so it gets seg.steps + cls.steps steps "
-    "(at the seg batch): every method makes the same total number of optimizer steps. "
+    "Budgets are counted in optimizer steps and fixed before the run (recorded per cell). Every "
+    "segmentation network gets the same segmentation budget: seg.steps steps of seg.batch_size crops "
+    "(x accumulate), same batch, step schedule (lr x0.1 after lr_step of the steps) and combinatorial-crop "
+    "recipe -- DecoupledNet and DecoupledNet-Str use cfg.seg. Both DecoupledNet classifiers (weak set; strong "
+    "images only for -Str) get the same cls budget, cfg.cls. DeconvNet has no separate classifier, so it "
+    "gets seg.steps + cls.steps steps (at the seg batch): every method makes the same total number of "
+    "optimizer steps. "
     "No method is tuned on val: no early stopping, no checkpoint selection, the label threshold is "
     "cfg.eval.threshold for both DecoupledNets. Object proposals are off (crops.proposals=none) for every "
     "method, so results do not depend on an optional OpenCV install. 'full' = splits/train_full.txt (all "
@@ -81,23 +109,59 @@ def strong_split_file(k: int | str) -> str:
     return "splits/train_full.txt" if str(k) == "full" else f"splits/strong_{int(k)}.txt"
 
 
+def equal_effort(init: str) -> str:
+    """The documented budget rule of one initialisation protocol."""
+    return EQUAL_EFFORT + _EFFORT_INIT[init]
+
+
+def _recipe(seed: int, budget: str, speed: str, overrides: Sequence[str], init: str) -> Config:
+    for name, value, known in (("budget", budget, BUDGETS), ("speed", speed, SPEEDS), ("init", init, INIT_RECIPES)):
+        if value not in known:
+            raise HetsegError(f"unknown {name} '{value}'; fix: use one of {sorted(known)}")
+    return Config(seed=seed).override(["crops.proposals=none", *INIT_RECIPES[init], *BUDGETS[budget],
+                                       *SPEEDS[speed], *overrides])
+
+
 def base_config(scale: str, seed: int, data: str | Path, budget: str = "default",
-                overrides: Sequence[str] = (), speed: str = "default") -> Config:
-    """The recipe shared by every cell of a seed, with the equal-effort rule applied."""
-    if budget not in BUDGETS:
-        raise HetsegError(f"unknown budget '{budget}'; fix: use one of {sorted(BUDGETS)}")
-    if speed not in SPEEDS:
-        raise HetsegError(f"unknown speed '{speed}'; fix: use one of {sorted(SPEEDS)}")
-    cfg = Config(seed=seed).override(["crops.proposals=none", *BUDGETS[budget], *SPEEDS[speed], *overrides])
+                overrides: Sequence[str] = (), speed: str = "default", init: str = "scratch",
+                backbone: str | Path | None = None) -> Config:
+    """The recipe shared by every cell of a seed, with the equal-effort rule applied.
+
+    ``init="pretrained"`` needs ``backbone``: the run dir of :func:`backbone_config`.
+    """
+    cfg = _recipe(seed, budget, speed, overrides, init)
     cfg.data.root = str(data)
     cfg.model.scale = scale
-    # DeconvNet trains every layer from scratch, like the classifiers: it gets their from-scratch
-    # optimizer (cfg.cls: Adam) at the seg batch, with the classifier's steps added so total steps
-    # are equal. (With cfg.seg's SGD 0.01 it stayed at all-background at k=5/10/25: measured.)
-    c = cfg.cls
-    cfg.deconv = dataclasses.replace(cfg.seg, steps=cfg.seg.steps + c.steps, optimizer=c.optimizer, lr=c.lr,
-                                     momentum=c.momentum, weight_decay=c.weight_decay, lr_step=c.lr_step)
+    if init == "pretrained":
+        if backbone is None:
+            raise HetsegError("init 'pretrained' needs a backbone run dir; fix: pass backbone=")
+        cfg.model.backbone = str(backbone)
+    # DeconvNet: seg's batch and crops, cls + seg steps (equal total steps), and the optimizer of
+    # DECONV_OPTIMIZER[init] (measured reasons there and in docs/BENCHMARKS.md).
+    o = getattr(cfg, DECONV_OPTIMIZER[init])
+    cfg.deconv = dataclasses.replace(cfg.seg, steps=cfg.seg.steps + cfg.cls.steps, optimizer=o.optimizer, lr=o.lr,
+                                     momentum=o.momentum, weight_decay=o.weight_decay, lr_step=o.lr_step)
     return cfg
+
+
+def backbone_config(scale: str, data: str | Path, runs: str | Path, budget: str = "default",
+                    overrides: Sequence[str] = (), speed: str = "default") -> Config:
+    """Stage ``pre`` of the shared backbone: seed 0, ``RUNS/backbone``; items rendered in one worker."""
+    cfg = _recipe(0, budget, speed, overrides, "pretrained")
+    cfg.data.root, cfg.model.scale, cfg.data.workers = str(data), scale, 1
+    cfg.run_dir = str(Path(runs) / "backbone")
+    return cfg
+
+
+def ensure_backbone(cfg: Config, progress: bool = False) -> Path:
+    """Train (or reuse) the shared backbone; returns its run dir (holding backbone.safetensors)."""
+    from hetseg.engine.train import stage_done
+
+    check_recipe(cfg)
+    if stage_done(cfg.run_dir, "pre") is None or not (Path(cfg.run_dir) / "backbone.safetensors").is_file():
+        print(f"[table1] backbone: stage pre ({cfg.pre.steps} steps) -> {cfg.run_dir}", flush=True)
+        _train(cfg, ("pre",), None, progress)
+    return Path(cfg.run_dir)
 
 
 def classifier_config(base: Config, runs: str | Path) -> Config:
@@ -200,32 +264,45 @@ def _worker_init() -> None:
 
 
 def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benchmarks/results",
-               data: str = "data/fashion-scenes", runs: str = "runs/table1", budget: str = "default",
+               data: str = "data/fashion-scenes", runs: str | None = None, budget: str = "default",
                ks: Sequence[int | str] = KS, overrides: Sequence[str] = (), speed: str = "default",
-               jobs: int = 1, progress: bool = False) -> int:
-    """Train/evaluate every (method, k, seed) cell and write ``OUT/table1.{json,md,png}``; exit status.
+               jobs: int = 1, progress: bool = False, init: str = "pretrained") -> int:
+    """Train/evaluate every (method, k, seed) cell and write ``OUT/<name>.{json,md,png}``; exit status.
 
+    ``name`` is table1 (``init="pretrained"``) or table1_scratch; ``runs`` defaults to ``runs/<name>``.
     ``ks`` and ``overrides`` (dotted Config overrides applied before the equal-effort rule) exist
     for tests and budget studies; ``speed`` is one of :data:`SPEEDS` (the same for every method);
     ``jobs`` > 1 trains that many cells at once in single-thread processes.
     """
-    from hetseg.bench.table1_report import write_results
+    from hetseg.bench.table1_report import backbone_record, write_results
     from hetseg.engine.demo import ensure_scenes
 
     t0 = time.perf_counter()
+    name = "table1" if init == "pretrained" else f"table1_{init}"
+    runs = runs or f"runs/{name}"
     ks = tuple(k if str(k) == "full" else int(k) for k in ks)
     if not (Path(data) / "meta.json").is_file():
         ensure_scenes(data, 0)  # the default fashion-scenes (any existing dataset is used as it is)
-    bases = {seed: base_config(scale, seed, data, budget, overrides, speed) for seed in seeds}
+    bcfg = backbone_config(scale, data, runs, budget, overrides, speed) if init == "pretrained" else None
+    bases = {seed: base_config(scale, seed, data, budget, overrides, speed, init, bcfg and bcfg.run_dir)
+             for seed in seeds}
     # -Str cells whose strong images are exactly the weak set ("full") are DecoupledNet's cell.
     alias = {(s, k) for s in seeds for k in ks if same_classifier_data(
         cell_config(bases[s], "decouplednet-str", k, runs), classifier_config(bases[s], runs))}
     todo = [(s, k, m) for s in seeds for k in ks for m in METHODS
             if not (m == "decouplednet-str" and (s, k) in alias)]
-    for s in seeds:  # refuse a runs dir of another recipe before anything trains
+    if bcfg is not None:  # refuse a runs dir of another recipe before anything trains
+        check_recipe(bcfg)
+    for s in seeds:
         check_recipe(classifier_config(bases[s], runs))
     for s, k, m in todo:
         check_recipe(cell_config(bases[s], m, k, runs))
+    backbone = None
+    if bcfg is not None:  # every cell starts from it, so it trains first, alone (its items render in a worker)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, threads - 1) if jobs > 1 else threads)
+        backbone = ensure_backbone(bcfg, progress)
+        torch.set_num_threads(threads)
     records: dict = {}
     if jobs <= 1:
         for s in seeds:
@@ -256,13 +333,13 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
                     print(f"[table1] {m} k={k} seed {s}: strong images = weak set, identical to the "
                           "DecoupledNet cell (reported for both)", flush=True)
                     cells.append({**records[(s, k, "decouplednet")], "method": m, "same_as": "decouplednet"})
-    command = (f"hetseg bench table1 --scale {scale} --seeds {' '.join(map(str, seeds))} --out {out} "
-               f"--data {data} --runs {runs}")
+    command = (f"hetseg bench table1 --scale {scale} --seeds {' '.join(map(str, seeds))} --init {init} "
+               f"--out {out} --data {data} --runs {runs}")
     first = bases[seeds[0]] if seeds else Config()
-    extra = {"budget": budget, "speed": speed, "precision": first.seg.precision,
+    extra = {"init": init, "budget": budget, "speed": speed, "precision": first.seg.precision,
              "channels_last": first.seg.channels_last, "jobs": jobs, "ks": list(ks),
-             "overrides": list(overrides)}
+             "overrides": list(overrides), "backbone": backbone_record(backbone)}
     paths = write_results(cells, out, command, scale, list(seeds), data, runs, time.perf_counter() - t0,
-                          EQUAL_EFFORT, extra)
+                          equal_effort(init), extra, name)
     print(f"[table1] results: {', '.join(map(str, paths))}", flush=True)
     return 0

@@ -56,6 +56,17 @@ def cell_record(run: Path, method: str, k: int | str, seed: int, cls_run: Path |
     }
 
 
+def backbone_record(run: Path | None) -> dict | None:
+    """The shared pretrained backbone (stage ``pre``): run dir, steps, wall, held-out accuracy, items."""
+    if run is None:
+        return None
+    info = _json(Path(run) / "model.json")
+    pre = info.get("stages", {}).get("pre", {})
+    return {"run_dir": str(run), "steps": pre.get("steps"), "wall_s": pre.get("wall_s"),
+            "effective_batch": pre.get("effective_batch"), "metrics": pre.get("metrics", {}),
+            "items": info.get("splits", {}).get("pre"), "config": info.get("config", {}).get("pre")}
+
+
 def summarise(cells: list[dict]) -> dict:
     """{method: {k: {"mean", "std", "min", "max", "n"}}} of mIoU in % (std: sample std, n > 1)."""
     out: dict = {}
@@ -104,11 +115,23 @@ def _fmt(s: dict | None) -> str:
     return f"{s['mean']:.1f}" + (f" ± {s['std']:.1f}" if s.get("std") is not None else "")
 
 
+def _backbone_line(b: dict | None) -> str:
+    if not b:
+        return ": every network from random weights."
+    acc = (b.get("metrics") or {}).get("val/acc")
+    items = b.get("items") or {}
+    return (f": every network starts from one backbone (`{b['run_dir']}`, stage pre: {b.get('steps')} steps x "
+            f"{b.get('effective_batch')} single-item images from {items.get('train', '-')} Fashion-MNIST train "
+            f"items, {b.get('wall_s')} s; held-out item accuracy "
+            f"{'-' if acc is None else f'{100 * acc:.1f} %'} on {items.get('held_out', '-')} items).")
+
+
 def markdown(report: dict) -> str:
     """table1.md: our table beside the paper's, the rule, per-cell details and per-class IoU."""
     ks, summ, m = [str(k) for k in report["ks"]], report["summary"], report["machine"]
     seeds = report["seeds"]
-    lines = ["# Table 1 on fashion-scenes: DecoupledNet vs DecoupledNet-Str vs DeconvNet", "",
+    lines = ["# Table 1 on fashion-scenes: DecoupledNet vs DecoupledNet-Str vs DeconvNet"
+             + ("" if report.get("init", "pretrained") == "pretrained" else f" ({report['init']})"), "",
              f"Command: `{report['command']}` (budget `{report['budget']}`, speed `{report.get('speed')}`: "
              f"precision {report.get('precision')}, channels_last {report.get('channels_last')}"
              + (f", overrides {report['overrides']}" if report["overrides"] else "") + ")", "",
@@ -116,6 +139,7 @@ def markdown(report: dict) -> str:
              f"{(report['dataset']['meta_sha256'] or '-')[:12]}), {m['cpu']}, {m['usable_cpus']} CPUs, torch "
              f"{m['torch']}; wall time {report['total_wall_s'] / 60:.1f} min this invocation, "
              f"{report['compute_wall_s'] / 60:.1f} min of training + evaluation in all.", "",
+             f"Initialisation `{report.get('init', 'scratch')}`" + _backbone_line(report.get("backbone")), "",
              "## mIoU (%) on val" + (" (mean ± sample std over seeds)" if len(seeds) > 1 else ""), "",
              "| strong / class | " + " | ".join(f"{LABELS[x]} | paper" for x in PAPER) + " |",
              "|---|" + "---|---|" * len(PAPER)]
@@ -171,7 +195,8 @@ def figure(report: dict, path: Path) -> None:
     ax.set_ylabel("mIoU (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.set_title(f"Table 1 on fashion-scenes ({report['scale']} scale, {len(report['seeds'])} seed(s))")
+    ax.set_title(f"Table 1 on fashion-scenes ({report['scale']} scale, init {report.get('init', 'scratch')}, "
+                 f"{len(report['seeds'])} seed(s))", fontsize=9)
     ax.legend(fontsize=7, ncol=2, loc="upper left")
     fig.tight_layout()
     fig.savefig(path)
@@ -179,13 +204,14 @@ def figure(report: dict, path: Path) -> None:
 
 
 def write_results(cells: list[dict], out: str | Path, command: str, scale: str, seeds: list[int],
-                  data: str | Path, runs: str | Path, wall_s: float, equal_effort: str, extra: dict) -> list[Path]:
-    """Write ``OUT/table1.{json,md,png}``; returns the paths."""
+                  data: str | Path, runs: str | Path, wall_s: float, equal_effort: str, extra: dict,
+                  name: str = "table1") -> list[Path]:
+    """Write ``OUT/<name>.{json,md,png}``; returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # Compute time in all, counting a shared classifier once per seed and an aliased cell not at all.
     seen: set = set()
-    compute = 0.0
+    compute = float((extra.get("backbone") or {}).get("wall_s") or 0.0)
     for c in cells:
         if c.get("same_as"):
             continue
@@ -199,7 +225,7 @@ def write_results(cells: list[dict], out: str | Path, command: str, scale: str, 
               "compute_wall_s": round(compute, 1), "equal_effort": equal_effort,
               "paper": {m: {str(k): v for k, v in d.items()} for m, d in PAPER.items()}, "paper_note": PAPER_NOTE,
               "summary": summarise(cells), "cells": cells}
-    paths = [out / "table1.json", out / "table1.md", out / "table1.png"]
+    paths = [out / f"{name}.json", out / f"{name}.md", out / f"{name}.png"]
     paths[0].write_text(json.dumps(report, indent=2) + "\n")
     paths[1].write_text(markdown(report))
     figure(report, paths[2])

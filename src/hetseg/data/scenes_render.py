@@ -143,9 +143,14 @@ def void_band(inst: np.ndarray) -> np.ndarray:
     return band
 
 
-def render_scene(rng: np.random.Generator, cand_items: np.ndarray, cand_labels: np.ndarray, size: int) -> Scene:
-    """Render one scene from up to 3 candidate items ((3, 28, 28) uint8, labels (3,) in 0..9)."""
-    n = int(rng.choice(3, p=ITEM_COUNT_P)) + 1
+def render_scene(rng: np.random.Generator, cand_items: np.ndarray, cand_labels: np.ndarray, size: int,
+                 count: int | None = None) -> Scene:
+    """Render one scene from up to 3 candidate items ((3, 28, 28) uint8, labels (3,) in 0..9).
+
+    ``count`` fixes the number of items (the single-item pretraining images, hetseg.data.items);
+    by default it is drawn from ITEM_COUNT_P.
+    """
+    n = int(rng.choice(3, p=ITEM_COUNT_P)) + 1 if count is None else int(count)
     bg = background(rng, size)
     dropped = 0
     while True:

@@ -3,6 +3,9 @@
 DecoupledNet: stage ``cls`` (classifier on the weak set) then stage ``seg`` (bridge + binary
 decoder on combinatorial crops of the strong set, classifier frozen). DecoupledNet-Str is the same
 recipe with ``data.weak_split`` pointing at the strong split. DeconvNet: one stage ``deconv``.
+Any of them may start from a pretrained backbone: ImageNet VGG-16 at paper scale
+(``model.vgg_weights``), or at CPU scale the output of stage ``pre`` (``model.backbone``), which
+pretrains the classifier on single fashion items and writes ``RUN/backbone.safetensors``.
 """
 
 from __future__ import annotations
@@ -64,6 +67,13 @@ def _prepare_net(cfg: Config, init_from: str | None):
         load_weights(net, init_from)
     elif (run / "model.safetensors").is_file():
         load_weights(net, run)  # weights of the latest finished stage of this run
+    elif cfg.model.backbone:
+        from hetseg.models.backbone import load_backbone
+
+        try:
+            load_backbone(net, cfg.model.backbone)
+        except ValueError as e:
+            raise HetsegError(f"model.backbone={cfg.model.backbone}: {e}") from None
     elif cfg.model.vgg_weights:
         from hetseg.models.vgg import load_vgg16_file
 
@@ -85,7 +95,17 @@ def train(cfg: Config, stages: tuple[str, ...] = ("cls", "seg"), resume: str | N
     summaries: dict = {}
     splits_used: dict = {}
     for stage in stages:
-        if stage == "cls":
+        if stage == "pre":
+            from hetseg.data.items import item_splits
+
+            if not hasattr(net, "classifier") or net.classifier.num_classes != 10:
+                raise HetsegError("stage 'pre' pretrains a 10-class classifier on fashion items; fix: run it "
+                                  "with model.name=decouplednet and data.num_classes=11")
+            train_ds, val_ds = item_splits(cfg.data.fashion_mnist_dir or None, size, cfg.seed,
+                                            cfg.data.pretrain_holdout)
+            summaries[stage] = run_stage("pre", net, cfg, cfg.pre, train_ds, val_ds, resume, callbacks, progress)
+            splits_used["pre"] = {"items": "Fashion-MNIST train", "train": len(train_ds), "held_out": len(val_ds)}
+        elif stage == "cls":
             weak = load_split(cfg, "weak").weak()
             val = load_split(cfg, "val")
             train_ds = ImageLabelDataset(weak, C, size, train=True, seed=cfg.seed)
@@ -115,6 +135,12 @@ def train(cfg: Config, stages: tuple[str, ...] = ("cls", "seg"), resume: str | N
         save_model(run, net, cfg, names, {"stages": stages_meta,
                                           "splits": {**prev.get("splits", {}), **splits_used},
                                           "command": command_line()})
+        if stage == "pre":
+            from safetensors.torch import save_file
+
+            from hetseg.models.backbone import backbone_state
+
+            save_file(backbone_state(net), str(run / "backbone.safetensors"))
     return summaries
 
 

@@ -5,6 +5,8 @@
 - ``SegStage``: DecoupledNet's bridge + binary decoder on combinatorial crops, classifier frozen and
   kept in eval mode (reference §1.4: blobs_lr 0 in every segmentation prototxt).
 - ``DeconvStage``: the multi-class DeconvNet baseline on the strong set.
+- ``PretrainStage``: CPU-scale backbone pretraining, single-label softmax over one item per image
+  (hetseg.data.items; the stand-in for ImageNet, docs/DECISIONS.md).
 """
 
 from __future__ import annotations
@@ -99,6 +101,39 @@ class ClsStage(_Stage):
     def on_validation_epoch_end(self) -> None:
         self.log("val/mAP", self.val_map.compute(), prog_bar=True)
         self.val_map.reset()
+
+
+class PretrainStage(_Stage):
+    """Single-label classification of one item per image: softmax CE on the avg-pooled score.
+
+    ``net`` is a DecoupledNet (its classifier is trained) or a bare Classifier.
+    """
+
+    def __init__(self, net: nn.Module, sc: StageConfig) -> None:
+        super().__init__(net, sc)
+        self.classifier = getattr(net, "classifier", net)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        for p in self.classifier.parameters():
+            p.requires_grad_(True)
+        self._hits = self._seen = 0
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self.classifier(x).logits_avg.float(), y)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.classifier(x).logits_avg.float()
+        self._hits += int((logits.argmax(1) == y).sum())
+        self._seen += len(y)
+        self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/acc", self._hits / max(1, self._seen), sync_dist=True)
+        self._hits = self._seen = 0
 
 
 class SegStage(_Stage):

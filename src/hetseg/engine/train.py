@@ -28,9 +28,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from hetseg.config import Config, StageConfig
-from hetseg.engine.stages import ClsStage, DeconvStage, SegStage
+from hetseg.engine.stages import ClsStage, DeconvStage, PretrainStage, SegStage
 
-STAGES = {"cls": ClsStage, "seg": SegStage, "deconv": DeconvStage}
+STAGES = {"pre": PretrainStage, "cls": ClsStage, "seg": SegStage, "deconv": DeconvStage}
 
 
 def stage_done(run_dir: str | Path, stage: str) -> dict | None:
@@ -74,7 +74,7 @@ def run_stage(stage: str, net: nn.Module, cfg: Config, sc: StageConfig, train_ds
               ) -> dict:
     """Train ``net`` in place for ``sc.steps`` optimizer steps; return the stage summary.
 
-    ``stage`` is ``cls``, ``seg`` or ``deconv`` (or any name, with a ready ``module`` wrapping
+    ``stage`` is ``pre``, ``cls``, ``seg`` or ``deconv`` (or any name, with a ready ``module`` wrapping
     ``net``, e.g. TransferNet's stages). Under torchrun, Lightning picks up the process
     group from the environment; the effective batch is batch_size x accumulate x world size.
     """
@@ -114,7 +114,7 @@ def run_stage(stage: str, net: nn.Module, cfg: Config, sc: StageConfig, train_ds
         raise RuntimeError(f"stage '{stage}' stopped at step {trainer.global_step}/{sc.steps}; "
                            f"rerun the same command to resume from {ckpt_dir / 'last.ckpt'}")
     metrics: dict = {}
-    if val_loader is not None and stage == "cls":
+    if val_loader is not None and stage in ("cls", "pre"):
         res = trainer.validate(module, dataloaders=val_loader, verbose=False)
         metrics = {k: float(v) for k, v in (res[0] if res else {}).items()}
     world = trainer.world_size
