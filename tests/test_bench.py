@@ -96,10 +96,10 @@ def test_equal_effort_budget(bench):
         cfg = c["config"]
         total = sum(v for v in c["steps"].values() if v)
         assert total == cfg["cls"]["steps"] + cfg["seg"]["steps"], (c["method"], c["steps"])
-        # DeconvNet: seg's batch and crops; from the backbone, seg's fine-tuning optimizer too
+        # DeconvNet: seg's batch and crops, the classifiers' optimizer (both protocols)
         opt_keys = ("optimizer", "lr", "momentum", "weight_decay", "lr_step")
         src = cfg[DECONV_OPTIMIZER[bench["report"]["init"]]]
-        assert bench["report"]["init"] == "pretrained" and DECONV_OPTIMIZER["pretrained"] == "seg"
+        assert bench["report"]["init"] == "pretrained" and DECONV_OPTIMIZER["pretrained"] == "cls"
         assert {k: cfg["deconv"][k] for k in opt_keys} == {k: src[k] for k in opt_keys}
         assert {k: v for k, v in cfg["deconv"].items() if k not in (*opt_keys, "steps")} == \
                {k: v for k, v in cfg["seg"].items() if k not in (*opt_keys, "steps")}
@@ -108,7 +108,7 @@ def test_equal_effort_budget(bench):
     assert base.deconv.optimizer == base.cls.optimizer == "adam" and not base.model.backbone
     pre = base_config("cpu", 0, "data/fashion-scenes", init="pretrained", backbone="runs/x/backbone")
     assert pre.model.backbone == "runs/x/backbone" and pre.cls.steps == 600
-    assert pre.deconv.steps == pre.seg.steps + 600 and (pre.deconv.optimizer, pre.deconv.lr) == ("sgd", pre.seg.lr)
+    assert pre.deconv.steps == pre.seg.steps + 600 and (pre.deconv.optimizer, pre.deconv.lr) == ("adam", pre.cls.lr)
     with pytest.raises(HetsegError, match="needs a backbone"):
         base_config("cpu", 0, "d", init="pretrained")
 

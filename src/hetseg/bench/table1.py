@@ -54,10 +54,12 @@ BUDGETS: dict[str, list[str]] = {
 # classifier gets half the from-scratch classifier budget (fixed before the run: it keeps the whole
 # benchmark within 45 min on 2 cores; the paper fine-tunes from ImageNet too).
 INIT_RECIPES: dict[str, list[str]] = {"pretrained": ["cls.steps=600"], "scratch": []}
-# Whose optimizer DeconvNet gets (it has no separate classifier stage). From scratch: the
-# classifiers' Adam (with seg's SGD 0.01 it stayed at all-background). From the backbone: the same
-# fine-tuning optimizer as DecoupledNet's segmentation stage (cfg.seg), as in the paper.
-DECONV_OPTIMIZER = {"pretrained": "seg", "scratch": "cls"}
+# Whose optimizer DeconvNet gets (it has no separate classifier stage): the classifiers' Adam in both
+# protocols. From scratch, seg's SGD 0.01 stayed at all-background (Table 1 run, k = 5/10/25). From the
+# backbone, a probe on *training* images (700 steps at k = 5, scored on 300 train scenes outside
+# strong_5, never val) gave mIoU 9.5 with Adam 2e-3 vs 7.3 (all background) with SGD 0.01: the
+# stronger baseline recipe is kept.
+DECONV_OPTIMIZER = {"pretrained": "cls", "scratch": "cls"}
 
 def _speed(precision: str, channels_last: bool) -> list[str]:
     """Config overrides of the cls and seg stages (cfg.deconv copies cfg.seg)."""
@@ -80,8 +82,9 @@ _EFFORT_INIT = {
         "Initialisation: every network starts from the same pretrained backbone (VGG encoder + fc6/fc7; the "
         "paper's ImageNet VGG-16 is replaced at CPU scale by stage 'pre': single-label classification of one "
         "Fashion-MNIST train item on clutter, trained once, shared by all methods and seeds); score layers, "
-        "bridges and decoders start from random weights. DeconvNet's cfg.deconv has cfg.seg's batch, crops and "
-        "optimizer (the fine-tuning recipe of DecoupledNet's segmentation stage). "),
+        "bridges and decoders start from random weights. DeconvNet's cfg.deconv has cfg.seg's batch and crops "
+        "and the classifiers' optimizer (cfg.cls: Adam): from the backbone it beat SGD 0.01 in a probe scored on "
+        "training scenes outside the strong split (9.5 vs 7.3 mIoU at k = 5), never on val. "),
     "scratch": (
         "Initialisation: every network from random weights. DeconvNet's cfg.deconv has cfg.seg's batch and "
         "crops but, as it trains every layer from scratch like the classifiers, their optimizer (cfg.cls: "
