@@ -63,7 +63,7 @@ DECONV_OPTIMIZER = {"pretrained": "cls", "scratch": "cls"}
 
 def _speed(precision: str, channels_last: bool) -> list[str]:
     """Config overrides of the cls and seg stages (cfg.deconv copies cfg.seg)."""
-    return [f"{st}.{key}={val}" for st in ("cls", "seg")
+    return [f"{st}.{key}={val}" for st in ("pre", "cls", "seg")
             for key, val in (("precision", precision), ("channels_last", str(channels_last).lower()))]
 
 
