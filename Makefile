@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test venv fashion-mnist clean bench-table1 bench-transfer
+.PHONY: demo test venv fashion-mnist clean bench-table1 bench-table1-scratch bench-transfer
 
 $(VENV)/.stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,7 +31,10 @@ demo: venv fashion-mnist
 	$(PY) -m hetseg demo
 
 bench-table1: venv fashion-mnist
-	$(PY) -m hetseg bench table1 --scale cpu
+	$(PY) -m hetseg bench table1 --scale cpu --init pretrained
+
+bench-table1-scratch: venv fashion-mnist
+	$(PY) -m hetseg bench table1 --scale cpu --init scratch
 
 bench-transfer: venv fashion-mnist
 	$(PY) -m hetseg bench transfer --scale cpu

@@ -103,7 +103,7 @@ EQUAL_EFFORT = (
     "cfg.eval.threshold for both DecoupledNets. Object proposals are off (crops.proposals=none) for every "
     "method, so results do not depend on an optional OpenCV install. 'full' = splits/train_full.txt (all "
     "train scenes with masks). Seeds change initialisation and data order; the strong splits are the "
-    "dataset's fixed strong_<k>.txt files."
+    "dataset's fixed strong_<k>.txt files. "
 )
 
 

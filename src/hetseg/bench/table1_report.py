@@ -78,8 +78,8 @@ def summarise(cells: list[dict]) -> dict:
         for k, vals in by_k.items():
             n, mean = len(vals), sum(vals) / len(vals)
             std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else None
-            by_k[k] = {"mean": round(mean, 2), "std": None if std is None else round(std, 2),
-                       "min": round(min(vals), 2), "max": round(max(vals), 2), "n": n}
+            by_k[k] = {"mean": round(mean, 4), "std": None if std is None else round(std, 4),  # no double rounding in .md
+                       "min": round(min(vals), 4), "max": round(max(vals), 4), "n": n}
     return out
 
 
