@@ -171,3 +171,15 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(tmp_path), "--input", "x.jpg", "--output", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("hetseg: error:") and "\n" not in err and str(tmp_path) in err
+
+
+def test_pretrain_stage_and_backbone_errors_are_one_line(tmp_path, capsys):
+    """Stage pre needs the 10-class fashion classifier; a missing backbone names the fix."""
+    run = str(tmp_path / "run")
+    assert main(["train", "--stage", "pre", "--run-dir", run, "--no-progress", "model.name=deconvnet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "stage 'pre'" in err and "model.name=decouplednet" in err
+    assert main(["train", "--stage", "deconv", "--run-dir", run, "--no-progress", "model.name=deconvnet",
+                 f"model.backbone={tmp_path / 'nothing'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no backbone file" in err and "hetseg train --stage pre" in err
