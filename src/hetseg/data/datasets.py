@@ -25,7 +25,7 @@ def multi_hot(labels: tuple[int, ...], num_classes: int) -> torch.Tensor:
     return v
 
 
-class _Seeded(Dataset):
+class SeededDataset(Dataset):
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self.epoch = 0
@@ -37,7 +37,7 @@ class _Seeded(Dataset):
         return np.random.default_rng([self.seed, self.epoch, index])
 
 
-class ImageLabelDataset(_Seeded):
+class ImageLabelDataset(SeededDataset):
     """Stage cls: (image (3,S,S), multi-hot (C-1,)). Random crop + flip when ``train``."""
 
     def __init__(self, split: Split, num_classes: int, size: int, train: bool = True, seed: int = 0) -> None:
@@ -56,7 +56,7 @@ class ImageLabelDataset(_Seeded):
         return to_tensor(img), multi_hot(rec.labels, self.num_classes)
 
 
-class CropDataset(_Seeded):
+class CropDataset(SeededDataset):
     """Stage seg (and DeconvNet): combinatorial crops of the strong set.
 
     Item i -> (pair i // N_p, crop i % N_p) where a pair is (strong image, non-empty label subset).

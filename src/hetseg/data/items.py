@@ -17,12 +17,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hetseg.data.datasets import _Seeded
+from hetseg.data.datasets import SeededDataset
 from hetseg.data.scenes_render import render_scene
 from hetseg.data.transforms import to_tensor
 
 
-class ItemDataset(_Seeded):
+class ItemDataset(SeededDataset):
     """(image (3, S, S) normalised, class index in 0..9) for one Fashion-MNIST item on clutter.
 
     Args:

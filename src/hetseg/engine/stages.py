@@ -15,7 +15,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.classification import MultilabelAveragePrecision
+from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
 
 from hetseg.config import StageConfig
 
@@ -74,15 +74,22 @@ class _Stage(L.LightningModule):
             ds.set_epoch(self.current_epoch)
 
 
+def train_classifier_only(net: nn.Module) -> nn.Module:
+    """Freeze everything but ``net.classifier`` (or ``net`` itself if it has none); return what trains."""
+    classifier = getattr(net, "classifier", net)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    for p in classifier.parameters():
+        p.requires_grad_(True)
+    return classifier
+
+
 class ClsStage(_Stage):
     """Multi-label classifier training; ``net`` is a DecoupledNet (or anything with ``.classifier``)."""
 
     def __init__(self, net: nn.Module, sc: StageConfig, num_labels: int) -> None:
         super().__init__(net, sc)
-        for p in net.parameters():
-            p.requires_grad_(False)
-        for p in net.classifier.parameters():
-            p.requires_grad_(True)
+        train_classifier_only(net)
         self.val_map = MultilabelAveragePrecision(num_labels=num_labels, average="macro")
 
     def training_step(self, batch, batch_idx):
@@ -111,12 +118,9 @@ class PretrainStage(_Stage):
 
     def __init__(self, net: nn.Module, sc: StageConfig) -> None:
         super().__init__(net, sc)
-        self.classifier = getattr(net, "classifier", net)
-        for p in net.parameters():
-            p.requires_grad_(False)
-        for p in self.classifier.parameters():
-            p.requires_grad_(True)
-        self._hits = self._seen = 0
+        self.classifier = train_classifier_only(net)
+        # torchmetrics sums hits and counts over DDP ranks (a mean of per-rank ratios would not).
+        self.val_acc = MulticlassAccuracy(num_classes=self.classifier.num_classes, average="micro")
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -127,13 +131,12 @@ class PretrainStage(_Stage):
     def validation_step(self, batch, batch_idx):
         x, y = batch
         logits = self.classifier(x).logits_avg.float()
-        self._hits += int((logits.argmax(1) == y).sum())
-        self._seen += len(y)
+        self.val_acc.update(logits, y)
         self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/acc", self._hits / max(1, self._seen), sync_dist=True)
-        self._hits = self._seen = 0
+        self.log("val/acc", self.val_acc.compute())
+        self.val_acc.reset()
 
 
 class SegStage(_Stage):

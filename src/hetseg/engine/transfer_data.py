@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from hetseg.config import Config
 from hetseg.data.crops import binary_target, warp
-from hetseg.data.datasets import _Seeded
+from hetseg.data.datasets import SeededDataset
 from hetseg.data.io import read_image, read_mask
 from hetseg.data.records import Split
 from hetseg.data.transforms import to_tensor
@@ -31,7 +31,7 @@ def augment(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Gener
     return np.ascontiguousarray(im), np.ascontiguousarray(mk)
 
 
-class LabelRows(_Seeded):
+class LabelRows(SeededDataset):
     """One row per (image, label) of a split with the label in ``classes`` (§7.3 inferred: one line
     per image and class, one-hot). Items: (image (3,S,S), object index) and, with ``masks``, the
     binary target (S,S) int64 of that label (other classes background, void 255)."""

@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .vgg import _find_parts
+from .vgg import find_vgg_parts
 
 
 def backbone_state(model: nn.Module) -> dict[str, Tensor]:
     """The encoder + fc6/fc7 state of ``model`` (see module doc), detached CPU tensors."""
-    encoder, fc6, fc7 = _find_parts(model)
+    encoder, fc6, fc7 = find_vgg_parts(model)
     state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
     for name, conv in (("fc6", fc6), ("fc7", fc7)):
         if conv is None:
@@ -48,7 +48,7 @@ def load_backbone(model: nn.Module, state: dict[str, Tensor] | str | Path) -> li
             raise ValueError(f"{path}: no backbone file; fix: run 'hetseg train --stage pre' or give its "
                              "backbone.safetensors")
         state = load_file(str(path), device="cpu")
-    encoder, fc6, fc7 = _find_parts(model)
+    encoder, fc6, fc7 = find_vgg_parts(model)
     targets: dict[str, Tensor] = {f"encoder.{k}": v for k, v in encoder.state_dict(keep_vars=True).items()}
     for name, conv in (("fc6", fc6), ("fc7", fc7)):
         if conv is not None:

@@ -144,7 +144,7 @@ def _as_conv(m: nn.Module | None) -> nn.Conv2d | None:
     return getattr(m, "conv", None)
 
 
-def _find_parts(model: nn.Module) -> tuple[VGGEncoder, nn.Conv2d | None, nn.Conv2d | None]:
+def find_vgg_parts(model: nn.Module) -> tuple[VGGEncoder, nn.Conv2d | None, nn.Conv2d | None]:
     """Locate the encoder and the fc6/fc7 convs of an encoder, Classifier, DeconvNet or DecoupledNet."""
     if isinstance(model, VGGEncoder):
         return model, None, None
@@ -170,7 +170,7 @@ def load_torchvision_vgg16(model: nn.Module, state_dict: Mapping[str, Tensor]) -
     Note: torchvision weights expect RGB in [0, 1] normalised by ImageNet mean/std
     (reference §6, "Preprocessing"); the engine must match that.
     """
-    encoder, fc6, fc7 = _find_parts(model)
+    encoder, fc6, fc7 = find_vgg_parts(model)
     pairs: list[tuple[str, Tensor, Tensor]] = []  # (key, destination, source reshaped)
     for conv, idx in zip(encoder.convs(), TORCHVISION_CONV_IDS):
         for name in ("weight", "bias"):
