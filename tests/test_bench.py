@@ -122,6 +122,18 @@ def test_every_network_starts_from_the_one_shared_backbone(bench):
     shared = json.loads((runs / "seed0" / "weak_classifier" / "config.json").read_text())
     assert shared["model"]["backbone"] == b["run_dir"]
     assert "Initialisation `pretrained`" in (bench["out"] / "table1.md").read_text()
+    # ...and the config is acted on: a fresh net of a cell config carries the backbone's weights
+    from safetensors.torch import load_file
+
+    from hetseg.engine.pipeline import _prepare_net
+
+    state = load_file(str(runs / "backbone" / "backbone.safetensors"))
+    for method in ("deconvnet", "decouplednet-str"):
+        cfg = cell_config(base_config("cpu", 0, str(bench["data"]), "tiny", init="pretrained",
+                                      backbone=b["run_dir"]), method, 5, bench["runs"] / "fresh")
+        net = _prepare_net(cfg, None)
+        enc = net.encoder if method == "deconvnet" else net.classifier.encoder
+        assert all(torch.equal(v, state[f"encoder.{k}"]) for k, v in enc.state_dict().items())
     assert rep["command"].split("--init ")[1].startswith("pretrained")
 
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from hetseg.data.classes import FASHION_SOURCE, FASHION_TARGET
@@ -162,16 +163,10 @@ def test_pretraining_items_single_item_train_pool_deterministic():
     assert np.array_equal(held.items, x[-100:]) and np.array_equal(train.labels, y[:-100])
     img, label = train[5]
     assert img.shape == (3, SIZE, SIZE) and int(label) == int(y[5])
-    assert torch_equal(train[5][0], img)
+    assert torch.equal(train[5][0], img)
     train.set_epoch(1)
-    assert not torch_equal(train[5][0], img)  # a new rendering every epoch
+    assert not torch.equal(train[5][0], img)  # a new rendering every epoch
     scene = render_scene(train.rng(5), x[5:6], y[5:6], SIZE, count=1)
     assert set(np.unique(scene.mask)) - {0, 255} == {int(y[5]) + 1} and scene.classes == [int(y[5]) + 1]
     held.set_epoch(7)
-    assert torch_equal(held[0][0], item_splits(str(FMNIST_DIR), SIZE, seed=3, holdout=100)[1][0][0])
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return bool(torch.equal(a, b))
+    assert torch.equal(held[0][0], item_splits(str(FMNIST_DIR), SIZE, seed=3, holdout=100)[1][0][0])
