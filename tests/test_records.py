@@ -103,7 +103,7 @@ def test_write_read_round_trip_and_stable_checksum(tmp_path):
     assert weak_sum == back.weak().checksum() != c1
 
 
-def _synthetic(n=300, classes=8, seed=0) -> list[Record]:
+def _synthetic(n=300, seed=0) -> list[Record]:
     rng = random.Random(seed)
     recs = []
     for i in range(n):

@@ -279,7 +279,7 @@ def test_tiny_end_to_end_recipe_and_bench(tiny_scenes, tmp_path):
         assert list(s) == ["transfernet+crf"] and 0.0 <= s["transfernet+crf"].miou <= 1.0
 
 
-def test_crf_is_skipped_cleanly_when_absent(tiny_scenes, tmp_path, monkeypatch):
+def test_crf_is_skipped_cleanly_when_absent(tiny_scenes, monkeypatch):
     from hetseg.engine import transfer_eval as T
 
     monkeypatch.setattr(T, "crf_available", lambda: False)
