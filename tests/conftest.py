@@ -1,4 +1,5 @@
-"""Shared test helpers. ../shared/fixtures holds real third-party VOC/SBD/COCO files (read-only)."""
+"""Shared test helpers. tests/fixtures holds the real third-party VOC/SBD/COCO files the tests read
+(provenance and licences: tests/fixtures/PROVENANCE.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("HETSEG_FIXTURES", REPO.parent / "shared" / "fixtures"))
+FIXTURES = Path(os.environ.get("HETSEG_FIXTURES", REPO / "tests" / "fixtures"))
 VOC_ROOT = FIXTURES / "voc2012" / "VOCdevkit" / "VOC2012"
 FMNIST_DIR = Path(os.environ.get("HETSEG_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 

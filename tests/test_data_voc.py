@@ -1,4 +1,4 @@
-"""VOC2012 readers against genuine VOC files (../shared/fixtures, see PROVENANCE.md), and image decoding."""
+"""VOC2012 readers against genuine VOC files (tests/fixtures, see its PROVENANCE.md), and image decoding."""
 
 from __future__ import annotations
 

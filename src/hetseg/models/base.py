@@ -1,0 +1,108 @@
+"""The one contract every segmentation model answers, and the one factory that builds them.
+
+Modelled on segmentation_models_pytorch's ``SegmentationModel`` (one ``forward``/``predict`` contract on
+a base class) and its ``create_model``: a model is a plain ``nn.Module`` that subclasses
+:class:`Segmenter`, is registered under a name with :func:`register`, and is built only by
+:func:`create_model`. The factory records the name and keyword arguments on the instance
+(``model_name``, ``model_kwargs``), so a model file can be rebuilt from its JSON sidecar without the
+loader knowing any method (``hetseg.engine.checkpoint``). Models never import the engine.
+
+Label convention inside models: *object* indices 0..K-1 (no background). The probability maps have
+K+1 channels, channel 0 background and channel k+1 object class k, so ``probs.argmax(1)`` is a
+label map in mask indices (what the VOC devkit scores).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+
+@dataclass
+class SegOutput:
+    """What :meth:`Segmenter.predict` returns, at the input resolution.
+
+    probs (N, K+1, H, W): per-pixel class scores whose argmax is the label map (for DecoupledNet and
+        DeconvNet normalised probabilities; for the TransferNet family the background rule of
+        docs/TRANSFERNET.md). They are resized to the original image before the argmax.
+    class_scores (N, K) or None: image-level label scores in [0, 1] (None for masks-only models).
+    identified: per image, the object indices the maps were computed for (ascending).
+    extras: model-specific maps for figures (e.g. TransferNet attention, DIS reconstruction).
+    """
+
+    probs: Tensor
+    class_scores: Tensor | None
+    identified: list[list[int]]
+    extras: dict | None = None
+
+    @property
+    def label_map(self) -> Tensor:
+        """(N, H, W) int64 mask indices: 0 background, k+1 object class k."""
+        return self.probs.argmax(dim=1)
+
+
+class Segmenter(nn.Module):
+    """Base class of every segmentation model.
+
+    Subclasses set ``num_classes`` (K object classes, no background) and implement
+    :meth:`predict`. ``labels`` (object indices per image) replaces the model's own label
+    identification (the "-GT" evaluations, or labels chosen by a shared classifier).
+    """
+
+    num_classes: int
+    model_name: str = ""
+    model_kwargs: dict
+
+    def predict(self, images: Tensor, labels: list[list[int]] | None = None, threshold: float = 0.5
+                ) -> SegOutput:  # pragma: no cover - abstract
+        """images (N, 3, S, S), normalised, S a multiple of the model's stride -> :class:`SegOutput`."""
+        raise NotImplementedError
+
+
+MODELS: dict[str, Callable[..., Segmenter]] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator: ``@register("dis")`` makes ``create_model("dis", ...)`` build the class."""
+
+    def deco(cls: type) -> type:
+        if name in MODELS:
+            raise ValueError(f"model {name!r} registered twice")
+        MODELS[name] = cls
+        return cls
+
+    return deco
+
+
+def create_model(name: str, **kwargs) -> Segmenter:
+    """Build a registered model; the only factory (saving and loading go through it).
+
+    kwargs must be JSON-serialisable (they are stored in model.json and passed back on load).
+    """
+    try:
+        cls = MODELS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
+    net = cls(**kwargs)
+    net.model_name = name.lower()
+    net.model_kwargs = dict(kwargs)
+    return net
+
+
+def labels_to_mask(labels: list[list[int]], n: int, k: int, device=None):
+    """Per-image object index lists -> (N, K) bool, checking range and length."""
+    import torch
+
+    if len(labels) != n:
+        raise ValueError(f"labels has {len(labels)} entries for {n} images")
+    active = torch.zeros(n, k, dtype=torch.bool, device=device)
+    for i, ls in enumerate(labels):
+        if any(not 0 <= int(c) < k for c in ls):
+            raise ValueError(f"labels[{i}] = {list(ls)} outside 0..{k - 1}")
+        active[i, [int(c) for c in ls]] = True
+    return active
+
+
+__all__ = ["MODELS", "SegOutput", "Segmenter", "create_model", "labels_to_mask", "register"]
