@@ -125,13 +125,15 @@ def test_every_network_starts_from_the_one_shared_backbone(bench):
     # ...and the config is acted on: a fresh net of a cell config carries the backbone's weights
     from safetensors.torch import load_file
 
-    from hetseg.engine.pipeline import _prepare_net
+    from hetseg.engine.context import init_weights
+    from hetseg.methods import get_method
 
     state = load_file(str(runs / "backbone" / "backbone.safetensors"))
     for method in ("deconvnet", "decouplednet-str"):
         cfg = cell_config(base_config("cpu", 0, str(bench["data"]), "tiny", init="pretrained",
                                       backbone=b["run_dir"]), method, 5, bench["runs"] / "fresh")
-        net = _prepare_net(cfg, None)
+        net = get_method(cfg.model.name).build(cfg)
+        init_weights(net, cfg, None)
         enc = net.encoder if method == "deconvnet" else net.classifier.encoder
         assert all(torch.equal(v, state[f"encoder.{k}"]) for k, v in enc.state_dict().items())
     assert rep["command"].split("--init ")[1].startswith("pretrained")

@@ -79,7 +79,7 @@ def tiny_config(root: Path, run: Path) -> Config:
 
 
 def test_train_eval_predict_end_to_end(tiny_scenes, tmp_path):
-    from hetseg.engine.pipeline import evaluate_run, train
+    from hetseg.methods import evaluate_run, train
 
     run = tmp_path / "run"
     cfg = tiny_config(tiny_scenes, run)
@@ -106,7 +106,8 @@ def test_train_eval_predict_end_to_end(tiny_scenes, tmp_path):
     for name, (h, w) in {"grey": (50, 70), "rgba": (33, 20), "tiny": (3, 5)}.items():
         im = Image.open(out / f"{name}.png")
         assert im.mode == "P" and im.size == (w, h)
-        assert Image.open(out / "overlays" / f"{name}.png").mode == "RGB"
+        fig = Image.open(out / "figures" / f"{name}.png")  # image | prediction + legend
+        assert fig.format == "PNG" and fig.mode in ("RGB", "RGBA") and fig.size[0] > fig.size[1]
     data = json.loads((out / "scores.json").read_text())
     assert len(data["images"]) == 3 and len(data["images"][0]["class_scores"]) == 10
 
@@ -132,7 +133,7 @@ class _FirstStep(L.Callback):
 
 
 def test_resume_after_interruption_continues_from_saved_step(tiny_scenes, tmp_path):
-    from hetseg.engine.pipeline import train
+    from hetseg.methods import train
 
     cfg = tiny_config(tiny_scenes, tmp_path / "run")
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -177,8 +178,11 @@ def test_pretrain_stage_and_backbone_errors_are_one_line(tmp_path, capsys):
     """Stage pre needs the 10-class fashion classifier; a missing backbone names the fix."""
     run = str(tmp_path / "run")
     assert main(["train", "--stage", "pre", "--run-dir", run, "--no-progress", "model.name=deconvnet"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "stage 'pre'" in err and "model.name=decouplednet" in err
+    err = capsys.readouterr().err.strip()  # DeconvNet has no stage pre: the method names its own stages
+    assert "\n" not in err and "--stage pre" in err and "'deconvnet' has stages deconv" in err and "fix:" in err
+    assert main(["train", "--stage", "pre", "--run-dir", run, "--no-progress", "data.num_classes=21"]) == 2
+    err = capsys.readouterr().err.strip()  # DecoupledNet, but not the 10-class fashion classifier
+    assert "\n" not in err and "--stage pre" in err and "model.name=decouplednet" in err
     assert main(["train", "--stage", "deconv", "--run-dir", run, "--no-progress", "model.name=deconvnet",
                  f"model.backbone={tmp_path / 'nothing'}"]) == 2
     err = capsys.readouterr().err.strip()

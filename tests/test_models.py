@@ -29,8 +29,12 @@ ARCHS = ["classifier", "decouplednet", "deconvnet"]
 CPU_K = 10  # object classes (fashion-scenes); DeconvNet adds background itself
 
 
-def num_classes(name: str, k: int) -> int:
-    return k + 1 if name == "deconvnet" else k
+def build(name: str, k: int, **kw) -> nn.Module:
+    """The architecture ``name`` with K = ``k`` object classes. The classifier is a part, not a
+    registered segmentation model: it is built directly; the models go through ``create_model``."""
+    if name == "classifier":
+        return Classifier(k, **kw)
+    return create_model(name, num_classes=k, **kw)
 
 
 def forward_shapes(name: str, model: nn.Module, x: Tensor, k: int) -> dict[str, tuple]:
@@ -57,7 +61,7 @@ def forward_shapes(name: str, model: nn.Module, x: Tensor, k: int) -> dict[str, 
 @pytest.mark.parametrize("name", ARCHS)
 def test_shapes_cpu_scale(name: str) -> None:
     torch.manual_seed(0)
-    model = create_model(name, num_classes=num_classes(name, CPU_K), scale="cpu").eval()
+    model = build(name, CPU_K, scale="cpu").eval()
     with torch.no_grad():
         for key, (got, want) in forward_shapes(name, model, torch.randn(2, 3, 96, 96), CPU_K).items():
             assert tuple(got) == tuple(want) if key != "switches" else got == want, key
@@ -67,7 +71,7 @@ def test_shapes_cpu_scale(name: str) -> None:
 def test_shapes_paper_scale_forward_only(name: str) -> None:
     # VGG-16 at 320 px: one forward, batch 1, no graph (a few seconds on 2 cores).
     torch.manual_seed(0)
-    model = create_model(name, num_classes=num_classes(name, 20), scale="paper").eval()
+    model = build(name, 20, scale="paper").eval()
     with torch.no_grad():
         for key, (got, want) in forward_shapes(name, model, torch.randn(1, 3, 320, 320), 20).items():
             assert tuple(got) == tuple(want) if key != "switches" else got == want, key
@@ -84,7 +88,7 @@ def test_parameter_counts_paper_scale() -> None:
     with torch.device("meta"):
         clf = Classifier(20, "paper")
         dec = DecoupledNet(20, "paper")
-        dcn = DeconvNet(21, "paper")
+        dcn = DeconvNet(20, "paper")  # K object classes: 21 output channels
         tn_decoder = DeconvDecoder(get_scale("paper").widths, 1, 2, unpool5=False, batch_norm=False, first_block=1)
     assert _count(clf.encoder) == (14_714_688, 0)
     assert _count(clf) == (134_342_484, 0)
@@ -102,8 +106,8 @@ def test_parameter_counts_paper_scale() -> None:
 
 @pytest.mark.parametrize("name", ARCHS)
 def test_create_model_same_kwargs(name: str) -> None:
-    model = create_model(name, num_classes=num_classes(name, 4), scale="cpu", in_channels=1).eval()
-    assert model.scale is get_scale("cpu") and model.num_classes == num_classes(name, 4)
+    model = build(name, 4, scale="cpu", in_channels=1).eval()
+    assert model.scale is get_scale("cpu") and model.num_classes == 4  # always K object classes
     with torch.no_grad():
         for key, (got, want) in forward_shapes(name, model, torch.randn(1, 1, 64, 64), 4).items():
             assert tuple(got) == tuple(want) if key != "switches" else got == want, key
@@ -112,6 +116,8 @@ def test_create_model_same_kwargs(name: str) -> None:
 def test_create_model_unknown_name() -> None:
     with pytest.raises(ValueError, match="decouplednet"):
         create_model("transfer-net", num_classes=3)
+    with pytest.raises(ValueError, match="decouplednet"):  # a part, not a segmentation model
+        create_model("classifier", num_classes=3)
 
 
 def test_decouplednet_submodules_and_frozen_classifier_backward() -> None:
@@ -258,9 +264,10 @@ def test_predict_batched_equals_per_label_loop(dec_model: DecoupledNet) -> None:
     assert torch.equal(out.label_map[clear], expected.argmax(dim=1)[clear])
     assert (out.label_map[1] == 0).all()
     assert set(out.label_map[0].unique().tolist()) <= {0, 1, 3, 5}
-    assert out.activations.shape == (4, 6, 128, 3, 3)
-    assert out.activations[1].abs().sum() == 0 and out.activations[0, 2].abs().sum() == 0
-    assert out.activations[0, 3].abs().sum() > 0
+    acts = out.extras["activations"]
+    assert acts.shape == (4, 6, 128, 3, 3)
+    assert acts[1].abs().sum() == 0 and acts[0, 2].abs().sum() == 0
+    assert acts[0, 3].abs().sum() > 0
 
 
 def test_predict_threshold_identifies_labels(dec_model: DecoupledNet) -> None:
@@ -284,9 +291,12 @@ def test_predict_without_labels_is_all_background(dec_model: DecoupledNet) -> No
 
 
 def test_deconvnet_predict() -> None:
-    model = DeconvNet(3, "cpu").eval()
-    lm = model.predict(torch.randn(2, 3, 64, 64))
+    model = DeconvNet(2, "cpu").eval()  # K = 2 object classes: 3 channels with background
+    out = model.predict(torch.randn(2, 3, 64, 64))
+    lm = out.label_map
     assert lm.shape == (2, 64, 64) and lm.dtype == torch.long and lm.max() < 3
+    assert out.probs.shape == (2, 3, 64, 64) and out.class_scores is None
+    torch.testing.assert_close(out.probs.sum(dim=1), torch.ones(2, 64, 64))  # softmax probabilities
 
 
 # ---------------------------------------------------------------- torchvision VGG-16 import
@@ -332,7 +342,7 @@ def test_torchvision_import_lands_in_the_right_layers(vgg16_state: dict[str, Ten
 
 def test_torchvision_import_finds_parts_of_every_model(vgg16_state: dict[str, Tensor]) -> None:
     with torch.device("meta"):  # copy_ into meta tensors checks shapes and costs nothing
-        models = [DecoupledNet(20, "paper"), DeconvNet(21, "paper")]
+        models = [DecoupledNet(20, "paper"), DeconvNet(20, "paper")]
     for model in models:
         assert len(load_torchvision_vgg16(model, vgg16_state)) == 30
 
@@ -374,7 +384,7 @@ def test_backbone_roundtrip_into_every_model_family(tmp_path) -> None:
     state = backbone_state(src)
     assert not any(k.startswith("score") for k in state) and {"fc6.weight", "fc7.bias"} <= set(state)
     save_file(state, str(tmp_path / "backbone.safetensors"))
-    dec, dn = DecoupledNet(CPU_K, "cpu"), DeconvNet(CPU_K + 1, "cpu")
+    dec, dn = DecoupledNet(CPU_K, "cpu"), DeconvNet(CPU_K, "cpu")
     score_before = dec.classifier.score.weight.clone()
     load_backbone(dec, tmp_path)  # a run dir holding backbone.safetensors
     load_backbone(dn, tmp_path / "backbone.safetensors")
@@ -391,7 +401,7 @@ def test_backbone_of_another_scale_is_refused_untouched(tmp_path) -> None:
 
     state = backbone_state(Classifier(CPU_K, "cpu"))
     state["fc6.weight"] = state["fc6.weight"][:, :, :1, :1].clone()  # as if fc6 had another kernel
-    dn = DeconvNet(CPU_K + 1, "cpu")
+    dn = DeconvNet(CPU_K, "cpu")
     before = {k: v.clone() for k, v in dn.state_dict().items()}
     with pytest.raises(ValueError, match="shape mismatch.*fc6.weight"):
         load_backbone(dn, state)

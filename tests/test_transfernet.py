@@ -106,12 +106,14 @@ def test_parameter_counts_paper_scale():
         net = TransferNet(80, "paper")
         base = BaselineNet(80, "paper")
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    # TransferNet now also holds the separate classifier (its own count is tested in test_models)
+    own = sum(p.numel() for n, p in net.named_parameters() if not n.startswith("classifier."))
     assert count(net.attention.feat_embed) == 209_716_224
     assert count(net.attention) == 211_258_768
     assert count(net.cls_head) == 303_696
     assert count(net.decoder) == 7_675_202
     assert count(net.attention) + count(net.cls_head) + count(net.decoder) == 219_237_666
-    assert count(net) == 233_952_354
+    assert own == 233_952_354
     assert count(base.decoder) == 7_675_202 and count(base.fc) == 16 * 400 + 400  # 4x4 score map -> 20x20
 
 
@@ -148,7 +150,7 @@ def test_background_rule():
 
 
 def test_identify_labels_threshold_restriction_and_fallback():
-    from hetseg.engine.transfer_eval import identify_labels
+    from hetseg.models.base import identify_labels
 
     class Fixed(nn.Module):
         def __init__(self, logits):
@@ -159,10 +161,16 @@ def test_identify_labels_threshold_restriction_and_fallback():
             return type("Out", (), {"logits_avg": self.logits})()
 
     p = torch.tensor([[0.9, 0.7, 0.1, 0.65], [0.99, 0.2, 0.3, 0.1], [0.1, 0.1, 0.1, 0.1]])
-    labels, scores = identify_labels(Fixed(torch.logit(p)), torch.zeros(3), classes=[2, 3, 4], threshold=0.6)
+    active = identify_labels(p, threshold=0.6, allowed=[1, 2, 3], fallback=True)  # target classes = masks 2, 3, 4
+    labels = [torch.nonzero(a).flatten().tolist() for a in active]
     # class index 0 (mask 1) is outside the target classes: never picked, even at 0.99
     assert labels == [[1, 3], [2], [1]]  # row 1: fallback argmax among allowed (0.3 at index 2)
-    torch.testing.assert_close(scores, p)
+    # the same rule inside the model: its own classifier's scores pick the labels
+    net = TransferNet(4, "cpu", label_classes=[1, 2, 3], label_fallback=True).eval()
+    net.classifier = Fixed(torch.logit(p))
+    out = net.predict(torch.zeros(3, 3, 96, 96), threshold=0.6)
+    assert out.identified == [[1, 3], [2], [1]]
+    torch.testing.assert_close(out.class_scores, p)
 
 
 # ---------------------------------------------------------------- data and stages ----------------
@@ -189,10 +197,10 @@ def test_domain_pairs_whole_sub_batches(tiny_scenes):
     from torch.utils.data import DataLoader
 
     from hetseg.data.classes import FASHION_SOURCE, FASHION_TARGET
-    from hetseg.engine.transfer_data import DomainPairs, _rows
+    from hetseg.methods.transfernet.data import DomainPairs, domain_rows
 
     cfg = _cfg(tiny_scenes, tiny_scenes / "unused")
-    target, source = _rows(cfg, "target"), _rows(cfg, "source")
+    target, source = domain_rows(cfg, "target"), domain_rows(cfg, "source")
     assert {c for _, c in target.rows} <= set(FASHION_TARGET) and {c for _, c in source.rows} <= set(FASHION_SOURCE)
     # one row per (image, label): multi-label images give several rows
     assert len(source) == sum(len(r.labels) for r in source.split.records)
@@ -211,19 +219,20 @@ def test_transfer_stages_keep_encoder_frozen(tiny_scenes):
     from torch.utils.data import DataLoader
 
     from hetseg.config import StageConfig
-    from hetseg.engine.transfer import TransferStage
-    from hetseg.engine.transfer_data import DomainPairs, _rows
+    from hetseg.methods.transfernet.data import DomainPairs, domain_rows
+    from hetseg.methods.transfernet.stages import TransferStage
 
     torch.manual_seed(0)
     cfg = _cfg(tiny_scenes, tiny_scenes / "unused")
-    batch = next(iter(DataLoader(DomainPairs(_rows(cfg, "target"), _rows(cfg, "source")), batch_size=4)))
+    pairs = DomainPairs(domain_rows(cfg, "target"), domain_rows(cfg, "source"))
+    batch = next(iter(DataLoader(pairs, batch_size=4)))
     net = TransferNet(K, "cpu")
     for phase in ("att", "joint"):
         stage = TransferStage(net, StageConfig(steps=5, lr=1e-3, optimizer="adam", weight_decay=0.0), phase)
         stage.train()
-        assert not net.encoder.training and net.attention.training
+        assert not net.encoder.training and not net.classifier.training and net.attention.training
         before = {n: p.detach().clone() for n, p in net.named_parameters()}
-        enc_bn = [b.clone() for b in net.encoder.buffers()]
+        enc_bn = [b.clone() for b in (*net.encoder.buffers(), *net.classifier.buffers())]
         opt = stage.configure_optimizers()["optimizer"]
         lrs = sorted({g["lr"] for g in opt.param_groups})
         assert lrs == [1e-3, 1e-2, 2e-2]  # cls_score weight x10, bias x20 (reference §3.3)
@@ -231,8 +240,9 @@ def test_transfer_stages_keep_encoder_frozen(tiny_scenes):
         loss.backward()
         opt.step()
         changed = {n for n, p in net.named_parameters() if not torch.equal(p, before[n])}
-        assert not any(n.startswith("encoder.") for n in changed)
-        assert all(torch.equal(a, b) for a, b in zip(enc_bn, net.encoder.buffers()))  # BN stats untouched
+        assert not any(n.startswith(("encoder.", "classifier.")) for n in changed)
+        frozen_bn = (*net.encoder.buffers(), *net.classifier.buffers())
+        assert all(torch.equal(a, b) for a, b in zip(enc_bn, frozen_bn))  # BN stats untouched
         assert any(n.startswith("attention.") for n in changed) and any(n.startswith("cls_head.") for n in changed)
         assert any(n.startswith("decoder.") for n in changed) == (phase == "joint")
         opt.zero_grad()
@@ -241,7 +251,7 @@ def test_transfer_stages_keep_encoder_frozen(tiny_scenes):
 # ---------------------------------------------------------------- end to end ---------------------
 def test_tiny_end_to_end_recipe_and_bench(tiny_scenes, tmp_path):
     from hetseg.bench.transfer import run_transfer
-    from hetseg.engine.transfer_eval import METHODS, crf_available
+    from hetseg.methods.transfernet.evaluate import METHODS, crf_available
 
     out, runs = tmp_path / "results", tmp_path / "runs"
     overrides = ["cls.steps=4", "cls.batch_size=8", "seg.steps=3", "seg.batch_size=4", "crops.crops_per_subset=2",
@@ -258,7 +268,7 @@ def test_tiny_end_to_end_recipe_and_bench(tiny_scenes, tmp_path):
     assert "TransferNet-GT" in md and "claims" in md.lower() and "hetseg bench transfer" in md
     assert (out / "transfer_attention.png").stat().st_size > 0
     run = runs / "cpu_s0"
-    feature_scale = json.loads((run / "transfernet" / "model.json").read_text())["feature_scale"]
+    feature_scale = json.loads((run / "transfernet" / "model.json").read_text())["stages"]["joint"]["feature_scale"]
     assert feature_scale == pytest.approx(0.004) or feature_scale > 0
     # Re-running skips every finished stage and reproduces the scores exactly.
     assert run_transfer("cpu", [0], str(tmp_path / "again"), str(tiny_scenes), str(runs), overrides=overrides) == 0
@@ -267,39 +277,36 @@ def test_tiny_end_to_end_recipe_and_bench(tiny_scenes, tmp_path):
     if crf_available():
         from hetseg.config import Config
         from hetseg.engine.checkpoint import load_model
-        from hetseg.engine.pipeline import load_split
-        from hetseg.engine.transfer import load_transfer_run
-        from hetseg.engine.transfer_eval import evaluate_transfer
+        from hetseg.methods import load_split
+        from hetseg.methods.transfernet.evaluate import evaluate_transfer
 
         cfg = Config().override([f"data.root={tiny_scenes}"])
         val = load_split(cfg, cfg.transfer.val_split)
-        nets = {"transfernet": load_transfer_run(run / "transfernet")[0]}
-        clf = load_model(run / "classifier")[0].classifier
-        s = evaluate_transfer(nets, clf, val, 11, 96, cfg.transfer.target_classes, methods=["transfernet"], crf=True)
+        nets = {"transfernet": load_model(run / "transfernet")[0]}  # carries the shared classifier
+        s = evaluate_transfer(nets, val, 11, methods=["transfernet"], crf=True)
         assert list(s) == ["transfernet+crf"] and 0.0 <= s["transfernet+crf"].miou <= 1.0
 
 
 def test_crf_is_skipped_cleanly_when_absent(tiny_scenes, monkeypatch):
-    from hetseg.engine import transfer_eval as T
+    from hetseg.methods.transfernet import evaluate as T
 
     monkeypatch.setattr(T, "crf_available", lambda: False)
     torch.manual_seed(0)
     from hetseg.config import Config
-    from hetseg.engine.pipeline import load_split
-    from hetseg.models import Classifier
+    from hetseg.methods import load_split
 
     cfg = Config().override([f"data.root={tiny_scenes}"])
     val = load_split(cfg, cfg.transfer.val_split)
     val.records = val.records[:3]
-    s = T.evaluate_transfer({"transfernet": TransferNet(K, "cpu")}, Classifier(K, "cpu"), val, 11, 96,
-                            cfg.transfer.target_classes, methods=["transfernet"], crf=True)
+    net = TransferNet(K, "cpu", label_classes=[c - 1 for c in cfg.transfer.target_classes])  # its own classifier
+    s = T.evaluate_transfer({"transfernet": net}, val, 11, methods=["transfernet"], crf=True)
     assert list(s) == ["transfernet"]
 
 
-@pytest.mark.skipif(not __import__("hetseg.engine.transfer_eval", fromlist=["x"]).crf_available(),
+@pytest.mark.skipif(not __import__("hetseg.methods.transfernet.evaluate", fromlist=["x"]).crf_available(),
                     reason="pydensecrf2 not installed (optional extra 'crf')")
 def test_crf_scores_follow_the_image():
-    from hetseg.engine.transfer_eval import crf_scores
+    from hetseg.methods.transfernet.evaluate import crf_scores
 
     img = np.zeros((24, 24, 3), np.uint8)
     img[6:18, 6:18] = 200  # a bright square

@@ -57,9 +57,11 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--classes", help="file with one class name per line (index = line number)")
     s.add_argument("--json", default=None)
 
-    t = sub.add_parser("train", help="train DecoupledNet (stages cls, seg) or DeconvNet (stage deconv)")
+    t = sub.add_parser("train", help="train a method (all its stages, or one with --stage)")
     t.add_argument("--config", default=None, help="YAML/JSON config (see configs/)")
-    t.add_argument("--stage", default="all", choices=["all", "pre", "cls", "seg", "deconv"])
+    t.add_argument("--method", default=None, help="decouplednet | deconvnet | transfernet | baselinenet | "
+                   "decouplednet_transfer | dis (sets model.name; default: the config's)")
+    t.add_argument("--stage", default="all", help="all, or one stage of the method (e.g. pre, cls, seg, deconv, att)")
     t.add_argument("--run-dir", default=None)
     t.add_argument("--resume", default=None, help="Lightning checkpoint to resume (default: RUN/<stage>/checkpoints/last.ckpt)")
     t.add_argument("--init-from", default=None, help="weights only (run dir or .safetensors); steps start at 0")
@@ -68,7 +70,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="full-resolution predictions of a split, scored by the devkit metric")
     e.add_argument("--checkpoint", required=True, help="run directory")
-    e.add_argument("--split", default="val")
+    e.add_argument("--split", default="val", help="val | weak | strong, a split name, or a split file (read "
+                   "against its own dataset root)")
+    e.add_argument("--root", default=None, help="dataset root of --split (default: inferred from its path)")
     e.add_argument("--threshold", type=float, default=None)
     e.add_argument("--gt-labels", action="store_true", help="use ground-truth image labels (the -GT variant)")
 
@@ -76,7 +80,7 @@ def _build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", required=True)
     pr.add_argument("--input", required=True, nargs="+")
     pr.add_argument("--output", required=True)
-    pr.add_argument("--overlay", action="store_true")
+    pr.add_argument("--overlay", action="store_true", help="also write figures/<name>.png: image | prediction + legend")
     pr.add_argument("--threshold", type=float, default=None)
 
     d = sub.add_parser("demo", help="DecoupledNet end to end on fashion-scenes (CPU scale)")
@@ -127,22 +131,23 @@ def _run(args: argparse.Namespace) -> int:
         return cli_score(args.pred, args.gt, args.num_classes, args.classes, args.json)
     if args.cmd == "train":
         from hetseg.config import Config
-        from hetseg.engine.pipeline import train
+        from hetseg.methods import train
 
         cfg = Config.load(args.config) if args.config else Config()
-        if args.run_dir:
-            cfg.run_dir = args.run_dir
-        cfg = cfg.override(args.overrides)
-        stages = {"all": ("deconv",) if cfg.model.name == "deconvnet" else ("cls", "seg")}.get(args.stage, (args.stage,))
+        pre = ([f"run_dir={args.run_dir}"] if args.run_dir else []) + ([f"model.name={args.method}"] if args.method else [])
+        cfg = cfg.override(pre + args.overrides)
+        stages = None if args.stage == "all" else (args.stage,)
         for name, summary in train(cfg, stages, args.resume, args.init_from, not args.no_progress).items():
-            print(f"{name}: {summary['steps']} steps in {summary['wall_s']} s {summary.get('metrics') or ''}")
+            m = summary.get("metrics") or {}
+            extra = ", ".join(f"{k} {v:.4f}" for k, v in m.items())
+            print(f"stage {name}: {summary['steps']} steps in {summary['wall_s']} s" + (f" ({extra})" if extra else ""))
         print(f"model: {Path(cfg.run_dir) / 'model.safetensors'}")
         return 0
     if args.cmd == "eval":
-        from hetseg.engine.pipeline import evaluate_run
+        from hetseg.engine.evaluate import evaluate_run
         from hetseg.metrics import format_table
 
-        scores, report = evaluate_run(args.checkpoint, args.split, args.threshold, args.gt_labels)
+        scores, report = evaluate_run(args.checkpoint, args.split, args.threshold, args.gt_labels, root=args.root)
         print(format_table(scores, list(report["scores"]["iou"])))
         print(f"mIoU={scores.miou * 100:.1f} on {report['split']} ({report['images']} images); "
               f"results: {Path(args.checkpoint) / ('eval_' + Path(args.split).stem + ('_gt' if args.gt_labels else ''))}.json")
@@ -154,7 +159,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"predicted {len(recs)} images into {args.output}")
         return 0
     if args.cmd == "demo":
-        from hetseg.engine.demo import run_demo
+        from hetseg.demo import run_demo
 
         return run_demo(args.data, args.run_dir, args.seed, args.fashion_mnist_dir)
     if args.cmd == "bench":

@@ -6,8 +6,8 @@ Typed dataclasses, loaded from YAML/JSON and overridden by dotted ``key=value`` 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import json
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +34,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "decouplednet"   # decouplednet | deconvnet
+    name: str = "decouplednet"   # the method (hetseg.methods): decouplednet | deconvnet | transfernet | ...
     scale: str = "cpu"           # cpu | paper
     weight_pool: str = "avg"     # avg | max: which pooled score weights f_cls (reference §7.2)
     vgg_weights: str = ""        # optional torchvision-format VGG-16 file (paper scale)
@@ -82,7 +82,7 @@ def _adam(steps: int, lr: float) -> StageConfig:
 
 @dataclass
 class TransferConfig:
-    """TransferNet and the baselines of its Sec. 6.3 (hetseg.engine.transfer, docs/TRANSFERNET.md).
+    """TransferNet and the baselines of its Sec. 6.3 (hetseg.methods.transfernet, docs/TRANSFERNET.md).
 
     ``att``/``joint`` batch_size counts (image, label) rows *per domain*: a step sees one whole
     target sub-batch and one whole source sub-batch (2 x batch_size rows). ``baseline`` is
@@ -101,6 +101,7 @@ class TransferConfig:
     threshold: float = 0.6         # separate classifier: labels with sigmoid score >= threshold
     bg_scale: float = 0.5          # inference prior: P(bg) x 0.5, renormalised (reference §3.9)
     crf: bool = False              # per-class binary dense CRF at inference (needs pydensecrf2)
+    classifier_run: str = ""       # a finished decouplednet run whose classifier replaces stage cls
     att: StageConfig = field(default_factory=lambda: _adam(15000, 1e-3))
     joint: StageConfig = field(default_factory=lambda: _adam(15000, 5e-4))
     baseline: StageConfig = field(default_factory=lambda: _adam(15000, 5e-4))
@@ -110,6 +111,9 @@ class TransferConfig:
 class Config:
     run_dir: str = "runs/demo"
     seed: int = 0
+    # torch deterministic algorithms (Lightning's Trainer(deterministic=True)); on CPU the kernels
+    # used here are deterministic already, so it costs nothing measurable there (docs/GUARANTEES.md).
+    deterministic: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     # From scratch at CPU scale, Adam learns the classifier far faster than SGD 0.01 (measured:
@@ -133,58 +137,129 @@ class Config:
         return asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the resolved config as JSON (atomically: a later command trusts it)."""
+        from hetseg.io_atomic import write_json
+
+        write_json(path, self.to_dict())
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Config:
-        return _build(cls, d, "")
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> Config:
+        """Deep-merge ``d`` into the defaults (a partly given section keeps the other defaults of
+        *that* section, e.g. ``cls: {steps: 600}`` keeps cls's Adam) and validate every field.
+        ``where`` names the file or argument in error messages."""
+        if not isinstance(d, dict):
+            raise HetsegError(f"{where}: expected a mapping of sections, got {type(d).__name__}; "
+                              "fix: see configs/*.yaml")
+        return _merge(cls(), d, where, "")
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
         p = Path(path)
         try:
-            d = yaml.safe_load(p.read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise HetsegError(f"{p}: cannot read config ({e}); fix: give a YAML or JSON file") from None
-        return cls.from_dict(d)
+            d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise HetsegError(f"{p}: cannot read config ({why}); fix: give a YAML or JSON file") from None
+        return cls.from_dict(d, str(p))
 
     def override(self, items: list[str]) -> Config:
-        """Apply dotted ``key=value`` overrides, e.g. ``seg.steps=100 model.scale=paper``."""
-        d = self.to_dict()
+        """Apply dotted ``key=value`` overrides, e.g. ``seg.steps=100 model.scale=paper``: the
+        same deep merge and validation as :meth:`load` (a test checks both give one config)."""
+        cfg = self
         for item in items:
             if "=" not in item:
-                raise HetsegError(f"override '{item}' is not key=value; fix: write e.g. seg.steps=100")
+                raise HetsegError(f"{item}: override is not key=value; fix: write e.g. seg.steps=100")
             key, value = item.split("=", 1)
-            node = d
+            try:
+                parsed = yaml.safe_load(value) if value.strip() else ""
+            except yaml.YAMLError:
+                parsed = value
+            nested: dict[str, Any] = {}
+            node = nested
             parts = key.split(".")
             for p in parts[:-1]:
-                if p not in node or not isinstance(node[p], dict):
-                    raise HetsegError(f"unknown config section '{p}' in '{item}'")
-                node = node[p]
-            if parts[-1] not in node:
-                raise HetsegError(f"unknown config key '{key}'; fix: see config.json of a run for the keys")
-            node[parts[-1]] = yaml.safe_load(value)
-        return Config.from_dict(d)
+                node = node.setdefault(p, {})
+            node[parts[-1]] = parsed
+            cfg = _merge(cfg, nested, item, "")
+        return cfg
 
 
-def _build(cls: type, d: dict[str, Any], where: str) -> Any:
-    """Recursively build nested dataclasses, refusing unknown keys (typos must not pass silently)."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - names
+_CHOICES = {
+    "model.scale": ("cpu", "paper"), "model.weight_pool": ("avg", "max"),
+    "crops.proposals": ("auto", "none", "selective-search"), "transfer.attention": ("code", "paper"),
+}
+_STAGE_CHOICES = {"optimizer": ("sgd", "adam"),
+                  "precision": ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64", "64-true")}
+# (minimum, exclusive?) per field name, wherever it appears
+_MIN = {"steps": (1, False), "batch_size": (1, False), "accumulate": (1, False), "checkpoint_every": (1, False),
+        "num_classes": (2, False), "lr": (0.0, True), "momentum": (0.0, False), "weight_decay": (0.0, False),
+        "lr_step": (0.0, True), "val_every": (0, False), "workers": (0, False), "crops_per_subset": (1, False),
+        "full_image_prob": (0.0, False), "max_scale": (0.0, True), "pretrain_holdout": (0, False),
+        "seg_weight": (0.0, False), "bg_scale": (0.0, True), "feature_scale": (0.0, False), "embed_dim": (0, False)}
+_MAX = {"lr_step": 1.0, "full_image_prob": 1.0, "momentum": 1.0, "threshold": 1.0}
+
+
+def _check_value(t: Any, v: Any, key: str, where: str) -> Any:
+    """Type- and range-check one leaf value; returns it converted (int -> float for float fields)."""
+    def bad(expect: str):
+        return HetsegError(f"{where}: {key}: expected {expect}, got {v!r}; fix: set {key} to {expect}")
+
+    origin = typing.get_origin(t)
+    if t is bool:
+        if not isinstance(v, bool):
+            raise bad("true or false")
+    elif t is int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise bad("an integer")
+    elif t is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+            raise bad("a number")
+        v = float(v)
+    elif t is str:
+        if not isinstance(v, str):
+            raise bad("a string")
+    elif origin is list:
+        (item_t,) = typing.get_args(t)
+        if not isinstance(v, list):
+            raise bad("a list")
+        v = [_check_value(item_t, x, f"{key}[]", where) for x in v]
+    name = key.rsplit(".", 1)[-1]
+    if name in _MIN and isinstance(v, (int, float)) and not isinstance(v, bool):
+        lo, strict = _MIN[name]
+        if v < lo or (strict and v == lo):
+            raise bad(f"a value {'>' if strict else '>='} {lo}")
+    if name in _MAX and isinstance(v, (int, float)) and v > _MAX[name]:
+        raise bad(f"a value <= {_MAX[name]}")
+    choices = _CHOICES.get(key) or (_STAGE_CHOICES.get(name) if key.count(".") >= 1 else None)
+    if choices and isinstance(v, str) and v not in choices:
+        raise bad("one of " + " | ".join(choices))
+    return v
+
+
+def _merge(base: Any, d: dict[str, Any], where: str, prefix: str) -> Any:
+    """A copy of dataclass ``base`` with ``d`` merged in, recursively; unknown keys refused."""
+    hints = typing.get_type_hints(type(base))
+    names = [f.name for f in dataclasses.fields(base)]
+    unknown = sorted(set(d) - set(names))
     if unknown:
-        raise HetsegError(f"unknown config key(s) {sorted(unknown)} in section '{where or 'top'}'")
+        key = prefix + str(unknown[0])
+        raise HetsegError(f"{where}: unknown config key '{key}'; fix: see config.json of a run for the keys "
+                          f"(section '{prefix.rstrip('.') or 'top'}' has {', '.join(names)})")
     kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in d:
+    for name in names:
+        cur = getattr(base, name)
+        key = prefix + name
+        if name not in d:
+            kwargs[name] = copy.deepcopy(cur)
             continue
-        v = d[f.name]
-        t = hints[f.name]
-        if dataclasses.is_dataclass(t):
-            kwargs[f.name] = _build(t, v or {}, f.name)
-        elif t is float and isinstance(v, int):
-            kwargs[f.name] = float(v)
+        v = d[name]
+        if dataclasses.is_dataclass(hints[name]):
+            if v is None:
+                v = {}
+            if not isinstance(v, dict):
+                raise HetsegError(f"{where}: {key}: expected a section (mapping), got {v!r}; fix: write "
+                                  f"{key}.<field>=... or a '{name}:' mapping")
+            kwargs[name] = _merge(cur, v, where, key + ".")
         else:
-            kwargs[f.name] = v
-    return cls(**kwargs)
+            kwargs[name] = _check_value(hints[name], v, key, where)
+    return type(base)(**kwargs)

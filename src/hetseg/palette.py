@@ -35,7 +35,7 @@ def save_index_png(path: str | Path, labels: np.ndarray) -> None:
     img = Image.fromarray(arr, mode="P")
     img.putpalette(voc_colormap(256).reshape(-1).tolist())
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, optimize=False)
+    img.save(path, format="PNG", optimize=False)  # explicit: atomic writes pass a temporary name
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:

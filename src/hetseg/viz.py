@@ -44,6 +44,40 @@ def save_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray, alpha:
     Image.fromarray(overlay(image, labels, alpha)).save(path)
 
 
+def save_prediction_figure(path: str | Path, image: np.ndarray, prediction: np.ndarray,
+                           class_names: Sequence[str], truth: np.ndarray | None = None, dpi: int = 100) -> None:
+    """image | prediction | ground truth (when given), side by side at the image's aspect ratio,
+    with a legend of the classes that appear (VOC colours, names): readable at a glance on photos
+    and on 96 px fashion scenes alike. Written atomically (PNG)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    from hetseg.io_atomic import write_atomic
+    from hetseg.palette import voc_colormap
+
+    panels = [("image", image), ("prediction", prediction)] + ([("ground truth", truth)] if truth is not None else [])
+    h, w = prediction.shape
+    cell = 3.0
+    fig = Figure(figsize=(cell * len(panels) * w / max(h, w) + 1.8, cell * h / max(h, w) + 0.5), dpi=dpi)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, a) in zip(axes, panels):
+        if a.ndim == 3:
+            ax.imshow(a)
+        else:
+            ax.imshow(colorize(a.astype(np.uint8)), interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    present = sorted(set(np.unique(prediction).tolist()) | (set(np.unique(truth).tolist()) if truth is not None else set()))
+    cmap = voc_colormap(256) / 255.0
+    handles = [Patch(color=cmap[c], label=class_names[c] if c < len(class_names) else ("void" if c == VOID else str(c)))
+               for c in present]
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 1.8 / fig.get_figwidth(), 1))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
 def _show(ax, cell: np.ndarray) -> None:
     """RGB (H, W, 3) as is; integer (H, W) as VOC labels; float (H, W) as a heat map (viridis)."""
     a = np.asarray(cell)

@@ -154,7 +154,7 @@ def backbone_config(scale: str, data: str | Path, runs: str | Path, budget: str 
 
 def ensure_backbone(cfg: Config, progress: bool = False) -> Path:
     """Train (or reuse) the shared backbone; returns its run dir (holding backbone.safetensors)."""
-    from hetseg.engine.train import stage_done
+    from hetseg.methods import stage_done
 
     check_recipe(cfg)
     if stage_done(cfg.run_dir, "pre") is None or not (Path(cfg.run_dir) / "backbone.safetensors").is_file():
@@ -200,18 +200,15 @@ def check_recipe(cfg: Config) -> None:
 
 
 def _train(cfg: Config, stages: tuple[str, ...], init_from: str | None, progress: bool) -> None:
-    from hetseg.engine.pipeline import train
+    from hetseg.methods import train
 
     check_recipe(cfg)
-    # pipeline.train builds the net from the global RNG before any stage seeds it: seed here, so a
-    # cell's initialisation does not depend on which cells ran before it in this process.
-    torch.manual_seed(cfg.seed)
-    train(cfg, stages, init_from=init_from, progress=progress)
+    train(cfg, stages, init_from=init_from, progress=progress)  # the method seeds the initial weights
 
 
 def ensure_classifier(base: Config, runs: str | Path, progress: bool = False) -> Path:
     """Train (or reuse) the shared weak-set classifier of ``base.seed``; returns its run dir."""
-    from hetseg.engine.train import stage_done
+    from hetseg.methods import stage_done
 
     cfg = classifier_config(base, runs)
     check_recipe(cfg)
@@ -223,7 +220,7 @@ def ensure_classifier(base: Config, runs: str | Path, progress: bool = False) ->
 
 def same_classifier_data(a: Config, b: Config) -> bool:
     """True when two configs' classifiers would see exactly the same images and labels."""
-    from hetseg.engine.pipeline import load_split
+    from hetseg.methods import load_split
 
     return load_split(a, "weak").weak().checksum() == load_split(b, "weak").weak().checksum()
 
@@ -231,7 +228,7 @@ def same_classifier_data(a: Config, b: Config) -> bool:
 def run_cell(cfg: Config, method: str, k: int | str, cls_run: Path | None, progress: bool = False) -> dict:
     """Train and evaluate one cell unless its ``eval_val.json`` exists; returns its record."""
     from hetseg.bench.table1_report import cell_record
-    from hetseg.engine.pipeline import evaluate_run
+    from hetseg.methods import evaluate_run
 
     run = Path(cfg.run_dir)
     check_recipe(cfg)
@@ -274,7 +271,7 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
     ``jobs`` > 1 trains that many cells at once in single-thread processes.
     """
     from hetseg.bench.table1_report import backbone_record, write_results
-    from hetseg.engine.demo import ensure_scenes
+    from hetseg.demo import ensure_scenes
 
     t0 = time.perf_counter()
     name = "table1" if init == "pretrained" else f"table1_{init}"

@@ -2,7 +2,7 @@
 
 {TransferNet, TransferNet-GT, BaselineNet, DecoupledNet-transfer} are trained on the source
 domain's masks (+ both domains' image labels) and scored on the target domain's val set with
-the VOC devkit metric. The recipe is :func:`hetseg.engine.transfer_eval.run_recipe`; budgets are
+the VOC devkit metric. The recipe is :func:`hetseg.methods.transfernet.evaluate.run_recipe`; budgets are
 :data:`RECIPES` plus the equal-effort rule :func:`equal_effort`, fixed before any run.
 
 Results: ``OUT/transfer.json`` (everything: per-seed scores, splits + checksums, budgets, wall
@@ -75,8 +75,8 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
                  log=print) -> int:
     """Train + evaluate every method for each seed; write transfer.json/.md/_attention.png into ``out``."""
     from hetseg.baselines import all_background, best_threshold
-    from hetseg.engine.pipeline import class_names, load_split
-    from hetseg.engine.transfer_eval import METHODS, label_identification, run_recipe
+    from hetseg.methods import class_names, load_split
+    from hetseg.methods.transfernet.evaluate import METHODS, label_identification, run_recipe
 
     t0 = time.perf_counter()
     out_dir = Path(out)

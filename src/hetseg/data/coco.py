@@ -1,78 +1,42 @@
-"""MS-COCO: segmentation decoding, category remaps (as data) and conversion to the VOC layout.
+"""MS-COCO: category remaps (as data) and conversion to the VOC layout.
 
-COCO stores three segmentation kinds: polygons (a list of flat [x0, y0, x1, y1, ...] parts),
-uncompressed RLE (``counts`` a list of run lengths, column-major, ``size`` = [h, w]; used for
-crowds) and compressed RLE (``counts`` a string). ``area`` in the JSON is *not* the decoded pixel
-count (a real crowd annotation says 890 and decodes to 791 px), so nothing here relies on it.
+Reading and decoding live in :mod:`hetseg.data.coco_json` (re-exported here). The conversion
+(:func:`build_coco_split`) is all or nothing and refuses, with one line naming the JSON and the
+image: a ``file_name`` that is absolute, has ``..`` or leads out of ``--images`` through a file
+symlink; two images with one basename (or one stem: outputs are keyed by it); an output image
+that already exists and is another image. Annotations whose segmentation covers no pixel
+(e.g. every polygon part has fewer than 3 points) are dropped, with their label, and counted
+(see :func:`coco_image_target`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
+import filecmp
+import hashlib
 import json
+import logging
 import os
 import shutil
-import warnings
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from hetseg.data.classes import IGNORE_INDEX, VOC_CLASSES
-from hetseg.data.io import _open
+from hetseg.data.coco_json import decode_segmentation, load_coco, read_panoptic_png
+from hetseg.data.paths import RootGuard, SymlinkLoop, unsafe_rel
 from hetseg.data.records import Record, Split, load_labels_json, save_labels_json, write_split
+from hetseg.data.staging import staged
 from hetseg.errors import DataError
 from hetseg.palette import save_index_png
 
+__all__ = ["REMAP_DIR", "Remap", "build_coco_split", "coco_image_target", "coco_semantic_mask",
+           "decode_segmentation", "load_coco", "load_remap", "read_panoptic_png"]
 
-def decode_segmentation(segm, height: int, width: int, source: str | Path | None = None) -> np.ndarray:
-    """Rasterise one COCO ``segmentation`` into an (height, width) bool mask.
-
-    Polygons (one or more parts; parts with fewer than 3 points have no area and are skipped),
-    uncompressed RLE (list ``counts``, column-major, ``size`` must equal [height, width]) and
-    compressed RLE (str/bytes ``counts``). Malformed input raises :class:`DataError` naming
-    ``source`` (e.g. "annotations.json ann 42") when given.
-    """
-    h, w = int(height), int(width)
-    try:
-        if isinstance(segm, list):
-            parts = [list(map(float, p)) for p in segm]
-            if any(len(p) % 2 for p in parts):
-                raise DataError(source, "polygon with an odd number of coordinates", "write x, y pairs")
-            # pycocotools reads a 4-number "polygon" as a bbox: drop degenerate parts (< 3 points).
-            parts = [p for p in parts if len(p) >= 6]
-            if not parts:
-                return np.zeros((h, w), dtype=bool)
-            rle = mask_utils.merge(mask_utils.frPyObjects(parts, h, w))
-        elif isinstance(segm, dict) and "counts" in segm and "size" in segm:
-            if [int(x) for x in segm["size"]] != [h, w]:
-                raise DataError(source, f"RLE size {list(segm['size'])} differs from the image's [h, w] = [{h}, {w}]",
-                                "RLE size is [height, width] of the image it belongs to")
-            if isinstance(segm["counts"], list):
-                if sum(segm["counts"]) != h * w:
-                    raise DataError(source, f"RLE counts sum to {sum(segm['counts'])}, not h*w = {h * w}",
-                                    "uncompressed RLE must cover the whole image, column-major")
-                rle = mask_utils.frPyObjects(segm, h, w)
-            else:
-                rle = {"size": [h, w], "counts": segm["counts"]}
-        else:
-            raise DataError(source, f"unknown segmentation of type {type(segm).__name__}",
-                            "use a polygon list or an RLE dict with counts and size")
-        with warnings.catch_warnings():
-            # pycocotools' Cython decode trips numpy 2's copy-keyword DeprecationWarning; harmless.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            m = mask_utils.decode(rle)
-    except DataError:
-        raise
-    except Exception as e:  # pycocotools raises TypeError/ValueError/IndexError on malformed data
-        raise DataError(source, f"cannot decode segmentation ({type(e).__name__}: {e})",
-                        "check the annotation's segmentation field") from None
-    return np.asarray(m, dtype=bool).reshape(h, w)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -120,7 +84,10 @@ def load_remap(name_or_path: str | Path) -> Remap:
             raise DataError(name_or_path, "no such remap file or shipped remap", f"use a JSON path or one of {avail}")
         text, src = shipped.read_text(), str(name_or_path)
     else:
-        text, src = p.read_text(), str(p)
+        try:
+            text, src = p.read_bytes().decode("utf-8-sig"), str(p)
+        except UnicodeDecodeError as e:
+            raise DataError(p, f"not UTF-8 text (offset {e.start})", "save the remap JSON as UTF-8") from None
     try:
         d = json.loads(text)
         mapping = {int(k): int(v) for k, v in d["mapping"].items()}
@@ -138,59 +105,50 @@ def load_remap(name_or_path: str | Path) -> Remap:
     return Remap(mapping, drop, names, str(d.get("name", Path(src).stem)), voc_eq)
 
 
-def load_coco(ann_json: str | Path) -> COCO:
-    """Load an instances JSON into pycocotools' COCO (quietly); bad files raise :class:`DataError`."""
-    p = Path(ann_json)
-    try:
-        data = json.loads(p.read_text())
-        coco = COCO()
-        coco.dataset = data
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
-            coco.createIndex()
-    except FileNotFoundError:
-        raise DataError(p, "annotation JSON not found", "check the path") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
-        raise DataError(p, f"not a COCO instances JSON ({type(e).__name__}: {e})",
-                        "pass instances_<split>.json with images, annotations and categories") from None
-    return coco
+def coco_image_target(coco: COCO, img_id: int, remap: Remap) -> tuple[np.ndarray, tuple[int, ...], list[int]]:
+    """One image's (H, W) uint8 mask of remapped indices, its image-level labels, and the ids of
+    the annotations dropped because their segmentation decodes to no pixel.
 
-
-def coco_semantic_mask(coco: COCO, img_id: int, remap: Remap) -> np.ndarray:
-    """Paint one image's annotations into an (H, W) uint8 mask of remapped indices.
-
-    Annotations are painted by *decreasing* decoded pixel count (ties by annotation id), so smaller
+    Painting: annotations by *decreasing* decoded pixel count (ties by annotation id), so smaller
     objects end up on top of the larger ones they overlap. Mapped categories paint their index;
     crowd regions paint 255 (void: a crowd box mixes instances and background); categories in
     ``remap.drop_if_any`` (when the image was kept anyway) paint 255, since they are known objects
     outside the label space; any other unmapped category paints 0 (background).
+
+    Labels (the rule): a mapped class is a label iff at least one pixel of the mask carries its
+    index, or one of its *crowd* annotations covers at least one pixel (void in the mask, but the
+    objects are in the image). So an annotation that covers no pixel (every polygon part under 3
+    points, a zero-area polygon, an empty RLE) is dropped and never leaves a label behind whose
+    class has no pixel.
     """
     info = coco.imgs[img_id]
     h, w = int(info["height"]), int(info["width"])
-    decoded = []
+    decoded, empty = [], []
     for ann in coco.imgToAnns.get(img_id, []):
         m = decode_segmentation(ann.get("segmentation", []), h, w, source=f"ann {ann.get('id')} (image {img_id})")
-        decoded.append((-int(m.sum()), ann.get("id", 0), ann, m))
+        n = int(m.sum())
+        if n == 0:
+            empty.append(ann["id"])
+            continue
+        decoded.append((-n, ann["id"], ann, m))
     decoded.sort(key=lambda t: (t[0], t[1]))
     out = np.zeros((h, w), dtype=np.uint8)
+    crowd_labels = set()
     for _, _, ann, m in decoded:
         cat = ann["category_id"]
         if ann.get("iscrowd", 0) or cat in remap.drop_if_any:
             out[m] = IGNORE_INDEX
+            if cat in remap.mapping:
+                crowd_labels.add(remap.mapping[cat])
         else:
             out[m] = remap.mapping.get(cat, 0)
-    return out
+    present = {int(v) for v in np.unique(out)} - {0, IGNORE_INDEX}
+    return out, tuple(sorted(present | crowd_labels)), empty
 
 
-def _place_image(src: Path, dst: Path, link: bool) -> None:
-    if dst.is_symlink() or dst.exists():
-        dst.unlink()
-    if link:
-        try:
-            os.symlink(src.resolve(), dst)
-            return
-        except OSError:  # e.g. no symlink privilege on Windows: fall back to a copy
-            pass
-    shutil.copyfile(src, dst)
+def coco_semantic_mask(coco: COCO, img_id: int, remap: Remap) -> np.ndarray:
+    """The (H, W) uint8 mask of :func:`coco_image_target` (painting rules there)."""
+    return coco_image_target(coco, img_id, remap)[0]
 
 
 def _image_size(src: Path) -> tuple[int, int]:
@@ -204,62 +162,131 @@ def _image_size(src: Path) -> tuple[int, int]:
         raise DataError(src, f"cannot read image header ({type(e).__name__})", "re-download the image") from None
 
 
+def _check_file_names(ann_json: Path, coco: COCO, image_dir: Path) -> None:
+    """Every ``file_name`` stays inside ``image_dir``; basenames and stems are unique."""
+    by_name: dict[str, int] = {}
+    by_stem: dict[str, int] = {}
+    guard = RootGuard(image_dir)
+    for img_id in sorted(coco.imgs):
+        fn = coco.imgs[img_id]["file_name"]
+        if unsafe_rel(fn):
+            raise DataError(ann_json, f"image {img_id}: file_name '{fn}' is absolute or has '..', so it would be "
+                            f"read from outside --images {image_dir}", "file names are relative to the image folder")
+        try:
+            target = guard.escaping(str(PurePosixPath(fn)))
+        except SymlinkLoop as e:
+            raise DataError(ann_json, f"image {img_id}: '{image_dir / fn}' is a symlink loop (at {e.args[0]})",
+                            "point the link at a real file") from None
+        if target is not None:
+            raise DataError(ann_json, f"image {img_id}: '{image_dir / fn}' is a symlink to {target}, outside --images "
+                            f"{image_dir}", "copy the file into the image folder, or link the whole folder")
+        base = PurePosixPath(fn.replace("\\", "/")).name
+        for key, seen, what in ((base, by_name, "basename"), (Path(base).stem, by_stem, "stem")):
+            if key in seen:
+                other = coco.imgs[seen[key]]["file_name"]
+                raise DataError(ann_json, f"images {seen[key]} ('{other}') and {img_id} ('{fn}') share the {what} "
+                                f"'{key}': their outputs would overwrite each other",
+                                "give every image a unique file name (outputs are keyed by it)")
+            seen[key] = img_id
+
+
+def _source_link(out: Path, image_dir: Path) -> tuple[str, bool]:
+    """``sources/<folder>-<hash>``, the folder link the image links go through; (rel, must create)."""
+    real = image_dir.resolve()
+    rel = f"sources/{real.name or 'images'}-{hashlib.sha1(str(real).encode()).hexdigest()[:8]}"
+    p = out / rel
+    if p.is_symlink() and Path(os.path.realpath(p)) == real:
+        return rel, False
+    if p.is_symlink() or p.exists():
+        raise DataError(p, f"exists and is not a link to {real}", "remove it or convert into a fresh --out")
+    return rel, True
+
+
+def _check_existing(dst: Path, src: Path, stems: dict[str, str]) -> None:
+    """Refuse to replace an output image that is another image (same name or same stem)."""
+    other = stems.get(dst.stem)
+    if other is not None and other != dst.name:
+        raise DataError(dst.parent / other, f"already exists with the id '{dst.stem}' of {src.name}",
+                        "convert into a fresh --out, or give the images unique stems")
+    if not dst.exists():  # absent, or a dangling link (no data to lose)
+        return
+    same = os.path.samefile(dst, src) or (not dst.is_symlink() and filecmp.cmp(dst, src, shallow=False))
+    if not same:
+        raise DataError(dst, f"already exists and is another image than {src}",
+                        "convert into a fresh --out; nothing was written")
+
+
 def build_coco_split(ann_json: str | Path, image_dir: str | Path, out_dir: str | Path, remap: Remap | str | Path,
                      drop_if_any: bool = True, name: str | None = None, keep_empty: bool = False,
                      link: bool = True) -> Split:
     """Convert a COCO instances JSON into hetseg's VOC layout under ``out_dir`` and return the split.
 
-    Skips images containing any ``remap.drop_if_any`` category (when ``drop_if_any``), and images
-    with no mapped category unless ``keep_empty``. Writes ``JPEGImages/<file>`` (symlink, or copy
-    if ``link`` is False or linking fails), ``SegmentationClass/<stem>.png`` (palette PNG of
-    remapped indices, see :func:`coco_semantic_mask`), merges image-level labels (mapped
-    categories of all annotations, crowd included) into ``labels.json`` and writes
-    ``splits/<name>.txt`` (``name`` defaults to the JSON's stem). Image files must exist and
-    match the JSON size.
+    Skips images containing any ``remap.drop_if_any`` category (when ``drop_if_any``; every
+    annotation counts here, even one that covers no pixel), and images with no label unless
+    ``keep_empty``. Writes ``JPEGImages/<basename>`` (with ``link``: a relative symlink through
+    the folder link ``sources/<folder>-<hash> -> <image_dir>``, which keeps the output inside its
+    root under :mod:`hetseg.data.paths`; else, or when linking fails, a copy),
+    ``SegmentationClass/<stem>.png`` (palette PNG, see :func:`coco_image_target`, which also
+    gives the labels), merges the labels into ``labels.json`` and writes ``splits/<name>.txt``
+    (``name`` defaults to the JSON's stem). Image files must exist and match the JSON size.
+    All or nothing: outputs are staged and moved into ``out_dir`` at the end, so a
+    :class:`DataError` leaves it as it was. ``meta["dropped_annotations"]`` lists the annotations
+    dropped for covering no pixel (also logged as a warning).
     """
     remap = remap if isinstance(remap, Remap) else load_remap(remap)
+    ann_json, image_dir, out = Path(ann_json), Path(image_dir), Path(out_dir)
     coco = load_coco(ann_json)
-    image_dir, out = Path(image_dir), Path(out_dir)
-    name = name or Path(ann_json).stem
-    (out / "JPEGImages").mkdir(parents=True, exist_ok=True)
-    records, labels = [], {}
+    name = name or ann_json.stem
+    _check_file_names(ann_json, coco, image_dir)
+    jpeg = out / "JPEGImages"
+    stems = {p.stem: p.name for p in jpeg.iterdir()} if jpeg.is_dir() else {}
+    link_rel, make_link = _source_link(out, image_dir) if link else (None, False)
+    records, labels, no_pixel = [], {}, []
     dropped = empty = 0
-    for img_id in sorted(coco.imgs):
-        info = coco.imgs[img_id]
-        cats = {a["category_id"] for a in coco.imgToAnns.get(img_id, [])}
-        if drop_if_any and cats & remap.drop_if_any:
-            dropped += 1
-            continue
-        labs = tuple(sorted({remap.mapping[c] for c in cats if c in remap.mapping}))
-        if not labs and not keep_empty:
-            empty += 1
-            continue
-        src = image_dir / info["file_name"]
-        size = _image_size(src)
-        if size != (info["width"], info["height"]):
-            raise DataError(src, f"image is {size[0]}x{size[1]} (WxH) but the JSON says "
-                            f"{info['width']}x{info['height']}", "use the images the annotation file was made for")
-        fname = Path(info["file_name"]).name
-        rid = Path(fname).stem
-        _place_image(src, out / "JPEGImages" / fname, link)
-        mask_rel = f"SegmentationClass/{rid}.png"
-        save_index_png(out / mask_rel, coco_semantic_mask(coco, img_id, remap))
-        labels[rid] = labs
-        records.append(Record(rid, f"JPEGImages/{fname}", labs, mask_rel))
-    lj = out / "labels.json"
-    merged = load_labels_json(lj) if lj.is_file() else {}  # several splits may share one out_dir
-    merged.update(labels)
-    save_labels_json(lj, merged)
-    checksum = write_split(out / "splits" / f"{name}.txt", records)
+    with staged(out) as tmp:
+        (tmp / "JPEGImages").mkdir()
+        if make_link:
+            (tmp / link_rel).parent.mkdir(parents=True)
+            try:
+                os.symlink(image_dir.resolve(), tmp / link_rel, target_is_directory=True)
+            except OSError:  # e.g. no symlink privilege on Windows: copy instead
+                link_rel = None
+        for img_id in sorted(coco.imgs):
+            info = coco.imgs[img_id]
+            cats = {a["category_id"] for a in coco.imgToAnns.get(img_id, [])}
+            if drop_if_any and cats & remap.drop_if_any:
+                dropped += 1
+                continue
+            mask, labs, gone = coco_image_target(coco, img_id, remap)
+            no_pixel += gone
+            if not labs and not keep_empty:
+                empty += 1
+                continue
+            fn = info["file_name"]
+            src = image_dir / fn
+            size = _image_size(src)
+            if size != (info["width"], info["height"]):
+                raise DataError(src, f"image is {size[0]}x{size[1]} (WxH) but the JSON says "
+                                f"{info['width']}x{info['height']}", "use the images the annotation file was made for")
+            fname = PurePosixPath(fn.replace("\\", "/")).name
+            rid = Path(fname).stem
+            _check_existing(jpeg / fname, src, stems)
+            if link_rel is not None:
+                os.symlink(f"../{link_rel}/{fn}", tmp / "JPEGImages" / fname)
+            else:
+                shutil.copyfile(src, tmp / "JPEGImages" / fname)
+            mask_rel = f"SegmentationClass/{rid}.png"
+            save_index_png(tmp / mask_rel, mask)
+            labels[rid] = labs
+            records.append(Record(rid, f"JPEGImages/{fname}", labs, mask_rel))
+        lj = out / "labels.json"
+        merged = load_labels_json(lj) if lj.is_file() else {}  # several splits may share one out_dir
+        merged.update(labels)
+        save_labels_json(tmp / "labels.json", merged)
+        checksum = write_split(tmp / "splits" / f"{name}.txt", records)
+    if no_pixel:
+        log.warning("%s: dropped %d annotations that cover no pixel (e.g. ann %d), with their labels",
+                    ann_json, len(no_pixel), no_pixel[0])
     meta = {"checksum": checksum, "skipped_dropped": dropped, "skipped_empty": empty, "remap": remap.name,
-            "source": str(ann_json)}
+            "source": str(ann_json), "dropped_annotations": no_pixel}
     return Split(out, records, name, remap.num_classes, meta)
-
-
-def read_panoptic_png(path: str | Path) -> np.ndarray:
-    """COCO panoptic PNG -> (H, W) int32 segment ids = R + 256 G + 65536 B (0 = void)."""
-    p, im = _open(path, "panoptic PNG")
-    if im.mode != "RGB":
-        raise DataError(p, f"panoptic PNG is mode {im.mode}, expected RGB", "pass the RGB panoptic_<split> PNGs")
-    a = np.asarray(im).astype(np.int32)
-    return a[..., 0] + 256 * a[..., 1] + 65536 * a[..., 2]

@@ -12,9 +12,10 @@ from torch.utils.data import Dataset
 
 from hetseg.data.crops import (binary_target, crop_pad, enclosing_box, foreground_box, label_subsets,
                                proposals, warp)
-from hetseg.data.io import read_image, read_mask
+from hetseg.data.io import check_pair, check_pair_files, read_image, read_mask
 from hetseg.data.records import Split
 from hetseg.data.transforms import prepare, random_crop_flip, to_tensor
+from hetseg.errors import DataError
 
 
 def multi_hot(labels: tuple[int, ...], num_classes: int) -> torch.Tensor:
@@ -62,7 +63,10 @@ class CropDataset(SeededDataset):
     Item i -> (pair i // N_p, crop i % N_p) where a pair is (strong image, non-empty label subset).
     ``target="binary"`` gives DecoupledNet's (image, subset multi-hot (C-1,), binary mask (S,S));
     ``target="multiclass"`` gives the full class mask of the crop (DeconvNet), subset all labels.
-    Decoded strong images are cached in memory: the strong set is small by definition.
+    Decoded strong images are cached in memory: the strong set is small by definition. Every
+    strong image and its mask must have the same size: checked from the file headers when the
+    dataset is built (a :class:`~hetseg.errors.DataError` naming both files and sizes, raised in
+    the main process rather than inside a DataLoader worker) and again after decoding.
     """
 
     def __init__(self, split: Split, num_classes: int, size: int, crops_per_subset: int = 200,
@@ -71,7 +75,10 @@ class CropDataset(SeededDataset):
         super().__init__(seed)
         strong = [r for r in split.records if r.mask is not None]
         if not strong:
-            raise ValueError(f"split '{split.name}' has no strong (masked) images")
+            raise DataError(split.meta.get("split_file", split.name), "the split has no strong (masked) images",
+                            "train the segmentation stage on a split whose lines name a mask")
+        for r in strong:
+            check_pair_files(split.path(r.image), split.path(r.mask))
         self.split, self.num_classes, self.size = split, num_classes, size
         self.n_p, self.full_image_prob, self.max_scale = crops_per_subset, full_image_prob, max_scale
         self.target = target
@@ -88,6 +95,7 @@ class CropDataset(SeededDataset):
         if rec.id not in self._cache:
             img = read_image(self.split.path(rec.image))
             mask = read_mask(self.split.path(rec.mask), self.num_classes)
+            check_pair(self.split.path(rec.image), self.split.path(rec.mask), img, mask)
             boxes = proposals(img) if self.use_proposals else np.zeros((0, 4), np.int64)
             self._cache[rec.id] = (img, mask, boxes)
         return self._cache[rec.id]

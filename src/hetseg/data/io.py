@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from hetseg.data.paths import SymlinkLoop, escaping_target
 from hetseg.errors import DataError
 from hetseg.palette import voc_colormap
 
@@ -27,11 +28,17 @@ _PALETTE_FIX = ("save masks as mode-P (or L) PNGs of class indices, or decode co
                 "hetseg.data.io.rgb_to_index")
 
 
-def _open(path: str | Path, what: str) -> tuple[Path, Image.Image]:
-    """Open + fully decode ``path`` with EXIF orientation applied; every failure is a DataError."""
+def _existing(path: str | Path, what: str) -> Path:
     p = Path(path)
     if not p.is_file():
-        raise DataError(p, f"{what} file not found", "check the path (and the split file that names it)")
+        problem = f"is a directory, not a {what} file" if p.is_dir() else f"{what} file not found"
+        raise DataError(p, problem, "check the path (and the split file that names it)")
+    return p
+
+
+def _open(path: str | Path, what: str) -> tuple[Path, Image.Image]:
+    """Open + fully decode ``path`` with EXIF orientation applied; every failure is a DataError."""
+    p = _existing(path, what)
     try:
         with warnings.catch_warnings():
             # Pillow warns (not raises) on e.g. palette transparency; decoding errors still raise.
@@ -171,18 +178,60 @@ def rgb_to_index(rgb: np.ndarray, colormap: np.ndarray | None = None, path: str 
     return first[pos].astype(np.uint8)
 
 
-def check_pair(image_path: str | Path, mask_path: str | Path, image: np.ndarray, mask: np.ndarray) -> None:
-    """Raise :class:`DataError` naming both files unless image (H, W, 3) and mask (H, W) share H x W."""
-    ih, iw = image.shape[:2]
-    mh, mw = mask.shape[:2]
+def image_size(path: str | Path, what: str = "image") -> tuple[int, int]:
+    """(H, W) that :func:`read_image` / :func:`read_mask` would return, from the file header only.
+
+    EXIF orientations 5-8 (90-degree rotations) swap H and W, as decoding does. Missing files and
+    unreadable headers raise :class:`DataError`.
+    """
+    p = _existing(path, what)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(p) as im:
+                w, h = im.size
+                orientation = im.getexif().get(0x0112, 1)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(p, f"cannot read {what} header ({type(e).__name__})",
+                        "re-download or re-encode the file; it is corrupt or not an image") from None
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+def check_sizes(image_path: str | Path, mask_path: str | Path, image_hw: tuple[int, int],
+                mask_hw: tuple[int, int]) -> None:
+    """Raise :class:`DataError` naming both files unless the image and its mask are both H x W."""
+    (ih, iw), (mh, mw) = image_hw[:2], mask_hw[:2]
     if (ih, iw) != (mh, mw):
         raise DataError(mask_path, f"mask is {mh}x{mw} (HxW) but its image {image_path} is {ih}x{iw}",
                         "pair each image with its own mask (and never resize masks with interpolation)")
 
 
+def check_pair(image_path: str | Path, mask_path: str | Path, image: np.ndarray, mask: np.ndarray) -> None:
+    """Raise :class:`DataError` naming both files unless image (H, W, 3) and mask (H, W) share H x W."""
+    check_sizes(image_path, mask_path, image.shape[:2], mask.shape[:2])
+
+
+def check_pair_files(image_path: str | Path, mask_path: str | Path) -> None:
+    """:func:`check_pair` from the two files' headers only (no decoding)."""
+    check_sizes(image_path, mask_path, image_size(image_path), image_size(mask_path, "mask"))
+
+
 def read_pair(root: str | Path, record, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a :class:`~hetseg.data.records.Record` under ``root``: ((H, W, 3) uint8, (H, W) uint8 | None)."""
+    """Read a :class:`~hetseg.data.records.Record` under ``root``: ((H, W, 3) uint8, (H, W) uint8 | None).
+
+    Both paths must stay inside ``root`` (rule: :mod:`hetseg.data.paths`); the mask must have the
+    image's size.
+    """
     root = Path(root)
+    for rel in (record.image, record.mask):
+        try:
+            target = None if rel is None else escaping_target(root, rel)
+        except SymlinkLoop as e:
+            raise DataError(root / rel, f"is a symlink loop (at {e.args[0]})",
+                            "point the link at a real file") from None
+        if target is not None:
+            raise DataError(root / rel, f"is a symlink to {target}, outside the dataset root {root}",
+                            "copy the file into the root, or link its whole folder (folder links are followed)")
     ip = root / record.image
     image = read_image(ip)
     if record.mask is None:

@@ -10,21 +10,32 @@ Split file (the hetseg format, UniMatch-compatible): one line per image, paths r
 
 Also read: bare-id lists (VOC ImageSets, irn), DeepLab pairs with a leading ``/`` (psa), pair lists
 without a trailing newline (UniMatch). Labels are *mask indices* in [1, C) (0 = background).
+
+Refused with a one-line :class:`~hetseg.errors.DataError` naming the split file and line: a file
+that is not UTF-8 (a leading BOM is allowed) or lists no image, a line with more than two fields,
+a path that is absolute, has ``..`` or leads outside the root through a file symlink (rule:
+:mod:`hetseg.data.paths`), an image listed twice, and two lines whose images share an id (the file
+stem: predictions and labels are keyed by it).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import pickle  # only for its exception type; nothing is unpickled here except via np.load
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-
+from hetseg.data.labels import (labels_from_mask, load_cls_labels_npy, load_labels_json, normalise_labels,
+                                save_labels_json)
+from hetseg.data.paths import RootGuard, SymlinkLoop, unsafe_rel
 from hetseg.errors import DataError
+
+# Label readers live in hetseg.data.labels; re-exported here, where callers have always found them.
+__all__ = ["IMAGE_EXTS", "Record", "Split", "canonical_line", "default_root", "labels_from_mask",
+           "load_cls_labels_npy", "load_labels_json", "normalise_labels", "parse_split_lines",
+           "per_class_subset", "read_list_text", "read_split", "record_id", "save_labels_json",
+           "split_checksum", "write_split"]
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -62,14 +73,21 @@ class Split:
         return split_checksum(self.records)
 
     def strong(self) -> Split:
-        return Split(self.root, [r for r in self.records if r.strong], self.name + "+strong", self.num_classes)
+        """Only the records with a mask (same root; meta keeps only the split file it came from)."""
+        return Split(self.root, [r for r in self.records if r.strong], self.name + "+strong", self.num_classes,
+                     self._origin())
 
     def weak(self) -> Split:
         """Every record as a weak one (the mask dropped): what a classifier may see."""
         recs = [Record(r.id, r.image, r.labels) for r in self.records]
-        return Split(self.root, recs, self.name + "+weak", self.num_classes)
+        return Split(self.root, recs, self.name + "+weak", self.num_classes, self._origin())
+
+    def _origin(self) -> dict:
+        # a derived split keeps the file it came from (for error messages), not e.g. its checksum
+        return {k: v for k, v in self.meta.items() if k == "split_file"}
 
     def path(self, rel: str) -> Path:
+        """``root / rel``: where a record's image or mask lives."""
         return self.root / rel
 
 
@@ -87,24 +105,36 @@ def split_checksum(records: Iterable[Record]) -> str:
 def _safe_rel(token: str, root: Path, split_path: Path, lineno: int) -> str:
     """Normalise a path token to root-relative POSIX; refuse anything that escapes the root."""
     rel = token.lstrip("/")  # DeepLab lists write "/JPEGImages/x.jpg" meaning root-relative
-    p = PurePosixPath(rel)
-    if rel == "" or p.is_absolute() or ".." in p.parts:
+    if unsafe_rel(rel):
         raise DataError(split_path, f"line {lineno}: path '{token}' escapes the dataset root {root}",
                         "use paths relative to the root, without '..'")
-    return str(p)
+    return str(PurePosixPath(rel))
 
 
 def record_id(image_rel: str) -> str:
+    """A record's id: the image file's stem (``JPEGImages/2007_000032.jpg`` -> ``2007_000032``)."""
     return PurePosixPath(image_rel).stem
 
 
-def parse_split_lines(text: str, split_path: Path, root: Path) -> list[tuple[str, str | None]]:
-    """Parse any supported list format into (image_rel, mask_rel | None) pairs.
+def read_list_text(path: str | Path, what: str = "split file") -> str:
+    """The text of a list file, decoded as UTF-8 (a BOM is dropped); anything else raises DataError."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(p, f"is a directory, not a {what}" if p.is_dir() else f"{what} not found",
+                        "check the path or run 'hetseg data splits'")
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(p, f"line {line}: byte 0x{data[e.start]:02x} (offset {e.start}) is not UTF-8 text; is this "
+                           f"really a {what}?", "save the list as UTF-8 text, one image per line") from None
 
-    Bare ids (no '/' and no image extension) map to ``JPEGImages/<id>.jpg`` and, if it exists,
-    ``SegmentationClass/<id>.png`` (VOC layout).
-    """
-    out: list[tuple[str, str | None]] = []
+
+def _parse(text: str, split_path: Path, root: Path) -> list[tuple[int, str, str | None]]:
+    """(line number, image_rel, mask_rel | None) per record line; see :func:`parse_split_lines`."""
+    out: list[tuple[int, str, str | None]] = []
+    first_line: dict[str, tuple[int, str]] = {}  # id -> (line, image) of its first occurrence
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -115,14 +145,53 @@ def parse_split_lines(text: str, split_path: Path, root: Path) -> list[tuple[str
                             "write one image (and optionally its mask) per line")
         first = toks[0]
         if len(toks) == 1 and "/" not in first and not first.lower().endswith(IMAGE_EXTS):
-            img = f"JPEGImages/{first}.jpg"
+            img = _safe_rel(f"JPEGImages/{first}.jpg", root, split_path, lineno)
             mask = f"SegmentationClass/{first}.png"
-            out.append((img, mask if (root / mask).exists() else None))
-            continue
-        img = _safe_rel(first, root, split_path, lineno)
-        mask = _safe_rel(toks[1], root, split_path, lineno) if len(toks) == 2 else None
-        out.append((img, mask))
+            mask = mask if (root / mask).exists() else None
+        else:
+            img = _safe_rel(first, root, split_path, lineno)
+            mask = _safe_rel(toks[1], root, split_path, lineno) if len(toks) == 2 else None
+        rid = record_id(img)
+        if rid in first_line:
+            prev, prev_img = first_line[rid]
+            if prev_img == img:
+                raise DataError(split_path, f"line {lineno}: id '{rid}' is listed again (first on line {prev})",
+                                "list each image once")
+            raise DataError(split_path, f"line {lineno}: '{img}' has the id '{rid}' of '{prev_img}' on line {prev} "
+                            "(ids are file stems)", "rename one of the two files: outputs are keyed by id")
+        first_line[rid] = (lineno, img)
+        out.append((lineno, img, mask))
+    if not out:
+        raise DataError(split_path, "lists no images (empty, or only blank and comment lines)",
+                        "write one image per line, or pass the split file you meant")
     return out
+
+
+def parse_split_lines(text: str, split_path: Path, root: Path) -> list[tuple[str, str | None]]:
+    """Parse any supported list format into (image_rel, mask_rel | None) pairs.
+
+    Bare ids (no '/' and no image extension) map to ``JPEGImages/<id>.jpg`` and, if it exists,
+    ``SegmentationClass/<id>.png`` (VOC layout). Raises :class:`DataError` for more than two
+    fields, paths escaping the root, repeated or colliding ids and a list without any image.
+    """
+    return [(img, mask) for _, img, mask in _parse(text, split_path, root)]
+
+
+def _check_path(guard: RootGuard, root: Path, rel: str, split_path: Path, lineno: int, rid: str,
+                check_files: bool) -> None:
+    try:
+        target = guard.escaping(rel)
+    except SymlinkLoop as e:
+        raise DataError(split_path, f"line {lineno}: '{rel}' is a symlink loop (at {e.args[0]})",
+                        "point the link at a real file") from None
+    if target is not None:
+        raise DataError(split_path, f"line {lineno}: '{rel}' is a symlink to {target}, outside the dataset root "
+                        f"{root}", "copy the file into the root, or link its whole folder (folder links are followed)")
+    p = root / rel
+    if check_files and not p.is_file():
+        what = f"under {root} is a directory, not a file" if p.is_dir() else f"does not exist under {root}"
+        raise DataError(split_path, f"line {lineno}: '{rel}' (id {rid}) {what}",
+                        "fix the split file or pass the right --root")
 
 
 def read_split(path: str | Path, root: str | Path | None = None, labels: Mapping[str, Sequence[int]] | None = None,
@@ -131,34 +200,34 @@ def read_split(path: str | Path, root: str | Path | None = None, labels: Mapping
 
     Labels come from ``labels`` (id -> mask indices), else ``<root>/labels.json``, else (strong
     records only) from the mask's values. ``root`` defaults to the split file's dataset root: the
-    parent of a ``splits/`` or ``ImageSets/...`` folder, else the file's folder. Missing files and
-    paths escaping the root raise :class:`DataError` naming the split file and line.
+    parent of a ``splits/`` or ``ImageSets/...`` folder, else the file's folder. Every path must
+    stay inside the root, symlinks included (:mod:`hetseg.data.paths`: folder links are followed,
+    a file link must not lead outside). Missing files (``check_files``), escaping paths and bad
+    lines raise :class:`DataError` naming the split file and line.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "split file not found", "check the path or run 'hetseg data splits'")
+    text = read_list_text(path)
     root = Path(root) if root is not None else default_root(path)
-    pairs = parse_split_lines(path.read_text(), path, root)
+    entries = _parse(text, path, root)
     if labels is None and (root / "labels.json").is_file():
-        labels = load_labels_json(root / "labels.json")
+        labels = load_labels_json(root / "labels.json")  # range vs num_classes: per record, below
     records = []
-    for img, mask in pairs:
+    guard = RootGuard(root)
+    for lineno, img, mask in entries:
         rid = record_id(img)
-        if check_files:
-            for rel in (img, mask):
-                if rel is not None and not (root / rel).is_file():
-                    raise DataError(path, f"'{rel}' (id {rid}) does not exist under {root}",
-                                    "fix the split file or pass the right --root")
+        for rel in (img, mask):
+            if rel is not None:
+                _check_path(guard, root, rel, path, lineno, rid, check_files)
         if labels is not None and rid in labels:
             labs = normalise_labels(labels[rid], num_classes, path, rid)
         elif mask is not None:
             from hetseg.data.io import read_mask  # local import: io pulls in Pillow decoding helpers
             labs = labels_from_mask(read_mask(root / mask, num_classes))
         else:
-            raise DataError(path, f"weak image '{img}' has no image-level labels",
+            raise DataError(path, f"line {lineno}: weak image '{img}' has no image-level labels",
                             f"add '{rid}' to {root / 'labels.json'} or give a labels file")
         records.append(Record(rid, img, labs, mask))
-    return Split(root, records, path.stem, num_classes)
+    return Split(root, records, path.stem, num_classes, meta={"split_file": str(path)})
 
 
 def default_root(split_path: Path) -> Path:
@@ -179,61 +248,6 @@ def write_split(path: str | Path, records: Sequence[Record], weak: bool = False)
     path.write_text("\n".join(lines) + "\n")
     recs = [Record(r.id, r.image, r.labels, None if weak else r.mask) for r in records]
     return split_checksum(recs)
-
-
-def normalise_labels(labs: Iterable[int], num_classes: int | None, src: Path | str, rid: str) -> tuple[int, ...]:
-    out = tuple(sorted({int(x) for x in labs}))
-    bad = [x for x in out if x < 1 or (num_classes is not None and x >= num_classes)]
-    if bad:
-        hi = f"[1, {num_classes})" if num_classes else ">= 1"
-        raise DataError(src, f"image '{rid}' has labels {bad} outside {hi}",
-                        "labels are mask indices; 0 is background and is never an image label")
-    return out
-
-
-def labels_from_mask(mask: np.ndarray) -> tuple[int, ...]:
-    """Object classes present in an (H, W) mask: values other than 0 (background) and 255 (void)."""
-    vals = np.unique(mask)
-    return tuple(int(v) for v in vals if v not in (0, 255))
-
-
-def load_labels_json(path: str | Path) -> dict[str, tuple[int, ...]]:
-    """``{"id": [mask indices], ...}`` -> dict."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DataError(path, f"cannot read labels JSON ({e})", "write {\"<id>\": [class indices]}") from None
-    return {str(k): tuple(int(x) for x in v) for k, v in data.items()}
-
-
-def save_labels_json(path: str | Path, labels: Mapping[str, Sequence[int]]) -> None:
-    Path(path).write_text(json.dumps({k: list(map(int, v)) for k, v in labels.items()}, indent=0) + "\n")
-
-
-def load_cls_labels_npy(path: str | Path) -> dict[str, tuple[int, ...]]:
-    """irn/psa ``cls_labels.npy``: a pickled dict id -> 20-d multi-hot (background excluded).
-
-    Keys are ``numpy.int32`` (irn, 2007000032 -> "2007_000032") or ``str`` (psa). Returned labels are
-    mask indices (vector index + 1). The pickle is only loaded because the file format *is* a
-    pickle; only call this on files you obtained yourself.
-    """
-    try:
-        obj = np.load(path, allow_pickle=True).item()
-    except (OSError, ValueError, EOFError, TypeError, AttributeError, pickle.UnpicklingError) as e:
-        # missing file, not .npy / not a pickle, or not a 0-d object array
-        raise DataError(path, f"cannot read cls_labels.npy ({type(e).__name__}: {e})",
-                        "pass irn/psa's voc12/cls_labels.npy (a pickled dict id -> 20-d multi-hot)") from None
-    if not isinstance(obj, dict):
-        raise DataError(path, f"holds a {type(obj).__name__}, not a dict", "pass irn/psa's voc12/cls_labels.npy")
-    out: dict[str, tuple[int, ...]] = {}
-    for k, vec in obj.items():
-        if isinstance(k, str):
-            rid = k
-        else:
-            k = int(k)
-            rid = f"{k // 1000000}_{k % 1000000:06d}"
-        out[rid] = tuple(int(i) + 1 for i in np.flatnonzero(np.asarray(vec) > 0))
-    return out
 
 
 def per_class_subset(records: Sequence[Record], k: int, num_classes: int, seed: int) -> list[Record]:

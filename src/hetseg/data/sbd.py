@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from hetseg.data.io import read_mask
-from hetseg.data.records import parse_split_lines, record_id
+from hetseg.data.io import check_sizes, image_size, read_mask
+from hetseg.data.records import parse_split_lines, read_list_text, record_id
+from hetseg.data.staging import staged
 from hetseg.errors import DataError, HetsegError
 from hetseg.palette import save_index_png
 
@@ -92,10 +93,10 @@ def resolve_sbd_root(path: str | Path) -> Path:
 
 
 def read_ids(path: Path) -> list[str]:
-    """Ids of a list file (bare ids or path pairs), in file order."""
+    """Ids of a list file (bare ids or path pairs), in file order; non-UTF-8, empty and repeated ids raise."""
     if not path.is_file():
         raise DataError(path, "id list not found", "check the dataset folder")
-    return [record_id(img) for img, _ in parse_split_lines(path.read_text(), path, path.parent)]
+    return [record_id(img) for img, _ in parse_split_lines(read_list_text(path, "id list"), path, path.parent)]
 
 
 def build_voc_aug(voc_root: str | Path, sbd_root: str | Path, out_mask_dir: str = "SegmentationClassAug",
@@ -107,7 +108,10 @@ def build_voc_aug(voc_root: str | Path, sbd_root: str | Path, out_mask_dir: str 
     the usual SegmentationClassAug download): the VOC ``SegmentationClass`` PNG when it exists
     (copied byte for byte: keeps its 255 border), else the SBD ``cls/<id>.mat`` as a VOC-palette
     PNG (no border). Writes ``ImageSets/Segmentation/train_aug.txt`` (sorted bare ids). The count is
-    checked against ``expect_count`` before anything is written. Returns the counts.
+    checked against ``expect_count`` before anything is written. Every mask must have its image's
+    size (from the JPEG header). All or nothing: masks are written to a staging folder and moved
+    into ``<out_mask_dir>`` only once every id passed, so a refusal (:class:`DataError`) leaves the
+    VOC folder untouched. Returns the counts.
     """
     voc = resolve_voc_root(voc_root)
     sbd = resolve_sbd_root(sbd_root)
@@ -129,29 +133,36 @@ def build_voc_aug(voc_root: str | Path, sbd_root: str | Path, out_mask_dir: str 
                         f"{missing_img[0]}.jpg", "extract the full VOC2012 trainval JPEGImages "
                         "(SBD's images are a subset of it)")
     out = voc / out_mask_dir
-    out.mkdir(parents=True, exist_ok=True)
     from_voc = from_sbd = 0
-    for rid in sorted(set(train_aug) | voc_val):
-        src = voc / "SegmentationClass" / f"{rid}.png"
-        dst = out / f"{rid}.png"
-        if src.is_file():
-            read_mask(src, num_classes=21)  # validate (mode P/L, indices 0..20 + 255) before copying
-            if src.resolve() != dst.resolve():
-                shutil.copyfile(src, dst)
-            from_voc += 1
-        elif rid in voc_val:
-            raise DataError(src, f"VOC val id {rid} has no ground-truth mask",
-                            "extract the full VOC2012 SegmentationClass folder")
-        else:
-            mat = sbd / "cls" / f"{rid}.mat"
-            if not mat.is_file():
-                raise DataError(mat, f"id {rid} is in the SBD lists but has neither this file nor {src.name} "
-                                "in VOC SegmentationClass", "re-extract the SBD archive")
-            seg = load_sbd_cls(mat)
-            if seg.size and seg.max() > 20:
-                raise DataError(mat, f"class index {int(seg.max())} > 20", "pass genuine SBD cls/*.mat files")
-            save_index_png(dst, seg)
-            from_sbd += 1
+    with staged(out) as tmp:  # a refusal below leaves <out_mask_dir> exactly as it was
+        for rid in sorted(set(train_aug) | voc_val):
+            src = voc / "SegmentationClass" / f"{rid}.png"
+            img = voc / "JPEGImages" / f"{rid}.jpg"
+            if src.is_file():
+                mask = read_mask(src, num_classes=21)  # validate (mode P/L, indices 0..20 + 255) before copying
+                if img.is_file():  # every train_aug image exists (checked above); a val image may not
+                    check_sizes(img, src, image_size(img), mask.shape)
+                if src.resolve() != (out / f"{rid}.png").resolve():
+                    shutil.copyfile(src, tmp / f"{rid}.png")
+                from_voc += 1
+            elif rid in voc_val:
+                raise DataError(src, f"VOC val id {rid} has no ground-truth mask",
+                                "extract the full VOC2012 SegmentationClass folder")
+            else:
+                mat = sbd / "cls" / f"{rid}.mat"
+                if not mat.is_file():
+                    raise DataError(mat, f"id {rid} is in the SBD lists but has neither this file nor {src.name} "
+                                    "in VOC SegmentationClass", "re-extract the SBD archive")
+                seg = load_sbd_cls(mat)
+                if seg.size and seg.max() > 20:
+                    raise DataError(mat, f"class index {int(seg.max())} > 20", "pass genuine SBD cls/*.mat files")
+                ih, iw = image_size(img)
+                if seg.shape != (ih, iw):
+                    raise DataError(mat, f"GTcls.Segmentation is {seg.shape[0]}x{seg.shape[1]} (HxW) but its image "
+                                    f"{img} is {ih}x{iw}", "pair the SBD release with the VOC2012 JPEGImages it was "
+                                    "annotated on; nothing was written")
+                save_index_png(tmp / f"{rid}.png", seg)
+                from_sbd += 1
     list_path = sets / "train_aug.txt"
     list_path.write_text("".join(f"{i}\n" for i in train_aug))
     stats.update(from_voc=from_voc, from_sbd=from_sbd, mask_dir=str(out), list=str(list_path))
@@ -164,7 +175,7 @@ def cli_voc_aug(voc_root: str, sbd_root: str, out_mask_dir: str = "SegmentationC
     try:
         s = build_voc_aug(voc_root, sbd_root, out_mask_dir, expect_count)
     except HetsegError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"hetseg: error: {e}", file=sys.stderr)
         return 2
     print(f"train_aug: {s['train_aug']} ids (VOC train {s['voc_train']}, SBD train {s['sbd_train']}, "
           f"SBD val {s['sbd_val']}, minus {s['removed_voc_val']} VOC val ids)")

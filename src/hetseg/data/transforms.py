@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+LARGE_SIDE = 2048  # above this, test-time resizing works in uint8 (bounded memory, docs/GUARANTEES.md)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -43,6 +44,14 @@ def prepare(image: np.ndarray, size: int) -> tuple[torch.Tensor, Geometry]:
     side = max(h, w)
     canvas = np.zeros((side, side, 3), dtype=np.uint8)
     canvas[:h, :w] = image
+    if side > LARGE_SIDE:
+        # Huge photos: resize in uint8 (Pillow), never holding a float copy of the full image
+        # (12 bytes a pixel); the result differs from the float path by at most rounding.
+        from PIL import Image
+
+        small = np.asarray(Image.fromarray(canvas).resize((size, size), Image.BILINEAR, reducing_gap=None))
+        t = torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1).float().div_(255.0)
+        return (t - MEAN) / STD, Geometry(h, w, side, size)
     t = torch.from_numpy(canvas).permute(2, 0, 1).float().div_(255.0)
     if side != size:
         t = F.interpolate(t[None], size=(size, size), mode="bilinear", align_corners=False,
@@ -59,6 +68,39 @@ def restore(maps: torch.Tensor, geom: Geometry) -> torch.Tensor:
     if geom.side != geom.size:
         maps = F.interpolate(maps[None], size=(geom.side, geom.side), mode="bilinear", align_corners=False)[0]
     return maps[:, : geom.height, : geom.width]
+
+
+def _source_index(n_out: int, n_in: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear (align_corners=False) source indices and weights of ``n_out`` output pixels, as
+    ``F.interpolate`` computes them: src = (dst + 0.5) * n_in / n_out - 0.5, clamped at 0."""
+    src = ((torch.arange(n_out, device=device, dtype=torch.float32) + 0.5) * (n_in / n_out) - 0.5).clamp_min(0)
+    i0 = src.floor().long().clamp_max(n_in - 1)
+    return i0, (i0 + 1).clamp_max(n_in - 1), src - i0
+
+
+def restore_argmax(maps: torch.Tensor, geom: Geometry, band: int = 256) -> np.ndarray:
+    """(C, size, size) per-pixel scores -> (H, W) uint8 argmax at the original resolution.
+
+    The same bilinear resize as :func:`restore` followed by the argmax, but computed ``band``
+    output rows at a time and never for the padding, so memory is O(C * size * W + band * C * W)
+    instead of O(C * side^2): a 12000 x 12000 photo needs a few hundred MB, not 6 GB
+    (docs/GUARANTEES.md). Ties aside, the label map equals ``restore(maps).argmax(0)``.
+    """
+    h, w = geom.height, geom.width
+    if geom.side == geom.size:
+        return maps[:, :h, :w].argmax(0).to(torch.uint8).cpu().numpy()
+    n = geom.size
+    x0, x1, lx = _source_index(geom.side, n, maps.device)
+    x0, x1, lx = x0[:w], x1[:w], lx[:w]
+    cols = maps[:, :, x0] * (1 - lx) + maps[:, :, x1] * lx  # (C, size, W): resized along x only
+    y0, y1, ly = _source_index(geom.side, n, maps.device)
+    out = np.empty((h, w), dtype=np.uint8)
+    for top in range(0, h, band):
+        sl = slice(top, min(h, top + band))
+        a, b, t = y0[sl], y1[sl], ly[sl][None, :, None]
+        rows = cols[:, a] * (1 - t) + cols[:, b] * t  # (C, band, W)
+        out[sl] = rows.argmax(0).to(torch.uint8).cpu().numpy()
+    return out
 
 
 def random_crop_flip(image: np.ndarray, size: int, rng: np.random.Generator, scale: float = 350 / 320

@@ -16,7 +16,8 @@ import numpy as np
 
 from hetseg.data.classes import IGNORE_INDEX, VOC_CLASSES
 from hetseg.data.io import read_mask
-from hetseg.data.records import Record, Split, labels_from_mask, normalise_labels, parse_split_lines, record_id
+from hetseg.data.records import (Record, Split, labels_from_mask, normalise_labels, parse_split_lines, read_list_text,
+                                 record_id)
 from hetseg.errors import DataError
 
 
@@ -175,7 +176,13 @@ def voc_split(voc_root: str | Path, image_set: str = "train", mask_dir: str | No
     (``mask_dir=None``: every record weak). Labels, as mask indices: from ``labels`` (e.g.
     :func:`~hetseg.data.records.load_cls_labels_npy`) when it has the id, else from the mask, else
     from ``Annotations/<id>.xml``. With ``check_files`` a missing image raises :class:`DataError`
-    naming the split file. Path-pair lists are read with :func:`~hetseg.data.records.read_split`.
+    naming the split file; so do a non-UTF-8 or empty list and an id listed twice. Path-pair lists
+    are read with :func:`~hetseg.data.records.read_split`.
+
+    Paths here are built from ids under the fixed VOC folders (no ``..`` can occur), and
+    per-file symlinks into other folders are accepted: a VOC root assembled by linking each image
+    from VOC and SBD is common. The symlink rule of :mod:`hetseg.data.paths` applies to
+    :func:`~hetseg.data.records.read_split`, the reader of training configs.
     """
     root = Path(voc_root)
     split_path = root / "ImageSets" / "Segmentation" / f"{image_set}.txt"
@@ -183,7 +190,7 @@ def voc_split(voc_root: str | Path, image_set: str = "train", mask_dir: str | No
         raise DataError(split_path, "split file not found",
                         "pass the VOC2012 folder (the one holding ImageSets/) and an existing image set; "
                         "for train_aug run 'hetseg data voc-aug' first")
-    ids = [record_id(img) for img, _ in parse_split_lines(split_path.read_text(), split_path, root)]
+    ids = [record_id(img) for img, _ in parse_split_lines(read_list_text(split_path), split_path, root)]
     records = []
     for lineno, rid in enumerate(ids, 1):
         img = f"JPEGImages/{rid}.jpg"

@@ -1,6 +1,9 @@
-"""Portable model files: weights in safetensors + a JSON sidecar (config, classes, palette, version).
+"""Portable model files for every registered model: safetensors weights + a JSON sidecar.
 
-Lightning checkpoints are only for resuming. Loading a model never unpickles anything.
+``model.json`` names the registered model and its constructor kwargs (``create_model`` rebuilds it
+without knowing any method), plus the run's config, class names, palette, the inference threshold,
+the stages and splits that trained it and the command. Both files are written atomically, the
+weights first. Lightning checkpoints are only for resuming. Loading never unpickles anything.
 """
 
 from __future__ import annotations
@@ -8,68 +11,102 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 import hetseg
 from hetseg.config import Config
 from hetseg.errors import HetsegError
+from hetseg.io_atomic import write_atomic, write_json
 from hetseg.palette import voc_colormap
 
 
-def build_model(cfg: Config) -> nn.Module:
-    """The network a config describes (no weights loaded)."""
-    from hetseg.models import create_model
-
-    name = cfg.model.name
-    if name == "decouplednet":
-        return create_model(name, num_classes=cfg.data.num_classes - 1, scale=cfg.model.scale,
-                            weight_pool=cfg.model.weight_pool)
-    if name == "deconvnet":
-        return create_model(name, num_classes=cfg.data.num_classes, scale=cfg.model.scale)
-    raise HetsegError(f"unknown model '{name}' in config; fix: model.name=decouplednet|deconvnet")
-
-
 def save_model(run_dir: str | Path, net: nn.Module, cfg: Config, class_names: list[str], meta: dict) -> Path:
-    """Write ``model.safetensors`` + ``model.json`` into ``run_dir``; returns the weights path."""
+    """Write ``model.safetensors`` then ``model.json`` into ``run_dir`` (each atomically).
+
+    ``net`` must come from :func:`hetseg.models.create_model` (it carries its name and kwargs).
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    path = run_dir / "model.safetensors"
-    save_file(state, str(path))
-    info = {"hetseg_version": hetseg.__version__, "config": cfg.to_dict(), "class_names": class_names,
+    path = write_atomic(run_dir / "model.safetensors", lambda tmp: save_file(state, tmp))
+    info = {"hetseg_version": hetseg.__version__, "model": net.model_name, "model_kwargs": net.model_kwargs,
+            "config": cfg.to_dict(), "class_names": class_names,
             "palette": voc_colormap(len(class_names)).tolist(), **meta}
-    (run_dir / "model.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_json(run_dir / "model.json", info)
     return path
 
 
+def _read_weights(p: Path) -> dict:
+    try:
+        return load_file(str(p), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise HetsegError(f"{p}: unreadable safetensors file ({str(e).splitlines()[0][:120]}); fix: retrain, or "
+                          "restore the file from the run that wrote it") from None
+
+
 def load_weights(net: nn.Module, path: str | Path, strict: bool = True) -> None:
-    """Load safetensors weights (``--init-from``): a run dir or a ``.safetensors`` file."""
+    """Load safetensors weights (``--init-from``): a run dir or a ``.safetensors`` file.
+
+    Every name and shape is checked before anything is copied, so a file that does not fit
+    leaves ``net`` untouched.
+    """
     p = Path(path)
     if p.is_dir():
         p = p / "model.safetensors"
     if p.suffix != ".safetensors" or not p.is_file():
         raise HetsegError(f"{p}: no safetensors weights here; fix: pass a run directory or a .safetensors file")
-    missing, unexpected = net.load_state_dict(load_file(str(p)), strict=False)
-    if strict and (missing or unexpected):
-        raise HetsegError(f"{p}: weights do not fit this model (missing {missing[:3]}..., unexpected "
-                          f"{unexpected[:3]}...); fix: check model.name/model.scale/data.num_classes")
+    state = _read_weights(p)
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    bad = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if (strict and (missing or unexpected)) or bad:
+        raise HetsegError(f"{p}: weights do not fit this model (missing {missing[:2]}, unexpected {unexpected[:2]}, "
+                          f"other shape {bad[:2]}); fix: check model.name/model.scale/data.num_classes")
+    net.load_state_dict(state, strict=False)
 
 
-def load_model(run: str | Path) -> tuple[nn.Module, Config, dict]:
-    """Rebuild a trained model from a run directory (``model.json`` + ``model.safetensors``)."""
-    run = Path(run)
-    if run.is_file():
-        run = run.parent
+def read_model_json(run: Path) -> dict:
+    """``run/model.json`` parsed and checked (a tampered or truncated file is one error line)."""
     meta_path = run / "model.json"
     if not meta_path.is_file():
         raise HetsegError(f"{run}: no model.json; fix: pass a run directory written by 'hetseg train'")
-    info = json.loads(meta_path.read_text())
-    cfg = Config.from_dict(info["config"])
-    net = build_model(cfg)
+    try:
+        info = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HetsegError(f"{meta_path}: not valid JSON ({e}); fix: restore it or retrain the run") from None
+    if not isinstance(info, dict):
+        raise HetsegError(f"{meta_path}: expected a JSON object; fix: restore it or retrain the run")
+    for key, kind in (("model", str), ("model_kwargs", dict), ("config", dict), ("class_names", list)):
+        if not isinstance(info.get(key), kind):
+            raise HetsegError(f"{meta_path}: '{key}' missing or not a {kind.__name__} (written by an older or "
+                              "another program?); fix: retrain the run with this hetseg")
+    return info
+
+
+def load_model(run: str | Path, device: str | None = None) -> tuple[nn.Module, Config, dict]:
+    """Rebuild a trained model from a run directory (``model.json`` + ``model.safetensors``).
+
+    Returns (net in eval mode, on ``device`` when given, the run's Config, the model.json dict).
+    """
+    from hetseg.models import create_model
+
+    run = Path(run)
+    if run.is_file():
+        run = run.parent
+    info = read_model_json(run)
+    cfg = Config.from_dict(info["config"], where=str(run / "model.json"))
+    try:
+        net = create_model(info["model"], **info["model_kwargs"])
+    except (TypeError, ValueError) as e:
+        raise HetsegError(f"{run / 'model.json'}: cannot build model '{info['model']}' ({e}); "
+                          "fix: retrain the run with this hetseg") from None
     load_weights(net, run / "model.safetensors")
+    if device is not None:
+        net.to(device)
     net.eval()
     return net, cfg, info
 
 
-__all__ = ["build_model", "save_model", "load_weights", "load_model"]
+__all__ = ["load_model", "load_weights", "read_model_json", "save_model"]

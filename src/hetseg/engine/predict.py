@@ -1,17 +1,25 @@
-"""``hetseg predict``: label maps (palette PNGs of the input's size), overlays and class scores."""
+"""``hetseg predict``: label maps (palette PNGs of the input's size), figures and class scores.
+
+Never loses data: an output folder that holds (or is) an input is refused, two inputs that would
+write one output name (``a.jpg`` and ``a.png``) are refused before anything is written, and every
+file is written atomically. Memory stays flat over any number of images (one batch at a time) and
+bounded for any image size (docs/GUARANTEES.md).
+"""
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
+
+import torch
 
 from hetseg.data.io import read_image
 from hetseg.data.records import IMAGE_EXTS
 from hetseg.engine.checkpoint import load_model
-from hetseg.engine.infer import predict_images
+from hetseg.engine.evaluate import predict_images
 from hetseg.errors import HetsegError
-from hetseg.models.scales import get_scale
+from hetseg.io_atomic import write_atomic, write_json
 from hetseg.palette import save_index_png
 
 
@@ -21,40 +29,58 @@ def collect_inputs(inputs: Sequence[str]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            out += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTS)
+            out += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTS and q.is_file())
         elif p.is_file():
             out.append(p)
         else:
             raise HetsegError(f"{p}: no such file or directory; fix: pass image files or a folder of images")
     if not out:
-        raise HetsegError(f"no images found in {list(inputs)}; fix: pass .jpg/.png files or a folder of them")
+        raise HetsegError(f"{' '.join(inputs)}: no images found; fix: pass .jpg/.png files or a folder of them")
     return out
 
 
-def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bool = False,
-                threshold: float | None = None, batch_size: int = 8) -> list[dict]:
-    """Predict every input image; write ``OUTPUT/<stem>.png`` (+ ``overlays/<stem>.png``) and
-    ``OUTPUT/scores.json`` (class scores and identified labels per image)."""
-    from hetseg.viz import save_overlay
+def check_outputs(paths: Sequence[Path], out_dir: Path) -> None:
+    """Refuse an output folder that is a file or holds an input, and colliding output names."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise HetsegError(f"{out_dir}: --output is a file; fix: give a folder for the predictions")
+    out_res = out_dir.resolve()
+    for p in paths:
+        if p.resolve().parent in (out_res, out_res / "overlays"):
+            raise HetsegError(f"{out_dir}: --output holds the input {p}; fix: write predictions to another folder "
+                              "(they would overwrite inputs)")
+    seen: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in seen:
+            raise HetsegError(f"{p}: writes the same {p.stem}.png as {seen[p.stem]}; fix: predict them into "
+                              "separate folders or rename one")
+        seen[p.stem] = p
 
-    net, cfg, info = load_model(checkpoint)
+
+def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bool = False,
+                threshold: float | None = None, batch_size: int = 8, predict_kwargs: dict | None = None) -> list[dict]:
+    """Predict every input image; write ``OUTPUT/<stem>.png`` (+ ``figures/<stem>.png`` with
+    ``overlay``) and ``OUTPUT/scores.json`` (class scores and identified labels per image)."""
+    from hetseg.viz import save_prediction_figure
+
+    if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise HetsegError(f"--threshold {threshold}: must be a number in [0, 1]; fix: e.g. --threshold 0.5")
+    net, cfg, info = load_model(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
     names = info["class_names"]
-    thr = cfg.eval.threshold if threshold is None else threshold
-    size = get_scale(cfg.model.scale).input_size
+    thr = float(info.get("threshold", cfg.eval.threshold)) if threshold is None else threshold
     out_dir = Path(output)
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = collect_inputs(inputs)
+    check_outputs(paths, out_dir)
     records = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         images = [read_image(p) for p in chunk]
-        for p, img, pred in zip(chunk, images, predict_images(net, images, size, thr, batch_size)):
-            save_index_png(out_dir / f"{p.stem}.png", pred.label_map)
+        for p, img, pred in zip(chunk, images, predict_images(net, images, thr, predict_kwargs=predict_kwargs)):
+            write_atomic(out_dir / f"{p.stem}.png", lambda tmp, m=pred.label_map: save_index_png(tmp, m))
             if overlay:
-                save_overlay(out_dir / "overlays" / f"{p.stem}.png", img, pred.label_map)
+                save_prediction_figure(out_dir / "figures" / f"{p.stem}.png", img, pred.label_map, names)
             scores = None if pred.class_scores is None else {
                 names[k + 1]: round(float(s), 4) for k, s in enumerate(pred.class_scores)}
             records.append({"image": str(p), "size": [int(img.shape[0]), int(img.shape[1])],
                             "identified": [names[c] for c in pred.identified], "class_scores": scores})
-    (out_dir / "scores.json").write_text(json.dumps({"threshold": thr, "images": records}, indent=2) + "\n")
+    write_json(out_dir / "scores.json", {"threshold": thr, "images": records})
     return records

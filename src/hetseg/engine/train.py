@@ -1,41 +1,50 @@
 """Run one training stage with Lightning: same command single-process or under torchrun (DDP).
 
-Run-directory layout (one per experiment)::
+Generic: a stage is a directory name and a ready :class:`hetseg.engine.stage.Stage`; this module
+knows no method. Run-directory layout (one per experiment, docs/GUARANTEES.md)::
 
     RUN/config.json                 the resolved Config (saved before anything trains)
     RUN/<stage>/metrics.csv         CSV log (Lightning CSVLogger); metrics.partN.csv before a resume
-    RUN/<stage>/checkpoints/last.ckpt   for resuming only (optimizer, step, RNG)
-    RUN/<stage>/done.json           written when the stage finished: wall time, steps, metrics
+    RUN/<stage>/checkpoints/last.ckpt   for resuming only (optimizer, step)
+    RUN/<stage>/done.json           written (atomically) once the stage's model file is on disk
     RUN/model.safetensors + model.json  the weights after the latest finished stage
 
 Resuming: a stage with ``last.ckpt`` but no ``done.json`` auto-resumes from it; ``resume=PATH``
-names a checkpoint explicitly; ``init_from=PATH`` loads *weights only* (safetensors) and starts the
-step count at 0. A stage with ``done.json`` is skipped.
+names a checkpoint explicitly. Checkpoints are read with ``weights_only=True`` (nothing is
+unpickled); a corrupt one is refused with a one-line error.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from hetseg.config import Config, StageConfig
-from hetseg.engine.stages import ClsStage, DeconvStage, PretrainStage, SegStage
-
-STAGES = {"pre": PretrainStage, "cls": ClsStage, "seg": SegStage, "deconv": DeconvStage}
+from hetseg.engine.console import StageProgress, quiet_lightning
+from hetseg.engine.resume import check_checkpoint, loader
+from hetseg.engine.stage import Stage
+from hetseg.errors import HetsegError
+from hetseg.io_atomic import write_json
 
 
 def stage_done(run_dir: str | Path, stage: str) -> dict | None:
+    """The stage's done.json, or None. A done.json that does not parse is a half-written marker
+    from an old crash: refused with a one-line error rather than trusted."""
     p = Path(run_dir) / stage / "done.json"
-    return json.loads(p.read_text()) if p.is_file() else None
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise HetsegError(f"{p}: unreadable stage marker; fix: delete it to retrain stage '{stage}'") from None
 
 
 def _keep_old_log(stage_dir: Path) -> None:
@@ -52,8 +61,6 @@ def _launch_topology() -> dict:
     """Devices/nodes for the Trainer. Under torchrun, take them from its environment so that the
     same command works on CPUs too (Lightning's ``devices="auto"`` means 1 device on a CPU, which
     would not match a 2-process launch); otherwise let Lightning pick (all visible GPUs, or 1 CPU)."""
-    import os
-
     local = os.environ.get("LOCAL_WORLD_SIZE")
     world = os.environ.get("WORLD_SIZE")
     if local and world:
@@ -62,68 +69,70 @@ def _launch_topology() -> dict:
     return {"devices": "auto"}
 
 
-def _loader(ds: Dataset, batch_size: int, workers: int, shuffle: bool, seed: int) -> DataLoader:
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle, num_workers=workers,
-                      generator=g, persistent_workers=False, pin_memory=torch.cuda.is_available())
-
-
-def run_stage(stage: str, net: nn.Module, cfg: Config, sc: StageConfig, train_ds: Dataset,
+def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: Dataset,
               val_ds: Dataset | None = None, resume: str | None = None, callbacks: Sequence = (),
-              progress: bool = True, num_labels: int | None = None, module: L.LightningModule | None = None
-              ) -> dict:
-    """Train ``net`` in place for ``sc.steps`` optimizer steps; return the stage summary.
+              progress: bool = True) -> dict:
+    """Train ``module.net`` in place for ``sc.steps`` optimizer steps; return the stage summary.
 
-    ``stage`` is ``pre``, ``cls``, ``seg`` or ``deconv`` (or any name, with a ready ``module`` wrapping
-    ``net``, e.g. TransferNet's stages). Under torchrun, Lightning picks up the process
-    group from the environment; the effective batch is batch_size x accumulate x world size.
+    ``name`` is the stage's directory in ``cfg.run_dir``. Validation runs every ``sc.val_every``
+    steps when given, and once at the end whenever ``val_ds`` is given (its metrics go into the
+    summary). Under torchrun, the effective batch is batch_size x accumulate x world size.
     """
     run_dir = Path(cfg.run_dir)
-    stage_dir = run_dir / stage
-    done = stage_done(run_dir, stage)
+    stage_dir = run_dir / name
+    done = stage_done(run_dir, name)
     if done is not None:
         return done
     ckpt_dir = stage_dir / "checkpoints"
     ckpt_path = resume
     if ckpt_path is None and (ckpt_dir / "last.ckpt").is_file():
         ckpt_path = str(ckpt_dir / "last.ckpt")
-
     if ckpt_path is not None:
+        check_checkpoint(ckpt_path)
         _keep_old_log(stage_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if module is None:
-        module = ClsStage(net, sc, num_labels) if stage == "cls" else STAGES[stage](net, sc)
+    quiet_lightning()
     ckpt_cb = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=sc.checkpoint_every, save_last=True,
                               save_top_k=0, save_on_train_epoch_end=False)
+    bar = [StageProgress(name, sc.steps)] if progress else []
     trainer = L.Trainer(
         max_steps=sc.steps, max_epochs=-1, accumulate_grad_batches=sc.accumulate, precision=sc.precision,
-        logger=CSVLogger(run_dir, name=stage, version=""), callbacks=[ckpt_cb, *callbacks],
+        logger=CSVLogger(run_dir, name=name, version=""), callbacks=[ckpt_cb, *bar, *callbacks],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=min(20, max(1, sc.steps // 10)), default_root_dir=run_dir,
         val_check_interval=sc.val_every or None, check_val_every_n_epoch=None if sc.val_every else 1,
-        accelerator="auto", **_launch_topology(),
+        accelerator="auto", deterministic=cfg.deterministic or None, **_launch_topology(),
     )
     workers = cfg.data.workers
-    train_loader = _loader(train_ds, sc.batch_size, workers, True, cfg.seed)
-    val_loader = _loader(val_ds, sc.batch_size, workers, False, cfg.seed) if val_ds is not None else None
+    train_loader = loader(train_ds, sc.batch_size, workers, shuffle=True, seed=cfg.seed)
+    val_loader = loader(val_ds, sc.batch_size, workers, shuffle=False, seed=cfg.seed) if val_ds is not None else None
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=train_loader,
-                val_dataloaders=val_loader if sc.val_every else None, ckpt_path=ckpt_path, weights_only=False)
+                val_dataloaders=val_loader if sc.val_every else None, ckpt_path=ckpt_path, weights_only=True)
     wall = time.perf_counter() - t0
     if trainer.interrupted or trainer.global_step < sc.steps:
-        raise RuntimeError(f"stage '{stage}' stopped at step {trainer.global_step}/{sc.steps}; "
-                           f"rerun the same command to resume from {ckpt_dir / 'last.ckpt'}")
+        raise HetsegError(f"{ckpt_dir / 'last.ckpt'}: stage '{name}' stopped at step {trainer.global_step}/"
+                          f"{sc.steps}; fix: rerun the same command to resume")
     metrics: dict = {}
-    if val_loader is not None and stage in ("cls", "pre"):
+    if val_loader is not None:
         res = trainer.validate(module, dataloaders=val_loader, verbose=False)
         metrics = {k: float(v) for k, v in (res[0] if res else {}).items()}
     world = trainer.world_size
-    summary = {
-        "stage": stage, "steps": trainer.global_step, "wall_s": round(wall, 1),
+    return {
+        "stage": name, "steps": trainer.global_step, "wall_s": round(wall, 1),
         "resumed_from": ckpt_path, "effective_batch": sc.batch_size * sc.accumulate * world,
         "world_size": world, "train_samples": len(train_ds), "metrics": metrics,
     }
-    if trainer.is_global_zero:
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        (stage_dir / "done.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+
+
+def mark_done(run_dir: str | Path, summary: dict) -> None:
+    """Write ``RUN/<stage>/done.json`` atomically. Call only after the model file is on disk."""
+    write_json(Path(run_dir) / summary["stage"] / "done.json", summary)
+
+
+def is_rank_zero() -> bool:
+    """True outside torchrun and on its rank 0 (the only process that writes run files)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+__all__ = ["is_rank_zero", "mark_done", "run_stage", "stage_done"]

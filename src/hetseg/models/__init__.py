@@ -1,49 +1,28 @@
 """Plain nn.Modules (no training code): classifier, saliency, bridge, decoder, full models.
 
-Every architecture takes the same keyword arguments (``num_classes``, ``scale``,
-``in_channels``), so configs and tests can build any of them by name::
+Every segmentation model subclasses :class:`Segmenter` (one ``predict`` contract, models/base.py) and
+is registered by name; :func:`create_model` is the only factory::
 
     model = create_model("decouplednet", num_classes=10, scale="cpu")
+
+``num_classes`` always counts object classes K (no background). Importing this package imports
+every model module, which registers it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from torch import nn
-
+from .base import MODELS, SegOutput, Segmenter, create_model, identify_labels, register
 from .baselinenet import BaselineNet
 from .bridge import Bridge
 from .classifier import Classifier, ClassifierOutput
 from .decoder import DeconvDecoder, repeat_switches
 from .deconvnet import DeconvNet
-from .decouplednet import DecoupledNet, DecoupledOutput
+from .decouplednet import DecoupledNet
 from .saliency import class_saliency, class_saliency_rows
 from .scales import SCALES, Scale, get_scale
 from .transfernet import AttentionModel, TransferNet, TransferOutput
+from . import dis, encoder_decouplednet  # noqa: F401 - registers "dis", "decouplednet_enc", "maskonly_enc"
 from .vgg import EncoderOutput, VGGEncoder, load_torchvision_vgg16, load_vgg16_file
-
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "classifier": Classifier,
-    "decouplednet": DecoupledNet,
-    "deconvnet": DeconvNet,
-    "transfernet": TransferNet,
-    "baselinenet": BaselineNet,
-}
-
-
-def create_model(name: str, **kw) -> nn.Module:
-    """Build a model by name ("classifier", "decouplednet", "deconvnet", "transfernet", "baselinenet").
-
-    Note ``num_classes`` counts object classes for "classifier"/"decouplednet" and classes
-    *including* background for "deconvnet" (it predicts the background channel itself).
-    """
-    try:
-        cls = MODELS[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
-    return cls(**kw)
-
 
 __all__ = [
     "MODELS",
@@ -56,9 +35,10 @@ __all__ = [
     "DeconvDecoder",
     "DeconvNet",
     "DecoupledNet",
-    "DecoupledOutput",
     "EncoderOutput",
     "Scale",
+    "SegOutput",
+    "Segmenter",
     "TransferNet",
     "TransferOutput",
     "VGGEncoder",
@@ -66,6 +46,8 @@ __all__ = [
     "class_saliency_rows",
     "create_model",
     "get_scale",
+    "identify_labels",
+    "register",
     "load_torchvision_vgg16",
     "load_vgg16_file",
     "repeat_switches",

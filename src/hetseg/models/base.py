@@ -105,4 +105,24 @@ def labels_to_mask(labels: list[list[int]], n: int, k: int, device=None):
     return active
 
 
-__all__ = ["MODELS", "SegOutput", "Segmenter", "create_model", "labels_to_mask", "register"]
+def identify_labels(scores, threshold: float, allowed: list[int] | None = None, fallback: bool = False):
+    """Label identification shared by every model with image-level scores.
+
+    scores (N, K) in [0, 1] -> active (N, K) bool: {k in allowed : scores_k > threshold}; with
+    ``fallback``, an image with none gets the allowed argmax (TransferNet's rule, docs/TRANSFERNET.md).
+    """
+    import torch
+
+    ok = torch.ones(scores.shape[1], dtype=torch.bool, device=scores.device)
+    if allowed is not None:
+        ok = torch.zeros_like(ok)
+        ok[[int(c) for c in allowed]] = True
+    active = (scores > threshold) & ok
+    if fallback:
+        best = scores.masked_fill(~ok, -1.0).argmax(dim=1)
+        none = ~active.any(dim=1)
+        active[none, best[none]] = True
+    return active
+
+
+__all__ = ["MODELS", "SegOutput", "Segmenter", "create_model", "identify_labels", "labels_to_mask", "register"]

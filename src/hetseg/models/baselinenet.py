@@ -21,13 +21,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .base import SegOutput, Segmenter, register
 from .classifier import Classifier, ClassifierOutput
 from .decoder import DeconvDecoder, repeat_switches
 from .scales import Scale, get_scale
-from .transfernet import ForegroundOutput, caffe_xavier_, foreground_from_rows
+from .transfernet import ForegroundOutput, caffe_xavier_, foreground_from_rows, transfer_predict
 
 
-class BaselineNet(nn.Module):
+@register("baselinenet")
+class BaselineNet(Segmenter):
     """BaselineNet with submodules ``classifier`` (frozen in training), ``fc``, ``decoder``.
 
     Args:
@@ -35,11 +37,14 @@ class BaselineNet(nn.Module):
         scale: "paper", "cpu" or a :class:`Scale`.
         in_channels: image channels.
         input_size: the fixed input side (default ``scale.input_size``): it fixes the FC's shape.
+        label_classes / label_fallback / bg_scale: inference rule (``transfernet.transfer_predict``).
     """
 
     def __init__(self, num_classes: int, scale: str | Scale = "cpu", in_channels: int = 3,
-                 input_size: int | None = None) -> None:
+                 input_size: int | None = None, label_classes: list[int] | None = None,
+                 label_fallback: bool = True, bg_scale: float = 0.5) -> None:
         super().__init__()
+        self.label_classes, self.label_fallback, self.bg_scale = label_classes, label_fallback, bg_scale
         self.scale = s = get_scale(scale)
         self.num_classes = num_classes
         self.input_size = input_size or s.input_size
@@ -89,3 +94,7 @@ class BaselineNet(nn.Module):
             return seg, (x,)
 
         return foreground_from_rows(run, images, labels, self.num_classes, bg_scale, return_maps)
+
+    def predict(self, images: Tensor, labels: list[list[int]] | None = None, threshold: float = 0.6) -> SegOutput:
+        """See ``transfernet.transfer_predict``; the frozen classifier also picks the labels."""
+        return transfer_predict(self, images, labels, threshold)

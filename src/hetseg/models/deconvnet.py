@@ -12,16 +12,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .base import SegOutput, Segmenter, register
 from .decoder import DeconvDecoder
 from .scales import Scale, get_scale
 from .vgg import ConvBlock, VGGEncoder, init_conv_
 
 
-class DeconvNet(nn.Module):
+@register("deconvnet")
+class DeconvNet(Segmenter):
     """Encoder-decoder semantic segmentation network.
 
     Args:
-        num_classes: output classes *including* background (21 for VOC, 11 for fashion-scenes).
+        num_classes: K object classes (20 for VOC, 10 for fashion-scenes); the network predicts
+            K+1 channels, background included.
         scale: "paper", "cpu" or a :class:`Scale`.
         in_channels: image channels.
     """
@@ -30,6 +33,7 @@ class DeconvNet(nn.Module):
         super().__init__()
         self.scale = get_scale(scale)
         self.num_classes = num_classes
+        self.input_size = self.scale.input_size
         s = self.scale
         self.encoder = VGGEncoder(s.widths, in_channels, batch_norm=True, pool5=True)
         bn = dict(batch_norm=True)
@@ -39,15 +43,23 @@ class DeconvNet(nn.Module):
         init_conv_(self.fc6)
         init_conv_(self.fc7)
         init_conv_(self.fc6_deconv)
-        self.decoder = DeconvDecoder(s.widths, s.c5, out_channels=num_classes, unpool5=True, batch_norm=True)
+        self.decoder = DeconvDecoder(s.widths, s.c5, out_channels=num_classes + 1, unpool5=True, batch_norm=True)
 
     def forward(self, images: Tensor) -> Tensor:
-        """images (N, C, H, W), H and W multiples of 32 -> logits (N, num_classes, H, W)."""
+        """images (N, C, H, W), H and W multiples of 32 -> logits (N, K+1, H, W)."""
         enc = self.encoder(images)
         x = self.fc6_deconv(self.fc7(self.fc6(enc.features)))
         return self.decoder(x, enc.switches, enc.sizes)
 
     @torch.no_grad()
-    def predict(self, images: Tensor) -> Tensor:
-        """images (N, C, H, W) -> label map (N, H, W) int64 (0 = background). Call ``.eval()`` first."""
-        return self.forward(images).argmax(dim=1)
+    def predict(self, images: Tensor, labels: list[list[int]] | None = None, threshold: float = 0.5) -> SegOutput:
+        """images (N, C, H, W) -> softmax probs (N, K+1, H, W); call ``.eval()`` first.
+
+        A masks-only model has no image-level scores: ``class_scores`` is None, ``identified`` lists
+        the classes present in the argmax, and ``labels``/``threshold`` are ignored (DeconvNet's
+        "-GT" variant is the same as its plain one).
+        """
+        probs = torch.softmax(self.forward(images).float(), dim=1)
+        present = probs.argmax(dim=1).flatten(1)
+        identified = [sorted(int(c) - 1 for c in torch.unique(row) if c > 0) for row in present]
+        return SegOutput(probs, None, identified)

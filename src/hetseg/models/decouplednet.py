@@ -23,11 +23,10 @@ Decisions among reference §7's ambiguities (to be mirrored in docs/ARCHITECTURE
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
+from .base import SegOutput, Segmenter, identify_labels, labels_to_mask, register
 from .bridge import Bridge
 from .classifier import Classifier, ClassifierOutput
 from .decoder import DeconvDecoder, repeat_switches
@@ -35,27 +34,8 @@ from .saliency import class_saliency_rows
 from .scales import Scale, get_scale
 
 
-@dataclass
-class DecoupledOutput:
-    """Result of :meth:`DecoupledNet.predict` at the input resolution.
-
-    label_map (N, H, W) int64: 0 background, k+1 object class k.
-    probs (N, K+1, H, W): per-pixel normalised; channel 0 = background map of g*, channel k+1 =
-        foreground map of class k (0 where k was not identified).
-    class_scores (N, K): sigmoid of the avg-pooled logits.
-    identified: per image, the object indices whose maps were computed (ascending).
-    activations (N, K+1, C5, h, w) or None: the bridge outputs g (channel 0 = g*, k+1 = g_k),
-        zeros for unidentified classes; only with ``return_activations=True``.
-    """
-
-    label_map: Tensor
-    probs: Tensor
-    class_scores: Tensor
-    identified: list[list[int]]
-    activations: Tensor | None = None
-
-
-class DecoupledNet(nn.Module):
+@register("decouplednet")
+class DecoupledNet(Segmenter):
     """DecoupledNet with submodules ``classifier``, ``bridge``, ``decoder``.
 
     Args:
@@ -63,6 +43,9 @@ class DecoupledNet(nn.Module):
         scale: "paper", "cpu" or a :class:`Scale`.
         in_channels: image channels.
         weight_pool: "avg" or "max": which pooled logits ``label_weights`` uses (see module doc).
+        label_classes: object indices that label identification may return (None: all); the
+            TransferNet recipe restricts it to the target classes (docs/TRANSFERNET.md).
+        label_fallback: when no allowed class passes the threshold, take the allowed argmax.
     """
 
     def __init__(
@@ -71,12 +54,16 @@ class DecoupledNet(nn.Module):
         scale: str | Scale = "cpu",
         in_channels: int = 3,
         weight_pool: str = "avg",
+        label_classes: list[int] | None = None,
+        label_fallback: bool = False,
     ) -> None:
         super().__init__()
+        self.label_classes, self.label_fallback = label_classes, label_fallback
         if weight_pool not in ("avg", "max"):
             raise ValueError(f"weight_pool must be 'avg' or 'max', got {weight_pool!r}")
         self.scale = get_scale(scale)
         self.num_classes = num_classes
+        self.input_size = self.scale.input_size
         self.weight_pool = weight_pool
         s = self.scale
         self.classifier = Classifier(num_classes, s, in_channels)
@@ -133,11 +120,17 @@ class DecoupledNet(nn.Module):
     def predict(
         self,
         images: Tensor,
-        threshold: float = 0.5,
         labels: list[list[int]] | None = None,
+        threshold: float = 0.5,
         return_activations: bool = False,
-    ) -> DecoupledOutput:
+    ) -> SegOutput:
         """Label map of each image (reference §1.10); call ``.eval()`` first.
+
+        Returns :class:`SegOutput`: probs (N, K+1, H, W) normalised per pixel (channel 0 = background
+        map of g*, channel k+1 = foreground map of class k, 0 where k was not identified);
+        class_scores (N, K) sigmoid of the avg-pooled logits; identified (ascending object indices);
+        with ``return_activations`` extras["activations"] (N, K+1, C5, h, w): the bridge outputs g
+        (channel 0 = g*, k+1 = g_k), zeros for unidentified classes.
 
         images (N, C, H, W), H and W multiples of 32. ``labels`` (object indices per image)
         replaces the identified set {k : score_k > threshold}. One decoder pass over all
@@ -147,15 +140,9 @@ class DecoupledNet(nn.Module):
         scores = torch.sigmoid(cls_out.logits_avg)  # (N, K): thresholded and used as weights
         n, k = scores.shape
         if labels is None:
-            active = scores > threshold
+            active = identify_labels(scores, threshold, self.label_classes, self.label_fallback)
         else:
-            if len(labels) != n:
-                raise ValueError(f"labels has {len(labels)} entries for {n} images")
-            active = torch.zeros_like(scores, dtype=torch.bool)
-            for i, ls in enumerate(labels):
-                if any(not 0 <= c < k for c in ls):
-                    raise ValueError(f"labels[{i}] = {ls} outside 0..{k - 1}")
-                active[i, list(ls)] = True
+            active = labels_to_mask(labels, n, k, scores.device)
         identified = [torch.nonzero(a).flatten().tolist() for a in active]
 
         # Rows: for each image with labels, g* (w = s * [active]) then one row per label
@@ -193,4 +180,4 @@ class DecoupledNet(nn.Module):
         degenerate = probs.sum(dim=1, keepdim=True) == 0
         probs = probs + (degenerate & ch_active).to(probs.dtype)
         probs = probs / probs.sum(dim=1, keepdim=True)
-        return DecoupledOutput(probs.argmax(dim=1), probs, scores, identified, acts)
+        return SegOutput(probs, scores, identified, None if acts is None else {"activations": acts})

@@ -25,7 +25,7 @@ Decisions (docs/TRANSFERNET.md):
   204,800 -> 1024 in the original).
 * ``feature_scale`` is a persistent buffer (saved with the weights). 0.004 is the original's constant
   for Caffe VGG-16 activations ("roughly into 0-1"); an engine may replace it by a value calibrated
-  on training images for another encoder (see hetseg.engine.transfer).
+  on training images for another encoder (see hetseg.methods.transfernet).
 * init: Caffe "xavier" (uniform, variance 1/fan_in) for feat_embed, label_embed, combined, ip1 and
   cls_score, Gaussian std 0.01 for the attention logits, biases 0 (§3.2); the decoder keeps
   hetseg's Kaiming init (see ``DeconvDecoder``) instead of std 0.01, which starves a BN-free stack.
@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .base import SegOutput, Segmenter, identify_labels, labels_to_mask, register
+from .classifier import Classifier
 from .decoder import DeconvDecoder, repeat_switches
 from .scales import Scale, get_scale
 from .vgg import EncoderOutput, VGGEncoder
@@ -137,8 +139,13 @@ class TransferOutput:
     seg_logits: Tensor | None = None
 
 
-class TransferNet(nn.Module):
-    """TransferNet with submodules ``encoder``, ``attention``, ``cls_head``, ``decoder``.
+@register("transfernet")
+class TransferNet(Segmenter):
+    """TransferNet with submodules ``encoder``, ``attention``, ``cls_head``, ``decoder`` and ``classifier``.
+
+    ``classifier`` is the paper's *separate* multi-label classifier that picks the labels at
+    inference (reference §3.9 step 2); the recipe trains it first and copies its conv layers into
+    ``encoder`` (frozen). It is stored in the model so that a TransferNet run predicts on its own.
 
     Args:
         num_classes: K object classes over both domains (no background).
@@ -149,12 +156,15 @@ class TransferNet(nn.Module):
         embed_dim: factors d; None -> :func:`default_embed_dim`.
         input_size: training/inference side (default ``scale.input_size``); it fixes the attention's
             number of locations, (input_size / 16)^2.
+        label_classes / label_fallback / bg_scale: inference rule (see :func:`transfer_predict`).
     """
 
     def __init__(self, num_classes: int, scale: str | Scale = "cpu", in_channels: int = 3,
                  attention: str = "code", feature_scale: float = 0.004, embed_dim: int | None = None,
-                 input_size: int | None = None) -> None:
+                 input_size: int | None = None, label_classes: list[int] | None = None,
+                 label_fallback: bool = True, bg_scale: float = 0.5) -> None:
         super().__init__()
+        self.label_classes, self.label_fallback, self.bg_scale = label_classes, label_fallback, bg_scale
         self.scale = s = get_scale(scale)
         self.num_classes = num_classes
         self.input_size = input_size or s.input_size
@@ -171,6 +181,7 @@ class TransferNet(nn.Module):
             caffe_xavier_(layer)
         self.decoder = DeconvDecoder(s.widths, 1, 2, unpool5=False, batch_norm=False, first_block=1)
         self.register_buffer("feature_scale", torch.tensor(float(feature_scale)))
+        self.classifier = Classifier(num_classes, s, in_channels)
 
     @property
     def cls_score(self) -> nn.Linear:
@@ -235,6 +246,32 @@ class TransferNet(nn.Module):
             return out.seg_logits, (out.alpha, out.dense)
 
         return foreground_from_rows(run, images, labels, self.num_classes, bg_scale, return_maps)
+
+    def predict(self, images: Tensor, labels: list[list[int]] | None = None, threshold: float = 0.6) -> SegOutput:
+        """See :func:`transfer_predict`; extras: attention alpha and densified attention per label."""
+        return transfer_predict(self, images, labels, threshold, maps=("alpha", "dense"))
+
+
+@torch.no_grad()
+def transfer_predict(net, images: Tensor, labels: list[list[int]] | None, threshold: float,
+                     maps: tuple[str, ...] = ()) -> SegOutput:
+    """Inference of TransferNet and BaselineNet (reference §3.9), one batched decoder pass.
+
+    Labels: ``labels`` (object indices) or the model's ``classifier``: {k in label_classes :
+    sigmoid(avg score_k) > threshold}, else the allowed argmax. probs (N, K+1, H, W) are
+    :func:`decision_scores` (background = the constant 0.5 decision threshold, channel k+1 = P(fg_k)
+    after the background prior ``bg_scale``); class_scores (N, K) the classifier's sigmoid scores.
+    """
+    scores = torch.sigmoid(net.classifier(images).logits_avg.float())
+    n, k = scores.shape
+    if labels is None:
+        active = identify_labels(scores, threshold, net.label_classes, net.label_fallback)
+    else:
+        active = labels_to_mask(labels, n, k, scores.device)
+    identified = [torch.nonzero(a).flatten().tolist() for a in active]
+    fo = net.foreground(images, identified, net.bg_scale, return_maps=bool(maps))
+    extras = dict(zip(maps, fo.maps)) if maps and fo.maps is not None else None
+    return SegOutput(decision_scores(fo.fg, fo.active), scores, identified, extras)
 
 
 @dataclass

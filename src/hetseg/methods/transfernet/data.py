@@ -1,5 +1,5 @@
-"""TransferNet's data (reference §3.8): the augmenting loader, one row per (image, label), and the
-pairing of a whole target sub-batch with a whole source sub-batch (see :mod:`hetseg.engine.transfer`)."""
+"""TransferNet's data (docs/REFERENCE.md §3.8): the augmenting loader, one row per (image, label), and the
+pairing of a whole target sub-batch with a whole source sub-batch (see :mod:`hetseg.methods.transfernet`)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from hetseg.config import Config
 from hetseg.data.crops import binary_target, warp
 from hetseg.data.datasets import SeededDataset
 from hetseg.data.io import read_image, read_mask
-from hetseg.data.records import Split
+from hetseg.data.records import Record, Split, write_split
 from hetseg.data.transforms import to_tensor
-from hetseg.engine.pipeline import load_split
+from hetseg.engine.context import load_split
 from hetseg.errors import HetsegError
 
 
@@ -32,8 +32,8 @@ def augment(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Gener
 
 
 class LabelRows(SeededDataset):
-    """One row per (image, label) of a split with the label in ``classes`` (§7.3 inferred: one line
-    per image and class, one-hot). Items: (image (3,S,S), object index) and, with ``masks``, the
+    """One row per (image, label) of a split with the label in ``classes`` (inferred: one line
+    per image and class, one-hot, docs/REFERENCE.md §3.8). Items: (image (3,S,S), object index) and, with ``masks``, the
     binary target (S,S) int64 of that label (other classes background, void 255)."""
 
     def __init__(self, split: Split, classes: Sequence[int], size: int, masks: bool, seed: int = 0) -> None:
@@ -80,14 +80,32 @@ class DomainPairs(Dataset):
         return (*self.target[i % len(self.target)], *self.source[int(self._perm[i % len(self.source)])])
 
 
-def _rows(cfg: Config, which: str) -> LabelRows:
-    t, size = cfg.transfer, _input_size(cfg)
+def domain_rows(cfg: Config, which: str) -> LabelRows:
+    """The source rows (with masks) or the target rows (labels only) of a transfer run."""
+    t, size = cfg.transfer, input_size(cfg)
     if which == "source":
         return LabelRows(load_split(cfg, t.source_split), t.source_classes, size, True, cfg.seed)
     return LabelRows(load_split(cfg, t.target_split), t.target_classes, size, False, cfg.seed)
 
 
-def _input_size(cfg: Config) -> int:
+def input_size(cfg: Config) -> int:
     from hetseg.models.scales import get_scale
 
     return get_scale(cfg.model.scale).input_size
+
+
+def both_domains_split(cfg: Config, path) -> Split:
+    """Write (atomically) and read the shared classifier's weak split: source-train + target-train
+    images, labels only; ``path`` is absolute, its lines are relative to ``cfg.data.root``."""
+    from pathlib import Path
+
+    records: list[Record] = []
+    seen: set[str] = set()
+    for rel in (cfg.transfer.source_split, cfg.transfer.target_split):
+        for r in load_split(cfg, rel).records:
+            if r.image not in seen:
+                seen.add(r.image)
+                records.append(Record(r.id, r.image, r.labels))
+    write_split(path, records, weak=True)
+    cfg2 = Config.from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "weak_split": str(Path(path))}})
+    return load_split(cfg2, "weak")

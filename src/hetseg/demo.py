@@ -29,8 +29,10 @@ def ensure_scenes(data: str | Path, seed: int = 0, fashion_mnist_dir: str | None
 def run_demo(data: str = "data/fashion-scenes", run_dir: str = "runs/demo", seed: int = 0,
              fashion_mnist_dir: str | None = None) -> int:
     from hetseg.baselines import all_background, best_threshold
-    from hetseg.engine.pipeline import evaluate_run, load_split, train
+    from hetseg.engine.context import load_split
+    from hetseg.engine.evaluate import evaluate_run
     from hetseg.engine.predict import run_predict
+    from hetseg.methods import train
     from hetseg.metrics import format_table
 
     t0 = time.perf_counter()
@@ -49,7 +51,7 @@ def run_demo(data: str = "data/fashion-scenes", run_dir: str = "runs/demo", seed
     print(f"  reproduce: hetseg data scenes --out {data} --seed {seed} && hetseg demo --data {data}")
 
     t1 = time.perf_counter()
-    summaries = train(cfg, ("cls", "seg"), progress=False)
+    summaries = train(cfg, progress=False)
     for name, s in summaries.items():
         print(f"[demo] stage {name}: {s['steps']} steps, effective batch {s['effective_batch']}, "
               f"{s['wall_s']} s {s.get('metrics') or ''}")
@@ -58,6 +60,6 @@ def run_demo(data: str = "data/fashion-scenes", run_dir: str = "runs/demo", seed
     demo_imgs = [val.path(r.image) for r in val.records[:4]]
     run_predict(run_dir, [str(p) for p in demo_imgs], str(Path(run_dir) / "demo_predictions"), overlay=True)
     print(f"[demo] training + eval {time.perf_counter() - t1:.0f} s, total {time.perf_counter() - t0:.0f} s; "
-          f"overlays in {Path(run_dir) / 'demo_predictions' / 'overlays'}")
+          f"figures in {Path(run_dir) / 'demo_predictions' / 'figures'}")
     print(f"demo: mIoU={scores.miou * 100:.1f} (run dir: {run_dir})")
     return 0

@@ -1,0 +1,46 @@
+"""All-or-nothing output: converters write into a staging folder and move it into place at the end.
+
+A converter that refuses bad input half-way (``hetseg data voc-aug``, ``hetseg data coco``) must not
+leave half an output behind nor touch what was there before; with :func:`staged` it writes every
+file under a fresh hidden folder next to its destination and only a successful run moves them in
+(``os.replace``: an existing file, or symlink, at a destination is replaced as a whole; a symlink
+is never written *through*).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _move_tree(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    with os.scandir(src) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        target = dst / e.name
+        if e.is_dir(follow_symlinks=False):
+            _move_tree(Path(e.path), target)
+        else:  # a file, or a symlink (to a file or a folder) moved as the link itself
+            os.replace(e.path, target)
+
+
+@contextmanager
+def staged(dest: str | Path) -> Iterator[Path]:
+    """Yield a fresh folder standing in for ``dest``; on success move its contents into ``dest``.
+
+    On an exception the staging folder is removed and ``dest`` is left exactly as it was.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        _move_tree(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

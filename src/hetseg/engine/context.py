@@ -1,0 +1,101 @@
+"""What every method's recipe needs from a run's config: its splits, class names, command line, and
+a freshly seeded model with its starting weights. Generic: no method or stage names here."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hetseg.config import Config
+from hetseg.data.records import Split, default_root, read_split
+from hetseg.errors import HetsegError
+
+
+def class_names(cfg: Config) -> list[str]:
+    """Config names, else ``<root>/classes.txt``, else generic ``class<i>`` names."""
+    if cfg.data.class_names:
+        return list(cfg.data.class_names)
+    p = Path(cfg.data.root) / "classes.txt"
+    if p.is_file():
+        return [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return ["background"] + [f"class{i}" for i in range(1, cfg.data.num_classes)]
+
+
+def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split:
+    """A split of the run's dataset, or a split file read against *its own* root.
+
+    ``which``: ``weak`` | ``strong`` | ``val`` (the config's split files) or a path relative to
+    ``cfg.data.root`` (or a bare name in ``<root>/splits``) -- read against ``cfg.data.root``; or
+    any other existing split file, read against ``root`` when given, else against the dataset root
+    it lives in (the parent of its ``splits/`` or ``ImageSets/`` folder). A split of another dataset
+    is therefore never scored against this run's images; its files must exist under its root.
+    """
+    data_root = Path(cfg.data.root)
+    rel = {"weak": cfg.data.weak_split, "strong": cfg.data.strong_split, "val": cfg.data.val_split}.get(which)
+    if rel is not None:
+        path = Path(rel) if Path(rel).is_absolute() else data_root / rel
+        return read_split(path, data_root, num_classes=cfg.data.num_classes)
+    for cand in (data_root / which, data_root / "splits" / f"{which}.txt"):
+        if not Path(which).is_absolute() and cand.is_file() and root is None:
+            return read_split(cand, data_root, num_classes=cfg.data.num_classes)
+    path = Path(which)
+    if not path.is_file():
+        raise HetsegError(f"{which}: no such split (not under {data_root} either); fix: give weak, strong, val, "
+                          "a split name in <root>/splits or a split file path")
+    return read_split(path, Path(root) if root is not None else default_root(path), num_classes=cfg.data.num_classes)
+
+
+def command_line() -> str:
+    """The command as typed, for results files (``hetseg ...``)."""
+    return "hetseg " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def init_weights(net: nn.Module, cfg: Config, init_from: str | None) -> str:
+    """Starting weights of a run's model; returns where they came from.
+
+    In order: ``init_from`` (weights only, safetensors), this run's own ``model.safetensors`` (the
+    latest finished stage), ``model.backbone`` (a CPU-scale pretrained backbone), the ImageNet
+    VGG-16 file ``model.vgg_weights`` (paper scale), else the seeded initialisation.
+    """
+    from hetseg.engine.checkpoint import load_weights
+
+    run = Path(cfg.run_dir)
+    if init_from:
+        load_weights(net, init_from)
+        return f"init_from {init_from}"
+    if (run / "model.safetensors").is_file():
+        load_weights(net, run)
+        return "run"
+    if cfg.model.backbone:
+        from hetseg.models.backbone import load_backbone
+
+        try:
+            load_backbone(net, cfg.model.backbone)
+        except ValueError as e:
+            raise HetsegError(f"model.backbone={cfg.model.backbone}: {e}") from None
+        return f"backbone {cfg.model.backbone}"
+    if cfg.model.vgg_weights:
+        from hetseg.models.vgg import load_vgg16_file
+
+        load_vgg16_file(net.classifier if hasattr(net, "classifier") else net, cfg.model.vgg_weights)
+        return f"vgg_weights {cfg.model.vgg_weights}"
+    return "seeded init"
+
+
+def seeded_model(name: str, kwargs: dict, seed: int) -> nn.Module:
+    """``create_model(name, **kwargs)`` whose initial weights depend on the seed only, not on what
+    ran before in the process."""
+    from hetseg.models import create_model
+
+    torch.manual_seed(seed)
+    try:
+        return create_model(name, **kwargs)
+    except ValueError as e:
+        raise HetsegError(f"model.name: {e}; fix: see 'hetseg train --help' for the methods") from None
+
+
+__all__ = ["class_names", "command_line", "init_weights", "load_split", "seeded_model"]

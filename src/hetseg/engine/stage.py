@@ -1,0 +1,109 @@
+"""The generic training stage: a LightningModule around a plain model that knows no method.
+
+A method's stage subclasses :class:`Stage`, says which parts train (``train_parts``), optionally
+which parameters get lr multipliers (``param_groups``), and writes ``training_step``. The base
+class freezes everything else, keeps the frozen parts in eval mode for the whole stage (so their
+BatchNorm statistics and dropout never change: "frozen means frozen", docs/GUARANTEES.md), builds
+the optimizer once (:mod:`hetseg.engine.optim`), moves images to channels_last and tells
+epoch-aware datasets the epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hetseg.config import StageConfig
+from hetseg.engine.optim import ParamGroup, configure_optimizer
+
+
+def freeze(net: nn.Module, train: Sequence[nn.Module] | None) -> list[nn.Module]:
+    """Make only ``train`` (None: all of ``net``) trainable; return the frozen parts to keep in eval.
+
+    The frozen parts are the largest submodules without a trainable parameter (a module with a
+    trainable descendant stays in train mode; its frozen children are listed instead).
+    """
+    if train is None:
+        net.requires_grad_(True)
+        return []
+    net.requires_grad_(False)
+    for m in train:
+        m.requires_grad_(True)
+
+    def frozen_parts(m: nn.Module) -> list[nn.Module]:
+        if not any(p.requires_grad for p in m.parameters()):
+            return [m]
+        return [f for c in m.children() for f in frozen_parts(c)]
+
+    return frozen_parts(net)
+
+
+def masked_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Softmax CE over pixels with 255 ignored, normalised by valid pixels (docs/REFERENCE.md §1.6).
+
+    logits (N, C, H, W), target (N, H, W) int64. A batch whose pixels are all void gives 0 loss and
+    0 gradient instead of NaN (the TransferNet Caffe patch does the same, docs/REFERENCE.md §3.6).
+    """
+    if not bool((target != 255).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), target, ignore_index=255)
+
+
+class Stage(L.LightningModule):
+    """Base of every stage. ``train_parts`` None trains the whole ``net``."""
+
+    def __init__(self, net: nn.Module, sc: StageConfig, train_parts: Sequence[nn.Module] | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.sc = sc
+        self.frozen = freeze(net, train_parts)
+        self._set_modes()
+
+    def _set_modes(self) -> None:
+        # Lightning (>= 2.2) keeps whatever mode each submodule is in when fit starts, so a part
+        # that a previous stage kept frozen would stay in eval mode here: set every mode explicitly.
+        self.net.train()
+        for m in self.frozen:
+            m.eval()
+
+    def param_groups(self) -> list[ParamGroup]:
+        """Override to give some parameters lr multipliers; default: one group, multiplier 1."""
+        return [ParamGroup([p for p in self.net.parameters() if p.requires_grad])]
+
+    def configure_optimizers(self):
+        return configure_optimizer(self.param_groups(), self.sc)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for m in self.frozen:
+            m.eval()
+        return self
+
+    def on_train_start(self) -> None:
+        self._set_modes()
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # Lightning may switch the module to train mode after a validation run; re-assert eval on
+        # the frozen parts before every step (cheap: a flag per submodule).
+        for m in self.frozen:
+            if m.training:
+                m.eval()
+
+    def on_fit_start(self) -> None:
+        if self.sc.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.sc.channels_last:  # images only; masks and label vectors are not 4-D
+            batch = [b.contiguous(memory_format=torch.channels_last) if torch.is_tensor(b) and b.ndim == 4 else b
+                     for b in batch]
+        return batch
+
+    def on_train_epoch_start(self) -> None:
+        ds = self.trainer.train_dataloader.dataset
+        if hasattr(ds, "set_epoch"):
+            ds.set_epoch(self.current_epoch)

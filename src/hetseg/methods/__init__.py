@@ -1,0 +1,28 @@
+"""Methods: each folder is one published system's recipe on the generic engine (docs/ARCHITECTURE.md).
+
+``train(cfg)`` dispatches on ``cfg.model.name`` to the registered method. Adding a method = one
+folder with a :class:`~hetseg.methods.base.Method` subclass registered with ``register_method``,
+plus its import below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hetseg.config import Config
+from hetseg.engine.context import class_names, load_split
+from hetseg.engine.evaluate import evaluate_run
+from hetseg.engine.train import stage_done
+from hetseg.methods import decouplednet, deconvnet, transfernet  # noqa: F401 - registration
+from hetseg.methods.base import METHODS, Method, get_method, register_method
+
+
+def train(cfg: Config, stages: Sequence[str] | None = None, resume: str | None = None, init_from: str | None = None,
+          progress: bool = True, callbacks: Sequence = ()) -> dict:
+    """Train the method ``cfg.model.name`` (its stages, or ``stages``) into ``cfg.run_dir``."""
+    return get_method(cfg.model.name).train(cfg, stages, resume, init_from, progress, callbacks)
+
+
+# The public API benches and apps use (they import methods, never engine internals).
+__all__ = ["METHODS", "Method", "class_names", "evaluate_run", "get_method", "load_split", "register_method",
+           "stage_done", "train"]

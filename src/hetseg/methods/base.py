@@ -1,0 +1,126 @@
+"""A method = a registered model + its stages + its recipe. ``Method.train`` is written once here.
+
+A method folder (``methods/<name>/``) defines a :class:`Method` subclass: which model it builds and
+with which kwargs (``model_kwargs``), its stage names in order, and ``run_stage`` that builds one
+stage's datasets and :class:`hetseg.engine.stage.Stage` and hands them to the generic
+:func:`hetseg.engine.train.run_stage`. Everything around it is shared: the run directory, the
+seeded model, starting weights, skipping finished stages, writing the model file (atomically)
+before the stage's done marker, rank 0 only under torchrun.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import nn
+
+from hetseg.config import Config
+from hetseg.engine.checkpoint import read_model_json, save_model
+from hetseg.engine.context import class_names, command_line, init_weights, seeded_model
+from hetseg.engine.train import is_rank_zero, mark_done, stage_done
+from hetseg.errors import HetsegError
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    """Add a method instance to the registry under ``method.name`` (= ``model.name`` in configs)."""
+    if method.name in METHODS:
+        raise ValueError(f"method {method.name!r} registered twice")
+    METHODS[method.name] = method
+    return method
+
+
+class Method:
+    """Base class; subclasses set ``name``, ``model``, ``stages`` and implement ``run_stage``."""
+
+    name: str = ""
+    model: str = ""                    # registered model name (hetseg.models)
+    stages: tuple[str, ...] = ()       # what ``--stage all`` runs, in order
+    extra_stages: tuple[str, ...] = ()  # stages run only when asked for (e.g. "pre")
+
+    def model_kwargs(self, cfg: Config) -> dict:
+        """Constructor kwargs of the model (JSON-serialisable; stored in model.json)."""
+        return {"num_classes": cfg.data.num_classes - 1, "scale": cfg.model.scale}
+
+    def default_stages(self, cfg: Config) -> tuple[str, ...]:
+        return self.stages
+
+    def threshold(self, cfg: Config) -> float:
+        """The label-identification threshold this method's runs evaluate and predict with."""
+        return cfg.eval.threshold
+
+    def prepare(self, net: nn.Module, cfg: Config, fresh: bool) -> None:
+        """Hook after the starting weights are loaded (``fresh``: the run had no weights yet)."""
+
+    def run_stage(self, stage: str, net: nn.Module, cfg: Config, resume: str | None, callbacks: Sequence,
+                  progress: bool) -> tuple[dict, dict]:
+        """Train one stage; returns (summary, {split role: split record}) for model.json."""
+        raise NotImplementedError
+
+    def after_stage(self, stage: str, net: nn.Module, cfg: Config) -> None:
+        """Hook after the model file of a finished stage is written (rank 0 only)."""
+
+    def build(self, cfg: Config) -> nn.Module:
+        """The seeded, untrained model of a run."""
+        return seeded_model(self.model, self.model_kwargs(cfg), cfg.seed)
+
+    def train(self, cfg: Config, stages: Sequence[str] | None = None, resume: str | None = None,
+              init_from: str | None = None, progress: bool = True, callbacks: Sequence = ()) -> dict:
+        """Train ``stages`` (default: all of this method's) into ``cfg.run_dir``; {stage: summary}."""
+        stages = tuple(stages or self.default_stages(cfg))
+        allowed = self.stages + self.extra_stages
+        for s in stages:
+            if s not in allowed:
+                raise HetsegError(f"--stage {s}: method '{self.name}' has stages {', '.join(allowed)}; "
+                                  f"fix: pick one of them or 'all'")
+        run = Path(cfg.run_dir)
+        if is_rank_zero():
+            cfg.save(run / "config.json")
+        names = class_names(cfg)
+        marked = [s for s in allowed if (run / s / "done.json").is_file()]
+        if marked and not (run / "model.safetensors").is_file():
+            # A finished stage whose weights are gone must not be replaced by fresh weights.
+            raise HetsegError(f"{run / 'model.safetensors'}: missing, but stage '{marked[0]}' is marked done; fix: "
+                              f"restore the file, or delete {run / marked[0] / 'done.json'} to retrain that stage")
+        net = self.build(cfg)
+        fresh = not (run / "model.safetensors").is_file() and not init_from
+        init_weights(net, cfg, init_from)
+        self.prepare(net, cfg, fresh)
+        prev = read_model_json(run) if (run / "model.json").is_file() else {}
+        summaries: dict = {}
+        for stage in stages:
+            done = stage_done(run, stage)
+            if done is None and stage in prev.get("stages", {}):
+                # Killed after the model file and before the marker: the model is the truth.
+                done = prev["stages"][stage]
+                if is_rank_zero():
+                    mark_done(run, done)
+            if done is not None:
+                summaries[stage] = done
+                continue
+            summary, splits = self.run_stage(stage, net, cfg, resume, callbacks, progress)
+            resume = None  # an explicit checkpoint belongs to the first stage only
+            summaries[stage] = summary
+            if not is_rank_zero():
+                continue
+            prev = read_model_json(run) if (run / "model.json").is_file() else {}
+            save_model(run, net, cfg, names, {
+                "method": self.name, "threshold": self.threshold(cfg),
+                "stages": {**prev.get("stages", {}), stage: summary},
+                "splits": {**prev.get("splits", {}), **splits}, "command": command_line()})
+            self.after_stage(stage, net, cfg)
+            mark_done(run, summary)
+            prev = read_model_json(run)
+        return summaries
+
+
+def get_method(name: str) -> Method:
+    """The registered method ``name`` (importing hetseg.methods registers them all)."""
+    import hetseg.methods  # noqa: F401 - registration side effect
+
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise HetsegError(f"model.name={name}: unknown method; fix: choose one of {', '.join(sorted(METHODS))}") from None

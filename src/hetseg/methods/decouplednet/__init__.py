@@ -1,0 +1,98 @@
+"""DecoupledNet (Hong, Noh, Han, NIPS 2015): stage ``cls`` (classifier on the weak set's image
+labels), then stage ``seg`` (bridge + binary decoder on combinatorial crops of the strong set,
+classifier frozen). DecoupledNet-Str is the same method with ``data.weak_split`` = the strong split.
+Optional stage ``pre`` pretrains the CPU-scale classifier on single fashion items and writes
+``RUN/backbone.safetensors`` (the ImageNet stand-in, docs/DECISIONS.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from hetseg.config import Config
+from hetseg.engine.context import load_split
+from hetseg.engine.train import run_stage
+from hetseg.errors import HetsegError
+from hetseg.methods.base import Method, register_method
+from hetseg.methods.decouplednet.stages import ClsStage, PretrainStage, SegStage
+
+
+def crop_dataset(cfg: Config, split_key: str, target: str):
+    """Combinatorial crops of a split's strong images (DecoupledNet Sec. 5); ``target`` binary | multiclass."""
+    from hetseg.data.crops import proposals_available
+    from hetseg.data.datasets import CropDataset
+
+    strong = load_split(cfg, split_key)
+    use_props = cfg.crops.proposals == "selective-search" or (cfg.crops.proposals == "auto" and proposals_available())
+    ds = CropDataset(strong, cfg.data.num_classes, cfg_input_size(cfg), cfg.crops.crops_per_subset,
+                     cfg.crops.full_image_prob, cfg.crops.max_scale, use_props, target, seed=cfg.seed)
+    record = {"file": cfg.data.strong_split if split_key == "strong" else split_key, "images": len(strong.strong()),
+              "checksum": strong.checksum(), "pairs": len(ds.pairs)}
+    return ds, record, "selective-search" if use_props else "random boxes only"
+
+
+def cfg_input_size(cfg: Config) -> int:
+    from hetseg.models.scales import get_scale
+
+    return get_scale(cfg.model.scale).input_size
+
+
+def train_cls(net: nn.Module, cfg: Config, weak_key: str, resume, callbacks, progress) -> tuple[dict, dict]:
+    """Stage ``cls`` on the image labels of split ``weak_key``; validated on the val split's labels."""
+    from hetseg.data.datasets import ImageLabelDataset
+
+    c, size = cfg.data.num_classes, cfg_input_size(cfg)
+    weak = load_split(cfg, weak_key).weak()
+    val = load_split(cfg, "val")
+    train_ds = ImageLabelDataset(weak, c, size, train=True, seed=cfg.seed)
+    val_ds = ImageLabelDataset(val.weak(), c, size, train=False, seed=cfg.seed)
+    summary = run_stage("cls", ClsStage(net, cfg.cls, c - 1), cfg, cfg.cls, train_ds, val_ds, resume,
+                        callbacks, progress)
+    return summary, {"weak": {"file": cfg.data.weak_split if weak_key == "weak" else weak_key,
+                              "images": len(weak), "checksum": weak.checksum()}}
+
+
+class DecoupledNetMethod(Method):
+    name = "decouplednet"
+    model = "decouplednet"
+    stages = ("cls", "seg")
+    extra_stages = ("pre",)
+
+    def model_kwargs(self, cfg: Config) -> dict:
+        return {**super().model_kwargs(cfg), "weight_pool": cfg.model.weight_pool}
+
+    def run_stage(self, stage: str, net: nn.Module, cfg: Config, resume: str | None, callbacks: Sequence,
+                  progress: bool) -> tuple[dict, dict]:
+        if stage == "pre":
+            from hetseg.data.items import item_splits
+
+            if net.classifier.num_classes != 10:
+                raise HetsegError("--stage pre: it pretrains a 10-class classifier on fashion items; fix: run it "
+                                  "with model.name=decouplednet and data.num_classes=11")
+            train_ds, val_ds = item_splits(cfg.data.fashion_mnist_dir or None, cfg_input_size(cfg), cfg.seed,
+                                           cfg.data.pretrain_holdout)
+            summary = run_stage("pre", PretrainStage(net, cfg.pre), cfg, cfg.pre, train_ds, val_ds, resume,
+                                callbacks, progress)
+            return summary, {"pre": {"items": "Fashion-MNIST train", "train": len(train_ds), "held_out": len(val_ds)}}
+        if stage == "cls":
+            return train_cls(net, cfg, "weak", resume, callbacks, progress)
+        train_ds, record, props = crop_dataset(cfg, "strong", "binary")
+        summary = run_stage("seg", SegStage(net, cfg.seg), cfg, cfg.seg, train_ds, None, resume, callbacks, progress)
+        return {**summary, "proposals": props}, {"strong": record}
+
+    def after_stage(self, stage: str, net: nn.Module, cfg: Config) -> None:
+        if stage == "pre":
+            from pathlib import Path
+
+            from safetensors.torch import save_file
+
+            from hetseg.io_atomic import write_atomic
+            from hetseg.models.backbone import backbone_state
+
+            state = backbone_state(net)
+            write_atomic(Path(cfg.run_dir) / "backbone.safetensors", lambda tmp: save_file(state, tmp))
+
+
+METHOD = register_method(DecoupledNetMethod())

@@ -1,0 +1,418 @@
+"""Bad input to the data layer: each case raises ONE line ``<file>: <problem>; fix: <fix>`` and writes nothing.
+
+Every test here fails without its fix (it was written against the silent behaviour first).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+from conftest import FIXTURES, VOC_ROOT
+from PIL import Image
+
+from hetseg.cli import main
+from hetseg.data.coco import build_coco_split
+from hetseg.data.datasets import CropDataset
+from hetseg.data.io import read_mask, read_pair
+from hetseg.data.records import Record, Split, load_cls_labels_npy, load_labels_json, read_split
+from hetseg.data.sbd import build_voc_aug
+from hetseg.data.voc import voc_split
+from hetseg.errors import DataError
+
+pytestmark = pytest.mark.usefixtures("fixtures")
+
+JPG32, JPG33 = VOC_ROOT / "JPEGImages" / "2007_000032.jpg", VOC_ROOT / "JPEGImages" / "2007_000033.jpg"
+PNG32 = VOC_ROOT / "SegmentationClass" / "2007_000032.png"  # 281 x 500, the mask of JPG32
+SBD_MAT = FIXTURES / "sbd" / "cls" / "2008_000783.mat"  # 333 x 500
+SBD_JPG = FIXTURES / "sbd" / "img" / "2008_000783.jpg"  # 333 x 500
+IRN = FIXTURES / "weak_labels" / "irn" / "voc12" / "cls_labels.npy"
+
+
+def raises_one_line(fn, *args, name: str, contains: str = "", **kw) -> str:
+    """Call ``fn``; it must raise a DataError whose one-line message names ``name`` and has ``contains``."""
+    with pytest.raises(DataError) as e:
+        fn(*args, **kw)
+    msg = str(e.value)
+    assert "\n" not in msg and "; fix: " in msg, msg
+    assert name in msg, msg
+    assert contains in msg, msg
+    return msg
+
+
+def cli_one_line(argv: list[str], capsys, contains: str) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hetseg: error: ") and "Traceback" not in err, err
+    assert contains in err, err
+    return err
+
+
+def dataset(tmp_path, pairs: dict[str, tuple], labels: dict | None = None):
+    """A root with JPEGImages/<id>.jpg and SegmentationClass/<id>.png copied from (jpg, png|None)."""
+    root = tmp_path / "ds"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "SegmentationClass").mkdir()
+    (root / "splits").mkdir()
+    for rid, (jpg, png) in pairs.items():
+        shutil.copyfile(jpg, root / "JPEGImages" / f"{rid}.jpg")
+        if png is not None:
+            shutil.copyfile(png, root / "SegmentationClass" / f"{rid}.png")
+    if labels is not None:
+        (root / "labels.json").write_text(json.dumps(labels))
+    return root
+
+
+# 1. A training mask of another size than its image --------------------------------------------------
+
+
+def test_crop_dataset_refuses_mask_of_another_size(tmp_path):
+    root = dataset(tmp_path, {"a": (JPG33, PNG32)})  # image 366x500, mask 281x500
+    split = Split(root, [Record("a", "JPEGImages/a.jpg", (1, 15), "SegmentationClass/a.png")], "train", 21)
+    msg = raises_one_line(CropDataset, split, 21, 32, name="SegmentationClass/a.png", contains="mask is 281x500")
+    assert "JPEGImages/a.jpg is 366x500" in msg
+    good = Split(root, [Record("a", "JPEGImages/a.jpg", (1,), "SegmentationClass/a.png")], "train", 21)
+    shutil.copyfile(JPG32, root / "JPEGImages" / "a.jpg")
+    assert len(CropDataset(good, 21, 32, crops_per_subset=2)) == 2  # the matching pair is accepted
+
+
+def test_crop_dataset_without_masks_is_a_data_error(tmp_path):
+    root = dataset(tmp_path, {"a": (JPG32, None)})
+    split = Split(root, [Record("a", "JPEGImages/a.jpg", (1,))], "weak", 21, meta={"split_file": "splits/weak.txt"})
+    raises_one_line(CropDataset, split, 21, 32, name="splits/weak.txt", contains="no strong (masked) images")
+
+
+# 2. voc-aug writes an SBD (or VOC) mask whose size differs from its image ---------------------------
+
+
+def _voc_sbd(tmp_path, sbd_image=SBD_JPG, voc_mask_of_032=PNG32):
+    voc = tmp_path / "VOC2012"
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (voc / "JPEGImages").mkdir()
+    (voc / "SegmentationClass").mkdir()
+    shutil.copyfile(JPG32, voc / "JPEGImages" / "2007_000032.jpg")
+    shutil.copyfile(voc_mask_of_032, voc / "SegmentationClass" / "2007_000032.png")
+    shutil.copyfile(sbd_image, voc / "JPEGImages" / "2008_000783.jpg")
+    (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("2007_000032\n")
+    (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("2007_000032x\n")
+    shutil.copyfile(JPG33, voc / "JPEGImages" / "2007_000032x.jpg")
+    shutil.copyfile(VOC_ROOT / "SegmentationClass" / "2007_000033.png", voc / "SegmentationClass" / "2007_000032x.png")
+    ds = tmp_path / "sbd" / "dataset"
+    (ds / "cls").mkdir(parents=True)
+    shutil.copyfile(SBD_MAT, ds / "cls" / "2008_000783.mat")
+    (ds / "train.txt").write_text("2008_000783\n")
+    (ds / "val.txt").write_text("2007_000032\n")
+    return voc, ds
+
+
+def test_voc_aug_refuses_sbd_mask_of_another_size(tmp_path, capsys):
+    voc, sbd = _voc_sbd(tmp_path, sbd_image=JPG33)  # the .mat is 333x500, this image 366x500
+    msg = raises_one_line(build_voc_aug, voc, sbd, name="2008_000783.mat", contains="is 333x500 (HxW)")
+    assert "2008_000783.jpg is 366x500" in msg
+    assert not (voc / "SegmentationClassAug").exists()  # all or nothing: no half-written folder
+    assert not (voc / "ImageSets" / "Segmentation" / "train_aug.txt").exists()
+    assert not [p for p in voc.iterdir() if p.name.startswith(".")]  # the staging folder is gone
+    cli_one_line(["data", "voc-aug", "--voc-root", str(voc), "--sbd-root", str(sbd), "--expect-count", "0"],
+                 capsys, "2008_000783.mat")
+
+
+def test_voc_aug_refuses_voc_mask_of_another_size_and_keeps_old_output(tmp_path):
+    voc, sbd = _voc_sbd(tmp_path, voc_mask_of_032=VOC_ROOT / "SegmentationClass" / "2007_000033.png")
+    (voc / "SegmentationClassAug").mkdir()
+    (voc / "SegmentationClassAug" / "2007_000032.png").write_bytes(b"previous output")
+    raises_one_line(build_voc_aug, voc, sbd, name="SegmentationClass/2007_000032.png", contains="mask is 366x500")
+    assert (voc / "SegmentationClassAug" / "2007_000032.png").read_bytes() == b"previous output"
+    assert sorted(p.name for p in (voc / "SegmentationClassAug").iterdir()) == ["2007_000032.png"]
+
+
+def test_voc_aug_still_builds_matching_pairs(tmp_path):
+    voc, sbd = _voc_sbd(tmp_path)
+    stats = build_voc_aug(voc, sbd)
+    assert (stats["from_voc"], stats["from_sbd"], stats["train_aug"]) == (2, 1, 2)
+    assert read_mask(voc / "SegmentationClassAug" / "2008_000783.png").shape == (333, 500)
+
+
+# 3. A symlink inside the dataset root that points outside it ----------------------------------------
+
+
+def test_file_symlink_leaving_the_root_is_refused(tmp_path):
+    root = dataset(tmp_path, {"a": (JPG32, None)}, {"a": [1], "b": [1]})
+    secret = tmp_path / "outside" / "secret.jpg"
+    secret.parent.mkdir()
+    shutil.copyfile(JPG33, secret)
+    (root / "JPEGImages" / "b.jpg").symlink_to(secret)
+    (root / "splits" / "train.txt").write_text("JPEGImages/a.jpg\nJPEGImages/b.jpg\n")
+    msg = raises_one_line(read_split, root / "splits" / "train.txt", name="train.txt",
+                          contains="line 2: 'JPEGImages/b.jpg' is a symlink to ")
+    assert str(secret) in msg and "outside the dataset root" in msg
+    # the same through a relative link with '..' and through read_pair
+    (root / "JPEGImages" / "b.jpg").unlink()
+    (root / "JPEGImages" / "b.jpg").symlink_to("../../outside/secret.jpg")
+    raises_one_line(read_split, root / "splits" / "train.txt", check_files=False, name="train.txt", contains="line 2")
+    raises_one_line(read_pair, root, Record("b", "JPEGImages/b.jpg", (1,)), name="b.jpg", contains="symlink")
+
+
+def test_symlinks_that_stay_in_the_dataset_are_followed(tmp_path):
+    root = tmp_path / "ds"
+    (root / "splits").mkdir(parents=True)
+    (root / "JPEGImages").symlink_to(VOC_ROOT / "JPEGImages", target_is_directory=True)  # folder link: allowed
+    (root / "SegmentationClass").mkdir()
+    (root / "SegmentationClass" / "real.png").write_bytes(PNG32.read_bytes())
+    (root / "SegmentationClass" / "2007_000032.png").symlink_to("real.png")  # file link inside the root
+    (root / "splits" / "s.txt").write_text("JPEGImages/2007_000032.jpg SegmentationClass/2007_000032.png\n")
+    s = read_split(root / "splits" / "s.txt", num_classes=21)
+    assert s.records[0].labels == (1, 15)
+    (root / "SegmentationClass" / "loop.png").symlink_to("loop.png")
+    (root / "splits" / "loop.txt").write_text("JPEGImages/2007_000032.jpg SegmentationClass/loop.png\n")
+    raises_one_line(read_split, root / "splits" / "loop.txt", name="loop.txt",
+                    contains="line 1: 'SegmentationClass/loop.png' is a symlink loop")
+
+
+# 4. Duplicate and colliding ids in a split file -----------------------------------------------------
+
+
+def test_split_with_an_image_listed_twice(tmp_path):
+    root = dataset(tmp_path, {"a": (JPG32, None), "b": (JPG33, None)}, {"a": [1], "b": [1]})
+    (root / "splits" / "dup.txt").write_text("JPEGImages/a.jpg\nJPEGImages/b.jpg\n\nJPEGImages/a.jpg\n")
+    raises_one_line(read_split, root / "splits" / "dup.txt", name="dup.txt",
+                    contains="line 4: id 'a' is listed again (first on line 1)")
+
+
+def test_split_with_two_files_of_one_id(tmp_path):
+    root = dataset(tmp_path, {"a": (JPG32, None)}, {"a": [1]})
+    (root / "other").mkdir()
+    shutil.copyfile(JPG33, root / "other" / "a.png")
+    (root / "splits" / "clash.txt").write_text("JPEGImages/a.jpg\nother/a.png\n")
+    raises_one_line(read_split, root / "splits" / "clash.txt", name="clash.txt",
+                    contains="line 2: 'other/a.png' has the id 'a' of 'JPEGImages/a.jpg' on line 1")
+
+
+def test_voc_image_set_with_a_repeated_id(tmp_path):
+    root = tmp_path / "VOC2012"
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("2007_000032\n2007_000039\n2007_000032\n")
+    raises_one_line(voc_split, root, "train", check_files=False, name="train.txt",
+                    contains="line 3: id '2007_000032' is listed again (first on line 1)")
+
+
+def test_split_line_with_three_fields(tmp_path):
+    (tmp_path / "s.txt").write_text("JPEGImages/a.jpg SegmentationClass/a.png extra\n")
+    raises_one_line(read_split, tmp_path / "s.txt", check_files=False, name="s.txt", contains="got 3 fields")
+
+
+# 5. labels.json ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text,contains", [
+    ('{"a": [2.7]}', "image 'a': label 2.7 is not an integer"),
+    ('{"a": [2.0]}', "image 'a': label 2.0 is not an integer"),
+    ('{"a": [true]}', "image 'a': label True is not an integer"),
+    ('{"a": ["3"]}', "image 'a': label '3' is not an integer"),
+    ('{"a": 3}', "image 'a': labels are 3, not a list"),
+    ('{"a": {"3": 1}}', "not a list"),
+    ('[["a", [1]]]', "holds a JSON list, expected an object"),
+    ('{"a": [0]}', "labels [0] outside [1, 255)"),
+    ('{"a": [255]}', "labels [255] outside [1, 255)"),
+    ('{"a": [-1, 3]}', "labels [-1] outside"),
+    ('{"a": [3, 3]}', "image 'a': label 3 is listed twice"),
+    ('{"a": [1], "a": [2]}', "image id 'a' is listed twice"),
+])
+def test_bad_labels_json(tmp_path, text, contains):
+    (tmp_path / "labels.json").write_text(text)
+    raises_one_line(load_labels_json, tmp_path / "labels.json", name="labels.json", contains=contains)
+
+
+def test_labels_json_checked_through_read_split(tmp_path):
+    root = dataset(tmp_path, {"a": (JPG32, None)}, {"a": [2.7]})
+    (root / "splits" / "w.txt").write_text("JPEGImages/a.jpg\n")
+    raises_one_line(read_split, root / "splits" / "w.txt", name="labels.json", contains="label 2.7")
+    (root / "labels.json").write_text('{"a": [21]}')
+    raises_one_line(read_split, root / "splits" / "w.txt", num_classes=21, name="w.txt",
+                    contains="[21] outside [1, 21)")
+    (root / "labels.json").write_bytes(b'{"a": [1], "\xff": [2]}')
+    raises_one_line(read_split, root / "splits" / "w.txt", name="labels.json", contains="not UTF-8")
+    raises_one_line(read_split, root / "splits" / "w.txt", labels={"a": [2.7]}, name="w.txt", contains="label 2.7")
+
+
+# 6. Non-UTF-8 and empty split files -----------------------------------------------------------------
+
+
+def test_split_file_not_utf8(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("JPEGImages/a.jpg\nJPEGImages/caf\xe9.jpg\n".encode("latin-1"))
+    raises_one_line(read_split, tmp_path / "latin1.txt", check_files=False, name="latin1.txt",
+                    contains="line 2: byte 0xe9 (offset 31) is not UTF-8")
+    root = tmp_path / "VOC2012"
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    shutil.copyfile(PNG32, root / "ImageSets" / "Segmentation" / "train.txt")  # a PNG passed as a list
+    raises_one_line(voc_split, root, "train", name="train.txt", contains="is not UTF-8")
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n   \n"])
+def test_empty_split_file(tmp_path, text):
+    (tmp_path / "empty.txt").write_text(text)
+    raises_one_line(read_split, tmp_path / "empty.txt", name="empty.txt", contains="lists no images")
+
+
+def test_utf8_bom_is_not_part_of_the_first_id(tmp_path):
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf2007_000032\n")
+    s = read_split(tmp_path / "bom.txt", root=VOC_ROOT, labels={"2007_000032": [1, 15]}, check_files=False)
+    assert s.records[0].id == "2007_000032"
+
+
+def test_split_naming_a_directory_as_mask(tmp_path):
+    root = dataset(tmp_path, {"a": (JPG32, None)})
+    (root / "SegmentationClass" / "a.png").mkdir()
+    (root / "splits" / "s.txt").write_text("JPEGImages/a.jpg SegmentationClass/a.png\n")
+    raises_one_line(read_split, root / "splits" / "s.txt", name="s.txt", contains="is a directory, not a file")
+    raises_one_line(read_mask, root / "SegmentationClass" / "a.png", name="a.png", contains="is a directory")
+
+
+# 7. COCO -------------------------------------------------------------------------------------------
+
+
+def _coco(tmp_path, images: list[dict], anns: list[dict], files: dict[str, tuple[int, int]] | None = None):
+    img_dir = tmp_path / "images"
+    for rel, (w, h) in (files or {im["file_name"]: (im["width"], im["height"]) for im in images}).items():
+        (img_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (w, h), (90, 120, 30)).save(img_dir / rel)
+    ann = tmp_path / "instances.json"
+    ann.write_text(json.dumps({"images": images, "annotations": anns,
+                               "categories": [{"id": 8, "name": "truck"}, {"id": 23, "name": "bear"}]}))
+    return ann, img_dir
+
+
+def _img(i, fn, w=40, h=30):
+    return {"id": i, "file_name": fn, "width": w, "height": h}
+
+
+def _ann(i, img, cat, segm):
+    return {"id": i, "image_id": img, "category_id": cat, "iscrowd": 0, "segmentation": segm}
+
+
+SQUARE = [[0, 0, 20, 0, 20, 20, 0, 20]]
+
+
+def test_coco_polygon_below_three_points_drops_the_annotation_and_its_label(tmp_path):
+    ann, imgs = _coco(tmp_path, [_img(1, "x.jpg"), _img(2, "y.jpg")],
+                      [_ann(10, 1, 23, [[1, 1, 5, 5]]),  # bear: 2 points, no area
+                       _ann(11, 1, 8, SQUARE),  # truck: a real square
+                       _ann(12, 2, 23, [[3, 3, 9, 9]])])  # y.jpg: only a degenerate bear
+    s = build_coco_split(ann, imgs, tmp_path / "out", "coco60_transfernet", name="t")
+    assert [(r.id, r.labels) for r in s.records] == [("x", (21,))]  # no bear label without a bear pixel
+    assert s.meta["dropped_annotations"] == [10, 12] and s.meta["skipped_empty"] == 1
+    assert set(np.unique(read_mask(tmp_path / "out" / "SegmentationClass" / "x.png"))) == {0, 21}
+
+
+@pytest.mark.parametrize("fn,contains", [("../secret.jpg", "is absolute or has '..'"),
+                                         ("/etc/passwd", "is absolute or has '..'"),
+                                         ("sub/../../secret.jpg", "is absolute or has '..'")])
+def test_coco_file_name_outside_images_is_refused(tmp_path, fn, contains):
+    ann, imgs = _coco(tmp_path, [_img(1, fn)], [_ann(10, 1, 8, SQUARE)], files={"ok.jpg": (40, 30)})
+    raises_one_line(build_coco_split, ann, imgs, tmp_path / "out", "coco60_transfernet", name="instances.json",
+                    contains=f"image 1: file_name '{fn}' {contains}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_coco_file_symlink_out_of_images_is_refused(tmp_path):
+    ann, imgs = _coco(tmp_path, [_img(1, "x.jpg")], [_ann(10, 1, 8, SQUARE)], files={"real.jpg": (40, 30)})
+    (imgs / "x.jpg").symlink_to(tmp_path / "elsewhere.jpg")
+    shutil.copyfile(imgs / "real.jpg", tmp_path / "elsewhere.jpg")
+    raises_one_line(build_coco_split, ann, imgs, tmp_path / "out", "coco60_transfernet", name="instances.json",
+                    contains="is a symlink to")
+
+
+def test_coco_two_images_with_one_basename(tmp_path, capsys):
+    ann, imgs = _coco(tmp_path, [_img(1, "a/x.jpg"), _img(2, "b/x.jpg")],
+                      [_ann(10, 1, 8, SQUARE), _ann(11, 2, 8, SQUARE)])
+    raises_one_line(build_coco_split, ann, imgs, tmp_path / "out", "coco60_transfernet", name="instances.json",
+                    contains="images 1 ('a/x.jpg') and 2 ('b/x.jpg') share the basename 'x.jpg'")
+    assert not (tmp_path / "out").exists()
+    ann2, _ = _coco(tmp_path, [_img(1, "x.jpg"), _img(2, "x.png")], [_ann(10, 1, 8, SQUARE)])
+    cli_one_line(["data", "coco", "--ann", str(ann2), "--images", str(imgs), "--out", str(tmp_path / "out")], capsys,
+                 "share the stem 'x'")
+
+
+def test_coco_output_image_of_another_source_is_not_overwritten(tmp_path):
+    ann, imgs = _coco(tmp_path, [_img(1, "x.jpg")], [_ann(10, 1, 8, SQUARE)])
+    out = tmp_path / "out"
+    (out / "JPEGImages").mkdir(parents=True)
+    shutil.copyfile(JPG32, out / "JPEGImages" / "x.jpg")
+    raises_one_line(build_coco_split, ann, imgs, out, "coco60_transfernet", name="JPEGImages/x.jpg",
+                    contains="already exists and is another image")
+    assert (out / "JPEGImages" / "x.jpg").read_bytes() == JPG32.read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == ["JPEGImages"]
+    shutil.rmtree(out)
+    first = build_coco_split(ann, imgs, out, "coco60_transfernet", name="t")
+    again = build_coco_split(ann, imgs, out, "coco60_transfernet", name="t")  # a re-run replaces its own output
+    assert first.records == again.records and read_split(out / "splits" / "t.txt").records == first.records
+    assert os.readlink(out / "JPEGImages" / "x.jpg").startswith("../sources/images-")
+
+
+@pytest.mark.parametrize("data,contains", [
+    ({"annotations": []}, "it has no 'images' list"),
+    ({"images": []}, "it has no 'annotations' list"),
+    ({"images": {}, "annotations": []}, "has a dict as 'images'"),
+    ({"images": [{"id": 1, "file_name": "x.jpg", "width": 4, "height": 4}],
+      "annotations": [{"id": 5, "image_id": 2, "category_id": 8}]}, "annotation 5 refers to image 2"),
+    ({"images": [{"id": 1, "file_name": "x.jpg", "width": 4, "height": 4}] * 2, "annotations": []},
+     "image id 1 is listed twice"),
+    ({"images": [{"id": 1, "file_name": "x.jpg", "height": 4}], "annotations": []}, "'width' is None"),
+])
+def test_coco_json_without_the_needed_lists(tmp_path, data, contains):
+    (tmp_path / "instances.json").write_text(json.dumps(data))
+    raises_one_line(build_coco_split, tmp_path / "instances.json", tmp_path, tmp_path / "out", "coco60_transfernet",
+                    name="instances.json", contains=contains)
+
+
+# 8. cls_labels.npy is read without running its pickle -----------------------------------------------
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.marker}'",)
+
+
+def _npy_with_pickle(path, obj) -> None:
+    """An object-array .npy exactly as np.save writes one, its payload an arbitrary pickle."""
+    from numpy.lib import format as npformat
+
+    buf = io.BytesIO()
+    npformat.write_array_header_1_0(buf, {"descr": "|O", "fortran_order": False, "shape": ()})
+    path.write_bytes(buf.getvalue() + pickle.dumps(obj, protocol=2))
+
+
+def test_cls_labels_pickle_calling_os_system_is_never_run(tmp_path):
+    marker = tmp_path / "PWNED"
+    _npy_with_pickle(tmp_path / "cls_labels.npy", {"2007_000032": _Payload(marker)})
+    raises_one_line(load_cls_labels_npy, tmp_path / "cls_labels.npy", name="cls_labels.npy",
+                    contains="refused to unpickle: the pickle asks for posix.system (nothing was run")
+    assert not marker.exists()
+    _npy_with_pickle(tmp_path / "eval.npy", np.array(_Payload(marker), dtype=object))  # hidden in an object array
+    raises_one_line(load_cls_labels_npy, tmp_path / "eval.npy", name="eval.npy", contains="posix.system")
+    assert not marker.exists()
+
+
+def test_cls_labels_real_files_still_load_and_bad_keys_are_refused(tmp_path):
+    labels = load_cls_labels_npy(IRN)
+    assert len(labels) == 12031 and labels["2007_000063"] == (9, 12)
+    np.save(tmp_path / "clash.npy", {"2007_000032": np.ones(20, np.float32), np.int32(2007000032): np.ones(20)},
+            allow_pickle=True)
+    raises_one_line(load_cls_labels_npy, tmp_path / "clash.npy", name="clash.npy", contains="two keys name image")
+    np.save(tmp_path / "float_key.npy", {2.5: np.ones(20)}, allow_pickle=True)
+    raises_one_line(load_cls_labels_npy, tmp_path / "float_key.npy", name="float_key.npy", contains="key 2.5")
+
+
+def test_data_splits_on_a_split_without_masks(tmp_path, capsys):
+    root = dataset(tmp_path, {"a": (JPG32, None)}, {"a": [1]})
+    (root / "splits" / "weak.txt").write_text("JPEGImages/a.jpg\n")
+    cli_one_line(["data", "splits", "--split", str(root / "splits" / "weak.txt"), "--per-class", "1"], capsys,
+                 "no line names a mask")
+    assert sorted(p.name for p in (root / "splits").iterdir()) == ["weak.txt"]

@@ -1,0 +1,58 @@
+"""Config: load deep-merges exactly as override does; every field is type- and range-checked."""
+
+from __future__ import annotations
+
+import pytest
+
+from hetseg.cli import main
+from hetseg.config import Config
+from hetseg.errors import HetsegError
+
+
+def test_load_and_override_give_the_same_config(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("cls: {steps: 600}\nmodel: {scale: paper}\ntransfer: {att: {lr: 0.002}}\n")
+    loaded = Config.load(p)
+    overridden = Config().override(["cls.steps=600", "model.scale=paper", "transfer.att.lr=0.002"])
+    assert loaded == overridden
+    # the partly given section keeps *its own* defaults (cls is Adam), not StageConfig's class defaults
+    assert loaded.cls.optimizer == "adam" and loaded.cls.lr == Config().cls.lr
+    assert loaded.transfer.att.steps == Config().transfer.att.steps
+
+
+@pytest.mark.parametrize("text, key", [
+    ("cls: {steps: abc}", "cls.steps"), ("cls: {batch_size: 0}", "cls.batch_size"),
+    ("data: {num_classes: 0}", "data.num_classes"), ("cls: 5", "cls"), ("seg: {steps: 1.5}", "seg.steps"),
+    ("cls: {optimizer: adamw}", "cls.optimizer"), ("model: {scale: huge}", "model.scale"),
+    ("seg: {lr: -1}", "seg.lr"), ("cls: {stpes: 3}", "cls.stpes"), ("eval: {threshold: .nan}", "eval.threshold"),
+    ("seed: true", "seed"), ("data: {class_names: [1, 2]}", "data.class_names[]"),
+])
+def test_bad_config_file_is_one_line_naming_file_and_key(tmp_path, text, key):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text + "\n")
+    with pytest.raises(HetsegError) as e:
+        Config.load(p)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(str(p)) and key in msg and "fix:" in msg
+
+
+@pytest.mark.parametrize("item", ["cls.steps=abc", "cls.steps=1.5", "cls.batch_size=0", "cls=5", "nope.x=1", "cls.steps"])
+def test_bad_override_is_one_line_naming_it(item):
+    with pytest.raises(HetsegError) as e:
+        Config().override([item])
+    assert "\n" not in str(e.value) and str(e.value).startswith(item)
+
+
+def test_cli_reports_config_errors_on_one_line(tmp_path, capsys):
+    p = tmp_path / "bad.yaml"
+    p.write_text("cls: {steps: abc}\n")
+    assert main(["train", "--config", str(p), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hetseg: error: ") and "cls.steps" in err[0]
+    assert not (tmp_path / "run").exists()  # nothing written for a refused config
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = Config().override(["cls.steps=7", "transfer.target_classes=[2, 3]"])
+    cfg.save(tmp_path / "config.json")
+    assert Config.load(tmp_path / "config.json") == cfg

@@ -1,0 +1,189 @@
+"""The run-directory and input guarantees of docs/GUARANTEES.md, each tested."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FMNIST_DIR
+from PIL import Image
+
+from hetseg.cli import main
+from hetseg.config import Config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    from hetseg.data.scenes import generate_scenes
+
+    out = tmp_path_factory.mktemp("g_scenes")
+    generate_scenes(out, seed=4, num_train=60, num_val=8, size=96, fashion_mnist_dir=FMNIST_DIR, workers=1)
+    return out
+
+
+def _cfg(root: Path, run: Path) -> Config:
+    return Config(run_dir=str(run)).override([
+        f"data.root={root}", "cls.steps=3", "cls.batch_size=4", "cls.checkpoint_every=1", "seg.steps=3",
+        "seg.batch_size=4", "seg.checkpoint_every=1", "crops.crops_per_subset=2", "crops.proposals=none"])
+
+
+@pytest.fixture(scope="module")
+def trained(scenes, tmp_path_factory) -> tuple[Config, Path, dict]:
+    from safetensors.torch import load_file
+
+    from hetseg.methods import train
+
+    run = tmp_path_factory.mktemp("g_run") / "run"
+    cfg = _cfg(scenes, run)
+    train(cfg, ("cls",), progress=False)
+    after_cls = load_file(str(run / "model.safetensors"))
+    train(cfg, progress=False)
+    return cfg, run, after_cls
+
+
+def test_frozen_classifier_is_unchanged_by_stage_seg(trained):
+    """Parameters *and buffers* (BN running statistics, counters) of the frozen classifier."""
+    from safetensors.torch import load_file
+
+    _, run, after_cls = trained
+    final = load_file(str(run / "model.safetensors"))
+    cls_keys = [k for k in after_cls if k.startswith("classifier.")]
+    assert cls_keys and all(torch.equal(after_cls[k], final[k]) for k in cls_keys)
+    assert any(not torch.equal(after_cls[k], final[k]) for k in final if k.startswith("bridge."))
+
+
+def test_crafted_pickle_checkpoint_is_refused_and_never_executed(trained, tmp_path, capsys):
+    cfg, run, _ = trained
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    evil = tmp_path / "evil.ckpt"
+    evil.write_bytes(pickle.dumps({"state_dict": Payload(), "global_step": 1}))
+    run2 = tmp_path / "run2"
+    argv = ["train", "--run-dir", str(run2), "--stage", "cls", "--resume", str(evil), "--no-progress",
+            f"data.root={cfg.data.root}", "cls.steps=2", "cls.batch_size=4"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"hetseg: error: {evil}: ") and "fix:" in err[0]
+    assert not marker.exists()
+    # the same file planted as a run's auto-resume checkpoint
+    (run2 / "cls" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run2 / "cls" / "checkpoints" / "last.ckpt").write_bytes(evil.read_bytes())
+    assert main(argv[:6] + argv[8:]) == 2
+    assert not marker.exists()
+
+
+def test_killed_between_model_file_and_marker_finishes_the_marker(trained):
+    from hetseg.methods import train
+
+    cfg, run, _ = trained
+    done = json.loads((run / "seg" / "done.json").read_text())
+    before = (run / "model.safetensors").read_bytes()
+    (run / "seg" / "done.json").unlink()
+    out = train(cfg, progress=False)
+    assert out["seg"] == done and (run / "model.safetensors").read_bytes() == before
+    assert json.loads((run / "seg" / "done.json").read_text()) == done
+
+
+def test_stage_marked_done_without_its_model_is_refused(trained, tmp_path, capsys):
+    import shutil
+
+    cfg, run, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "model.safetensors").unlink()
+    argv = ["train", "--run-dir", str(copy), "--no-progress", f"data.root={cfg.data.root}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "marked done" in err[0] and "fix:" in err[0]
+    (copy / "model.safetensors").write_bytes(b"\0" * 10)  # truncated weights
+    assert main(argv) == 2
+    assert "unreadable safetensors" in capsys.readouterr().err
+
+
+def test_predict_never_overwrites_inputs_or_collides(trained, tmp_path, capsys):
+    _, run, _ = trained
+    inp = tmp_path / "photos"
+    inp.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.jpg", "b.png"):
+        Image.fromarray(rng.integers(0, 255, (40, 60, 3), np.uint8)).save(inp / name)
+    before = {p.name: p.read_bytes() for p in inp.iterdir()}
+    assert main(["predict", "--checkpoint", str(run), "--input", str(inp), "--output", str(inp)]) == 2
+    assert "holds the input" in capsys.readouterr().err
+    Image.fromarray(rng.integers(0, 255, (40, 60, 3), np.uint8)).save(inp / "a.png")
+    before["a.png"] = (inp / "a.png").read_bytes()
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(run), "--input", str(inp), "--output", str(out)]) == 2
+    assert "same a.png" in capsys.readouterr().err and not out.exists()
+    assert {p.name: p.read_bytes() for p in inp.iterdir()} == before
+    assert main(["predict", "--checkpoint", str(run), "--input", str(inp / "b.png"), "--output", str(out),
+                 "--threshold", "nan"]) == 2
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    from hetseg.errors import HetsegError
+    from hetseg.io_atomic import write_atomic, write_json
+
+    target = write_json(tmp_path / "done.json", {"ok": 1})
+
+    def fail(tmp):
+        Path(tmp).write_text("half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(HetsegError, match="write failed"):
+        write_atomic(target, fail)
+    assert json.loads(target.read_text()) == {"ok": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["done.json"]  # no temporary left behind
+
+
+def test_eval_reads_a_foreign_split_against_its_own_root(trained, tmp_path):
+    """A split file of another dataset root is scored on *that* root's images (not the run's)."""
+    import shutil
+
+    from hetseg.methods import evaluate_run
+
+    cfg, run, _ = trained
+    other = tmp_path / "other"
+    shutil.copytree(cfg.data.root, other)
+    from hetseg.palette import save_index_png
+
+    for p in (other / "SegmentationClass").glob("*.png"):  # same names, other ground truth
+        save_index_png(p, np.zeros((96, 96), np.uint8))
+    own, _ = evaluate_run(run, "val")
+    foreign, report = evaluate_run(run, str(other / "splits" / "val.txt"))
+    assert report["split_root"] == str(other)
+    assert not np.array_equal(own.confusion, foreign.confusion)
+    assert foreign.confusion[1:].sum() == 0  # all-background truth: the other root's masks were read
+    (other / (other / "splits" / "val.txt").read_text().split()[0]).unlink()  # an image val lists
+    with pytest.raises(Exception, match="does not exist"):
+        evaluate_run(run, str(other / "splits" / "val.txt"))
+
+
+def test_predicting_a_huge_photo_stays_under_the_memory_bound(trained, tmp_path):
+    """8000 x 8000: the old full-resolution float maps needed ~3.6 GB; the bound is 1.2 GB above start."""
+    _, run, _ = trained
+    big = tmp_path / "big.png"
+    Image.fromarray(np.full((8000, 8000, 3), 127, np.uint8)).save(big, compress_level=1)
+    code = (
+        "import resource, sys, torch; torch.set_num_threads(1)\n"
+        "from hetseg.engine.checkpoint import load_model\nfrom hetseg.engine.evaluate import predict_images\n"
+        "from hetseg.data.io import read_image\n"
+        f"net = load_model({str(run)!r})[0]; img = read_image({str(big)!r})\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "p = predict_images(net, [img])[0]\n"
+        "assert p.label_map.shape == (8000, 8000)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(out.stdout.strip().splitlines()[-1]) < 1200  # MiB above the image itself
