@@ -36,7 +36,7 @@ class DataConfig:
 class ModelConfig:
     name: str = "decouplednet"   # the method (hetseg.methods): decouplednet | deconvnet | transfernet | ...
     scale: str = "cpu"           # cpu | paper
-    weight_pool: str = "avg"     # avg | max: which pooled score weights f_cls (reference §7.2)
+    weight_pool: str = "avg"     # avg | max: which pooled score weights f_cls (docs/REFERENCE.md §7.2)
     vgg_weights: str = ""        # optional torchvision-format VGG-16 file (paper scale)
     backbone: str = ""           # optional backbone.safetensors (or its run dir) from stage "pre"
 
@@ -76,7 +76,7 @@ class EvalConfig:
 
 
 def _adam(steps: int, lr: float) -> StageConfig:
-    """TransferNet's solvers (reference §3.7): Adam, fixed lr (lr_step 1.0 = no drop), no weight decay."""
+    """TransferNet's solvers (docs/REFERENCE.md §3.7): Adam, fixed lr (lr_step 1.0 = no drop), no weight decay."""
     return StageConfig(steps=steps, batch_size=16, lr=lr, optimizer="adam", weight_decay=0.0, lr_step=1.0)
 
 
@@ -97,9 +97,9 @@ class TransferConfig:
     attention: str = "code"        # code (extra FC+ReLU, released prototxt) | paper (the equation)
     feature_scale: float = 0.004   # A = s * conv5_3; 0 = calibrate on training images (max -> ~1)
     embed_dim: int = 0             # factors d; 0 = 2 * C5 (1024 paper, 256 CPU)
-    seg_weight: float = 2.0        # lambda (reference §3.6)
+    seg_weight: float = 2.0        # lambda (docs/REFERENCE.md §3.6)
     threshold: float = 0.6         # separate classifier: labels with sigmoid score >= threshold
-    bg_scale: float = 0.5          # inference prior: P(bg) x 0.5, renormalised (reference §3.9)
+    bg_scale: float = 0.5          # inference prior: P(bg) x 0.5, renormalised (docs/REFERENCE.md §3.9)
     crf: bool = False              # per-class binary dense CRF at inference (needs pydensecrf2)
     classifier_run: str = ""       # a finished decouplednet run whose classifier replaces stage cls
     att: StageConfig = field(default_factory=lambda: _adam(15000, 1e-3))

@@ -1,10 +1,10 @@
-"""Combinatorial cropping (DecoupledNet Sec. 5; reference §1.9, §7.4).
+"""Combinatorial cropping (DecoupledNet Sec. 5; docs/REFERENCE.md §1.9, §7.4).
 
 For every strong image and every non-empty subset P of its labels, the binary target marks the
 pixels of P as foreground and everything else (other classes too) as background; void stays 255.
 N_p boxes per (image, P) *enclose* P's foreground.
 
-Decisions where the paper and code are silent (reference §7.4), documented here and in docs/:
+Decisions where the paper and code are silent (docs/REFERENCE.md §7.4), documented here and in docs/:
 - "enclosing" = the box fully contains the bounding box of P's foreground pixels;
 - box sides are drawn uniformly between the foreground box side and ``max_scale`` x the image
   side, independently for width and height (aspect jitter), position uniform among enclosing

@@ -2,7 +2,7 @@
 
 Normalisation is torchvision's (RGB in [0, 1], ImageNet mean/std), so a torchvision-format VGG-16
 state dict imports without a preprocessing change. The original Caffe models used BGR 0-255 minus
-the mean (reference §1.2); that only matters for Caffe weights, which we do not load.
+the mean (docs/REFERENCE.md §1.2); that only matters for Caffe weights, which we do not load.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Geometry:
 
 
 def prepare(image: np.ndarray, size: int) -> tuple[torch.Tensor, Geometry]:
-    """Test-time input (reference §1.2): zero-pad bottom/right to a square, resize to size×size.
+    """Test-time input (docs/REFERENCE.md §1.2): zero-pad bottom/right to a square, resize to size×size.
 
     Padding happens before normalisation, i.e. the pad is black, as in the original. Resizing uses
     bilinear with antialiasing (MATLAB imresize antialiases when shrinking). Returns (3, size, size).
@@ -62,7 +62,7 @@ def prepare(image: np.ndarray, size: int) -> tuple[torch.Tensor, Geometry]:
 def restore(maps: torch.Tensor, geom: Geometry) -> torch.Tensor:
     """(C, size, size) per-pixel maps -> (C, H, W) at the original resolution.
 
-    Resized to the padded square and cropped (reference §1.10 step 8). We resize probabilities
+    Resized to the padded square and cropped (docs/REFERENCE.md §1.10 step 8). We resize probabilities
     bilinearly; the original's bicubic can overshoot [0, 1], bilinear cannot.
     """
     if geom.side != geom.size:
@@ -105,7 +105,7 @@ def restore_argmax(maps: torch.Tensor, geom: Geometry, band: int = 256) -> np.nd
 
 def random_crop_flip(image: np.ndarray, size: int, rng: np.random.Generator, scale: float = 350 / 320
                      ) -> np.ndarray:
-    """Classifier augmentation (reference §1.2): warp to ``scale * size``, random size crop, flip.
+    """Classifier augmentation (docs/REFERENCE.md §1.2): warp to ``scale * size``, random size crop, flip.
 
     (H, W, 3) uint8 -> (size, size, 3) uint8.
     """

@@ -4,7 +4,7 @@ Paper scale starts from torchvision's ImageNet VGG-16 (``vgg.load_vgg16_file``).
 ImageNet network, so ``hetseg train --stage pre`` pretrains the CPU-scale classifier on single
 items (hetseg.data.items) and writes ``backbone.safetensors`` with the keys ``encoder.*``,
 ``fc6.weight/bias`` and ``fc7.weight/bias`` -- the pretraining's score layer is left out, as the
-ImageNet 1000-way layer is (reference §1.3: the score layer is always new).
+ImageNet 1000-way layer is (docs/REFERENCE.md §1.3: the score layer is always new).
 
 ``load_backbone`` puts those weights into a Classifier / DecoupledNet / TransferNet-style model
 (``.classifier`` or ``.encoder`` + fc6/fc7 convs) or a DeconvNet (whose fc6/fc7 are ConvBlocks with BN;

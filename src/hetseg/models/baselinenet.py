@@ -5,7 +5,7 @@ converts it to the input to the decoder through a fully-connected layer"; the de
 on the source domain, the classification network serves (fine-tuned on) the target. It is the
 special case of TransferNet whose "attention" is read from the classifier's last layer.
 
-Layer sizes are unknown (reference §3.10, §7.15). Decisions (docs/TRANSFERNET.md):
+Layer sizes are unknown (docs/REFERENCE.md §3.10, §7.15). Decisions (docs/TRANSFERNET.md):
 
 * the classification network is hetseg's :class:`Classifier` (the DecoupledNet classifier, whose
   s x s class-score map is 4x4 at paper scale and 2x2 at CPU scale) and is frozen;

@@ -1,4 +1,4 @@
-"""DecoupledNet's bridging layers (reference §1.5): (pool5, f_cls) -> class-specific map g.
+"""DecoupledNet's bridging layers (docs/REFERENCE.md §1.5): (pool5, f_cls) -> class-specific map g.
 
 pool5 says *what is where*, f_cls says *which of it belongs to the queried class*; both are
 batch-normalised first because their scales differ by orders of magnitude (f_cls is a
@@ -25,7 +25,7 @@ class Bridge(nn.Module):
         kernel: fc6-seg / fc6-deconv kernel, no padding (paper 7: 10x10 -> 4x4 -> 10x10).
         out_channels: channels of g (C5 in DecoupledNet, the decoder's input).
         bn_eps: BN epsilon. The original's Caffe BN used 1e-9 with plain batch statistics
-            (reference §1.7, §7.5); we keep PyTorch's 1e-5 default, which is numerically safer
+            (docs/REFERENCE.md §1.7, §7.5); we keep PyTorch's 1e-5 default, which is numerically safer
             for tiny batches. Running statistics are PyTorch's; the engine may recalibrate.
     """
 

@@ -1,4 +1,4 @@
-"""DecoupledNet's classification network (reference §1.3): VGG-16 + convolutional fc6/fc7 + score map.
+"""DecoupledNet's classification network (docs/REFERENCE.md §1.3): VGG-16 + convolutional fc6/fc7 + score map.
 
 fc6/fc7 are convolutions so that the network runs on 320 px (paper) instead of 224: fc6 is a
 k x k conv without padding, giving an s x s class-score map (4x4 paper, 2x2 CPU). Two poolings
@@ -46,7 +46,7 @@ class Classifier(nn.Module):
         scale: "paper", "cpu" or a :class:`Scale`.
         in_channels: image channels.
         dropout: dropout after the fc6/fc7 ReLUs. The original DEC prototxts have none
-            (reference §1.3), hence 0. ``class_saliency`` requires it inactive (eval mode).
+            (docs/REFERENCE.md §1.3), hence 0. ``class_saliency`` requires it inactive (eval mode).
         batch_norm: BN after every VGG conv; ``None`` takes the scale's ``encoder_bn`` (on at
             CPU scale, which trains from scratch; off at paper scale, as the original). The
             gradient stops at pool5, so the closed-form saliency is unaffected.

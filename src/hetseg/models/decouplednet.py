@@ -7,7 +7,7 @@ map g, and the decoder segments that single class as figure/ground. Because ever
 image shares its pool5 and switches, all maps of a batch go through bridge + decoder in one
 batched pass of N*M rows.
 
-Decisions among reference §7's ambiguities (to be mirrored in docs/ARCHITECTURE.md):
+Decisions among docs/REFERENCE.md §7's ambiguities (to be mirrored in docs/ARCHITECTURE.md):
 
 * §7.2 training weights: ``label_weights`` uses sigmoid(avg-pooled logits) * subset by default
   (``weight_pool="avg"``), the same pooling that inference thresholds and weights with, so
@@ -124,7 +124,7 @@ class DecoupledNet(Segmenter):
         threshold: float = 0.5,
         return_activations: bool = False,
     ) -> SegOutput:
-        """Label map of each image (reference §1.10); call ``.eval()`` first.
+        """Label map of each image (docs/REFERENCE.md §1.10); call ``.eval()`` first.
 
         Returns :class:`SegOutput`: probs (N, K+1, H, W) normalised per pixel (channel 0 = background
         map of g*, channel k+1 = foreground map of class k, 0 where k was not identified);

@@ -1,6 +1,6 @@
 """Class-specific saliency f_cls = d(sum_k w_k * score_k) / d pool5, in closed form.
 
-The original builds this gradient as explicit "bp" layers (reference §1.4): w is max-unpooled
+The original builds this gradient as explicit "bp" layers (docs/REFERENCE.md §1.4): w is max-unpooled
 onto each class's argmax cell of the score map, then passes the transposed score conv, the fc7
 ReLU mask, the transposed fc7, the fc6 ReLU mask and the transposed fc6 conv. Biases do not
 enter a gradient. We do the same with the classifier's own weights and the ReLU masks kept by

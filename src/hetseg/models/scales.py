@@ -1,9 +1,9 @@
 """Model scales: one code path, two sizes (DESIGN.md §4).
 
 "paper" is the original VGG-16 DecoupledNet at 320x320 (pool5 10x10, fc6 7x7 -> 4x4 score map,
-reference §1.3). "cpu" divides every width by 4 and works at 96 px: pool5 is 3x3, and fc6's
+docs/REFERENCE.md §1.3). "cpu" divides every width by 4 and works at 96 px: pool5 is 3x3, and fc6's
 kernel is 2 so that the class-score map stays 2x2 -- a 1x1 map would make max- and
-avg-pooling identical and the max-switch of the gradient path (reference §1.4) meaningless.
+avg-pooling identical and the max-switch of the gradient path (docs/REFERENCE.md §1.4) meaningless.
 """
 
 from __future__ import annotations

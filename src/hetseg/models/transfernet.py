@@ -2,7 +2,7 @@
 
 The decoder learns figure/ground on *source* classes; the attention model, trainable from image
 labels alone, turns features of any class into a class-agnostic decoder input, so the decoder
-transfers to *target* classes that never had masks. Layer facts from reference §3.1-§3.5:
+transfers to *target* classes that never had masks. Layer facts from docs/REFERENCE.md §3.1-§3.5:
 
 * encoder: VGG-16 conv1_1..conv5_3, **no pool5** (paper 20x20x512 at 320 px, CPU scale 6x6x128
   at 96 px), frozen in both training stages; A = ``feature_scale`` * conv5_3.
@@ -144,7 +144,7 @@ class TransferNet(Segmenter):
     """TransferNet with submodules ``encoder``, ``attention``, ``cls_head``, ``decoder`` and ``classifier``.
 
     ``classifier`` is the paper's *separate* multi-label classifier that picks the labels at
-    inference (reference §3.9 step 2); the recipe trains it first and copies its conv layers into
+    inference (docs/REFERENCE.md §3.9 step 2); the recipe trains it first and copies its conv layers into
     ``encoder`` (frozen). It is stored in the model so that a TransferNet run predicts on its own.
 
     Args:
@@ -255,7 +255,7 @@ class TransferNet(Segmenter):
 @torch.no_grad()
 def transfer_predict(net, images: Tensor, labels: list[list[int]] | None, threshold: float,
                      maps: tuple[str, ...] = ()) -> SegOutput:
-    """Inference of TransferNet and BaselineNet (reference §3.9), one batched decoder pass.
+    """Inference of TransferNet and BaselineNet (docs/REFERENCE.md §3.9), one batched decoder pass.
 
     Labels: ``labels`` (object indices) or the model's ``classifier``: {k in label_classes :
     sigmoid(avg score_k) > threshold}, else the allowed argmax. probs (N, K+1, H, W) are

@@ -1,7 +1,7 @@
 """VGG-16 encoder that keeps its max-pool switches, and ImageNet weight import.
 
 The decoders of DecoupledNet, DeconvNet and TransferNet unpool with the encoder's own
-switches (reference §1.6, §2, §3.5), so every pool returns its argmax indices and the
+switches (docs/REFERENCE.md §1.6, §2, §3.5), so every pool returns its argmax indices and the
 spatial size it pooled (``MaxUnpool2d(output_size=...)`` then restores odd sizes exactly).
 torchvision is deliberately not a dependency: the import reads its *state-dict format*.
 """
@@ -24,7 +24,7 @@ class ConvBlock(nn.Module):
     """conv (or transposed conv) -> optional BN -> optional ReLU; ``.conv`` is the weight layer.
 
     Biases are kept even before BN: the original prototxts have them, and the parameter counts
-    of reference §5 include them.
+    of docs/REFERENCE.md §5 include them.
     """
 
     def __init__(
@@ -51,7 +51,7 @@ class ConvBlock(nn.Module):
 def init_conv_(module: nn.Module) -> None:
     """Kaiming-normal init of every conv, preserving the *forward* activation variance.
 
-    Why not the original Gaussian std 0.01 (reference §1.6): without BN (TransferNet's decoder,
+    Why not the original Gaussian std 0.01 (docs/REFERENCE.md §1.6): without BN (TransferNet's decoder,
     the VGG classifier trained from scratch at CPU scale) a 15-layer ReLU stack at std 0.01
     shrinks activations to ~0; Kaiming keeps them O(1), and with BN the choice is harmless.
     For ``ConvTranspose2d`` the weight is (in, out, k, k), so torch's "fan_out" is the true
@@ -85,8 +85,8 @@ class VGGEncoder(nn.Module):
     Args:
         widths: output channels of the five stages (paper: 64,128,256,512,512).
         in_channels: image channels.
-        batch_norm: BN after every conv (DeconvNet, reference §2); the DEC classifier has none.
-        pool5: False drops the last pool and returns conv5_3 (TransferNet, reference §3.1).
+        batch_norm: BN after every conv (DeconvNet, docs/REFERENCE.md §2); the DEC classifier has none.
+        pool5: False drops the last pool and returns conv5_3 (TransferNet, docs/REFERENCE.md §3.1).
     """
 
     def __init__(
@@ -164,11 +164,11 @@ def load_torchvision_vgg16(model: nn.Module, state_dict: Mapping[str, Tensor]) -
     ``features.{0,2,...,28}`` go to the 13 convs; when the model has fc6/fc7, ``classifier.0``
     (4096 x 25088, flattened C-major from 512x7x7) becomes the 7x7 fc6 conv and
     ``classifier.3`` the 1x1 fc7 conv. The ImageNet 1000-way layer is never used (the score
-    layer is new, reference §1.3). BN layers (DeconvNet) keep their init. All shapes are
+    layer is new, docs/REFERENCE.md §1.3). BN layers (DeconvNet) keep their init. All shapes are
     checked before anything is copied, so a failed import leaves the model untouched.
 
     Note: torchvision weights expect RGB in [0, 1] normalised by ImageNet mean/std
-    (reference §6, "Preprocessing"); the engine must match that.
+    (docs/REFERENCE.md §6, "Preprocessing"); the engine must match that.
     """
     encoder, fc6, fc7 = find_vgg_parts(model)
     pairs: list[tuple[str, Tensor, Tensor]] = []  # (key, destination, source reshaped)
