@@ -32,8 +32,9 @@ from pathlib import Path
 import torch
 
 from hetseg.config import Config
-from hetseg.engine.checkpoint import build_model
-from hetseg.engine.stages import ClsStage, DeconvStage, SegStage
+from hetseg.methods import get_method
+from hetseg.methods.deconvnet import DeconvStage
+from hetseg.methods.decouplednet.stages import ClsStage, SegStage
 from hetseg.models.scales import get_scale
 
 MODES = ("fp32", "bf16", "channels_last", "channels_last+bf16")
@@ -42,7 +43,7 @@ MODES = ("fp32", "bf16", "channels_last", "channels_last+bf16")
 def _batches(kind: str, cfg: Config, n: int, batch: int, seed: int = 0) -> list[tuple]:
     """``n`` fixed batches for a stage kind, prepared up front so data loading is never timed."""
     from hetseg.data.datasets import CropDataset, ImageLabelDataset
-    from hetseg.engine.pipeline import load_split
+    from hetseg.methods import load_split
 
     size, C = get_scale(cfg.model.scale).input_size, cfg.data.num_classes
     g = torch.Generator().manual_seed(seed)
@@ -68,14 +69,18 @@ def _batches(kind: str, cfg: Config, n: int, batch: int, seed: int = 0) -> list[
 def _module(kind: str, cfg: Config, seed: int = 0):
     """A stage LightningModule with fresh weights of ``seed`` (the classifier is random for seg:
     its values do not matter for timing, and both precisions see the same one)."""
-    torch.manual_seed(seed)
+    cfg = cfg.override([f"seed={seed}"])  # Method.build seeds the init with cfg.seed
+
+    def build(c: Config):
+        return get_method(c.model.name).build(c)
+
     if kind == "deconv":
-        net = build_model(cfg.override(["model.name=deconvnet"]))
+        net = build(cfg.override(["model.name=deconvnet"]))
         mod = DeconvStage(net, cfg.deconv)
     elif kind == "cls":
-        mod = ClsStage(build_model(cfg), cfg.cls, cfg.data.num_classes - 1)
+        mod = ClsStage(build(cfg), cfg.cls, cfg.data.num_classes - 1)
     else:
-        mod = SegStage(build_model(cfg), cfg.seg)
+        mod = SegStage(build(cfg), cfg.seg)
     mod.log = lambda *a, **k: None  # the stage's training_step logs; there is no Trainer here
     return mod
 

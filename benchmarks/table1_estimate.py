@@ -55,7 +55,7 @@ def plan(cfg, ks=KS) -> dict:
 
 def _time_stage(cfg, stages, steps: int, init_from=None) -> tuple[float, float]:
     """-> (CPU s per step, CPU s per stage run outside the steps: set-up, final validation, saving)."""
-    from hetseg.engine.pipeline import train
+    from hetseg.methods import train
 
     for sc in (cfg.cls, cfg.seg, cfg.deconv):
         sc.steps, sc.checkpoint_every = steps, 10 ** 6
@@ -70,16 +70,14 @@ def _time_stage(cfg, stages, steps: int, init_from=None) -> tuple[float, float]:
 def _time_eval(run: Path, n: int) -> float:
     """CPU seconds per val image (first ``n`` images of val)."""
     from hetseg.engine.checkpoint import load_model
-    from hetseg.engine.infer import evaluate_split
-    from hetseg.engine.pipeline import load_split
-    from hetseg.models.scales import get_scale
+    from hetseg.engine.evaluate import evaluate_split
+    from hetseg.methods import load_split
 
     net, cfg, _ = load_model(run)
     sp = load_split(cfg, "val")
     sp.records = sp.records[:n]
     c0 = time.process_time()
-    evaluate_split(net, sp, cfg.data.num_classes, get_scale(cfg.model.scale).input_size, cfg.eval.threshold, 16,
-                   pred_dir=run / "pred")
+    evaluate_split(net, sp, cfg.data.num_classes, cfg.eval.threshold, 16, pred_dir=run / "pred")  # size: net.input_size
     return (time.process_time() - c0) / n
 
 
@@ -148,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     t, base = measure(args.data, args.steps, args.val, args.speed)
-    from hetseg.engine.pipeline import load_split
+    from hetseg.methods import load_split
 
     n_val = len(load_split(base, "val"))
     rep = {"speed": args.speed, "cpu_s_per_unit (1 thread)": t, **estimate(t, base, n_val, args.threads2),

@@ -45,7 +45,7 @@ def check_outputs(paths: Sequence[Path], out_dir: Path) -> None:
         raise HetsegError(f"{out_dir}: --output is a file; fix: give a folder for the predictions")
     out_res = out_dir.resolve()
     for p in paths:
-        if p.resolve().parent in (out_res, out_res / "overlays"):
+        if p.resolve().parent in (out_res, out_res / "figures"):
             raise HetsegError(f"{out_dir}: --output holds the input {p}; fix: write predictions to another folder "
                               "(they would overwrite inputs)")
     seen: dict[str, Path] = {}

@@ -102,6 +102,28 @@ def evaluate_transfer(nets: dict[str, nn.Module], split: Split, num_classes: int
     return out
 
 
+@torch.no_grad()
+def label_identification(cls_run: str | Path, split: Split, cfg: Config, batch_size: int = 32) -> dict:
+    """How well the separate classifier's label sets match the ground truth on ``split``:
+    fraction of images with the exact set, micro precision / recall of the identified labels."""
+    classifier = load_model(cls_run)[0].classifier.eval()
+    size = input_size(cfg)
+    allowed = [c - 1 for c in cfg.transfer.target_classes]
+    exact = tp = n_pred = n_gt = 0
+    recs = split.records
+    for start in range(0, len(recs), batch_size):
+        chunk = recs[start:start + batch_size]
+        x = torch.stack([prepare(read_image(split.path(r.image)), size)[0] for r in chunk])
+        active = identify_labels(torch.sigmoid(classifier(x).logits_avg.float()), cfg.transfer.threshold, allowed, True)
+        for r, row in zip(chunk, active):
+            pred, gt = {int(k) + 1 for k in torch.nonzero(row).flatten()}, set(r.labels)
+            exact += pred == gt
+            tp, n_pred, n_gt = tp + len(pred & gt), n_pred + len(pred), n_gt + len(gt)
+    return {"images": len(recs), "exact": exact / max(1, len(recs)), "precision": tp / max(1, n_pred),
+            "recall": tp / max(1, n_gt), "labels_per_image": n_pred / max(1, len(recs)),
+            "threshold": cfg.transfer.threshold}
+
+
 # ------------------------------------------------------------------------------------------ figure
 
 
