@@ -9,7 +9,7 @@ and its per-pixel class scores are resized back to the padded square, cropped an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +18,10 @@ import torch
 from torch import nn
 
 from hetseg.data.io import read_image, read_mask
-from hetseg.data.records import Record, Split
+from hetseg.data.records import Split
 from hetseg.data.transforms import prepare, restore_argmax
 from hetseg.metrics import ConfusionMatrix, Scores
 from hetseg.palette import save_index_png
-
-# labels per image as mask indices; a callable gets (records or None, input batch) -> label lists
-LabelSource = Callable[[Sequence[Record] | None, torch.Tensor], list[list[int]]]
 
 
 @dataclass
@@ -67,10 +64,10 @@ def predict_images(net: nn.Module, images: Sequence[np.ndarray], threshold: floa
 @torch.no_grad()
 def evaluate_split(net: nn.Module, split: Split, num_classes: int, threshold: float = 0.5, batch_size: int = 16,
                    pred_dir: str | Path | None = None, use_gt_labels: bool = False,
-                   labels_fn: LabelSource | None = None, predict_kwargs: dict | None = None) -> Scores:
+                   predict_kwargs: dict | None = None) -> Scores:
     """Devkit scoring over the masked records of ``split`` at original resolution.
 
-    Labels: the model's own (default), the ground truth (``use_gt_labels``) or ``labels_fn``.
+    Labels: the model's own (default) or the ground truth (``use_gt_labels``).
     Writes palette PNG predictions into ``pred_dir`` when given (re-scorable by ``hetseg score``).
     """
     from hetseg.errors import HetsegError
@@ -82,11 +79,7 @@ def evaluate_split(net: nn.Module, split: Split, num_classes: int, threshold: fl
     for start in range(0, len(recs), batch_size):
         chunk = recs[start:start + batch_size]
         imgs = [read_image(split.path(r.image)) for r in chunk]
-        labels = None
-        if use_gt_labels:
-            labels = [r.labels for r in chunk]
-        elif labels_fn is not None:
-            labels = labels_fn(chunk, torch.stack([prepare(im, net.input_size)[0] for im in imgs]))
+        labels = [r.labels for r in chunk] if use_gt_labels else None
         for rec, pred in zip(chunk, predict_images(net, imgs, threshold, labels, predict_kwargs)):
             cm.update(pred.label_map, read_mask(split.path(rec.mask), num_classes))
             if pred_dir is not None:
@@ -94,7 +87,7 @@ def evaluate_split(net: nn.Module, split: Split, num_classes: int, threshold: fl
     return cm.compute()
 
 
-__all__ = ["LabelSource", "Prediction", "evaluate_split", "model_device", "predict_images"]
+__all__ = ["Prediction", "evaluate_split", "evaluate_run", "model_device", "predict_images"]
 
 
 def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = None, use_gt_labels: bool = False,
