@@ -54,6 +54,14 @@ class Segmenter(nn.Module):
     num_classes: int
     model_name: str = ""
     model_kwargs: dict
+    label_classes: list[int] | None = None  # object indices identification may return (None: all)
+    label_fallback: bool = False            # no class over the threshold -> the allowed argmax
+
+    def active_labels(self, scores, labels: list[list[int]] | None, threshold: float):
+        """scores (N, K) -> (N, K) bool: ``labels`` when given, else this model's identification rule."""
+        if labels is not None:
+            return labels_to_mask(labels, scores.shape[0], scores.shape[1], scores.device)
+        return identify_labels(scores, threshold, self.label_classes, self.label_fallback)
 
     def predict(self, images: Tensor, labels: list[list[int]] | None = None, threshold: float = 0.5
                 ) -> SegOutput:  # pragma: no cover - abstract
@@ -105,6 +113,11 @@ def labels_to_mask(labels: list[list[int]], n: int, k: int, device=None):
     return active
 
 
+def index_lists(active) -> list[list[int]]:
+    """(N, K) bool -> per image the ascending indices that are set."""
+    return [row.nonzero().flatten().tolist() for row in active.cpu()]
+
+
 def identify_labels(scores, threshold: float, allowed: list[int] | None = None, fallback: bool = False):
     """Label identification shared by every model with image-level scores.
 
@@ -125,4 +138,5 @@ def identify_labels(scores, threshold: float, allowed: list[int] | None = None, 
     return active
 
 
-__all__ = ["MODELS", "SegOutput", "Segmenter", "create_model", "identify_labels", "labels_to_mask", "register"]
+__all__ = ["MODELS", "SegOutput", "Segmenter", "create_model", "identify_labels", "index_lists", "labels_to_mask",
+           "register"]

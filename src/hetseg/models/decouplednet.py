@@ -26,12 +26,48 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import SegOutput, Segmenter, identify_labels, labels_to_mask, register
+from .base import SegOutput, Segmenter, index_lists, register
 from .bridge import Bridge
 from .classifier import Classifier, ClassifierOutput
 from .decoder import DeconvDecoder, repeat_switches
 from .saliency import class_saliency_rows
 from .scales import Scale, get_scale
+
+
+def inference_rows(scores: Tensor, active: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """DecoupledNet's inference rows: for each image with labels, g* (w = s * [active]) then one row
+    per label (w = one-hot(l) * s_l), grouped per image by a stable sort: [g*_0, g_0l.., g*_1, ..].
+
+    scores (N, K), active (N, K) bool -> row_img (R,), row_ch (R,) output channel (0 = background),
+    weights (R, K), counts (N,) rows per image.
+    """
+    n, k = scores.shape
+    star_img = torch.nonzero(active.any(dim=1)).flatten()
+    lab_img, lab_cls = torch.nonzero(active, as_tuple=True)
+    w_star = (scores * active)[star_img]
+    w_lab = torch.zeros(len(lab_img), k, dtype=scores.dtype, device=scores.device)
+    w_lab[torch.arange(len(lab_img), device=scores.device), lab_cls] = scores[lab_img, lab_cls]
+    row_img = torch.cat([star_img, lab_img])
+    row_ch = torch.cat([torch.zeros_like(star_img), lab_cls + 1])
+    order = torch.sort(row_img, stable=True).indices
+    row_img, row_ch, weights = row_img[order], row_ch[order], torch.cat([w_star, w_lab])[order]
+    return row_img, row_ch, weights, torch.bincount(row_img, minlength=n)
+
+
+def assemble_probs(seg: Tensor | None, row_img: Tensor, row_ch: Tensor, active: Tensor,
+                   size: tuple[int, int], dtype: torch.dtype) -> Tensor:
+    """Rows' softmax (R, 2, H, W) -> probs (N, K+1, H, W): B from g*'s background channel, F_l from
+    g_l's foreground channel, 0 elsewhere; pixels where all are 0 get +1 on the active channels
+    (background always active, so "no label" is all background); normalised per pixel."""
+    n, k = active.shape
+    probs = torch.zeros(n, k + 1, *size, dtype=dtype, device=active.device)
+    if seg is not None and len(row_img) > 0:
+        picked = torch.where((row_ch == 0)[:, None, None], seg[:, 0], seg[:, 1])
+        probs[row_img, row_ch] = picked.to(dtype)
+    ch_active = torch.cat([torch.ones_like(active[:, :1]), active], dim=1)[:, :, None, None]
+    degenerate = probs.sum(dim=1, keepdim=True) == 0
+    probs = probs + (degenerate & ch_active).to(dtype)
+    return probs / probs.sum(dim=1, keepdim=True)
 
 
 @register("decouplednet")
@@ -138,46 +174,16 @@ class DecoupledNet(Segmenter):
         """
         cls_out = self.classifier(images)
         scores = torch.sigmoid(cls_out.logits_avg)  # (N, K): thresholded and used as weights
-        n, k = scores.shape
-        if labels is None:
-            active = identify_labels(scores, threshold, self.label_classes, self.label_fallback)
-        else:
-            active = labels_to_mask(labels, n, k, scores.device)
-        identified = [torch.nonzero(a).flatten().tolist() for a in active]
-
-        # Rows: for each image with labels, g* (w = s * [active]) then one row per label
-        # (w = one-hot(l) * s_l). A stable sort groups them per image: [g*_0, g_0l.., g*_1, ..].
-        has = active.any(dim=1)
-        star_img = torch.nonzero(has).flatten()
-        lab_img, lab_cls = torch.nonzero(active, as_tuple=True)
-        w_star = (scores * active)[star_img]
-        w_lab = torch.zeros(len(lab_img), k, dtype=scores.dtype, device=scores.device)
-        w_lab[torch.arange(len(lab_img), device=scores.device), lab_cls] = scores[lab_img, lab_cls]
-        row_img = torch.cat([star_img, lab_img])
-        row_ch = torch.cat([torch.zeros_like(star_img), lab_cls + 1])  # output channel of each row
-        order = torch.sort(row_img, stable=True).indices
-        row_img, row_ch, weights = row_img[order], row_ch[order], torch.cat([w_star, w_lab])[order]
-        counts = torch.bincount(row_img, minlength=n)
-
-        h, w = images.shape[-2:]
-        probs = images.new_zeros(n, k + 1, h, w)
-        acts = None
+        active = self.active_labels(scores, labels, threshold)
+        row_img, row_ch, weights, counts = inference_rows(scores, active)
+        seg = acts = None
         if return_activations:
-            acts = images.new_zeros(n, k + 1, *cls_out.pool5.shape[1:])
+            acts = images.new_zeros(*active.shape[:1], active.shape[1] + 1, *cls_out.pool5.shape[1:])
         if len(row_img) > 0:
             logits, g = self._decode(cls_out, weights, counts)
             seg = torch.softmax(logits, dim=1)
-            is_star = row_ch == 0
-            # B from g*'s background channel; F_l from g_l's foreground channel.
-            picked = torch.where(is_star[:, None, None], seg[:, 0], seg[:, 1])
-            probs[row_img, row_ch] = picked.to(probs.dtype)
             if acts is not None:
                 acts[row_img, row_ch] = g.to(acts.dtype)
-
-        # Pixels where every channel is 0 get +1 on the active channels (background always
-        # active); this is what makes "no label" come out as all background. Then normalise.
-        ch_active = torch.cat([torch.ones_like(active[:, :1]), active], dim=1)[:, :, None, None]
-        degenerate = probs.sum(dim=1, keepdim=True) == 0
-        probs = probs + (degenerate & ch_active).to(probs.dtype)
-        probs = probs / probs.sum(dim=1, keepdim=True)
+        probs = assemble_probs(seg, row_img, row_ch, active, tuple(images.shape[-2:]), images.dtype)
+        identified = index_lists(active)
         return SegOutput(probs, scores, identified, None if acts is None else {"activations": acts})

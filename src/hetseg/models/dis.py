@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SegOutput, Segmenter, labels_to_mask, register
+from .base import SegOutput, Segmenter, index_lists, register
 from .resnet import ResNetEncoder, ResNetScale, get_resnet_scale
 
 # Backtracking of the per-image step (refine): a step that fails to lower the loss is undone and
@@ -268,14 +268,10 @@ class DIS(Segmenter):
            upsampled bilinearly. extras: "recon" (N, C, h, w), "recon_loss" (steps+1, N).
         """
         steps = self.infer_steps if steps is None else int(steps)
-        n, k = images.shape[0], self.num_classes
         with torch.no_grad():
             u1, v1 = self.encode(images)
             class_scores = torch.sigmoid(self.tag_logits(u1, v1))
-        if labels is not None:
-            active = labels_to_mask(labels, n, k, device=images.device)
-        else:
-            active = class_scores > threshold
+        active = self.active_labels(class_scores, labels, threshold)
         u1, v1, losses = self.refine_features(u1, v1, images, steps, active)
         with torch.no_grad():
             logits, recon, _ = self.heads(u1, v1, active)
@@ -283,7 +279,7 @@ class DIS(Segmenter):
             # probabilities (not logits, which hold -inf) are what gets interpolated.
             probs = F.interpolate(logits.softmax(dim=1), size=images.shape[-2:], mode="bilinear",
                                   align_corners=False)
-        identified = [torch.nonzero(row).flatten().tolist() for row in active.cpu()]
+        identified = index_lists(active)
         return SegOutput(probs=probs, class_scores=class_scores, identified=identified,
                          extras={"recon": recon, "recon_loss": losses})
 

@@ -21,8 +21,7 @@ Decisions:
   upsampled to the input, as a full-resolution stage would have no skip to add detail from.
 * Inference follows models/decouplednet.py exactly (g* for background with w = s * [s > tau],
   one row per identified label, one batched decoder pass, normalise, degenerate -> background);
-  the row logic lives in :func:`inference_rows` / :func:`assemble_probs`, which
-  ``DecoupledNet.predict`` could call as they are.
+  it calls the same row helpers (``decouplednet.inference_rows`` / ``assemble_probs``).
 """
 
 from __future__ import annotations
@@ -33,8 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SegOutput, Segmenter, identify_labels, labels_to_mask, register
+from .base import SegOutput, Segmenter, index_lists, register
 from .bridge import Bridge
+from .decouplednet import assemble_probs, inference_rows
 from .encoders import EncoderFeatures, create_encoder
 from .vgg import ConvBlock, init_conv_
 
@@ -159,42 +159,6 @@ def _skip_levels(encoder: nn.Module) -> list[int]:
     return [i for i in reversed(range(len(encoder.channels))) if encoder.strides[i] < encoder.stride]
 
 
-def inference_rows(scores: Tensor, active: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """DecoupledNet's inference rows: for each image with labels, g* (w = s * [active]) then one row
-    per label (w = one-hot(l) * s_l), grouped per image by a stable sort: [g*_0, g_0l.., g*_1, ..].
-
-    scores (N, K), active (N, K) bool -> row_img (R,), row_ch (R,) output channel (0 = background),
-    weights (R, K), counts (N,) rows per image.
-    """
-    n, k = scores.shape
-    star_img = torch.nonzero(active.any(dim=1)).flatten()
-    lab_img, lab_cls = torch.nonzero(active, as_tuple=True)
-    w_star = (scores * active)[star_img]
-    w_lab = torch.zeros(len(lab_img), k, dtype=scores.dtype, device=scores.device)
-    w_lab[torch.arange(len(lab_img), device=scores.device), lab_cls] = scores[lab_img, lab_cls]
-    row_img = torch.cat([star_img, lab_img])
-    row_ch = torch.cat([torch.zeros_like(star_img), lab_cls + 1])
-    order = torch.sort(row_img, stable=True).indices
-    row_img, row_ch, weights = row_img[order], row_ch[order], torch.cat([w_star, w_lab])[order]
-    return row_img, row_ch, weights, torch.bincount(row_img, minlength=n)
-
-
-def assemble_probs(seg: Tensor | None, row_img: Tensor, row_ch: Tensor, active: Tensor,
-                   size: tuple[int, int], dtype: torch.dtype) -> Tensor:
-    """Rows' softmax (R, 2, H, W) -> probs (N, K+1, H, W): B from g*'s background channel, F_l from
-    g_l's foreground channel, 0 elsewhere; pixels where all are 0 get +1 on the active channels
-    (background always active, so "no label" is all background); normalised per pixel."""
-    n, k = active.shape
-    probs = torch.zeros(n, k + 1, *size, dtype=dtype, device=active.device)
-    if seg is not None and len(row_img) > 0:
-        picked = torch.where((row_ch == 0)[:, None, None], seg[:, 0], seg[:, 1])
-        probs[row_img, row_ch] = picked.to(dtype)
-    ch_active = torch.cat([torch.ones_like(active[:, :1]), active], dim=1)[:, :, None, None]
-    degenerate = probs.sum(dim=1, keepdim=True) == 0
-    probs = probs + (degenerate & ch_active).to(dtype)
-    return probs / probs.sum(dim=1, keepdim=True)
-
-
 @register("decouplednet_enc")
 class EncoderDecoupledNet(Segmenter):
     """DecoupledNet with submodules ``classifier`` (encoder + head), ``bridge``, ``decoder``.
@@ -269,17 +233,13 @@ class EncoderDecoupledNet(Segmenter):
         identified set; the weights stay the classifier's scores. Call ``.eval()`` first."""
         cls_out = self.classifier(images)
         scores = torch.sigmoid(cls_out.logits_avg)
-        n, k = scores.shape
-        if labels is None:
-            active = identify_labels(scores, threshold, self.label_classes, self.label_fallback)
-        else:
-            active = labels_to_mask(labels, n, k, scores.device)
+        active = self.active_labels(scores, labels, threshold)
         row_img, row_ch, weights, counts = inference_rows(scores, active)
         seg = None
         if len(row_img) > 0:
             seg = torch.softmax(self._decode(cls_out, weights, counts, images.shape[-2:]), dim=1)
         probs = assemble_probs(seg, row_img, row_ch, active, tuple(images.shape[-2:]), images.dtype)
-        return SegOutput(probs, scores, [torch.nonzero(a).flatten().tolist() for a in active])
+        return SegOutput(probs, scores, index_lists(active))
 
 
 @register("maskonly_enc")
@@ -319,4 +279,4 @@ class EncoderMaskOnly(Segmenter):
 
 
 __all__ = ["EncoderClassifier", "EncoderDecoupledNet", "EncoderMaskOnly", "HeadOutput", "UpDecoder",
-           "assemble_probs", "head_saliency_rows", "inference_rows"]
+           "head_saliency_rows"]

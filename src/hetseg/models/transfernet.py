@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SegOutput, Segmenter, identify_labels, labels_to_mask, register
+from .base import SegOutput, Segmenter, index_lists, register
 from .classifier import Classifier
 from .decoder import DeconvDecoder, repeat_switches
 from .scales import Scale, get_scale
@@ -263,12 +263,8 @@ def transfer_predict(net, images: Tensor, labels: list[list[int]] | None, thresh
     after the background prior ``bg_scale``); class_scores (N, K) the classifier's sigmoid scores.
     """
     scores = torch.sigmoid(net.classifier(images).logits_avg.float())
-    n, k = scores.shape
-    if labels is None:
-        active = identify_labels(scores, threshold, net.label_classes, net.label_fallback)
-    else:
-        active = labels_to_mask(labels, n, k, scores.device)
-    identified = [torch.nonzero(a).flatten().tolist() for a in active]
+    active = net.active_labels(scores, labels, threshold)
+    identified = index_lists(active)
     fo = net.foreground(images, identified, net.bg_scale, return_maps=bool(maps))
     extras = dict(zip(maps, fo.maps)) if maps and fo.maps is not None else None
     return SegOutput(decision_scores(fo.fg, fo.active), scores, identified, extras)
