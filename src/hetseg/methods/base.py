@@ -20,16 +20,14 @@ from hetseg.engine.checkpoint import read_model_json, save_model
 from hetseg.engine.context import class_names, command_line, init_weights, seeded_model
 from hetseg.engine.train import is_rank_zero, mark_done, stage_done
 from hetseg.errors import HetsegError
+from hetseg.registry import Registry
 
-METHODS: dict[str, Method] = {}
+METHODS = Registry("method")  # name (= model.name in configs) -> Method instance
 
 
 def register_method(method: Method) -> Method:
-    """Add a method instance to the registry under ``method.name`` (= ``model.name`` in configs)."""
-    if method.name in METHODS:
-        raise ValueError(f"method {method.name!r} registered twice")
-    METHODS[method.name] = method
-    return method
+    """Add a method instance to the registry under ``method.name``."""
+    return METHODS.add(method.name, method)
 
 
 class Method:
@@ -89,12 +87,13 @@ class Method:
         init_weights(net, cfg, init_from)
         self.prepare(net, cfg, fresh)
         prev = read_model_json(run) if (run / "model.json").is_file() else {}
+        stages_meta, splits_meta = dict(prev.get("stages", {})), dict(prev.get("splits", {}))
         summaries: dict = {}
         for stage in stages:
             done = stage_done(run, stage)
-            if done is None and stage in prev.get("stages", {}):
+            if done is None and stage in stages_meta:
                 # Killed after the model file and before the marker: the model is the truth.
-                done = prev["stages"][stage]
+                done = stages_meta[stage]
                 if is_rank_zero():
                     mark_done(run, done)
             if done is not None:
@@ -103,16 +102,15 @@ class Method:
             summary, splits = self.run_stage(stage, net, cfg, resume, callbacks, progress)
             resume = None  # an explicit checkpoint belongs to the first stage only
             summaries[stage] = summary
+            stages_meta[stage] = summary
+            splits_meta.update(splits)
             if not is_rank_zero():
                 continue
-            prev = read_model_json(run) if (run / "model.json").is_file() else {}
-            save_model(run, net, cfg, names, {
-                "method": self.name, "threshold": self.threshold(cfg),
-                "stages": {**prev.get("stages", {}), stage: summary},
-                "splits": {**prev.get("splits", {}), **splits}, "command": command_line()})
+            save_model(run, net, cfg, names, {"method": self.name, "threshold": self.threshold(cfg),
+                                              "stages": stages_meta, "splits": splits_meta,
+                                              "command": command_line()})
             self.after_stage(stage, net, cfg)
             mark_done(run, summary)
-            prev = read_model_json(run)
         return summaries
 
 
@@ -120,7 +118,6 @@ def get_method(name: str) -> Method:
     """The registered method ``name`` (importing hetseg.methods registers them all)."""
     import hetseg.methods  # noqa: F401 - registration side effect
 
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise HetsegError(f"model.name={name}: unknown method; fix: choose one of {', '.join(sorted(METHODS))}") from None
+    if name not in METHODS:
+        raise HetsegError(f"model.name={name}: unknown method; fix: choose one of {', '.join(sorted(METHODS))}")
+    return METHODS[name]

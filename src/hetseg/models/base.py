@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from hetseg.registry import Registry
+
 
 @dataclass
 class SegOutput:
@@ -69,19 +71,12 @@ class Segmenter(nn.Module):
         raise NotImplementedError
 
 
-MODELS: dict[str, Callable[..., Segmenter]] = {}
+MODELS = Registry("model")  # name -> Segmenter subclass
 
 
 def register(name: str) -> Callable[[type], type]:
     """Class decorator: ``@register("dis")`` makes ``create_model("dis", ...)`` build the class."""
-
-    def deco(cls: type) -> type:
-        if name in MODELS:
-            raise ValueError(f"model {name!r} registered twice")
-        MODELS[name] = cls
-        return cls
-
-    return deco
+    return MODELS.decorator(name)
 
 
 def create_model(name: str, **kwargs) -> Segmenter:
@@ -89,11 +84,7 @@ def create_model(name: str, **kwargs) -> Segmenter:
 
     kwargs must be JSON-serialisable (they are stored in model.json and passed back on load).
     """
-    try:
-        cls = MODELS[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
-    net = cls(**kwargs)
+    net = MODELS.lookup(name)(**kwargs)
     net.model_name = name.lower()
     net.model_kwargs = dict(kwargs)
     return net

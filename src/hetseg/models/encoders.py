@@ -35,6 +35,8 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
+from hetseg.registry import Registry
+
 
 class EncoderFeatures(NamedTuple):
     """features: list of (N, channels[i], H/strides[i], W/strides[i]) maps, fine to coarse.
@@ -46,28 +48,17 @@ class EncoderFeatures(NamedTuple):
 
 
 EncoderBuilder = Callable[..., nn.Module]
-ENCODERS: dict[str, EncoderBuilder] = {}
+ENCODERS = Registry("encoder")  # name -> EncoderBuilder
 
 
 def register_encoder(name: str) -> Callable[[EncoderBuilder], EncoderBuilder]:
     """Decorator: ``@register_encoder("resnet50")`` makes ``create_encoder("resnet50", ...)`` work."""
-
-    def deco(builder: EncoderBuilder) -> EncoderBuilder:
-        if name in ENCODERS:
-            raise ValueError(f"encoder {name!r} registered twice")
-        ENCODERS[name] = builder
-        return builder
-
-    return deco
+    return ENCODERS.decorator(name)
 
 
 def create_encoder(name: str, pretrained: bool = False, **kw) -> nn.Module:
     """Build a registered encoder; ``pretrained`` loads its ImageNet weights (may raise HetsegError)."""
-    try:
-        builder = ENCODERS[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown encoder {name!r}; choose one of {sorted(ENCODERS)}") from None
-    return builder(pretrained=pretrained, **kw)
+    return ENCODERS.lookup(name)(pretrained=pretrained, **kw)
 
 
 @register_encoder("efficientnet_lite0")
