@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from .base import SegOutput, Segmenter, index_lists, register
 from .bridge import Bridge
 from .decouplednet import assemble_probs, inference_rows
+from .saliency import score_gradient
 from .encoders import EncoderFeatures, create_encoder
 from .vgg import ConvBlock, init_conv_
 
@@ -91,17 +92,9 @@ def head_saliency_rows(
     if classifier.bn.training:
         # Batch statistics would couple the images of a batch; the closed form assumes fixed ones.
         raise RuntimeError("head_saliency_rows needs the classifier in eval mode (BN running statistics)")
-    n_rows, n_cls = weights.shape
+    d_score = score_gradient(out.score_map, out.max_index, weights, index, pool)
+    n_rows, dtype = weights.shape[0], d_score.dtype
     s_h, s_w = out.score_map.shape[-2:]
-    cells = s_h * s_w
-    dtype = out.score_map.dtype
-    weights = weights.to(dtype)
-    if pool == "avg":
-        d_score = (weights / cells).unsqueeze(-1).expand(n_rows, n_cls, cells)
-    elif pool == "max":
-        d_score = weights.unsqueeze(-1) * F.one_hot(out.max_index[index], cells).to(dtype)
-    else:
-        raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
     w_score = classifier.score.weight.flatten(1).to(dtype)  # (K, F)
     d_hidden = torch.einsum("rkc,kf->rfc", d_score, w_score) * out.hidden_mask[index].flatten(2).to(dtype)
     bn = classifier.bn

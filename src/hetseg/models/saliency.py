@@ -27,6 +27,24 @@ def _check_dropout(classifier: Classifier) -> None:
         raise RuntimeError("class_saliency needs the classifier in eval mode when dropout > 0")
 
 
+def score_gradient(score_map: Tensor, max_index: Tensor, weights: Tensor, index: Tensor, pool: str) -> Tensor:
+    """Gradient of w . pooled(score map) with respect to the score map, per row (step 1 of §1.4).
+
+    score_map (N, K, s_h, s_w), max_index (N, K) flat argmax cells, weights (R, K), index (R,)
+    image of each row -> (R, K, s_h * s_w) in the score map's dtype. ``pool`` "max": w lands on each
+    class's argmax cell (unpooling with the max switch); "avg": w / cells on every cell.
+    """
+    n_rows, n_cls = weights.shape
+    cells = score_map.shape[-2] * score_map.shape[-1]
+    dtype = score_map.dtype
+    weights = weights.to(dtype)
+    if pool == "max":
+        return weights.unsqueeze(-1) * F.one_hot(max_index[index], cells).to(dtype)
+    if pool == "avg":
+        return (weights / cells).unsqueeze(-1).expand(n_rows, n_cls, cells)
+    raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
+
+
 def class_saliency_rows(
     classifier: Classifier,
     out: ClassifierOutput,
@@ -48,20 +66,9 @@ def class_saliency_rows(
         (R, C5, h, w): the gradient with respect to pool5 of image ``index[r]``.
     """
     _check_dropout(classifier)
-    n_rows, n_cls = weights.shape
+    d_score = score_gradient(out.score_map, out.max_index, weights, index, pool)
+    n_rows, dtype = weights.shape[0], d_score.dtype
     s_h, s_w = out.score_map.shape[-2:]
-    cells = s_h * s_w
-    dtype = out.score_map.dtype
-    weights = weights.to(dtype)
-    if pool == "max":
-        # Step 1 of §1.4: unpool w with the score map's max switch.
-        onehot = F.one_hot(out.max_index[index], cells).to(dtype)  # (R, K, cells)
-        d_score = weights.unsqueeze(-1) * onehot
-    elif pool == "avg":
-        d_score = (weights / cells).unsqueeze(-1).expand(n_rows, n_cls, cells)
-    else:
-        raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
-
     w_score = classifier.score.weight.flatten(1).to(dtype)  # (K, F)
     w_fc7 = classifier.fc7.weight.flatten(1).to(dtype)  # (F_out, F_in)
     # Steps 2-3: transposed 1x1 score conv, then the fc7 ReLU mask.
