@@ -27,7 +27,7 @@ from pycocotools.coco import COCO
 
 from hetseg.data.classes import IGNORE_INDEX, VOC_CLASSES
 from hetseg.data.coco_json import decode_segmentation, load_coco, read_panoptic_png
-from hetseg.data.paths import RootGuard, SymlinkLoop, unsafe_rel
+from hetseg.data.paths import RootGuard, link_problem, unsafe_rel
 from hetseg.data.records import Record, Split, load_labels_json, save_labels_json, write_split
 from hetseg.data.staging import staged
 from hetseg.errors import DataError
@@ -172,14 +172,9 @@ def _check_file_names(ann_json: Path, coco: COCO, image_dir: Path) -> None:
         if unsafe_rel(fn):
             raise DataError(ann_json, f"image {img_id}: file_name '{fn}' is absolute or has '..', so it would be "
                             f"read from outside --images {image_dir}", "file names are relative to the image folder")
-        try:
-            target = guard.escaping(str(PurePosixPath(fn)))
-        except SymlinkLoop as e:
-            raise DataError(ann_json, f"image {img_id}: '{image_dir / fn}' is a symlink loop (at {e.args[0]})",
-                            "point the link at a real file") from None
-        if target is not None:
-            raise DataError(ann_json, f"image {img_id}: '{image_dir / fn}' is a symlink to {target}, outside --images "
-                            f"{image_dir}", "copy the file into the image folder, or link the whole folder")
+        bad = link_problem(guard, str(PurePosixPath(fn)), f"--images {image_dir}")
+        if bad is not None:
+            raise DataError(ann_json, f"image {img_id}: '{image_dir / fn}' {bad[0]}", bad[1])
         base = PurePosixPath(fn.replace("\\", "/")).name
         for key, seen, what in ((base, by_name, "basename"), (Path(base).stem, by_stem, "stem")):
             if key in seen:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from hetseg.data.paths import SymlinkLoop, escaping_target
+from hetseg.data.paths import RootGuard, link_problem
 from hetseg.errors import DataError
 from hetseg.palette import voc_colormap
 
@@ -223,15 +223,11 @@ def read_pair(root: str | Path, record, num_classes: int | None = None) -> tuple
     image's size.
     """
     root = Path(root)
+    guard = RootGuard(root)
     for rel in (record.image, record.mask):
-        try:
-            target = None if rel is None else escaping_target(root, rel)
-        except SymlinkLoop as e:
-            raise DataError(root / rel, f"is a symlink loop (at {e.args[0]})",
-                            "point the link at a real file") from None
-        if target is not None:
-            raise DataError(root / rel, f"is a symlink to {target}, outside the dataset root {root}",
-                            "copy the file into the root, or link its whole folder (folder links are followed)")
+        bad = None if rel is None else link_problem(guard, rel, f"the dataset root {root}")
+        if bad is not None:
+            raise DataError(root / rel, *bad)
     ip = root / record.image
     image = read_image(ip)
     if record.mask is None:

@@ -74,7 +74,14 @@ class RootGuard:
         return cur, zones, links
 
     def escaping(self, rel: str) -> Path | None:
-        """Where ``root/rel`` really leads if that breaks the rule, else None (see the module doc)."""
+        """Where ``root/rel`` really leads if that breaks the rule, else None (see the module doc).
+
+        ``rel`` is a root-relative POSIX path without ``..`` (see :func:`unsafe_rel`). The walk follows
+        the path one component at a time, as the kernel does: a directory link found inside the
+        dataset adds its resolved folder to the dataset; a file link is followed to its target, which
+        must end inside the dataset. A symlink loop (more than 40 links) raises :class:`SymlinkLoop`.
+        Missing files are not an error here (the caller checks existence). Folder walks are cached.
+        """
         folder, _, name = rel.rpartition("/")
         state = self._dirs.get(folder)
         if state is None:
@@ -83,14 +90,14 @@ class RootGuard:
         return None if _inside(cur, zones) else Path(cur)
 
 
-def escaping_target(root: str | Path, rel: str) -> Path | None:
-    """Where ``root/rel`` really leads if that breaks the rule above, else None.
-
-    ``rel`` is a root-relative POSIX path without ``..`` (see :func:`unsafe_rel`). The walk follows
-    the path one component at a time, as the kernel does: a directory link found inside the
-    dataset adds its resolved folder to the dataset; a file link is followed to its target, which
-    must end inside the dataset. A symlink loop (more than 40 links) raises :class:`SymlinkLoop`. Missing
-    files are not an error here (the caller checks existence). For many paths under one root use
-    :class:`RootGuard`, which caches the folder walks.
-    """
-    return RootGuard(root).escaping(rel)
+def link_problem(guard: RootGuard, rel: str, where: str) -> tuple[str, str] | None:
+    """None when ``rel`` obeys the rule; else (problem, fix) for a :class:`DataError`, the problem
+    reading "is a symlink loop (at X)" or "is a symlink to T, outside <where>"."""
+    try:
+        target = guard.escaping(rel)
+    except SymlinkLoop as e:
+        return f"is a symlink loop (at {e.args[0]})", "point the link at a real file"
+    if target is None:
+        return None
+    return (f"is a symlink to {target}, outside {where}",
+            "copy the file inside it, or link its whole folder (folder links are followed)")

@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 
 from hetseg.data.labels import (labels_from_mask, load_cls_labels_npy, load_labels_json, normalise_labels,
                                 save_labels_json)
-from hetseg.data.paths import RootGuard, SymlinkLoop, unsafe_rel
+from hetseg.data.paths import RootGuard, link_problem, unsafe_rel
 from hetseg.errors import DataError
 
 # Label readers live in hetseg.data.labels; re-exported here, where callers have always found them.
@@ -179,14 +179,9 @@ def parse_split_lines(text: str, split_path: Path, root: Path) -> list[tuple[str
 
 def _check_path(guard: RootGuard, root: Path, rel: str, split_path: Path, lineno: int, rid: str,
                 check_files: bool) -> None:
-    try:
-        target = guard.escaping(rel)
-    except SymlinkLoop as e:
-        raise DataError(split_path, f"line {lineno}: '{rel}' is a symlink loop (at {e.args[0]})",
-                        "point the link at a real file") from None
-    if target is not None:
-        raise DataError(split_path, f"line {lineno}: '{rel}' is a symlink to {target}, outside the dataset root "
-                        f"{root}", "copy the file into the root, or link its whole folder (folder links are followed)")
+    bad = link_problem(guard, rel, f"the dataset root {root}")
+    if bad is not None:
+        raise DataError(split_path, f"line {lineno}: '{rel}' {bad[0]}", bad[1])
     p = root / rel
     if check_files and not p.is_file():
         what = f"under {root} is a directory, not a file" if p.is_dir() else f"does not exist under {root}"
