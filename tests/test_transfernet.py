@@ -15,7 +15,7 @@ from hetseg.models import BaselineNet, TransferNet, create_model
 from hetseg.models.transfernet import (AttentionModel, attend, decision_scores, densify, densify_gram,
                                        foreground_probability)
 
-from conftest import FMNIST_DIR
+from conftest import make_scenes
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -176,11 +176,7 @@ def test_identify_labels_threshold_restriction_and_fallback():
 # ---------------------------------------------------------------- data and stages ----------------
 @pytest.fixture(scope="module")
 def tiny_scenes(tmp_path_factory) -> Path:
-    from hetseg.data.scenes import generate_scenes
-
-    out = tmp_path_factory.mktemp("tn_scenes")
-    generate_scenes(out, seed=5, num_train=100, num_val=20, size=96, fashion_mnist_dir=FMNIST_DIR, workers=1)
-    return out
+    return make_scenes(tmp_path_factory, "tn_scenes", seed=5, num_train=100, num_val=20)
 
 
 def _cfg(root: Path, run: Path, steps: int = 3):
@@ -200,7 +196,7 @@ def test_domain_pairs_whole_sub_batches(tiny_scenes):
     from hetseg.methods.transfernet.data import DomainPairs, domain_rows
 
     cfg = _cfg(tiny_scenes, tiny_scenes / "unused")
-    target, source = domain_rows(cfg, "target"), domain_rows(cfg, "source")
+    target, source = domain_rows(cfg, "target", 96), domain_rows(cfg, "source", 96)
     assert {c for _, c in target.rows} <= set(FASHION_TARGET) and {c for _, c in source.rows} <= set(FASHION_SOURCE)
     # one row per (image, label): multi-label images give several rows
     assert len(source) == sum(len(r.labels) for r in source.split.records)
@@ -224,7 +220,7 @@ def test_transfer_stages_keep_encoder_frozen(tiny_scenes):
 
     torch.manual_seed(0)
     cfg = _cfg(tiny_scenes, tiny_scenes / "unused")
-    pairs = DomainPairs(domain_rows(cfg, "target"), domain_rows(cfg, "source"))
+    pairs = DomainPairs(domain_rows(cfg, "target", 96), domain_rows(cfg, "source", 96))
     batch = next(iter(DataLoader(pairs, batch_size=4)))
     net = TransferNet(K, "cpu")
     for phase in ("att", "joint"):

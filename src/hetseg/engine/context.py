@@ -39,9 +39,10 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split
     if rel is not None:
         path = Path(rel) if Path(rel).is_absolute() else data_root / rel
         return read_split(path, data_root, num_classes=cfg.data.num_classes)
-    for cand in (data_root / which, data_root / "splits" / f"{which}.txt"):
-        if not Path(which).is_absolute() and cand.is_file() and root is None:
-            return read_split(cand, data_root, num_classes=cfg.data.num_classes)
+    if root is None and not Path(which).is_absolute():
+        for cand in (data_root / which, data_root / "splits" / f"{which}.txt"):
+            if cand.is_file():
+                return read_split(cand, data_root, num_classes=cfg.data.num_classes)
     path = Path(which)
     if not path.is_file():
         raise HetsegError(f"{which}: no such split (not under {data_root} either); fix: give weak, strong, val, "

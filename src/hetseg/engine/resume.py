@@ -29,7 +29,8 @@ def check_checkpoint(path: str | Path) -> None:
     if not p.is_file():
         raise HetsegError(f"{p}: no such checkpoint; fix: give a RUN/<stage>/checkpoints/last.ckpt file")
     try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        # mmap: the tensors are not read (Lightning reads the file once more, for real).
+        ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 - any failure means "do not trust this file"
         why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise HetsegError(f"{p}: not a loadable checkpoint ({why}); fix: delete it to restart the stage "

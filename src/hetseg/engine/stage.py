@@ -3,7 +3,8 @@
 A method's stage subclasses :class:`Stage`, says which parts train (``train_parts``), optionally
 which parameters get lr multipliers (``param_groups``), and writes ``training_step``. The base
 class freezes everything else, keeps the frozen parts in eval mode for the whole stage (so their
-BatchNorm statistics and dropout never change: "frozen means frozen", docs/GUARANTEES.md), builds
+BatchNorm statistics and dropout never change: "frozen means frozen", docs/GUARANTEES.md; after a
+validation run Lightning restores each submodule's own mode), builds
 the optimizer once (:mod:`hetseg.engine.optim`), moves images to channels_last and tells
 epoch-aware datasets the epoch.
 """
@@ -85,13 +86,6 @@ class Stage(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._set_modes()
-
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        # Lightning may switch the module to train mode after a validation run; re-assert eval on
-        # the frozen parts before every step (cheap: a flag per submodule).
-        for m in self.frozen:
-            if m.training:
-                m.eval()
 
     def on_fit_start(self) -> None:
         if self.sc.channels_last:

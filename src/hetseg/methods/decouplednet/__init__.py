@@ -19,31 +19,26 @@ from hetseg.methods.base import Method, register_method
 from hetseg.methods.decouplednet.stages import ClsStage, PretrainStage, SegStage
 
 
-def crop_dataset(cfg: Config, split_key: str, target: str):
-    """Combinatorial crops of a split's strong images (DecoupledNet Sec. 5); ``target`` binary | multiclass."""
+def crop_dataset(cfg: Config, split_key: str, target: str, size: int):
+    """Combinatorial crops of a split's strong images (DecoupledNet Sec. 5) at the model's input
+    side ``size``; ``target`` binary | multiclass."""
     from hetseg.data.crops import proposals_available
     from hetseg.data.datasets import CropDataset
 
     strong = load_split(cfg, split_key)
     use_props = cfg.crops.proposals == "selective-search" or (cfg.crops.proposals == "auto" and proposals_available())
-    ds = CropDataset(strong, cfg.data.num_classes, cfg_input_size(cfg), cfg.crops.crops_per_subset,
+    ds = CropDataset(strong, cfg.data.num_classes, size, cfg.crops.crops_per_subset,
                      cfg.crops.full_image_prob, cfg.crops.max_scale, use_props, target, seed=cfg.seed)
     record = {"file": cfg.data.strong_split if split_key == "strong" else split_key, "images": len(strong.strong()),
               "checksum": strong.checksum(), "pairs": len(ds.pairs)}
     return ds, record, "selective-search" if use_props else "random boxes only"
 
 
-def cfg_input_size(cfg: Config) -> int:
-    from hetseg.models.scales import get_scale
-
-    return get_scale(cfg.model.scale).input_size
-
-
 def train_cls(net: nn.Module, cfg: Config, weak_key: str, resume, callbacks, progress) -> tuple[dict, dict]:
     """Stage ``cls`` on the image labels of split ``weak_key``; validated on the val split's labels."""
     from hetseg.data.datasets import ImageLabelDataset
 
-    c, size = cfg.data.num_classes, cfg_input_size(cfg)
+    c, size = cfg.data.num_classes, net.input_size
     weak = load_split(cfg, weak_key).weak()
     val = load_split(cfg, "val")
     train_ds = ImageLabelDataset(weak, c, size, train=True, seed=cfg.seed)
@@ -71,14 +66,14 @@ class DecoupledNetMethod(Method):
             if net.classifier.num_classes != 10:
                 raise HetsegError("--stage pre: it pretrains a 10-class classifier on fashion items; fix: run it "
                                   "with model.name=decouplednet and data.num_classes=11")
-            train_ds, val_ds = item_splits(cfg.data.fashion_mnist_dir or None, cfg_input_size(cfg), cfg.seed,
+            train_ds, val_ds = item_splits(cfg.data.fashion_mnist_dir or None, net.input_size, cfg.seed,
                                            cfg.data.pretrain_holdout)
             summary = run_stage("pre", PretrainStage(net, cfg.pre), cfg, cfg.pre, train_ds, val_ds, resume,
                                 callbacks, progress)
             return summary, {"pre": {"items": "Fashion-MNIST train", "train": len(train_ds), "held_out": len(val_ds)}}
         if stage == "cls":
             return train_cls(net, cfg, "weak", resume, callbacks, progress)
-        train_ds, record, props = crop_dataset(cfg, "strong", "binary")
+        train_ds, record, props = crop_dataset(cfg, "strong", "binary", net.input_size)
         summary = run_stage("seg", SegStage(net, cfg.seg), cfg, cfg.seg, train_ds, None, resume, callbacks, progress)
         return {**summary, "proposals": props}, {"strong": record}
 

@@ -34,7 +34,7 @@ from hetseg.config import Config
 from hetseg.engine.checkpoint import load_model
 from hetseg.engine.train import run_stage
 from hetseg.methods.base import Method, register_method
-from hetseg.methods.decouplednet import DecoupledNetMethod, crop_dataset, train_cls
+from hetseg.methods.decouplednet import crop_dataset, train_cls
 from hetseg.methods.decouplednet.stages import SegStage
 from hetseg.methods.transfernet.data import DomainPairs, LabelRows, both_domains_split, domain_rows
 from hetseg.methods.transfernet.stages import BaselineStage, TransferStage
@@ -105,7 +105,7 @@ class TransferNetMethod(_TransferFamily):
         """Copy the classifier's conv layers into the frozen encoder; calibrate the feature scale."""
         net.encoder.load_state_dict(net.classifier.encoder.state_dict())
         if cfg.transfer.feature_scale <= 0:
-            net.feature_scale.fill_(calibrate_feature_scale(net, domain_rows(cfg, "source")))
+            net.feature_scale.fill_(calibrate_feature_scale(net, domain_rows(cfg, "source", net.input_size)))
 
     def run_stage(self, stage: str, net: nn.Module, cfg: Config, resume: str | None, callbacks: Sequence,
                   progress: bool) -> tuple[dict, dict]:
@@ -113,7 +113,7 @@ class TransferNetMethod(_TransferFamily):
             out = self.train_cls(net, cfg, resume, callbacks, progress)
             self.encoder_from_classifier(net, cfg)
             return out
-        target, source = domain_rows(cfg, "target"), domain_rows(cfg, "source")
+        target, source = domain_rows(cfg, "target", net.input_size), domain_rows(cfg, "source", net.input_size)
         sc = cfg.transfer.att if stage == "att" else cfg.transfer.joint
         module = TransferStage(net, sc, stage, cfg.transfer.seg_weight)
         summary = run_stage(stage, module, cfg, sc, DomainPairs(target, source, cfg.seed), None, resume,
@@ -135,7 +135,7 @@ class BaselineNetMethod(_TransferFamily):
                   progress: bool) -> tuple[dict, dict]:
         if stage == "cls":
             return self.train_cls(net, cfg, resume, callbacks, progress)
-        source, sc = domain_rows(cfg, "source"), cfg.transfer.baseline
+        source, sc = domain_rows(cfg, "source", net.input_size), cfg.transfer.baseline
         summary = run_stage("baseline", BaselineStage(net, sc), cfg, sc, source, None, resume, callbacks, progress)
         summary["source_rows_per_step"] = sc.batch_size * sc.accumulate
         return summary, {"rows": {"source": len(source)}}
@@ -150,7 +150,7 @@ class DecoupledNetTransferMethod(_TransferFamily):
     stages = ("cls", "seg")
 
     def model_kwargs(self, cfg: Config) -> dict:
-        return {**super().model_kwargs(cfg), **DecoupledNetMethod().model_kwargs(cfg)}
+        return {**super().model_kwargs(cfg), "weight_pool": cfg.model.weight_pool}
 
     def import_classifier(self, net: nn.Module, cfg: Config) -> None:
         if cfg.transfer.classifier_run:
@@ -161,7 +161,7 @@ class DecoupledNetTransferMethod(_TransferFamily):
         if stage == "cls":
             return self.train_cls(net, cfg, resume, callbacks, progress)
         scfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, strong_split=cfg.transfer.source_split))
-        train_ds, record, props = crop_dataset(scfg, "strong", "binary")
+        train_ds, record, props = crop_dataset(scfg, "strong", "binary", net.input_size)
         summary = run_stage("seg", SegStage(net, cfg.seg), cfg, cfg.seg, train_ds, None, resume, callbacks, progress)
         return {**summary, "proposals": props}, {"strong": record}
 

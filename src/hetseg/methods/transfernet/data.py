@@ -80,18 +80,13 @@ class DomainPairs(Dataset):
         return (*self.target[i % len(self.target)], *self.source[int(self._perm[i % len(self.source)])])
 
 
-def domain_rows(cfg: Config, which: str) -> LabelRows:
-    """The source rows (with masks) or the target rows (labels only) of a transfer run."""
-    t, size = cfg.transfer, input_size(cfg)
+def domain_rows(cfg: Config, which: str, size: int) -> LabelRows:
+    """The source rows (with masks) or the target rows (labels only) of a transfer run, at the
+    model's input side ``size``."""
+    t = cfg.transfer
     if which == "source":
         return LabelRows(load_split(cfg, t.source_split), t.source_classes, size, True, cfg.seed)
     return LabelRows(load_split(cfg, t.target_split), t.target_classes, size, False, cfg.seed)
-
-
-def input_size(cfg: Config) -> int:
-    from hetseg.models.scales import get_scale
-
-    return get_scale(cfg.model.scale).input_size
 
 
 def both_domains_split(cfg: Config, path) -> Split:

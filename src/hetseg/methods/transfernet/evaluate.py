@@ -23,7 +23,6 @@ from hetseg.engine.checkpoint import load_model
 from hetseg.engine.context import load_split
 from hetseg.engine.evaluate import evaluate_split, model_device
 from hetseg.methods.base import get_method
-from hetseg.methods.transfernet.data import input_size
 from hetseg.metrics import ConfusionMatrix, Scores
 from hetseg.models.base import identify_labels
 from hetseg.models.transfernet import TransferNet
@@ -106,8 +105,8 @@ def evaluate_transfer(nets: dict[str, nn.Module], split: Split, num_classes: int
 def label_identification(cls_run: str | Path, split: Split, cfg: Config, batch_size: int = 32) -> dict:
     """How well the separate classifier's label sets match the ground truth on ``split``:
     fraction of images with the exact set, micro precision / recall of the identified labels."""
-    classifier = load_model(cls_run)[0].classifier.eval()
-    size = input_size(cfg)
+    net = load_model(cls_run)[0]
+    classifier, size = net.classifier, net.input_size
     allowed = [c - 1 for c in cfg.transfer.target_classes]
     exact = tp = n_pred = n_gt = 0
     recs = split.records
@@ -191,5 +190,5 @@ def run_recipe(cfg: Config, run_root: str | Path, progress: bool = False, method
     scores = evaluate_transfer(nets, val, cfg.data.num_classes, cfg.transfer.threshold, methods, cfg.transfer.crf)
     walls["evaluation"] = round(time.perf_counter() - t0, 1)
     if figure is not None and "transfernet" in nets:
-        attention_figure(nets["transfernet"], val, figure, input_size(cfg), bg_scale=cfg.transfer.bg_scale)
+        attention_figure(nets["transfernet"], val, figure, nets["transfernet"].input_size, bg_scale=cfg.transfer.bg_scale)
     return {"scores": scores, "train": summaries, "wall_s": walls, "val": val}
