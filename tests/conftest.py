@@ -32,3 +32,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def make_scenes(factory, name: str, seed: int, num_train: int, num_val: int) -> Path:
+    """A tiny fashion-scenes root (96 px) in a fresh temporary folder, for module-scoped fixtures."""
+    from hetseg.data.scenes import generate_scenes
+
+    out = factory.mktemp(name)
+    generate_scenes(out, seed=seed, num_train=num_train, num_val=num_val, size=96, fashion_mnist_dir=FMNIST_DIR,
+                    workers=1)
+    return out

@@ -15,7 +15,7 @@ from hetseg.config import Config
 from hetseg.data.crops import binary_target, crop_pad, enclosing_box, foreground_box, label_subsets
 from hetseg.errors import HetsegError
 
-from conftest import FMNIST_DIR
+from conftest import make_scenes
 
 
 # ---------------------------------------------------------------- config -------------------------
@@ -62,11 +62,7 @@ def test_crop_pad_pads_image_black_and_mask_void():
 # ---------------------------------------------------------------- end to end ---------------------
 @pytest.fixture(scope="module")
 def tiny_scenes(tmp_path_factory) -> Path:
-    from hetseg.data.scenes import generate_scenes
-
-    out = tmp_path_factory.mktemp("scenes")
-    generate_scenes(out, seed=3, num_train=120, num_val=16, size=96, fashion_mnist_dir=FMNIST_DIR, workers=1)
-    return out
+    return make_scenes(tmp_path_factory, "scenes", seed=3, num_train=120, num_val=16)
 
 
 def tiny_config(root: Path, run: Path) -> Config:

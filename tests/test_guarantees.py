@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FMNIST_DIR
+from conftest import make_scenes
 from PIL import Image
 
 from hetseg.cli import main
@@ -22,11 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> Path:
-    from hetseg.data.scenes import generate_scenes
-
-    out = tmp_path_factory.mktemp("g_scenes")
-    generate_scenes(out, seed=4, num_train=60, num_val=8, size=96, fashion_mnist_dir=FMNIST_DIR, workers=1)
-    return out
+    return make_scenes(tmp_path_factory, "g_scenes", seed=4, num_train=60, num_val=8)
 
 
 def _cfg(root: Path, run: Path) -> Config:
