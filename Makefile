@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test venv fashion-mnist clean bench-table1 bench-table1-scratch bench-transfer
+.PHONY: demo test venv fashion-mnist clean bench-table1 bench-table1-scratch bench-transfer bench-dis
 
 $(VENV)/.stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench-table1-scratch: venv fashion-mnist
 
 bench-transfer: venv fashion-mnist
 	$(PY) -m hetseg bench transfer --scale cpu
+
+bench-dis: venv fashion-mnist
+	$(PY) -m hetseg bench dis --scale cpu
 
 clean:
 	rm -rf $(VENV) runs data

@@ -90,7 +90,7 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("--fashion-mnist-dir", default=None)
 
     b = sub.add_parser("bench", help="benchmarks that write results files")
-    b.add_argument("name", choices=["table1", "transfer"])
+    b.add_argument("name", choices=["table1", "transfer", "dis"])
     b.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
     b.add_argument("--seeds", type=int, nargs="+", default=[0])
     b.add_argument("--out", default="benchmarks/results")
@@ -163,6 +163,11 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_demo(args.data, args.run_dir, args.seed, args.fashion_mnist_dir)
     if args.cmd == "bench":
+        if args.name == "dis":
+            from hetseg.bench.dis import run_dis
+
+            return run_dis(args.scale, args.seeds, args.out, args.data, args.runs, overrides=args.overrides,
+                           jobs=args.jobs)
         if args.name == "transfer":
             from hetseg.bench.transfer import run_transfer
 

@@ -107,6 +107,26 @@ class TransferConfig:
     baseline: StageConfig = field(default_factory=lambda: _adam(15000, 5e-4))
 
 
+def _dis_stage(steps: int, lr: float) -> StageConfig:
+    """DIS stages (the paper gives no solver, docs/DIS.md): Adam as the CPU classifier recipe;
+    batch_size counts (masked row, tag-only row) pairs, so a step sees 2 x batch_size images."""
+    return StageConfig(steps=steps, batch_size=16, optimizer="adam", lr=lr, weight_decay=0.0, lr_step=0.75)
+
+
+@dataclass
+class DISConfig:
+    """DIS (hetseg.methods.dis, docs/DIS.md). Budget: 2,000 steps in all, DecoupledNet's from-scratch
+    cls + seg steps (DIS's ResNet has no pretrained CPU-scale backbone)."""
+
+    t_train: int = 5             # t_tr: inference steps that make a tag-only image's labelmap (stage joint)
+    t_test: int = 30             # t_ts: predict/eval default (the paper's best t_ts is 30)
+    infer_lr: float = 0.05       # initial iterative-inference step, relative to the features' RMS
+    recon_weight: float = 1.0    # weight of the reconstruction loss in stage joint
+    labelmap: StageConfig = field(default_factory=lambda: _dis_stage(1200, 0.002))
+    recon: StageConfig = field(default_factory=lambda: _dis_stage(200, 0.002))
+    joint: StageConfig = field(default_factory=lambda: _dis_stage(600, 0.0005))
+
+
 @dataclass
 class Config:
     run_dir: str = "runs/demo"
@@ -131,6 +151,7 @@ class Config:
     crops: CropConfig = field(default_factory=CropConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    dis: DISConfig = field(default_factory=DISConfig)
 
     # ---- persistence -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -195,7 +216,8 @@ _MIN = {"steps": (1, False), "batch_size": (1, False), "accumulate": (1, False),
         "num_classes": (2, False), "lr": (0.0, True), "momentum": (0.0, False), "weight_decay": (0.0, False),
         "lr_step": (0.0, True), "val_every": (0, False), "workers": (0, False), "crops_per_subset": (1, False),
         "full_image_prob": (0.0, False), "max_scale": (0.0, True), "pretrain_holdout": (0, False),
-        "seg_weight": (0.0, False), "bg_scale": (0.0, True), "feature_scale": (0.0, False), "embed_dim": (0, False)}
+        "seg_weight": (0.0, False), "t_train": (0, False), "t_test": (0, False),
+        "infer_lr": (0.0, True), "recon_weight": (0.0, False), "bg_scale": (0.0, True), "feature_scale": (0.0, False), "embed_dim": (0, False)}
 _MAX = {"lr_step": 1.0, "full_image_prob": 1.0, "momentum": 1.0, "threshold": 1.0}
 
 

@@ -81,6 +81,19 @@ def warp(image: np.ndarray, mask: np.ndarray, size: int, flip: bool) -> tuple[np
     return np.ascontiguousarray(im), np.ascontiguousarray(mk)
 
 
+def augment(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator, scale: float = 330 / 320
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Warp to round(size * 330/320), random size crop, flip: the original TransferNet loader
+    (docs/REFERENCE.md §3.8), also DIS's (docs/DIS.md). (H, W, 3) + (H, W) -> (size, size, 3) + (size, size)."""
+    big = max(size, int(round(size * scale)))
+    im, mk = warp(image, mask, big, flip=False)
+    y, x = rng.integers(0, big - size + 1, size=2)
+    im, mk = im[y:y + size, x:x + size], mk[y:y + size, x:x + size]
+    if rng.random() < 0.5:
+        im, mk = im[:, ::-1], mk[:, ::-1]
+    return np.ascontiguousarray(im), np.ascontiguousarray(mk)
+
+
 @lru_cache(maxsize=1)
 def _selective_search():
     """opencv-contrib's selective search, or None when the optional extra is not installed."""

@@ -92,12 +92,13 @@ __all__ = ["Prediction", "evaluate_split", "evaluate_run", "model_device", "pred
 
 def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = None, use_gt_labels: bool = False,
                  batch_size: int = 16, root: str | Path | None = None, device: str | None = None,
-                 predict_kwargs: dict | None = None) -> tuple[Scores, dict]:
+                 predict_kwargs: dict | None = None, suffix: str = "") -> tuple[Scores, dict]:
     """Score any method's trained run on a split; writes predictions and eval_<split>.json/.md.
 
     ``split`` is weak | strong | val, a split of the run's dataset, or a split file of another
     dataset, read against its own root (``root`` overrides; see ``engine.context.load_split``).
-    The threshold defaults to the one the run's method recorded in model.json.
+    The threshold defaults to the one the run's method recorded in model.json. ``suffix`` tells
+    apart evaluations of one run with other ``predict_kwargs`` (eval_<split><suffix>.json).
     """
     import math
 
@@ -113,7 +114,7 @@ def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = 
     run = Path(run)
     names = info.get("class_names") or class_names(cfg)
     sp = load_split(cfg, split, root)
-    tag = Path(split).stem + ("_gt" if use_gt_labels else "")
+    tag = Path(split).stem + ("_gt" if use_gt_labels else "") + suffix
     thr = float(info.get("threshold", cfg.eval.threshold)) if threshold is None else threshold
     scores = evaluate_split(net, sp, cfg.data.num_classes, thr, batch_size, pred_dir=run / f"predictions_{tag}",
                             use_gt_labels=use_gt_labels, predict_kwargs=predict_kwargs)

@@ -13,7 +13,7 @@ from hetseg.config import Config
 from hetseg.engine.context import class_names, load_split
 from hetseg.engine.evaluate import evaluate_run
 from hetseg.engine.train import stage_done
-from hetseg.methods import decouplednet, deconvnet, transfernet  # noqa: F401 - registration
+from hetseg.methods import decouplednet, deconvnet, dis, transfernet  # noqa: F401 - registration
 from hetseg.methods.base import METHODS, Method, get_method, register_method
 
 

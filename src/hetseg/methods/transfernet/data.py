@@ -10,25 +10,13 @@ import torch
 from torch.utils.data import Dataset
 
 from hetseg.config import Config
-from hetseg.data.crops import binary_target, warp
+from hetseg.data.crops import augment, binary_target
 from hetseg.data.datasets import SeededDataset
 from hetseg.data.io import read_image, read_mask
 from hetseg.data.records import Record, Split, write_split
 from hetseg.data.transforms import to_tensor
 from hetseg.engine.context import load_split
 from hetseg.errors import HetsegError
-
-
-def augment(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator, scale: float = 330 / 320
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """The original TransferNet loader (§3.8): warp to round(size * 330/320), random size crop, flip."""
-    big = max(size, int(round(size * scale)))
-    im, mk = warp(image, mask, big, flip=False)
-    y, x = rng.integers(0, big - size + 1, size=2)
-    im, mk = im[y:y + size, x:x + size], mk[y:y + size, x:x + size]
-    if rng.random() < 0.5:
-        im, mk = im[:, ::-1], mk[:, ::-1]
-    return np.ascontiguousarray(im), np.ascontiguousarray(mk)
 
 
 class LabelRows(SeededDataset):

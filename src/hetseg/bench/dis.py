@@ -1,0 +1,136 @@
+"""``hetseg bench dis``: DIS as specified here (docs/DIS.md) on fashion-scenes, the paper's ablation shape.
+
+Per seed and k in {5, full} strong images per class (the Table 1 split files; the weak set is the
+tag-only set):
+
+* ``RUNS/seed<S>/dis_k<k>_base``: stages ``labelmap`` and ``recon`` (shared by both t_tr cells);
+* ``RUNS/seed<S>/dis_k<k>_ttr<t>``: stage ``joint`` initialised from the base run, t_tr in
+  {0, ``dis.t_train``} (t_tr = 0: tag-only images are supervised by their plain tag-constrained
+  labelmap, no iterative inference);
+* every joint run is evaluated on val with t_ts in :data:`T_TEST` (the same model, only the number
+  of inference steps changes), and inference is timed per image at each t_ts.
+
+Beside it the report shows DecoupledNet and DeconvNet at the same k from ``OUT/table1.json`` (if
+present; that protocol starts from the pretrained VGG backbone, DIS's ResNet from random weights --
+stated in the report). Results: ``OUT/dis.json``, ``dis.md``, ``dis.png`` (:mod:`hetseg.bench.dis_report`).
+Nothing is chosen on val: budgets, t_tr and the t_ts grid are fixed before the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+
+from hetseg.bench.table1 import _job, _worker_init, check_recipe, strong_split_file
+from hetseg.config import Config
+
+KS: tuple = (5, "full")
+T_TEST: tuple[int, ...] = (0, 1, 5, 10, 30)
+BUDGETS: dict[str, list[str]] = {
+    "default": [],
+    "tiny": [f"dis.{s}.{k}" for s in ("labelmap", "recon", "joint") for k in ("steps=3", "batch_size=2",
+                                                                             "checkpoint_every=2")],
+}
+
+
+def base_config(scale: str, seed: int, data: str | Path, k: int | str, runs: str | Path, budget: str = "default",
+                overrides: Sequence[str] = ()) -> Config:
+    """Stages labelmap + recon of one (seed, k)."""
+    cfg = Config(seed=seed).override(["model.name=dis", f"model.scale={scale}", f"data.root={data}",
+                                      f"data.strong_split={strong_split_file(k)}", *BUDGETS[budget], *overrides])
+    return dataclasses.replace(cfg, run_dir=str(Path(runs) / f"seed{seed}" / f"dis_k{k}_base"))
+
+
+def joint_config(base: Config, k: int | str, t_train: int, runs: str | Path) -> Config:
+    """Stage joint with ``t_train`` steps of inference for the tag-only images."""
+    return dataclasses.replace(base, run_dir=str(Path(runs) / f"seed{base.seed}" / f"dis_k{k}_ttr{t_train}"),
+                               dis=dataclasses.replace(base.dis, t_train=t_train))
+
+
+@torch.no_grad()
+def time_inference(run: Path, split, steps: Sequence[int], images: int = 64, batch: int = 16) -> dict[int, float]:
+    """ms per image of ``predict`` (model only: preprocessed batches, no file I/O) at each t_ts."""
+    from hetseg.data.io import read_image
+    from hetseg.data.transforms import prepare
+    from hetseg.engine.checkpoint import load_model
+
+    net = load_model(run)[0]
+    x = torch.stack([prepare(read_image(split.path(r.image)), net.input_size)[0] for r in split.records[:images]])
+    x = x.contiguous(memory_format=torch.channels_last)
+    out = {}
+    for t in steps:
+        net.predict(x[:batch], steps=t)  # warm-up
+        t0 = time.perf_counter()
+        for i in range(0, len(x), batch):
+            net.predict(x[i:i + batch], steps=t)
+        out[int(t)] = round(1000 * (time.perf_counter() - t0) / len(x), 2)
+    return out
+
+
+def run_k(base: Config, k: int | str, t_trains: Sequence[int], runs: str, progress: bool) -> dict:
+    """Train base + joint runs of one (seed, k), evaluate each at every t_ts; returns its record."""
+    from hetseg.methods import evaluate_run, get_method, load_split
+
+    method = get_method("dis")
+    t0 = time.perf_counter()
+    check_recipe(base)
+    method.train(base, ("labelmap", "recon"), progress=progress)
+    rec = {"k": k, "seed": base.seed, "base_run": base.run_dir, "base_wall_s": round(time.perf_counter() - t0, 1),
+           "cells": []}
+    val = load_split(base, "val")
+    for t_tr in t_trains:
+        cfg = joint_config(base, k, t_tr, runs)
+        check_recipe(cfg)
+        t1 = time.perf_counter()
+        method.train(cfg, ("joint",), init_from=None if Path(cfg.run_dir, "model.safetensors").is_file()
+                     else base.run_dir, progress=progress)
+        cell = {"t_train": t_tr, "run": cfg.run_dir, "joint_wall_s": round(time.perf_counter() - t1, 1),
+                "miou": {}, "iou": {}}
+        for t in T_TEST:
+            scores, report = evaluate_run(cfg.run_dir, "val", predict_kwargs={"steps": t}, suffix=f"_t{t}")
+            cell["miou"][t] = scores.miou
+            cell["iou"][t] = report["scores"]["iou"]
+        gt, _ = evaluate_run(cfg.run_dir, "val", use_gt_labels=True, predict_kwargs={"steps": 0}, suffix="_t0")
+        cell["miou_gt_labels_t0"] = gt.miou
+        cell["ms_per_image"] = time_inference(Path(cfg.run_dir), val, T_TEST)
+        print(f"[dis] k={k} seed {base.seed} t_tr={t_tr}: mIoU " +
+              " ".join(f"t{t}={100 * m:.1f}" for t, m in cell["miou"].items()), flush=True)
+        rec["cells"].append(cell)
+    return rec
+
+
+def run_dis(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benchmarks/results",
+            data: str = "data/fashion-scenes", runs: str | None = None, budget: str = "default",
+            ks: Sequence[int | str] = KS, overrides: Sequence[str] = (), jobs: int = 2,
+            progress: bool = False, figure_images: int = 4) -> int:
+    """Every (seed, k) of the DIS bench; writes ``OUT/dis.{json,md,png}``; exit status."""
+    from hetseg.bench.dis_report import write_results
+    from hetseg.demo import ensure_scenes
+
+    t0 = time.perf_counter()
+    runs = runs or "runs/dis"
+    ks = tuple(k if str(k) == "full" else int(k) for k in ks)
+    if not (Path(data) / "meta.json").is_file():
+        ensure_scenes(data, 0)
+    bases = {(s, k): base_config(scale, s, data, k, runs, budget, overrides) for s in seeds for k in ks}
+    t_trains = sorted({0, bases[(seeds[0], ks[0])].dis.t_train})
+    if jobs <= 1:
+        records = [run_k(bases[key], key[1], t_trains, runs, progress) for key in bases]
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init) as pool:
+            futs = [pool.submit(_job, run_k, bases[key], key[1], t_trains, runs, progress) for key in bases]
+            records = [f.result() for f in futs]
+    command = (f"hetseg bench dis --scale {scale} --seeds {' '.join(map(str, seeds))} --out {out} --data {data} "
+               f"--runs {runs}")
+    first = bases[(seeds[0], ks[0])]
+    paths = write_results(records, out, command, scale, list(seeds), data, runs, time.perf_counter() - t0, first,
+                          list(T_TEST), t_trains, budget, list(overrides), figure_images)
+    print(f"[dis] results: {', '.join(map(str, paths))}", flush=True)
+    return 0

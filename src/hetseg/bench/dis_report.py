@@ -1,0 +1,130 @@
+"""The DIS bench's results: ``dis.json`` (everything), ``dis.md`` (tables a person reads) and
+``dis.png`` (image | labelmap t=0 | labelmap t=30 | reconstruction | ground truth)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hetseg.bench.table1_report import dataset_info, machine_info
+from hetseg.config import Config
+from hetseg.io_atomic import write_json, write_text
+
+PAPER = ("DIS paper (VOC 2012 test, ResNet-101, t_tr = t_ts = 30): 86.8 mIoU, 45.5 M parameters, 140 ms "
+         "per image; the paper reports accuracy growing with t (its ablation).")
+
+
+def parameter_counts(num_classes: int) -> dict[str, int]:
+    """Parameters of DIS at both scales (built on the meta device: no memory, no time)."""
+    from hetseg.models import create_model
+
+    out = {}
+    for scale in ("cpu", "paper"):
+        k = num_classes if scale == "cpu" else 20
+        with torch.device("meta"):
+            out[f"{scale} (K={k})"] = sum(p.numel() for p in create_model("dis", num_classes=k, scale=scale).parameters())
+    return out
+
+
+def beside(out: Path, ks: list) -> dict:
+    """DecoupledNet / DeconvNet mean mIoU (%) at the same k from OUT/table1.json, when present."""
+    p = out / "table1.json"
+    if not p.is_file():
+        return {}
+    t1 = json.loads(p.read_text())
+    return {"source": str(p), "command": t1.get("command"), "init": t1.get("init"),
+            "miou": {m: {str(k): t1["summary"].get(m, {}).get(str(k), {}).get("mean") for k in ks}
+                     for m in ("decouplednet", "deconvnet")}}
+
+
+def _stage_budget(cfg: Config) -> dict:
+    return {s: {"steps": getattr(cfg.dis, s).steps, "pairs_per_step": getattr(cfg.dis, s).batch_size,
+                "lr": getattr(cfg.dis, s).lr} for s in ("labelmap", "recon", "joint")}
+
+
+@torch.no_grad()
+def figure(run: str, cfg: Config, path: Path, n: int) -> list[str]:
+    """A few val images: image | labelmap t=0 | labelmap t=30 | reconstruction at t=30 | truth."""
+    from hetseg.data.io import read_image, read_mask
+    from hetseg.data.transforms import MEAN, STD, prepare, restore_argmax
+    from hetseg.engine.checkpoint import load_model
+    from hetseg.methods import load_split
+    from hetseg.viz import save_grid
+
+    net = load_model(run)[0]
+    val = load_split(cfg, "val")
+    rows, ids = [], []
+    for rec in [r for r in val.records if r.mask is not None][:n]:
+        img = read_image(val.path(rec.image))
+        x, geom = prepare(img, net.input_size)
+        o0, o30 = net.predict(x[None], steps=0), net.predict(x[None], steps=30)
+        recon = (o30.extras["recon"][0].float() * STD + MEAN).clamp(0, 1)
+        recon = torch.nn.functional.interpolate(recon[None], size=img.shape[:2], mode="nearest")[0]
+        rows.append([img, restore_argmax(o0.probs[0].float(), geom), restore_argmax(o30.probs[0].float(), geom),
+                     (recon.permute(1, 2, 0).numpy() * 255).astype(np.uint8), read_mask(val.path(rec.mask))])
+        ids.append(rec.id)
+    save_grid(path, rows, ["image", "labelmap t=0", "labelmap t=30", "reconstruction t=30", "ground truth"])
+    return ids
+
+
+def markdown(r: dict) -> str:
+    ts = r["t_test"]
+    lines = [f"# DIS as specified here: labelmap vs inference steps (scale {r['scale']})", "",
+             f"Command: `{r['command']}`; seeds {r['seeds']}; wall {r['wall_s'] / 60:.1f} min on "
+             f"{r['machine']['usable_cpus']} CPUs ({r['machine']['cpu']}). Val: {r['dataset']['splits'].get('val', {})}.",
+             f"Dataset meta sha256 `{(r['dataset']['meta_sha256'] or '')[:12]}`. Budgets (fixed before the run): "
+             f"{r['budgets']}. Nothing was chosen on val.", "",
+             "## mIoU (%) on val against test-time inference steps t_ts", "",
+             "| k | t_tr | " + " | ".join(f"t_ts={t}" for t in ts) + " | GT labels, t_ts=0 | t_ts=30 - t_ts=0 |",
+             "|---|---|" + "---|" * (len(ts) + 2)]
+    for rec in r["records"]:
+        for c in rec["cells"]:
+            m = {int(t): v for t, v in c["miou"].items()}
+            lines.append(f"| {rec['k']} | {c['t_train']} | " + " | ".join(f"{100 * m[t]:.1f}" for t in ts)
+                         + f" | {100 * c['miou_gt_labels_t0']:.1f} | {100 * (m[ts[-1]] - m[ts[0]]):+.1f} |")
+    lines += ["", "At k = full every train image has a mask, so there is no tag-only image and t_tr has nothing "
+              "to act on (both t_tr rows train the same way). 'GT labels' replaces the tag scores' choice of "
+              "classes by the ground-truth image labels (as DecoupledNet-GT).", "",
+              "## Inference time (ms per image, model only, batch 16, one CPU thread)", "",
+              "| k | t_tr | " + " | ".join(f"t_ts={t}" for t in ts) + " |", "|---|---|" + "---|" * len(ts)]
+    for rec in r["records"]:
+        for c in rec["cells"]:
+            ms = {int(t): v for t, v in c["ms_per_image"].items()}
+            lines.append(f"| {rec['k']} | {c['t_train']} | " + " | ".join(f"{ms[t]:.1f}" for t in ts) + " |")
+    lines += ["", f"Parameters: {r['parameters']}.", "", PAPER, ""]
+    b = r.get("beside") or {}
+    if b:
+        lines += ["## Beside: Table 1 cells at the same k", "",
+                  f"From `{b['source']}` (`{b['command']}`, init {b['init']}: the VGG networks start from the "
+                  "shared pretrained backbone; DIS's ResNet starts from random weights).", "",
+                  "| k | DIS (t_tr default, t_ts=30) | DecoupledNet | DeconvNet |", "|---|---|---|---|"]
+        for rec in r["records"]:
+            c = rec["cells"][-1]
+            m30 = {int(t): v for t, v in c["miou"].items()}[ts[-1]]
+            dn, dc = b["miou"]["decouplednet"].get(str(rec["k"])), b["miou"]["deconvnet"].get(str(rec["k"]))
+            lines.append(f"| {rec['k']} | {100 * m30:.1f} | {dn if dn is None else f'{dn:.1f}'} | "
+                         f"{dc if dc is None else f'{dc:.1f}'} |")
+        lines.append("")
+    lines += [f"Figure: `dis.png` (val images {r.get('figure_ids')}).", ""]
+    return "\n".join(lines)
+
+
+def write_results(records: list[dict], out: str | Path, command: str, scale: str, seeds: list[int], data: str,
+                  runs: str, wall: float, cfg: Config, t_test: list[int], t_trains: list[int], budget: str,
+                  overrides: list[str], figure_images: int) -> list[Path]:
+    """Write dis.json / dis.md / dis.png into ``out``; returns their paths."""
+    out = Path(out)
+    report = {"command": command, "scale": scale, "seeds": seeds, "runs": runs, "budget": budget,
+              "overrides": overrides, "wall_s": round(wall, 1), "t_test": t_test, "t_trains": t_trains,
+              "budgets": _stage_budget(cfg), "infer_lr": cfg.dis.infer_lr, "recon_weight": cfg.dis.recon_weight,
+              "dataset": dataset_info(data), "machine": machine_info(),
+              "parameters": parameter_counts(cfg.data.num_classes - 1), "records": records,
+              "beside": beside(out, [r["k"] for r in records]), "paper": PAPER}
+    fig_run = next((c["run"] for r in records for c in r["cells"] if c["t_train"] == max(t_trains)), None)
+    if fig_run is not None and figure_images > 0:
+        report["figure_ids"] = figure(fig_run, cfg, out / "dis.png", figure_images)
+    paths = [write_json(out / "dis.json", report), write_text(out / "dis.md", markdown(report))]
+    return paths + ([out / "dis.png"] if (out / "dis.png").is_file() else [])
