@@ -1,0 +1,123 @@
+"""DIS's recipe: the mixed dataset, the three stages, the CLI on a DIS run, and the bench (tiny)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_scenes
+from PIL import Image
+
+from hetseg.cli import main
+from hetseg.config import Config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = ["dis.labelmap.steps=3", "dis.recon.steps=3", "dis.joint.steps=3", "dis.labelmap.batch_size=2",
+        "dis.recon.batch_size=2", "dis.joint.batch_size=2", "dis.t_train=2", "dis.t_test=2"]
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    return make_scenes(tmp_path_factory, "dis_scenes", seed=6, num_train=60, num_val=8)
+
+
+def test_mixed_dataset_pairs_masked_and_tag_only_rows(scenes):
+    from hetseg.data.mixed import MixedDataset
+    from hetseg.methods import load_split
+
+    cfg = Config().override([f"data.root={scenes}"])
+    strong, weak = load_split(cfg, "strong"), load_split(cfg, "weak").weak()
+    ds = MixedDataset(strong, weak, 11, 96, seed=0)
+    assert len(ds.strong) == len(strong.strong()) and len(ds.weak) == len(weak) - len(ds.strong)
+    strong_imgs = {strong.path(r.image) for _, r in ds.strong}
+    assert not any(weak.path(r.image) in strong_imgs for _, r in ds.weak)  # no image twice
+    xs, ms, ts, hs, xw, mw, tw, hw = ds[0]
+    assert xs.shape == xw.shape == (3, 96, 96) and bool(hs) and not bool(hw)
+    assert (mw == 255).all() and (ms != 255).any()  # tag-only rows: no fake mask
+    assert tw.sum() >= 1 and ts.shape == (10,)
+    before = ds._perm.copy()
+    ds.set_epoch(1)
+    assert not np.array_equal(before, ds._perm)  # weak rows re-drawn per epoch
+
+
+def test_inferred_labelmaps_keep_to_the_tags(scenes):
+    from hetseg.methods.dis.stages import JointStage
+    from hetseg.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("dis", num_classes=10)
+    stage = JointStage(net, Config().dis.joint, t_train=3, recon_weight=1.0)
+    x = torch.randn(4, 3, 96, 96)
+    tags = torch.zeros(4, 10)
+    tags[:, 2] = 1
+    tags[1, 7] = 1
+    target = stage.inferred_targets(x, tags)
+    assert target.shape == (4, 96, 96)
+    assert set(target.unique().tolist()) <= {0, 3, 8}  # mask indices: background, class 2, class 7
+    assert not (target[[0, 2, 3]] == 8).any()
+    assert net.training  # restored after the inference
+
+
+@pytest.fixture(scope="module")
+def dis_run(scenes, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("dis_run") / "run"
+    assert main(["train", "--method", "dis", "--run-dir", str(run), "--no-progress", f"data.root={scenes}", *TINY]) == 0
+    return run
+
+
+def test_cli_trains_all_three_stages(dis_run):
+    run = dis_run
+    info = json.loads((run / "model.json").read_text())
+    assert info["model"] == "dis" and list(info["stages"]) == ["labelmap", "recon", "joint"]
+    assert info["stages"]["joint"]["t_train"] == 2 and info["model_kwargs"]["infer_steps"] == 2
+    assert info["splits"]["weak"]["images"] > 0 and info["splits"]["strong"]["images"] > 0
+    assert all(json.loads((run / s / "done.json").read_text())["steps"] == 3 for s in info["stages"])
+
+
+def test_recon_stage_keeps_the_rest_frozen(scenes, tmp_path):
+    from safetensors.torch import load_file
+
+    from hetseg.methods import train
+
+    cfg = Config(run_dir=str(tmp_path / "r")).override([f"data.root={scenes}", "model.name=dis", *TINY])
+    train(cfg, ("labelmap",), progress=False)
+    a = load_file(str(tmp_path / "r" / "model.safetensors"))
+    train(cfg, ("recon",), progress=False)
+    b = load_file(str(tmp_path / "r" / "model.safetensors"))
+    changed = {k.split(".")[0] for k in a if not torch.equal(a[k], b[k])}
+    assert changed == {"recon"}  # parameters and BN buffers of everything else unchanged
+
+
+def test_eval_and_predict_open_a_dis_run(dis_run, tmp_path):
+    from hetseg.methods import evaluate_run
+
+    run = dis_run
+    assert main(["eval", "--checkpoint", str(run)]) == 0
+    report = json.loads((run / "eval_val.json").read_text())
+    assert report["model"] == "dis" and report["images"] == 8
+    s0, _ = evaluate_run(run, "val", predict_kwargs={"steps": 0}, suffix="_t0")
+    assert (run / "eval_val_t0.json").is_file() and 0 <= s0.miou <= 1
+    inp = tmp_path / "in"
+    inp.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (70, 50, 3), np.uint8)).save(inp / "p.png")
+    assert main(["predict", "--checkpoint", str(run), "--input", str(inp), "--output", str(tmp_path / "out")]) == 0
+    assert Image.open(tmp_path / "out" / "p.png").size == (50, 70)
+
+
+def test_bench_dis_tiny_writes_results(scenes, tmp_path):
+    from hetseg.bench.dis import T_TEST, run_dis
+
+    out = tmp_path / "res"
+    assert run_dis("cpu", [0], str(out), str(scenes), str(tmp_path / "runs"), budget="tiny", jobs=1,
+                   figure_images=1) == 0
+    r = json.loads((out / "dis.json").read_text())
+    assert [rec["k"] for rec in r["records"]] == [5, "full"]
+    cell = r["records"][0]["cells"][-1]
+    assert set(cell["miou"]) == {str(t) for t in T_TEST} and set(cell["ms_per_image"]) == {str(t) for t in T_TEST}
+    assert r["parameters"]["paper (K=20)"] == pytest.approx(45.5e6, rel=0.03)
+    md = (out / "dis.md").read_text()
+    assert "t_ts=30" in md and "hetseg bench dis" in md and (out / "dis.png").stat().st_size > 0
