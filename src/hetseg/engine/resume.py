@@ -1,25 +1,92 @@
-"""Data loading for training and the checks made before resuming from a Lightning checkpoint.
+"""Exact resume: the data order as a function of (seed, epoch, position), the checks made before
+resuming from a Lightning checkpoint, and the fault points the resume tests kill the process at.
 
 Resume reads checkpoints with ``torch.load(weights_only=True)``: a checkpoint is tensors,
 numbers, strings and containers; anything else (a pickled object, e.g. a crafted payload) makes
 the load fail and the resume is refused with a one-line error. Nothing is ever unpickled.
+
+The data order: :class:`EpochSampler` yields, epoch after epoch, exactly the order that
+``DataLoader(shuffle=True, generator=manual_seed(seed))`` gives in one uninterrupted process, but
+computed from (seed, epoch), so a resumed stage starts at the very batch where the checkpoint was
+taken (the optimizer, schedule and step come back from the checkpoint; the datasets' augmentation
+is seeded by (seed, epoch, index); the model draws no random numbers while training). Resume is then
+bit-identical (docs/GUARANTEES.md), provided batches per epoch is a multiple of ``accumulate``.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hetseg.errors import HetsegError
 
 
+class EpochSampler(Sampler[int]):
+    """Indices of epoch ``epoch`` (set by Lightning through ``set_epoch``), optionally from ``skip``.
+
+    The order replays what one seeded ``torch.Generator`` gives a shuffling DataLoader under
+    Lightning per epoch: one int64 draw (the iterator's base seed), then the permutation (Lightning
+    stops after len(loader) batches, so RandomSampler's remainder draw never runs) -- runs trained
+    before this sampler existed keep their data order (checked on a two-epoch run).
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool) -> None:
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self, epoch: int) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        g = torch.Generator().manual_seed(self.seed)
+        for _ in range(epoch + 1):  # O(epoch * n) once per epoch: negligible next to a training epoch
+            torch.empty((), dtype=torch.int64).random_(generator=g)
+            perm = torch.randperm(self.n, generator=g)
+        return perm.tolist()
+
+    def __iter__(self):
+        skip, self.skip = self.skip, 0
+        return iter(self.order(self.epoch)[skip:])
+
+    def __len__(self) -> int:
+        return self.n
+
+
 def loader(ds: Dataset, batch_size: int, workers: int, shuffle: bool, seed: int) -> DataLoader:
-    """The stage's DataLoader: shuffling drawn from a generator seeded by the run's seed."""
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle, num_workers=workers,
-                      generator=g, persistent_workers=False, pin_memory=torch.cuda.is_available())
+    """The stage's DataLoader over an :class:`EpochSampler` (``drop_last`` when shuffling)."""
+    return DataLoader(ds, batch_size=batch_size, sampler=EpochSampler(len(ds), seed, shuffle), drop_last=shuffle,
+                      num_workers=workers, generator=torch.Generator().manual_seed(seed), persistent_workers=False,
+                      pin_memory=torch.cuda.is_available())
+
+
+def set_epoch(dl: DataLoader, epoch: int) -> None:
+    """Tell the loader's dataset (its augmentation seed) and sampler (its order) the epoch."""
+    for part in (dl.dataset, dl.sampler):
+        if hasattr(part, "set_epoch"):
+            part.set_epoch(epoch)
+
+
+def resume_position(dl: DataLoader, global_step: int, accumulate: int, epoch: int) -> None:
+    """After a checkpoint restore: make the current epoch start at the batch the checkpoint reached."""
+    if not isinstance(dl.sampler, EpochSampler):
+        return
+    set_epoch(dl, epoch)  # Lightning does not rerun on_train_epoch_start for the epoch it resumes in
+    skip = global_step * accumulate - epoch * len(dl)
+    if 0 < skip < len(dl):
+        dl.sampler.skip = skip * dl.batch_size
+
+
+def fault_point(name: str) -> None:
+    """Fault injection for the resume tests: SIGKILL this process when ``HETSEG_FAULT`` equals
+    ``name`` (``step:<stage>:<n>``, ``saved:<stage>``, ``done:<stage>``). Unset in normal use."""
+    if os.environ.get("HETSEG_FAULT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def check_checkpoint(path: str | Path) -> None:

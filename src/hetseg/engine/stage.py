@@ -62,6 +62,7 @@ class Stage(L.LightningModule):
         self.net = net
         self.sc = sc
         self.frozen = freeze(net, train_parts)
+        self.stage_name = ""  # set by run_stage (names fault points)
         self._set_modes()
 
     def _set_modes(self) -> None:
@@ -86,6 +87,17 @@ class Stage(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._set_modes()
+        # After a checkpoint restore (global_step > 0), continue the data order where it stopped.
+        if self.trainer.global_step > 0:
+            from hetseg.engine.resume import resume_position
+
+            resume_position(self.trainer.train_dataloader, self.trainer.global_step,
+                            self.trainer.accumulate_grad_batches, self.trainer.current_epoch)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        from hetseg.engine.resume import fault_point
+
+        fault_point(f"step:{self.stage_name}:{self.trainer.global_step}")
 
     def on_fit_start(self) -> None:
         if self.sc.channels_last:
@@ -98,6 +110,6 @@ class Stage(L.LightningModule):
         return batch
 
     def on_train_epoch_start(self) -> None:
-        ds = self.trainer.train_dataloader.dataset
-        if hasattr(ds, "set_epoch"):
-            ds.set_epoch(self.current_epoch)
+        from hetseg.engine.resume import set_epoch
+
+        set_epoch(self.trainer.train_dataloader, self.current_epoch)

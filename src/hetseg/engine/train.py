@@ -5,7 +5,8 @@ knows no method. Run-directory layout (one per experiment, docs/GUARANTEES.md)::
 
     RUN/config.json                 the resolved Config (saved before anything trains)
     RUN/<stage>/metrics.csv         CSV log (Lightning CSVLogger); metrics.partN.csv before a resume
-    RUN/<stage>/checkpoints/last.ckpt   for resuming only (optimizer, step)
+    RUN/<stage>/checkpoints/last.ckpt   for resuming only (optimizer, schedule, step; data position
+                                    derived from the step, engine/resume.py)
     RUN/<stage>/done.json           written (atomically) once the stage's model file is on disk
     RUN/model.safetensors + model.json  the weights after the latest finished stage
 
@@ -91,6 +92,7 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
         check_checkpoint(ckpt_path)
         _keep_old_log(stage_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module.stage_name = name
     quiet_lightning()
     ckpt_cb = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=sc.checkpoint_every, save_last=True,
                               save_top_k=0, save_on_train_epoch_end=False)

@@ -18,6 +18,7 @@ from torch import nn
 from hetseg.config import Config
 from hetseg.engine.checkpoint import read_model_json, save_model
 from hetseg.engine.context import class_names, command_line, init_weights, seeded_model
+from hetseg.engine.resume import fault_point
 from hetseg.engine.train import is_rank_zero, mark_done, stage_done
 from hetseg.errors import HetsegError
 from hetseg.registry import Registry
@@ -110,7 +111,9 @@ class Method:
                                               "stages": stages_meta, "splits": splits_meta,
                                               "command": command_line()})
             self.after_stage(stage, net, cfg)
+            fault_point(f"saved:{stage}")
             mark_done(run, summary)
+            fault_point(f"done:{stage}")
         return summaries
 
 
