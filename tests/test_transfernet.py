@@ -294,7 +294,9 @@ def test_crf_is_skipped_cleanly_when_absent(tiny_scenes, monkeypatch):
     cfg = Config().override([f"data.root={tiny_scenes}"])
     val = load_split(cfg, cfg.transfer.val_split)
     val.records = val.records[:3]
-    net = TransferNet(K, "cpu", label_classes=[c - 1 for c in cfg.transfer.target_classes])  # its own classifier
+    from hetseg.methods.transfernet.data import transfer_classes
+
+    net = TransferNet(K, "cpu", label_classes=[c - 1 for c in transfer_classes(cfg)[1]])  # its own classifier
     s = T.evaluate_transfer({"transfernet": net}, val, 11, methods=["transfernet"], crf=True)
     assert list(s) == ["transfernet"]
 

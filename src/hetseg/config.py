@@ -15,7 +15,6 @@ from typing import Any
 
 import yaml
 
-from hetseg.data.classes import FASHION_SOURCE, FASHION_TARGET
 from hetseg.errors import HetsegError
 
 
@@ -92,8 +91,8 @@ class TransferConfig:
     source_split: str = "splits/transfer_source_train.txt"  # masks of source classes
     target_split: str = "splits/transfer_target_train.txt"  # image labels of target classes only
     val_split: str = "splits/transfer_target_val.txt"       # evaluation: target classes, masks
-    source_classes: list[int] = field(default_factory=lambda: list(FASHION_SOURCE))
-    target_classes: list[int] = field(default_factory=lambda: list(FASHION_TARGET))
+    source_classes: list[int] = field(default_factory=list)  # empty: the dataset's (meta.json), e.g. fashion-scenes'
+    target_classes: list[int] = field(default_factory=list)
     attention: str = "code"        # code (extra FC+ReLU, released prototxt) | paper (the equation)
     feature_scale: float = 0.004   # A = s * conv5_3; 0 = calibrate on training images (max -> ~1)
     embed_dim: int = 0             # factors d; 0 = 2 * C5 (1024 paper, 256 CPU)

@@ -76,6 +76,7 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
     """Train + evaluate every method for each seed; write transfer.json/.md/_attention.png into ``out``."""
     from hetseg.baselines import all_background, best_threshold
     from hetseg.methods import class_names, load_split
+    from hetseg.methods.transfernet.data import transfer_classes
     from hetseg.methods.transfernet.evaluate import METHODS, label_identification, run_recipe
 
     t0 = time.perf_counter()
@@ -126,8 +127,8 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         "benchmark": "transfer (TransferNet CVPR 2016, Table 1 / Sec. 6.3)", "scale": scale, "seeds": list(seeds),
         "data_root": data, "splits": splits, "val": {"file": cfg.transfer.val_split, "images": len(val.strong()),
                                                      "checksum": val.checksum()},
-        "class_names": names, "target_classes": cfg.transfer.target_classes,
-        "source_classes": cfg.transfer.source_classes,
+        "class_names": names, "target_classes": transfer_classes(cfg)[1],
+        "source_classes": transfer_classes(cfg)[0],
         "evaluation": "VOC devkit mIoU on the target val masks at original resolution; labels from the shared "
                       f"classifier restricted to target classes (sigmoid >= {cfg.transfer.threshold}, argmax "
                       "fallback), ground truth for -GT; background: P(bg) x "

@@ -36,7 +36,8 @@ from hetseg.engine.train import run_stage
 from hetseg.methods.base import Method, register_method
 from hetseg.methods.decouplednet import crop_dataset, train_cls
 from hetseg.methods.decouplednet.stages import SegStage
-from hetseg.methods.transfernet.data import DomainPairs, LabelRows, both_domains_split, domain_rows
+from hetseg.methods.transfernet.data import (DomainPairs, LabelRows, both_domains_split, domain_rows,
+                                             transfer_classes)
 from hetseg.methods.transfernet.stages import BaselineStage, TransferStage
 from hetseg.models.transfernet import TransferNet
 
@@ -58,7 +59,7 @@ class _TransferFamily(Method):
     """Shared by the three: the label rule, stage ``cls`` on both domains, the classifier import."""
 
     def model_kwargs(self, cfg: Config) -> dict:
-        return {**super().model_kwargs(cfg), "label_classes": [c - 1 for c in cfg.transfer.target_classes],
+        return {**super().model_kwargs(cfg), "label_classes": [c - 1 for c in transfer_classes(cfg)[1]],
                 "label_fallback": True}
 
     def threshold(self, cfg: Config) -> float:

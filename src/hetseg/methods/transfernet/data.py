@@ -68,13 +68,32 @@ class DomainPairs(Dataset):
         return (*self.target[i % len(self.target)], *self.source[int(self._perm[i % len(self.source)])])
 
 
+def transfer_classes(cfg: Config) -> tuple[list[int], list[int]]:
+    """(source, target) class lists (mask indices): ``transfer.source_classes`` / ``target_classes``,
+    or when empty the dataset's own, from ``<root>/meta.json`` (fashion-scenes writes them)."""
+    import json
+    from pathlib import Path
+
+    t = cfg.transfer
+    if t.source_classes and t.target_classes:
+        return list(t.source_classes), list(t.target_classes)
+    meta = Path(cfg.data.root) / "meta.json"
+    try:
+        m = json.loads(meta.read_text(encoding="utf-8"))
+        return list(t.source_classes or m["source_classes"]), list(t.target_classes or m["target_classes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise HetsegError(f"{meta}: no source_classes/target_classes for the transfer split; fix: set "
+                          "transfer.source_classes=[...] and transfer.target_classes=[...] (mask indices)") from None
+
+
 def domain_rows(cfg: Config, which: str, size: int) -> LabelRows:
     """The source rows (with masks) or the target rows (labels only) of a transfer run, at the
     model's input side ``size``."""
     t = cfg.transfer
+    source, target = transfer_classes(cfg)
     if which == "source":
-        return LabelRows(load_split(cfg, t.source_split), t.source_classes, size, True, cfg.seed)
-    return LabelRows(load_split(cfg, t.target_split), t.target_classes, size, False, cfg.seed)
+        return LabelRows(load_split(cfg, t.source_split), source, size, True, cfg.seed)
+    return LabelRows(load_split(cfg, t.target_split), target, size, False, cfg.seed)
 
 
 def both_domains_split(cfg: Config, path) -> Split:

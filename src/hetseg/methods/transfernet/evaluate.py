@@ -24,6 +24,7 @@ from hetseg.engine.context import load_split
 from hetseg.engine.evaluate import evaluate_split, model_device
 from hetseg.methods.base import get_method
 from hetseg.metrics import ConfusionMatrix, Scores
+from hetseg.methods.transfernet.data import transfer_classes
 from hetseg.models.base import identify_labels
 from hetseg.models.transfernet import TransferNet
 
@@ -107,7 +108,7 @@ def label_identification(cls_run: str | Path, split: Split, cfg: Config, batch_s
     fraction of images with the exact set, micro precision / recall of the identified labels."""
     net = load_model(cls_run)[0]
     classifier, size = net.classifier, net.input_size
-    allowed = [c - 1 for c in cfg.transfer.target_classes]
+    allowed = [c - 1 for c in transfer_classes(cfg)[1]]
     exact = tp = n_pred = n_gt = 0
     recs = split.records
     for start in range(0, len(recs), batch_size):
