@@ -90,7 +90,8 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("--fashion-mnist-dir", default=None)
 
     b = sub.add_parser("bench", help="benchmarks that write results files")
-    b.add_argument("name", choices=["table1", "transfer", "dis"])
+    b.add_argument("name", choices=["table1", "transfer", "dis", "voc-real"])
+    b.add_argument("--voc-root", default=None, help="voc-real: a VOC-layout root (…/VOC2012)")
     b.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
     b.add_argument("--seeds", type=int, nargs="+", default=[0])
     b.add_argument("--out", default="benchmarks/results")
@@ -163,6 +164,13 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_demo(args.data, args.run_dir, args.seed, args.fashion_mnist_dir)
     if args.cmd == "bench":
+        if args.name == "voc-real":
+            from hetseg.bench.voc_real import run_voc_real
+
+            if not args.voc_root:
+                raise HetsegError("--voc-root: missing; fix: hetseg bench voc-real --voc-root …/VOC2012")
+            return run_voc_real(args.voc_root, args.out, args.runs or "runs/voc_real", args.seeds,
+                                overrides=args.overrides, jobs=args.jobs)
         if args.name == "dis":
             from hetseg.bench.dis import run_dis
 

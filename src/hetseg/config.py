@@ -26,6 +26,7 @@ class DataConfig:
     val_split: str = "splits/val.txt"          # evaluation
     num_classes: int = 11                      # incl. background (VOC: 21)
     class_names: list[str] = field(default_factory=list)  # empty: read <root>/classes.txt
+    labels: str = ""                           # image labels file (labels.json format); empty: <root>/labels.json
     workers: int = 0                           # DataLoader workers (0 = main process)
     fashion_mnist_dir: str = ""                # stage "pre" items; empty = the Debian package's dir
     pretrain_holdout: int = 2000               # stage "pre": last N train items held out for val/acc
@@ -38,6 +39,9 @@ class ModelConfig:
     weight_pool: str = "avg"     # avg | max: which pooled score weights f_cls (docs/REFERENCE.md §7.2)
     vgg_weights: str = ""        # optional torchvision-format VGG-16 file (paper scale)
     backbone: str = ""           # optional backbone.safetensors (or its run dir) from stage "pre"
+    encoder: str = "vgg16"       # vgg16 (the papers' topology, switches) | a models/encoders.py name
+    imagenet: bool = True        # non-VGG encoders: start from their ImageNet weights (hetseg[imagenet])
+    input_size: int = 0          # non-VGG encoders: the square input side (0: 320)
 
 
 @dataclass
@@ -216,7 +220,7 @@ _MIN = {"steps": (1, False), "batch_size": (1, False), "accumulate": (1, False),
         "lr_step": (0.0, True), "val_every": (0, False), "workers": (0, False), "crops_per_subset": (1, False),
         "full_image_prob": (0.0, False), "max_scale": (0.0, True), "pretrain_holdout": (0, False),
         "seg_weight": (0.0, False), "t_train": (0, False), "t_test": (0, False),
-        "infer_lr": (0.0, True), "recon_weight": (0.0, False), "bg_scale": (0.0, True), "feature_scale": (0.0, False), "embed_dim": (0, False)}
+        "infer_lr": (0.0, True), "recon_weight": (0.0, False), "input_size": (0, False), "bg_scale": (0.0, True), "feature_scale": (0.0, False), "embed_dim": (0, False)}
 _MAX = {"lr_step": 1.0, "full_image_prob": 1.0, "momentum": 1.0, "threshold": 1.0}
 
 

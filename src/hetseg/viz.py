@@ -46,9 +46,17 @@ def save_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray, alpha:
 
 def save_prediction_figure(path: str | Path, image: np.ndarray, prediction: np.ndarray,
                            class_names: Sequence[str], truth: np.ndarray | None = None, dpi: int = 100) -> None:
-    """image | prediction | ground truth (when given), side by side at the image's aspect ratio,
-    with a legend of the classes that appear (VOC colours, names): readable at a glance on photos
-    and on 96 px fashion scenes alike. Written atomically (PNG)."""
+    """image | prediction | ground truth (when given), with a legend of the classes that appear:
+    readable at a glance on photos and on 96 px fashion scenes alike. Written atomically (PNG)."""
+    titles = ["image", "prediction"] + (["ground truth"] if truth is not None else [])
+    row = [image, prediction] + ([truth] if truth is not None else [])
+    save_label_grid(path, [row], titles, class_names, dpi)
+
+
+def save_label_grid(path: str | Path, rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str],
+                    class_names: Sequence[str], dpi: int = 100) -> None:
+    """Rows of [RGB image, label maps ...] side by side at each image's aspect ratio, column titles on
+    the first row, and one legend (VOC colours, class names) of every label that appears."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -56,23 +64,29 @@ def save_prediction_figure(path: str | Path, image: np.ndarray, prediction: np.n
     from hetseg.io_atomic import write_atomic
     from hetseg.palette import voc_colormap
 
-    panels = [("image", image), ("prediction", prediction)] + ([("ground truth", truth)] if truth is not None else [])
-    h, w = prediction.shape
-    cell = 3.0
-    fig = Figure(figsize=(cell * len(panels) * w / max(h, w) + 1.8, cell * h / max(h, w) + 0.5), dpi=dpi)
+    h, w = rows[0][1].shape
+    cell, ncols = 3.0, max(len(r) for r in rows)
+    fig = Figure(figsize=(cell * ncols * w / max(h, w) + 1.8, len(rows) * cell * h / max(h, w) + 0.5), dpi=dpi)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (title, a) in zip(axes, panels):
-        if a.ndim == 3:
-            ax.imshow(a)
-        else:
-            ax.imshow(colorize(a.astype(np.uint8)), interpolation="nearest")
-        ax.set_title(title, fontsize=9)
-        ax.set_axis_off()
-    present = sorted(set(np.unique(prediction).tolist()) | (set(np.unique(truth).tolist()) if truth is not None else set()))
+    axes = fig.subplots(len(rows), ncols, squeeze=False)
+    present: set[int] = set()
+    for i, row in enumerate(rows):
+        for j in range(ncols):
+            ax = axes[i][j]
+            ax.set_axis_off()
+            if j >= len(row):
+                continue
+            a = np.asarray(row[j])
+            if a.ndim == 3:
+                ax.imshow(a)
+            else:
+                ax.imshow(colorize(a.astype(np.uint8)), interpolation="nearest")
+                present |= set(np.unique(a).tolist())
+            if i == 0 and j < len(titles):
+                ax.set_title(titles[j], fontsize=9)
     cmap = voc_colormap(256) / 255.0
     handles = [Patch(color=cmap[c], label=class_names[c] if c < len(class_names) else ("void" if c == VOID else str(c)))
-               for c in present]
+               for c in sorted(present)]
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1 - 1.8 / fig.get_figwidth(), 1))
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))

@@ -33,16 +33,23 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split
     any other existing split file, read against ``root`` when given, else against the dataset root
     it lives in (the parent of its ``splits/`` or ``ImageSets/`` folder). A split of another dataset
     is therefore never scored against this run's images; its files must exist under its root.
+    Labels of the run's own splits come from ``data.labels`` when set (e.g. labels written beside a
+    read-only VOC root), else from ``<root>/labels.json``, else from the masks.
     """
     data_root = Path(cfg.data.root)
+    labels = None
+    if cfg.data.labels:
+        from hetseg.data.labels import load_labels_json
+
+        labels = load_labels_json(cfg.data.labels, cfg.data.num_classes)
     rel = {"weak": cfg.data.weak_split, "strong": cfg.data.strong_split, "val": cfg.data.val_split}.get(which)
     if rel is not None:
         path = Path(rel) if Path(rel).is_absolute() else data_root / rel
-        return read_split(path, data_root, num_classes=cfg.data.num_classes)
+        return read_split(path, data_root, labels=labels, num_classes=cfg.data.num_classes)
     if root is None and not Path(which).is_absolute():
         for cand in (data_root / which, data_root / "splits" / f"{which}.txt"):
             if cand.is_file():
-                return read_split(cand, data_root, num_classes=cfg.data.num_classes)
+                return read_split(cand, data_root, labels=labels, num_classes=cfg.data.num_classes)
     path = Path(which)
     if not path.is_file():
         raise HetsegError(f"{which}: no such split (not under {data_root} either); fix: give weak, strong, val, "

@@ -61,6 +61,12 @@ def create_encoder(name: str, pretrained: bool = False, **kw) -> nn.Module:
     return ENCODERS.lookup(name)(pretrained=pretrained, **kw)
 
 
+def load_pretrained(name: str, encoder: nn.Module) -> nn.Module:
+    """Copy encoder ``name``'s ImageNet weights into ``encoder`` (built by ``create_encoder(name)``)."""
+    encoder.load_state_dict(create_encoder(name, pretrained=True).state_dict())
+    return encoder
+
+
 @register_encoder("efficientnet_lite0")
 def efficientnet_lite0(pretrained: bool = False, in_channels: int = 3) -> nn.Module:
     """EfficientNet-Lite0 (3.37 M parameters); ``pretrained`` loads the packaged ImageNet weights."""
@@ -81,4 +87,4 @@ def efficientnet_lite0_tiny(pretrained: bool = False, in_channels: int = 3) -> n
     return EfficientNetLite0(in_channels=in_channels, width=0.25, depth=0.25)
 
 
-__all__ = ["ENCODERS", "EncoderFeatures", "create_encoder", "register_encoder"]
+__all__ = ["ENCODERS", "EncoderFeatures", "create_encoder", "load_pretrained", "register_encoder"]

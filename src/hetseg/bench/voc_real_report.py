@@ -1,0 +1,86 @@
+"""The real-photo bench's results: ``voc_real.json`` (everything), ``voc_real.md`` (tables) and
+``voc_real.png`` (evaluation photos: image | each method at the largest k | ground truth, legend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hetseg.bench.table1_report import machine_info
+from hetseg.config import Config
+from hetseg.io_atomic import write_json, write_text
+
+NAMES = {"decouplednet": "DecoupledNet", "decouplednet-str": "DecoupledNet-Str", "maskonly": "masks-only"}
+PAPER = ("DecoupledNet paper, Table 1 (VOC 2012 val, ImageNet VGG-16, full VOC+SBD): DecoupledNet / -Str / "
+         "DeconvNet 53.1 / 32.7 / 15.3 at 5 strong per class, 57.4 / 41.7 / 21.5 at 10.")
+
+
+def figure(records: list[dict], cfg: Config, path: Path, n: int) -> list[str]:
+    import torch
+
+    from hetseg.data.io import read_image, read_mask
+    from hetseg.engine.checkpoint import load_model
+    from hetseg.engine.evaluate import predict_images
+    from hetseg.methods import load_split
+    from hetseg.viz import save_label_grid
+
+    k = max(r["k"] for r in records)
+    runs = [(NAMES[r["method"]], r["run"]) for r in records if r["k"] == k and r["seed"] == records[0]["seed"]]
+    nets = [(name, load_model(run)[0]) for name, run in runs]
+    ev = load_split(cfg, "val")
+    rows, ids = [], []
+    with torch.no_grad():
+        for rec in [r for r in ev.records if r.mask is not None][:n]:
+            img = read_image(ev.path(rec.image))
+            rows.append([img, *[predict_images(net, [img])[0].label_map for _, net in nets], read_mask(ev.path(rec.mask))])
+            ids.append(rec.id)
+    save_label_grid(path, rows, ["photo", *[f"{name} k={k}" for name, _ in nets], "ground truth"], cfg.data.class_names)
+    return ids
+
+
+def markdown(r: dict) -> str:
+    ks, d = r["ks"], r["division"]
+    enc = f"{'ImageNet ' if r['imagenet'] else 'randomly initialised '}{r['encoder']}"
+    lines = [f"# Real photos: {r['division']['images']} PASCAL VOC images, {enc} encoder", "",
+             f"Command: `{r['command']}`; wall {r['wall_s'] / 60:.1f} min on {r['machine']['usable_cpus']} CPUs "
+             f"({r['machine']['cpu']}); input {r['input_size']} px.",
+             f"Division (seed {r['split_seed']}): {d['n_eval']} evaluation images (sha256 `{d['eval'][:12]}`), "
+             f"{d['n_weak']} weak images (labels only; sha256 `{d['weak'][:12]}`), strong " +
+             ", ".join(f"k={k}: {d[f'n_strong_{k}']} images (`{d[f'strong_{k}'][:12]}`)" for k in ks) + ".",
+             f"Budgets (fixed before the run; Table 1's equal-effort rule): {r['budgets']}. Nothing was chosen on the "
+             "evaluation images.", "", "## mIoU (%) on the evaluation images", "",
+             "| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    for m in NAMES:
+        cells = {c["k"]: c for c in r["records"] if c["method"] == m}
+        lines.append(f"| {NAMES[m]} | " + " | ".join(f"{100 * cells[k]['miou']:.1f}" if k in cells else "-" for k in ks) + " |")
+    maps = {c["k"]: c.get("cls_mAP_eval") for c in r["records"] if c["method"] == "decouplednet-str"}
+    dn = next((c.get("cls_mAP_eval") for c in r["records"] if c["method"] == "decouplednet"), None)
+    lines += ["", f"Classifier mAP on the evaluation images: weak-set classifier {dn if dn is None else f'{dn:.3f}'}; "
+              "DecoupledNet-Str's " + ", ".join(f"k={k}: {v:.3f}" if v is not None else f"k={k}: -" for k, v in maps.items()) + ".",
+              "", "## Per-class IoU (%) at the largest k", ""]
+    kmax = max(ks)
+    names = list(next(iter(r["records"]))["iou"])
+    lines += ["| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for c in [c for c in r["records"] if c["k"] == kmax]:
+        lines.append(f"| {NAMES[c['method']]} | " + " | ".join("-" if c["iou"][n] is None else f"{100 * c['iou'][n]:.1f}"
+                                                             for n in names) + " |")
+    lines += ["", PAPER, "", f"Figure: `voc_real.png` (evaluation images {r.get('figure_ids')}).", ""]
+    return "\n".join(lines)
+
+
+def write_results(records: list[dict], division: dict, out: str | Path, command: str, voc_root: str, runs: str,
+                  wall: float, cfg: Config, ks: list[int], budget: str, overrides: list[str], figure_images: int) -> list[Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    from hetseg.bench.voc_real import SPLIT_SEED
+
+    report = {"command": command, "voc_root": voc_root, "runs": runs, "budget": budget, "overrides": overrides,
+              "wall_s": round(wall, 1), "ks": ks, "division": division, "split_seed": SPLIT_SEED,
+              "encoder": cfg.model.encoder, "imagenet": cfg.model.imagenet, "input_size": cfg.model.input_size,
+              "budgets": {"cls": {"steps": cfg.cls.steps, "batch": cfg.cls.batch_size},
+                          "seg": {"steps": cfg.seg.steps, "batch": cfg.seg.batch_size},
+                          "maskonly": {"steps": cfg.deconv.steps, "batch": cfg.deconv.batch_size}},
+              "machine": machine_info(), "records": records, "paper": PAPER}
+    if figure_images > 0:
+        report["figure_ids"] = figure(records, cfg, out / "voc_real.png", figure_images)
+    paths = [write_json(out / "voc_real.json", report), write_text(out / "voc_real.md", markdown(report))]
+    return paths + ([out / "voc_real.png"] if figure_images > 0 else [])

@@ -1,0 +1,44 @@
+"""The real-photo bench on the VOC fixture photos (tiny encoder, tiny budget): the division of the
+images, DecoupledNet / -Str / masks-only on a non-VGG encoder, and the results files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import VOC_ROOT
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY_ENCODER = ["model.encoder=efficientnet_lite0_tiny", "model.imagenet=false", "model.input_size=96"]
+
+
+def test_division_is_fixed_disjoint_and_keeps_weak_masks_out(tmp_path):
+    from hetseg.bench.voc_real import divide
+    from hetseg.data.records import read_split
+
+    a = divide(VOC_ROOT, tmp_path / "a", ks=(1,))
+    b = divide(VOC_ROOT, tmp_path / "b", ks=(1,))
+    assert {k: v for k, v in a.items()} == b  # same seed, same checksums
+    ev = {r.id for r in read_split(tmp_path / "a" / "splits" / "eval.txt", VOC_ROOT).records}
+    weak = read_split(tmp_path / "a" / "splits" / "weak.txt", VOC_ROOT,
+                      labels=json.loads((tmp_path / "a" / "splits" / "labels.json").read_text()))
+    strong = {r.id for r in read_split(tmp_path / "a" / "splits" / "strong_1.txt", VOC_ROOT).records}
+    assert a["n_eval"] == 1 and a["images"] == 5 and not ev & ({r.id for r in weak.records} | strong)
+    assert all(r.mask is None and r.labels for r in weak.records) and strong <= {r.id for r in weak.records}
+
+
+def test_bench_voc_real_tiny(tmp_path):
+    from hetseg.bench.voc_real import METHODS, run_voc_real
+
+    out = tmp_path / "out"
+    assert run_voc_real(str(VOC_ROOT), str(out), str(tmp_path / "runs"), ks=(1,), budget="tiny", jobs=1,
+                        figure_images=1, overrides=TINY_ENCODER) == 0
+    r = json.loads((out / "voc_real.json").read_text())
+    assert {c["method"] for c in r["records"]} == set(METHODS) and all(0 <= c["miou"] <= 1 for c in r["records"])
+    info = json.loads((tmp_path / "runs" / "seed0" / "maskonly_k1" / "model.json").read_text())
+    assert info["model"] == "maskonly_enc" and "pretrained" not in info["model_kwargs"]
+    dn = json.loads((tmp_path / "runs" / "seed0" / "decouplednet_k1" / "model.json").read_text())
+    assert dn["model"] == "decouplednet_enc" and dn["stages"]["seg"]["steps"] == 2
+    md = (out / "voc_real.md").read_text()
+    assert "masks-only" in md and "hetseg bench voc-real" in md and (out / "voc_real.png").stat().st_size > 0
