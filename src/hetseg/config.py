@@ -39,7 +39,7 @@ class ModelConfig:
     weight_pool: str = "avg"     # avg | max: which pooled score weights f_cls (docs/REFERENCE.md §7.2)
     vgg_weights: str = ""        # optional torchvision-format VGG-16 file (paper scale)
     backbone: str = ""           # optional backbone.safetensors (or its run dir) from stage "pre"
-    encoder: str = "vgg16"       # vgg16 (the papers' topology, switches) | a models/encoders.py name
+    encoder: str = "vgg16"       # vgg16: the method's paper encoder (VGG-16; DIS: ResNet) | a models/encoders.py name
     imagenet: bool = True        # non-VGG encoders: start from their ImageNet weights (hetseg[imagenet])
     input_size: int = 0          # non-VGG encoders: the square input side (0: 320)
 

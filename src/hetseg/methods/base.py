@@ -36,6 +36,7 @@ class Method:
 
     name: str = ""
     model: str = ""                    # registered model name (hetseg.models)
+    encoder_model: str = ""            # its twin on any registered encoder (``model.encoder``), if any
     stages: tuple[str, ...] = ()       # what ``--stage all`` runs, in order
     extra_stages: tuple[str, ...] = ()  # stages run only when asked for (e.g. "pre")
 
@@ -51,7 +52,13 @@ class Method:
         return cfg.eval.threshold
 
     def prepare(self, net: nn.Module, cfg: Config, fresh: bool) -> None:
-        """Hook after the starting weights are loaded (``fresh``: the run had no weights yet)."""
+        """Hook after the starting weights are loaded (``fresh``: the run had no weights yet).
+        Default: a fresh any-encoder run starts from the encoder's ImageNet weights (``model.imagenet``),
+        loaded here rather than at construction, so a trained run's model.json never asks for them."""
+        if fresh and cfg.model.encoder != "vgg16" and cfg.model.imagenet and self.encoder_model:
+            from hetseg.models.encoders import load_pretrained
+
+            load_pretrained(cfg.model.encoder, net.classifier.encoder if hasattr(net, "classifier") else net.encoder)
 
     def run_stage(self, stage: str, net: nn.Module, cfg: Config, resume: str | None, callbacks: Sequence,
                   progress: bool) -> tuple[dict, dict]:
@@ -62,8 +69,16 @@ class Method:
         """Hook after the model file of a finished stage is written (rank 0 only)."""
 
     def build(self, cfg: Config) -> nn.Module:
-        """The seeded, untrained model of a run."""
-        return seeded_model(self.model, self.model_kwargs(cfg), cfg.seed)
+        """The seeded, untrained model of a run: ``model``, or ``encoder_model`` on ``model.encoder``."""
+        name, kwargs = self.model, self.model_kwargs(cfg)
+        if cfg.model.encoder != "vgg16":
+            if not self.encoder_model:
+                raise HetsegError(f"model.encoder={cfg.model.encoder}: method '{self.name}' runs on VGG-16 only; "
+                                  "fix: model.encoder=vgg16, or decouplednet / deconvnet")
+            name = self.encoder_model
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("scale", "weight_pool")}
+            kwargs.update(encoder=cfg.model.encoder, input_size=cfg.model.input_size or 320)
+        return seeded_model(name, kwargs, cfg.seed)
 
     def train(self, cfg: Config, stages: Sequence[str] | None = None, resume: str | None = None,
               init_from: str | None = None, progress: bool = True, callbacks: Sequence = ()) -> dict:

@@ -10,7 +10,7 @@ not say which inference gave its baseline numbers).
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .base import SegOutput, Segmenter, register
 from .decoder import DeconvDecoder

@@ -24,7 +24,7 @@ Decisions among docs/REFERENCE.md §7's ambiguities (to be mirrored in docs/ARCH
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .base import SegOutput, Segmenter, index_lists, register
 from .bridge import Bridge

@@ -11,7 +11,7 @@ from hetseg.config import Config
 from hetseg.engine.stage import Stage, masked_ce
 from hetseg.engine.train import run_stage
 from hetseg.methods.base import Method, register_method
-from hetseg.methods.decouplednet import crop_dataset, encoder_model, load_imagenet
+from hetseg.methods.decouplednet import crop_dataset
 
 
 class DeconvStage(Stage):
@@ -29,15 +29,8 @@ class DeconvNetMethod(Method):
 
     name = "deconvnet"
     model = "deconvnet"
+    encoder_model = "maskonly_enc"
     stages = ("deconv",)
-
-    def build(self, cfg: Config) -> nn.Module:
-        from hetseg.engine.context import seeded_model
-
-        return seeded_model(*encoder_model(cfg, self.model, "maskonly_enc", self.model_kwargs(cfg)), cfg.seed)
-
-    def prepare(self, net: nn.Module, cfg: Config, fresh: bool) -> None:
-        load_imagenet(net, cfg, fresh)
 
     def run_stage(self, stage: str, net: nn.Module, cfg: Config, resume: str | None, callbacks: Sequence,
                   progress: bool) -> tuple[dict, dict]:

@@ -49,40 +49,16 @@ def train_cls(net: nn.Module, cfg: Config, weak_key: str, resume, callbacks, pro
                               "images": len(weak), "checksum": weak.checksum()}}
 
 
-def encoder_model(cfg: Config, vgg_model: str, enc_model: str, kwargs: dict) -> tuple[str, dict]:
-    """The VGG model of the papers, or its any-encoder twin (models/encoder_decouplednet.py) for
-    ``model.encoder`` other than vgg16. The ImageNet weights are loaded by :func:`load_imagenet`,
-    not at construction, so a trained run's model.json never asks for them."""
-    if cfg.model.encoder == "vgg16":
-        return vgg_model, kwargs
-    kw = {k: v for k, v in kwargs.items() if k not in ("scale", "weight_pool")}
-    return enc_model, {**kw, "encoder": cfg.model.encoder, "input_size": cfg.model.input_size or 320}
-
-
-def load_imagenet(net: nn.Module, cfg: Config, fresh: bool) -> None:
-    """A fresh any-encoder run starts from the encoder's ImageNet weights (``model.imagenet``)."""
-    if fresh and cfg.model.encoder != "vgg16" and cfg.model.imagenet:
-        from hetseg.models.encoders import load_pretrained
-
-        load_pretrained(cfg.model.encoder, net.classifier.encoder if hasattr(net, "classifier") else net.encoder)
-
-
 class DecoupledNetMethod(Method):
     name = "decouplednet"
     model = "decouplednet"
+    encoder_model = "decouplednet_enc"
     stages = ("cls", "seg")
     extra_stages = ("pre",)
 
     def model_kwargs(self, cfg: Config) -> dict:
         return {**super().model_kwargs(cfg), "weight_pool": cfg.model.weight_pool}
 
-    def build(self, cfg: Config) -> nn.Module:
-        from hetseg.engine.context import seeded_model
-
-        return seeded_model(*encoder_model(cfg, self.model, "decouplednet_enc", self.model_kwargs(cfg)), cfg.seed)
-
-    def prepare(self, net: nn.Module, cfg: Config, fresh: bool) -> None:
-        load_imagenet(net, cfg, fresh)
 
     def run_stage(self, stage: str, net: nn.Module, cfg: Config, resume: str | None, callbacks: Sequence,
                   progress: bool) -> tuple[dict, dict]:
