@@ -348,3 +348,18 @@ def test_cli_data_coco_builds_the_coco60_split(tmp_path, capsys):
     split = read_split(tmp_path / "coco60" / "splits" / "train.txt", num_classes=81)
     assert [(r.id, r.labels) for r in split.records] == [("000000194216", (28,))]
     assert "1 images" in capsys.readouterr().out
+
+
+def test_cli_trains_a_transfernet_run_that_eval_and_predict_open(tiny_scenes, tmp_path):
+    from hetseg.cli import main
+
+    run = tmp_path / "tn"
+    assert main(["train", "--method", "transfernet", "--run-dir", str(run), "--no-progress", f"data.root={tiny_scenes}",
+                 "cls.steps=2", "cls.batch_size=4", "transfer.att.steps=2", "transfer.att.batch_size=2",
+                 "transfer.joint.steps=2", "transfer.joint.batch_size=2"]) == 0
+    info = json.loads((run / "model.json").read_text())
+    assert info["model"] == "transfernet" and list(info["stages"]) == ["cls", "att", "joint"] and info["threshold"] == 0.6
+    assert main(["eval", "--checkpoint", str(run)]) == 0 and (run / "eval_val.json").is_file()
+    img = next((tiny_scenes / "JPEGImages").iterdir())
+    assert main(["predict", "--checkpoint", str(run), "--input", str(img), "--output", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / f"{img.stem}.png").is_file()
