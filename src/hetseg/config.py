@@ -42,6 +42,8 @@ class ModelConfig:
     encoder: str = "vgg16"       # vgg16: the method's paper encoder (VGG-16; DIS: ResNet) | a models/encoders.py name
     imagenet: bool = True        # non-VGG encoders: start from their ImageNet weights (hetseg[imagenet])
     input_size: int = 0          # non-VGG encoders: the square input side (0: 320)
+    width: int = 0               # non-VGG encoders: head / bridge / neck width (0: the model's 256)
+    bridge_kernel: int = 0       # non-VGG encoders: fc6-seg / fc6-deconv kernel (0: the model's 3)
 
 
 @dataclass
@@ -220,7 +222,7 @@ _MIN = {"steps": (1, False), "batch_size": (1, False), "accumulate": (1, False),
         "lr_step": (0.0, True), "val_every": (0, False), "workers": (0, False), "crops_per_subset": (1, False),
         "full_image_prob": (0.0, False), "max_scale": (0.0, True), "pretrain_holdout": (0, False),
         "seg_weight": (0.0, False), "t_train": (0, False), "t_test": (0, False),
-        "infer_lr": (0.0, True), "recon_weight": (0.0, False), "input_size": (0, False), "bg_scale": (0.0, True), "feature_scale": (0.0, False), "embed_dim": (0, False)}
+        "infer_lr": (0.0, True), "recon_weight": (0.0, False), "input_size": (0, False), "width": (0, False), "bridge_kernel": (0, False), "bg_scale": (0.0, True), "feature_scale": (0.0, False), "embed_dim": (0, False)}
 _MAX = {"lr_step": 1.0, "full_image_prob": 1.0, "momentum": 1.0, "threshold": 1.0}
 
 

@@ -78,6 +78,12 @@ class Method:
             name = self.encoder_model
             kwargs = {k: v for k, v in kwargs.items() if k not in ("scale", "weight_pool")}
             kwargs.update(encoder=cfg.model.encoder, input_size=cfg.model.input_size or 320)
+            # Width and bridge kernel size the shipped real-photo model (docs/DECISIONS.md); 0 keeps the default.
+            if cfg.model.width:
+                kwargs.update(bridge_dim=cfg.model.width,
+                              **({"head_width": cfg.model.width} if name == "decouplednet_enc" else {}))
+            if cfg.model.bridge_kernel and name == "decouplednet_enc":
+                kwargs["bridge_kernel"] = cfg.model.bridge_kernel
         return seeded_model(name, kwargs, cfg.seed)
 
     def train(self, cfg: Config, stages: Sequence[str] | None = None, resume: str | None = None,
