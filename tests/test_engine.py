@@ -183,3 +183,19 @@ def test_pretrain_stage_and_backbone_errors_are_one_line(tmp_path, capsys):
                  f"model.backbone={tmp_path / 'nothing'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "no backbone file" in err and "hetseg train --stage pre" in err
+
+
+def test_auto_precision_is_bf16_only_where_bf16_is_native(monkeypatch):
+    """An AVX2-only CPU emulates bf16 (~7x slower than float32 here), so "auto" means float32 there."""
+    import torch
+
+    from hetseg.engine.train import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native, expect in ((True, "bf16-mixed"), (False, "32-true")):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda n=native: n)
+        assert resolve_precision("auto") == expect
+    assert resolve_precision("bf16-mixed") == "bf16-mixed" and resolve_precision("32-true") == "32-true"
+    from hetseg.config import Config
+
+    assert Config().cls.precision == "auto"

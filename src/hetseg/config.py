@@ -58,10 +58,16 @@ class StageConfig:
     weight_decay: float = 5e-4
     optimizer: str = "sgd"       # sgd | adam
     lr_step: float = 0.7         # fraction of steps after which lr drops by 10x (step policy)
-    precision: str = "bf16-mixed"  # Lightning precision; bf16 autocast ~1.8x faster on CPU, same loss
+    # Lightning precision, or "auto": bf16-mixed where the device computes bf16 natively (a CUDA GPU
+    # with bf16, a CPU with AVX512-BF16/AMX: ~1.8x faster there, same loss curves), else 32-true
+    # (an AVX2-only CPU emulates bf16 ~7x slower than float32; docs/DECISIONS.md, "Precision").
+    precision: str = "auto"
     channels_last: bool = True   # NHWC memory format: ~1.2x faster convolutions, identical maths
     checkpoint_every: int = 200  # steps between last.ckpt saves
     val_every: int = 0           # steps between validation runs (0 = only at the end)
+    # lr multiplier of the parameters a model reports as pretrained (``pretrained_modules``: an
+    # ImageNet encoder); 0 freezes them (eval-mode BN, no gradient through them).
+    pretrained_lr_mult: float = 1.0
 
 
 @dataclass
@@ -215,14 +221,15 @@ _CHOICES = {
     "crops.proposals": ("auto", "none", "selective-search"), "transfer.attention": ("code", "paper"),
 }
 _STAGE_CHOICES = {"optimizer": ("sgd", "adam"),
-                  "precision": ("32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64", "64-true")}
+                  "precision": ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64", "64-true")}
 # (minimum, exclusive?) per field name, wherever it appears
 _MIN = {"steps": (1, False), "batch_size": (1, False), "accumulate": (1, False), "checkpoint_every": (1, False),
         "num_classes": (2, False), "lr": (0.0, True), "momentum": (0.0, False), "weight_decay": (0.0, False),
         "lr_step": (0.0, True), "val_every": (0, False), "workers": (0, False), "crops_per_subset": (1, False),
         "full_image_prob": (0.0, False), "max_scale": (0.0, True), "pretrain_holdout": (0, False),
         "seg_weight": (0.0, False), "t_train": (0, False), "t_test": (0, False),
-        "infer_lr": (0.0, True), "recon_weight": (0.0, False), "input_size": (0, False), "width": (0, False), "bridge_kernel": (0, False), "bg_scale": (0.0, True), "feature_scale": (0.0, False), "embed_dim": (0, False)}
+        "infer_lr": (0.0, True), "recon_weight": (0.0, False), "input_size": (0, False), "width": (0, False), "bridge_kernel": (0, False), "bg_scale": (0.0, True), "feature_scale": (0.0, False), "embed_dim": (0, False),
+        "pretrained_lr_mult": (0.0, False)}
 _MAX = {"lr_step": 1.0, "full_image_prob": 1.0, "momentum": 1.0, "threshold": 1.0}
 
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import Dataset
@@ -97,8 +98,9 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
     ckpt_cb = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=sc.checkpoint_every, save_last=True,
                               save_top_k=0, save_on_train_epoch_end=False)
     bar = [StageProgress(name, sc.steps)] if progress else []
+    precision = resolve_precision(sc.precision)
     trainer = L.Trainer(
-        max_steps=sc.steps, max_epochs=-1, accumulate_grad_batches=sc.accumulate, precision=sc.precision,
+        max_steps=sc.steps, max_epochs=-1, accumulate_grad_batches=sc.accumulate, precision=precision,
         logger=CSVLogger(run_dir, name=name, version=""), callbacks=[ckpt_cb, *bar, *callbacks],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=min(20, max(1, sc.steps // 10)), default_root_dir=run_dir,
@@ -123,8 +125,22 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
     return {
         "stage": name, "steps": trainer.global_step, "wall_s": round(wall, 1),
         "resumed_from": ckpt_path, "effective_batch": sc.batch_size * sc.accumulate * world,
-        "world_size": world, "train_samples": len(train_ds), "metrics": metrics,
+        "world_size": world, "train_samples": len(train_ds), "metrics": metrics, "precision": precision,
     }
+
+
+def resolve_precision(precision: str) -> str:
+    """``"auto"`` -> "bf16-mixed" where bf16 is native (CUDA with bf16; a CPU whose oneDNN has bf16
+    kernels, i.e. AVX512-BF16 or AMX), else "32-true"; any other value is returned as it is."""
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        native = False
+    return "bf16-mixed" if native else "32-true"
 
 
 def mark_done(run_dir: str | Path, summary: dict) -> None:
@@ -137,4 +153,4 @@ def is_rank_zero() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-__all__ = ["is_rank_zero", "mark_done", "run_stage", "stage_done"]
+__all__ = ["is_rank_zero", "mark_done", "resolve_precision", "run_stage", "stage_done"]
