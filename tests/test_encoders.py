@@ -227,3 +227,39 @@ def test_create_model_round_trip(name: str) -> None:
     a, b = net.predict(x, labels=[[0, 2], [1]]), twin.predict(x, labels=[[0, 2], [1]])
     torch.testing.assert_close(a.probs, b.probs, rtol=0, atol=0)
     assert a.identified == b.identified
+
+
+@pytest.mark.parametrize("name", ["decouplednet_enc", "maskonly_enc"])
+def test_pretrained_encoder_gets_the_stage_lr_multiplier(name: str) -> None:
+    """``pretrained_lr_mult``: the encoder (the model's pretrained_modules) learns at lr x mult, every
+    new layer at lr; each trainable parameter is in exactly one group."""
+    from hetseg.config import StageConfig
+    from hetseg.engine.stage import Stage
+
+    net = create_model(name, num_classes=5, **(TINY if name == "decouplednet_enc" else TINY_MASKONLY))
+    part = [net.classifier] if name == "decouplednet_enc" else None  # DecoupledNet's stage cls trains the classifier
+    stage = Stage(net, StageConfig(lr=1e-3, optimizer="adam", pretrained_lr_mult=0.1), part)
+    opt = stage.configure_optimizers()["optimizer"]
+    encoder = {id(p) for p in net.pretrained_modules()[0].parameters()}
+    seen = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert len(seen) == len(set(seen)) == sum(p.requires_grad for p in net.parameters())
+    for g in opt.param_groups:
+        ids = {id(p) for p in g["params"]}
+        assert ids <= encoder or not ids & encoder  # a group is all encoder or all new layers
+        assert g["lr"] == pytest.approx(1e-4 if ids <= encoder else 1e-3)
+    assert sorted({round(g["lr"], 9) for g in opt.param_groups}) == [1e-4, 1e-3]
+
+
+def test_pretrained_lr_mult_zero_freezes_the_encoder() -> None:
+    """Multiplier 0 = fixed encoder: no gradient, not in the optimizer, BN kept in eval mode."""
+    from hetseg.config import StageConfig
+    from hetseg.engine.stage import Stage
+
+    net = create_model("maskonly_enc", num_classes=5, **TINY_MASKONLY)
+    stage = Stage(net, StageConfig(optimizer="adam", pretrained_lr_mult=0.0), None)
+    opt = stage.configure_optimizers()["optimizer"]
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert not any(p.requires_grad or id(p) in in_opt for p in net.encoder.parameters())
+    assert in_opt == {id(p) for p in net.parameters() if p.requires_grad} and in_opt
+    stage.train()
+    assert not any(m.training for m in net.encoder.modules()) and net.decoder.training

@@ -62,6 +62,13 @@ class Stage(L.LightningModule):
         self.net = net
         self.sc = sc
         self.frozen = freeze(net, train_parts)
+        if sc.pretrained_lr_mult == 0.0 and hasattr(net, "pretrained_modules"):
+            # Multiplier 0 = a fixed pretrained encoder: frozen like any other frozen part (eval-mode
+            # BN, no gradient computed through it), not merely given a zero learning rate.
+            for m in net.pretrained_modules():
+                if any(p.requires_grad for p in m.parameters()):
+                    m.requires_grad_(False)
+                    self.frozen.append(m)
         self.stage_name = ""  # set by run_stage (names fault points)
         self._set_modes()
 
@@ -73,8 +80,14 @@ class Stage(L.LightningModule):
             m.eval()
 
     def param_groups(self) -> list[ParamGroup]:
-        """Override to give some parameters lr multipliers; default: one group, multiplier 1."""
-        return [ParamGroup([p for p in self.net.parameters() if p.requires_grad])]
+        """Override to give some parameters lr multipliers. Default: the parameters of the model's
+        ``pretrained_modules()`` at ``sc.pretrained_lr_mult``, every other one at multiplier 1."""
+        mods = self.net.pretrained_modules() if hasattr(self.net, "pretrained_modules") else []
+        pre = {id(p) for m in mods for p in m.parameters()}
+        rest = [p for p in self.net.parameters() if p.requires_grad and id(p) not in pre]
+        mult = self.sc.pretrained_lr_mult
+        pretrained = [p for m in mods for p in m.parameters() if p.requires_grad]
+        return [ParamGroup(rest)] + ([ParamGroup(pretrained, mult, mult)] if pretrained else [])
 
     def configure_optimizers(self):
         return configure_optimizer(self.param_groups(), self.sc)

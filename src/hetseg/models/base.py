@@ -65,6 +65,11 @@ class Segmenter(nn.Module):
             return labels_to_mask(labels, scores.shape[0], scores.shape[1], scores.device)
         return identify_labels(scores, threshold, self.label_classes, self.label_fallback)
 
+    def pretrained_modules(self) -> list[nn.Module]:
+        """Submodules that start from pretrained (ImageNet) weights; training gives their parameters
+        the stage's ``pretrained_lr_mult`` (hetseg.engine.stage). Default: none."""
+        return []
+
     def predict(self, images: Tensor, labels: list[list[int]] | None = None, threshold: float = 0.5
                 ) -> SegOutput:  # pragma: no cover - abstract
         """images (N, 3, S, S), normalised, S a multiple of the model's stride -> :class:`SegOutput`."""

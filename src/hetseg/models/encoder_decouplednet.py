@@ -184,6 +184,10 @@ class EncoderDecoupledNet(Segmenter):
         self.decoder = UpDecoder(bridge_dim, [enc.channels[i] for i in self.skip_levels],
                                  decoder_width, 2, skips)
 
+    def pretrained_modules(self) -> list[nn.Module]:
+        """The encoder (ImageNet weights when built with ``pretrained``)."""
+        return [self.classifier.encoder]
+
     def classify(self, images: Tensor) -> HeadOutput:
         """Classifier forward; builds no graph when the classifier is frozen (saves memory)."""
         need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.classifier.parameters())
@@ -253,6 +257,10 @@ class EncoderMaskOnly(Segmenter):
         init_conv_(self.neck)
         self.decoder = UpDecoder(bridge_dim, [self.encoder.channels[i] for i in self.skip_levels],
                                  decoder_width, num_classes + 1, skips)
+
+    def pretrained_modules(self) -> list[nn.Module]:
+        """The encoder (ImageNet weights when built with ``pretrained``)."""
+        return [self.encoder]
 
     def forward(self, images: Tensor) -> Tensor:
         """images (N, C, H, W) -> logits (N, K+1, H, W), channel 0 background."""
