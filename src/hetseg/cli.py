@@ -77,11 +77,19 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--gt-labels", action="store_true", help="use ground-truth image labels (the -GT variant)")
 
     pr = sub.add_parser("predict", help="label maps for images or folders")
-    pr.add_argument("--checkpoint", required=True)
+    which = pr.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="a run directory written by 'hetseg train'")
+    which.add_argument("--model", help="a shipped model's name ('hetseg models' lists them)")
     pr.add_argument("--input", required=True, nargs="+")
     pr.add_argument("--output", required=True)
     pr.add_argument("--overlay", action="store_true", help="also write figures/<name>.png: image | prediction + legend")
     pr.add_argument("--threshold", type=float, default=None)
+
+    sub.add_parser("models", help="list the shipped models (hetseg predict --model NAME)")
+    sh = sub.add_parser("ship", help="copy a trained run into the package as a shipped model (float16)")
+    sh.add_argument("--run", required=True)
+    sh.add_argument("--name", required=True)
+    sh.add_argument("--about", default=None, help="JSON file whose object is stored as model.json's 'shipped' block")
 
     d = sub.add_parser("demo", help="DecoupledNet end to end on fashion-scenes (CPU scale)")
     d.add_argument("--data", default="data/fashion-scenes")
@@ -90,7 +98,7 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("--fashion-mnist-dir", default=None)
 
     b = sub.add_parser("bench", help="benchmarks that write results files")
-    b.add_argument("name", choices=["table1", "transfer", "dis", "voc-real"])
+    b.add_argument("name", choices=["table1", "transfer", "dis", "voc-real", "backbone"])
     b.add_argument("--voc-root", default=None, help="voc-real: a VOC-layout root (…/VOC2012)")
     b.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
     b.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -101,6 +109,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="table1: every network from the shared pretrained backbone (paper protocol) or from scratch")
     b.add_argument("--jobs", type=int, default=2,
                    help="cells trained at once, one single-thread process each (2 suits a 2-core machine)")
+    b.add_argument("--budget", default="default", choices=["default", "tiny"],
+                   help="backbone: 'tiny' is the tests' few-step run")
     b.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
     return p
 
@@ -156,14 +166,34 @@ def _run(args: argparse.Namespace) -> int:
     if args.cmd == "predict":
         from hetseg.engine.predict import run_predict
 
+        if args.model is not None:
+            from hetseg import zoo
+
+            args.checkpoint = str(zoo.resolve(args.model))
         recs = run_predict(args.checkpoint, args.input, args.output, args.overlay, args.threshold)
         print(f"predicted {len(recs)} images into {args.output}")
+        return 0
+    if args.cmd == "models":
+        from hetseg import zoo
+
+        for name in zoo.names():
+            about = zoo.describe(name)
+            print(f"{name}: {about.get('summary', '')}")
+        return 0
+    if args.cmd == "ship":
+        from hetseg import zoo
+        about = zoo.read_about(args.about) if args.about else {}
+        print(f"shipped: {zoo.ship(args.run, args.name, about)}")
         return 0
     if args.cmd == "demo":
         from hetseg.demo import run_demo
 
         return run_demo(args.data, args.run_dir, args.seed, args.fashion_mnist_dir)
     if args.cmd == "bench":
+        if args.name == "backbone":
+            from hetseg.bench.backbone import run_backbone
+
+            return run_backbone(args.runs or "runs/backbone", args.out, budget=args.budget)
         if args.name == "voc-real":
             from hetseg.bench.voc_real import run_voc_real
 

@@ -81,8 +81,13 @@ def init_weights(net: nn.Module, cfg: Config, init_from: str | None) -> str:
     if cfg.model.backbone:
         from hetseg.models.backbone import load_backbone
 
+        source = cfg.model.backbone
+        if source == "shipped":  # the committed CPU-scale backbone (hetseg.zoo, docs/DECISIONS.md)
+            from hetseg.zoo import shipped_backbone
+
+            source = str(shipped_backbone(cfg.model.scale))
         try:
-            load_backbone(net, cfg.model.backbone)
+            load_backbone(net, source)
         except ValueError as e:
             raise HetsegError(f"model.backbone={cfg.model.backbone}: {e}") from None
         return f"backbone {cfg.model.backbone}"

@@ -1,0 +1,59 @@
+"""Results of ``hetseg bench backbone``: ``backbone.json``, ``.md`` and the curve ``backbone.png``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hetseg.bench.table1_report import machine_info
+from hetseg.io_atomic import write_atomic, write_json, write_text
+
+
+def markdown(r: dict) -> str:
+    loss, acc = r["curve"]["train_loss"], r["curve"]["held_out_acc"]
+    lines = [
+        "# Shipped CPU-scale backbone (our ImageNet stand-in)", "",
+        f"Command: `{r['command']}` (seed {r['seed']}); {r['steps']} steps x {r['effective_batch']} on "
+        f"{r['data']['train_items']:,} Fashion-MNIST **train** items ({r['data']['image_size']} px, one item on "
+        f"clutter); held out: the last {r['data']['held_out_items']:,} train items. No t10k item is seen.",
+        f"Wall time {r['wall_s'] / 60:.1f} min on {r['machine']['usable_cpus']} CPUs ({r['machine']['cpu']}).", "",
+        f"**Held-out item accuracy {r['held_out_acc'] * 100:.1f} %** (float32 run); "
+        f"{r['held_out_acc_float16'] * 100:.1f} % with the shipped float16 weights.",
+        f"File: `src/hetseg/zoo/backbone-cpu/backbone.safetensors`, sha256 `{r['sha256']}`.", "",
+        "| step | train loss (mean of the last 100 steps) | held-out acc |", "|---:|---:|---:|",
+    ]
+    accs = dict((s, a) for s, a in acc)
+    marks = sorted({s for s, _ in loss if s % 500 == 0} | set(accs))
+    lmap = dict((s, v) for s, v in loss)
+    for s in marks:
+        lines.append(f"| {s} | {lmap.get(s, float('nan')):.3f} | "
+                     f"{'' if s not in accs else f'{accs[s] * 100:.1f} %'} |")
+    lines += ["", "Retrain: `hetseg bench backbone` (then commit the two files under src/hetseg/zoo/backbone-cpu/)."]
+    return "\n".join(lines) + "\n"
+
+
+def figure(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    s, v = zip(*r["curve"]["train_loss"])
+    ax[0].plot(s, v)
+    ax[0].set(xlabel="step", ylabel="train loss (100-step mean)", title="stage pre: training loss")
+    if r["curve"]["held_out_acc"]:
+        s, a = zip(*r["curve"]["held_out_acc"])
+        ax[1].plot(s, [x * 100 for x in a], marker="o")
+    ax[1].set(xlabel="step", ylabel="held-out item accuracy (%)", title="held-out train items")
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def write_results(record: dict, out: str | Path) -> list[Path]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    r = {**record, "machine": machine_info()}
+    paths = [write_json(out / "backbone.json", r), write_text(out / "backbone.md", markdown(r))]
+    figure(r, out / "backbone.png")
+    return [*paths, out / "backbone.png"]

@@ -1,0 +1,92 @@
+"""Shipped, named models: trained runs a user can predict with right after installation.
+
+A shipped model is a run directory in this package (``hetseg/zoo/<name>/``): ``model.safetensors``
+(float tensors stored as float16 to keep the wheel small; loading casts them back to the model's
+float32) and ``model.json`` (the run's own, plus a ``shipped`` block: the source run, its training
+splits with checksums, the command that trained it and its scores). ``hetseg predict --model <name>``
+resolves the name here; ``hetseg models`` lists them; ``hetseg ship`` writes one from a run.
+How the shipped real-photo model was made and what it scores: README, "Real photos".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from hetseg.engine.checkpoint import read_model_json
+from hetseg.errors import HetsegError
+from hetseg.io_atomic import write_atomic, write_json
+
+ZOO_DIR = Path(__file__).parent
+
+
+def names() -> list[str]:
+    """The shipped model names (folders here holding a model.json), sorted."""
+    return sorted(p.parent.name for p in ZOO_DIR.glob("*/model.json"))
+
+
+def resolve(name: str) -> Path:
+    """A shipped model's run directory; one error line naming the choices for an unknown name."""
+    run = ZOO_DIR / name
+    if "/" in name or name.startswith(".") or not (run / "model.json").is_file():
+        raise HetsegError(f"--model {name}: no shipped model of that name (have: {', '.join(names()) or 'none'}); "
+                          "fix: pick one of them, or pass --checkpoint RUN_DIR of your own run")
+    return run
+
+
+def describe(name: str) -> dict:
+    """The ``shipped`` block of a model's model.json (source, splits, command, scores)."""
+    return read_model_json(resolve(name)).get("shipped", {})
+
+
+BACKBONE_DIR = ZOO_DIR / "backbone-cpu"
+
+
+def shipped_backbone(scale: str) -> Path:
+    """``model.backbone=shipped``: the committed CPU-scale backbone file (``hetseg bench backbone``).
+
+    Only CPU scale ships one -- paper scale starts from ImageNet VGG-16 (``model.vgg_weights``).
+    """
+    path = BACKBONE_DIR / "backbone.safetensors"
+    if scale != "cpu":
+        raise HetsegError(f"model.backbone=shipped: only model.scale=cpu has a shipped backbone; fix: at "
+                          f"scale {scale} give model.vgg_weights=<torchvision VGG-16 file> or a backbone path")
+    if not path.is_file():
+        raise HetsegError(f"{path}: the shipped backbone is missing; fix: run 'hetseg bench backbone' "
+                          "(or reinstall hetseg)")
+    return path
+
+
+def read_about(path: str | Path) -> dict:
+    """The ``--about`` JSON object of ``hetseg ship``; a bad file is one error line."""
+    p = Path(path)
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise HetsegError(f"{p}: not a readable JSON file ({str(e)[:100]}); fix: pass a JSON object file") from None
+    if not isinstance(obj, dict):
+        raise HetsegError(f"{p}: expected a JSON object; fix: pass a JSON object file")
+    return obj
+
+
+def ship(run: str | Path, name: str, shipped: dict, dest: str | Path = ZOO_DIR) -> Path:
+    """Copy a trained run into ``dest/name`` as a shipped model; returns its directory.
+
+    Float tensors are halved (float16); integer buffers (BN's step counters) stay as they are.
+    ``shipped`` (source, splits, command, scores...) is stored in model.json. The weights are
+    written before model.json, each atomically, so a half-written copy is never a model.
+    """
+    run, out = Path(run), Path(dest) / name
+    info = read_model_json(run)
+    state = load_file(str(run / "model.safetensors"), device="cpu")
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "model.safetensors", lambda tmp: save_file(half, tmp))
+    info["shipped"] = {"name": name, "dtype": "float16", **shipped}
+    write_json(out / "model.json", json.loads(json.dumps(info)))
+    return out
+
+
+__all__ = ["BACKBONE_DIR", "ZOO_DIR", "shipped_backbone", "describe", "names", "read_about", "resolve", "ship"]

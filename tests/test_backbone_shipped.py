@@ -1,0 +1,75 @@
+"""The shipped CPU-scale backbone (``hetseg bench backbone``, ``model.backbone=shipped``).
+
+A test-sized run of the real command writes float16 weights + a record whose checksum matches;
+``model.backbone=shipped`` loads exactly those weights into a fresh model; paper scale is refused
+in one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import FMNIST_DIR
+from hetseg import zoo
+from hetseg.config import Config
+from hetseg.engine.context import init_weights
+from hetseg.errors import HetsegError
+from hetseg.methods import get_method
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from hetseg.bench.backbone import run_backbone
+
+    if not (FMNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        pytest.fail(f"Fashion-MNIST not found at {FMNIST_DIR}; run 'make fashion-mnist'")
+    base = tmp_path_factory.mktemp("backbone")
+    assert run_backbone(str(base / "runs"), str(base / "out"), base / "zoo", budget="tiny",
+                        fashion_mnist_dir=str(FMNIST_DIR)) == 0
+    return base
+
+
+def test_tiny_run_ships_float16_weights_with_a_matching_record(tiny):
+    weights = tiny / "zoo" / "backbone.safetensors"
+    state = load_file(str(weights))
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+    assert not any(k.startswith("score") for k in state)  # the item score layer is never shipped
+    rec = json.loads((tiny / "zoo" / "backbone.json").read_text())
+    assert rec["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert rec["command"] == "hetseg bench backbone --budget tiny" and rec["steps"] == 4
+    assert rec["data"]["held_out_items"] == 16 and "never t10k" in rec["data"]["items"]
+    assert rec["curve"]["train_loss"] and rec["curve"]["held_out_acc"]
+    for name in ("backbone.json", "backbone.md", "backbone.png"):
+        assert (tiny / "out" / name).is_file(), name
+    assert "sha256" in (tiny / "out" / "backbone.md").read_text()
+
+
+def test_model_backbone_shipped_loads_those_weights(tiny, monkeypatch):
+    monkeypatch.setattr(zoo, "BACKBONE_DIR", tiny / "zoo")
+    state = load_file(str(tiny / "zoo" / "backbone.safetensors"))
+    cfg = Config(run_dir=str(tiny / "fresh")).override(["model.backbone=shipped"])
+    net = get_method("decouplednet").build(cfg)
+    assert init_weights(net, cfg, None) == "backbone shipped"
+    for k, v in net.classifier.encoder.state_dict().items():
+        assert torch.equal(v, state[f"encoder.{k}"].to(v.dtype)), k
+    assert torch.equal(net.classifier.fc7.weight, state["fc7.weight"].float())
+
+
+def test_shipped_backbone_at_paper_scale_is_one_line():
+    with pytest.raises(HetsegError, match="only model.scale=cpu has a shipped backbone") as e:
+        zoo.shipped_backbone("paper")
+    assert "\n" not in str(e.value) and "fix:" in str(e.value)
+
+
+def test_missing_shipped_backbone_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "BACKBONE_DIR", tmp_path)
+    with pytest.raises(HetsegError, match="the shipped backbone is missing.*hetseg bench backbone") as e:
+        zoo.shipped_backbone("cpu")
+    assert "\n" not in str(e.value)
