@@ -4,6 +4,7 @@ images, DecoupledNet / -Str / masks-only on a non-VGG encoder, and the results f
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import VOC_ROOT
@@ -38,7 +39,14 @@ def test_bench_voc_real_tiny(tmp_path):
     assert {c["method"] for c in r["records"]} == set(METHODS) and all(0 <= c["miou"] <= 1 for c in r["records"])
     info = json.loads((tmp_path / "runs" / "seed0" / "maskonly_k1" / "model.json").read_text())
     assert info["model"] == "maskonly_enc" and "pretrained" not in info["model_kwargs"]
-    dn = json.loads((tmp_path / "runs" / "seed0" / "decouplednet_k1" / "model.json").read_text())
+    dn_run = str(tmp_path / "runs" / "seed0" / "decouplednet_k1")
+    dn = json.loads((Path(dn_run) / "model.json").read_text())
     assert dn["model"] == "decouplednet_enc" and dn["stages"]["seg"]["steps"] == 2
     md = (out / "voc_real.md").read_text()
     assert "masks-only" in md and "hetseg bench voc-real" in md and (out / "voc_real.png").stat().st_size > 0
+    assert "DecoupledNet, ground-truth image labels" in md  # what the classifier costs, beside it
+    assert all((c["miou_gt"] is None) == (c["method"] == "maskonly") for c in r["records"])
+    about = json.loads((tmp_path / "runs" / "ship_about.json").read_text())  # the shipped model's record
+    assert about["run"] == dn_run and about["scores"]["eval_miou"] == next(
+        c["miou"] for c in r["records"] if c["run"] == dn_run)
+    assert set(about["splits"]) == {"weak", "strong_1", "eval", "division_seed"}

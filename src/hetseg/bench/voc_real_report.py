@@ -52,6 +52,14 @@ def markdown(r: dict) -> str:
     for m in NAMES:
         cells = {c["k"]: c for c in r["records"] if c["method"] == m}
         lines.append(f"| {NAMES[m]} | " + " | ".join(f"{100 * cells[k]['miou']:.1f}" if k in cells else "-" for k in ks) + " |")
+    for m in NAMES:  # the same networks given the evaluation images' true labels: what the classifier costs
+        cells = {c["k"]: c for c in r["records"] if c["method"] == m and c.get("miou_gt") is not None}
+        if cells:
+            lines.append(f"| {NAMES[m]}, ground-truth image labels | "
+                         + " | ".join(f"{100 * cells[k]['miou_gt']:.1f}" if k in cells else "-" for k in ks) + " |")
+    # The shared weak-set classifier once (its wall time is copied onto each DecoupledNet record).
+    train_s = sum(c.get("train_wall_s", 0.0) for c in r["records"]) + max(c.get("cls_wall_s") or 0.0 for c in r["records"])
+    lines += ["", f"Training time, summed over the cells (each on one thread, two at once): {train_s / 60:.1f} min."]
     maps = {c["k"]: c.get("cls_mAP_eval") for c in r["records"] if c["method"] == "decouplednet-str"}
     dn = next((c.get("cls_mAP_eval") for c in r["records"] if c["method"] == "decouplednet"), None)
     lines += ["", f"Classifier mAP on the evaluation images: weak-set classifier {dn if dn is None else f'{dn:.3f}'}; "
