@@ -90,6 +90,7 @@ def _build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--run", required=True)
     sh.add_argument("--name", required=True)
     sh.add_argument("--about", default=None, help="JSON file whose object is stored as model.json's 'shipped' block")
+    sh.add_argument("--replace", action="store_true", help="overwrite a shipped model of the same name")
 
     d = sub.add_parser("demo", help="DecoupledNet end to end on fashion-scenes (CPU scale)")
     d.add_argument("--data", default="data/fashion-scenes")
@@ -177,13 +178,14 @@ def _run(args: argparse.Namespace) -> int:
         from hetseg import zoo
 
         for name in zoo.names():
-            about = zoo.describe(name)
-            print(f"{name}: {about.get('summary', '')}")
+            print(f"{name}: {zoo.describe(name).get('summary', '')}")
+        if not zoo.names():
+            print("no shipped models")
         return 0
     if args.cmd == "ship":
         from hetseg import zoo
         about = zoo.read_about(args.about) if args.about else {}
-        print(f"shipped: {zoo.ship(args.run, args.name, about)}")
+        print(f"shipped: {zoo.ship(args.run, args.name, about, replace=args.replace)}")
         return 0
     if args.cmd == "demo":
         from hetseg.demo import run_demo

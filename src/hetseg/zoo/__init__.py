@@ -71,7 +71,7 @@ def read_about(path: str | Path) -> dict:
     return obj
 
 
-def ship(run: str | Path, name: str, shipped: dict, dest: str | Path = ZOO_DIR) -> Path:
+def ship(run: str | Path, name: str, shipped: dict, dest: str | Path = ZOO_DIR, replace: bool = False) -> Path:
     """Copy a trained run into ``dest/name`` as a shipped model; returns its directory.
 
     Float tensors are halved (float16); integer buffers (BN's step counters) stay as they are.
@@ -79,6 +79,11 @@ def ship(run: str | Path, name: str, shipped: dict, dest: str | Path = ZOO_DIR) 
     written before model.json, each atomically, so a half-written copy is never a model.
     """
     run, out = Path(run), Path(dest) / name
+    if "/" in name or name.startswith(".") or not name:
+        raise HetsegError(f"--name {name!r}: not a plain name; fix: use letters, digits, '-' or '_'")
+    if (out / "model.json").is_file() and not replace:
+        raise HetsegError(f"{out}: a model named {name} is already shipped; fix: pass --replace to overwrite it, "
+                          "or choose another --name")
     info = read_model_json(run)
     state = load_file(str(run / "model.safetensors"), device="cpu")
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}

@@ -1,0 +1,97 @@
+"""Shipped models (hetseg.zoo): ship -> list -> load -> predict, refusals in one line.
+
+No real-photo model ships yet (README, "Real photos"): these tests ship a tiny random-weight model
+into a temporary zoo.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from hetseg import zoo
+from hetseg.cli import main
+from hetseg.config import Config
+from hetseg.engine.checkpoint import load_model, save_model
+from hetseg.errors import HetsegError
+from hetseg.models import create_model
+
+VOC = Path(__file__).parent / "fixtures" / "voc2012" / "VOCdevkit" / "VOC2012"
+TINY = dict(num_classes=20, encoder="efficientnet_lite0_tiny", head_width=16, bridge_dim=24, decoder_width=16,
+            input_size=128)
+
+
+def tiny_run(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    net = create_model("decouplednet_enc", **TINY)
+    net.eval()
+    names = ["background", *(f"c{i}" for i in range(20))]
+    save_model(tmp_path / "run", net, Config(), names, {"stages": {}})
+    return tmp_path / "run"
+
+
+def test_ship_halves_weights_and_predicts_like_the_run(tmp_path):
+    run = tiny_run(tmp_path)
+    out = zoo.ship(run, "tiny", {"summary": "a test model", "command": "none"}, dest=tmp_path / "zoo")
+    on_disk = load_file(str(out / "model.safetensors"))
+    assert {v.dtype for v in on_disk.values() if v.is_floating_point()} == {torch.float16}
+    assert json.loads((out / "model.json").read_text())["shipped"]["summary"] == "a test model"
+    a, _, _ = load_model(run)
+    b, _, _ = load_model(out)
+    assert all(p.dtype == torch.float32 for p in b.parameters())  # cast back on load
+    x = torch.randn(2, 3, 128, 128)
+    pa, pb = a.predict(x, labels=[[1], [2, 3]]), b.predict(x, labels=[[1], [2, 3]])
+    assert torch.allclose(pa.probs, pb.probs, atol=2e-2)
+    assert not torch.allclose(pa.probs, torch.zeros_like(pa.probs))
+
+
+def test_unknown_model_name_is_one_line(tmp_path, capsys):
+    with pytest.raises(HetsegError, match="no shipped model"):
+        zoo.resolve("no-such-model")
+    with pytest.raises(HetsegError):
+        zoo.resolve("../zoo")
+    assert main(["predict", "--model", "no-such-model", "--input", str(VOC / "JPEGImages"),
+                 "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hetseg: error: --model no-such-model") and "fix:" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_models_lists_what_ships(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    assert main(["models"]) == 0
+    assert capsys.readouterr().out.strip() == "no shipped models"
+    zoo.ship(tiny_run(tmp_path), "tiny", {"summary": "a test model"}, dest=tmp_path / "zoo")
+    assert main(["models"]) == 0
+    assert capsys.readouterr().out.strip() == "tiny: a test model"
+    out = tmp_path / "pred"
+    assert main(["predict", "--model", "tiny", "--input", str(VOC / "JPEGImages" / "2007_000039.jpg"),
+                 "--output", str(out)]) == 0
+    assert Image.open(out / "2007_000039.png").size == Image.open(VOC / "JPEGImages" / "2007_000039.jpg").size
+
+
+def test_ship_refuses_a_bad_about_file_in_one_line(tmp_path, capsys):
+    run = tiny_run(tmp_path)
+    (tmp_path / "about.json").write_text("[1, 2]")
+    assert main(["ship", "--run", str(run), "--name", "x", "--about", str(tmp_path / "about.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "expected a JSON object" in err
+    assert "x" not in zoo.names()
+
+
+def test_ship_never_overwrites_without_replace(tmp_path):
+    run = tiny_run(tmp_path)
+    out = zoo.ship(run, "m", {"summary": "first"}, dest=tmp_path / "zoo")
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(HetsegError, match="already shipped.*--replace"):
+        zoo.ship(run, "m", {"summary": "second"}, dest=tmp_path / "zoo")
+    assert (out / "model.safetensors").read_bytes() == before  # untouched
+    assert json.loads((out / "model.json").read_text())["shipped"]["summary"] == "first"
+    zoo.ship(run, "m", {"summary": "second"}, dest=tmp_path / "zoo", replace=True)
+    assert json.loads((out / "model.json").read_text())["shipped"]["summary"] == "second"
