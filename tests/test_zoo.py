@@ -1,7 +1,6 @@
-"""Shipped models (hetseg.zoo): ship -> list -> load -> predict, refusals in one line.
-
-No real-photo model ships yet (README, "Real photos"): these tests ship a tiny random-weight model
-into a temporary zoo.
+"""Shipped models (hetseg.zoo): ship -> list -> load -> predict, refusals in one line, and the
+real-photo model that ships (voc-lite0). The mechanics use a tiny random-weight model shipped into
+a temporary zoo.
 """
 
 from __future__ import annotations
@@ -95,3 +94,25 @@ def test_ship_never_overwrites_without_replace(tmp_path):
     assert json.loads((out / "model.json").read_text())["shipped"]["summary"] == "first"
     zoo.ship(run, "m", {"summary": "second"}, dest=tmp_path / "zoo", replace=True)
     assert json.loads((out / "model.json").read_text())["shipped"]["summary"] == "second"
+
+
+def test_the_shipped_real_photo_model_segments_a_photo(tmp_path):
+    """voc-lite0 (README, "Real photos"): fixture 2007_000033 is one of its *weak* training images
+    (its image labels trained the classifier; its mask was never used). A random or untrained
+    model fails this; the model's score on its held-out evaluation photos is in model.json."""
+    assert "voc-lite0" in zoo.names()
+    about = zoo.describe("voc-lite0")
+    for key in ("summary", "command", "splits", "scores", "training_images"):
+        assert key in about, key
+    assert 0.0 < about["scores"]["eval_miou"] < about["scores"]["eval_miou_gt_labels"] <= 1.0
+    photo = VOC / "JPEGImages" / "2007_000033.jpg"
+    assert main(["predict", "--model", "voc-lite0", "--input", str(photo), "--output", str(tmp_path / "o"),
+                 "--overlay"]) == 0
+    pred = Image.open(tmp_path / "o" / "2007_000033.png")
+    assert pred.mode == "P" and pred.size == Image.open(photo).size  # original size, palette PNG
+    assert (tmp_path / "o" / "figures" / "2007_000033.png").is_file()
+    p, gt = np.array(pred), np.array(Image.open(VOC / "SegmentationClass" / "2007_000033.png"))
+    valid = gt != 255
+    iou = ((p == 1) & (gt == 1)).sum() / (((p == 1) | (gt == 1)) & valid).sum()  # 1 = aeroplane
+    assert iou > 0.3, iou
+    assert json.loads((tmp_path / "o" / "scores.json").read_text())["images"][0]["identified"] == ["aeroplane"]

@@ -141,7 +141,7 @@ def ship_about(report: dict, method: str = "decouplednet") -> dict:
     """The ``shipped`` block of the named model from a voc_real.json report: what trained it
     (images, split checksums, command) and what it scores on the evaluation images.
 
-    The cell that ships (``voc-lite0``, README "Real photos") is fixed before the run: DecoupledNet
+    The cell whose record this is (README "Real photos") is fixed before the run: DecoupledNet
     at the largest k of the run (k = 10 by default), never chosen by its score.
     """
     k = max(report["ks"])
