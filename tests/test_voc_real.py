@@ -42,6 +42,9 @@ def test_bench_voc_real_tiny(tmp_path):
     dn_run = str(tmp_path / "runs" / "seed0" / "decouplednet_k1")
     dn = json.loads((Path(dn_run) / "model.json").read_text())
     assert dn["model"] == "decouplednet_enc" and dn["stages"]["seg"]["steps"] == 2
+    from hetseg.engine.train import resolve_precision
+
+    assert dn["stages"]["seg"]["precision"] == resolve_precision("auto")  # "auto" is resolved and recorded
     md = (out / "voc_real.md").read_text()
     assert "masks-only" in md and "hetseg bench voc-real" in md and (out / "voc_real.png").stat().st_size > 0
     assert "DecoupledNet, ground-truth image labels" in md  # what the classifier costs, beside it

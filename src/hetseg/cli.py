@@ -177,13 +177,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.cmd == "models":
         from hetseg import zoo
 
-        for name in zoo.names():
+        shipped = zoo.names()
+        for name in shipped:
             print(f"{name}: {zoo.describe(name).get('summary', '')}")
-        if not zoo.names():
+        if not shipped:
             print("no shipped models")
         return 0
     if args.cmd == "ship":
         from hetseg import zoo
+
         about = zoo.read_about(args.about) if args.about else {}
         print(f"shipped: {zoo.ship(args.run, args.name, about, replace=args.replace)}")
         return 0

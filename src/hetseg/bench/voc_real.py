@@ -18,6 +18,7 @@ Works on any VOC-layout root (ImageSets/Segmentation/all.txt, or every mask in S
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import time
 from collections.abc import Sequence
@@ -184,8 +185,6 @@ def run_voc_real(voc_root: str, out: str = "benchmarks/results", runs: str = "ru
     paths = write_results(records, division, out, command, voc_root, runs, time.perf_counter() - t0,
                           base_config(voc_root, runs, seeds[0], budget, overrides), list(ks), budget, list(overrides),
                           figure_images)
-    import json
-
     from hetseg.io_atomic import write_json
 
     about = write_json(Path(runs) / "ship_about.json", ship_about(json.loads(Path(paths[0]).read_text())))

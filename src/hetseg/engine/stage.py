@@ -62,10 +62,12 @@ class Stage(L.LightningModule):
         self.net = net
         self.sc = sc
         self.frozen = freeze(net, train_parts)
-        if sc.pretrained_lr_mult == 0.0 and hasattr(net, "pretrained_modules"):
+        # A model's pretrained parts (Segmenter.pretrained_modules) learn at sc.pretrained_lr_mult.
+        self.pretrained_parts = net.pretrained_modules() if hasattr(net, "pretrained_modules") else []
+        if sc.pretrained_lr_mult == 0.0:
             # Multiplier 0 = a fixed pretrained encoder: frozen like any other frozen part (eval-mode
             # BN, no gradient computed through it), not merely given a zero learning rate.
-            for m in net.pretrained_modules():
+            for m in self.pretrained_parts:
                 if any(p.requires_grad for p in m.parameters()):
                     m.requires_grad_(False)
                     self.frozen.append(m)
@@ -82,12 +84,11 @@ class Stage(L.LightningModule):
     def param_groups(self) -> list[ParamGroup]:
         """Override to give some parameters lr multipliers. Default: the parameters of the model's
         ``pretrained_modules()`` at ``sc.pretrained_lr_mult``, every other one at multiplier 1."""
-        mods = self.net.pretrained_modules() if hasattr(self.net, "pretrained_modules") else []
-        pre = {id(p) for m in mods for p in m.parameters()}
-        rest = [p for p in self.net.parameters() if p.requires_grad and id(p) not in pre]
+        pre = {id(p) for m in self.pretrained_parts for p in m.parameters()}
+        trainable = [p for p in self.net.parameters() if p.requires_grad]
         mult = self.sc.pretrained_lr_mult
-        pretrained = [p for m in mods for p in m.parameters() if p.requires_grad]
-        return [ParamGroup(rest)] + ([ParamGroup(pretrained, mult, mult)] if pretrained else [])
+        return [ParamGroup([p for p in trainable if id(p) not in pre]),
+                ParamGroup([p for p in trainable if id(p) in pre], mult, mult)]
 
     def configure_optimizers(self):
         return configure_optimizer(self.param_groups(), self.sc)

@@ -58,7 +58,8 @@ class Method:
         if fresh and cfg.model.encoder != "vgg16" and cfg.model.imagenet and self.encoder_model:
             from hetseg.models.encoders import load_pretrained
 
-            load_pretrained(cfg.model.encoder, net.classifier.encoder if hasattr(net, "classifier") else net.encoder)
+            for encoder in net.pretrained_modules():
+                load_pretrained(cfg.model.encoder, encoder)
 
     def run_stage(self, stage: str, net: nn.Module, cfg: Config, resume: str | None, callbacks: Sequence,
                   progress: bool) -> tuple[dict, dict]:

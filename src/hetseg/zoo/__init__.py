@@ -27,10 +27,15 @@ def names() -> list[str]:
     return sorted(p.parent.name for p in ZOO_DIR.glob("*/model.json"))
 
 
+def _plain(name: str) -> bool:
+    """A model name is one folder of the zoo: no path separator, not hidden, not empty."""
+    return bool(name) and "/" not in name and not name.startswith(".")
+
+
 def resolve(name: str) -> Path:
     """A shipped model's run directory; one error line naming the choices for an unknown name."""
     run = ZOO_DIR / name
-    if "/" in name or name.startswith(".") or not (run / "model.json").is_file():
+    if not _plain(name) or not (run / "model.json").is_file():
         raise HetsegError(f"--model {name}: no shipped model of that name (have: {', '.join(names()) or 'none'}); "
                           "fix: pick one of them, or pass --checkpoint RUN_DIR of your own run")
     return run
@@ -79,7 +84,7 @@ def ship(run: str | Path, name: str, shipped: dict, dest: str | Path = ZOO_DIR, 
     written before model.json, each atomically, so a half-written copy is never a model.
     """
     run, out = Path(run), Path(dest) / name
-    if "/" in name or name.startswith(".") or not name:
+    if not _plain(name):
         raise HetsegError(f"--name {name!r}: not a plain name; fix: use letters, digits, '-' or '_'")
     if (out / "model.json").is_file() and not replace:
         raise HetsegError(f"{out}: a model named {name} is already shipped; fix: pass --replace to overwrite it, "
