@@ -263,3 +263,28 @@ def test_pretrained_lr_mult_zero_freezes_the_encoder() -> None:
     assert in_opt == {id(p) for p in net.parameters() if p.requires_grad} and in_opt
     stage.train()
     assert not any(m.training for m in net.encoder.modules()) and net.decoder.training
+
+
+@pytest.mark.parametrize("name", ["decouplednet_enc", "maskonly_enc"])
+def test_decoder_stride_drops_the_finer_stages(name: str) -> None:
+    """``decoder_stride=4``: no stage (nor lateral) at stride 2, logits still at the input size; the
+    kwarg survives model.json; a stride the encoder lacks is refused in one line by the config."""
+    from hetseg.config import Config
+    from hetseg.methods import get_method
+
+    kw = TINY if name == "decouplednet_enc" else TINY_MASKONLY
+    full = create_model(name, num_classes=3, **kw)
+    net = create_model(name, num_classes=3, decoder_stride=4, **kw)
+    enc = net.classifier.encoder if name == "decouplednet_enc" else net.encoder
+    assert [enc.strides[i] for i in net.skip_levels] == [16, 8, 4]
+    assert len(net.decoder.stages) == len(full.decoder.stages) - 1
+    out = net.eval().predict(torch.randn(2, 3, 96, 96), labels=[[0], [1, 2]])
+    _check_contract(out, 2, 3, 96)
+    assert create_model(net.model_name, **json.loads(json.dumps(net.model_kwargs))).skip_levels == net.skip_levels
+    with pytest.raises(ValueError, match="decoder_stride"):
+        create_model(name, num_classes=3, decoder_stride=32, **kw)
+    with pytest.raises(HetsegError, match="model.decoder_stride: expected one of 0 | 2 | 4 | 8 | 16"):
+        Config().override(["model.decoder_stride=3"])
+    cfg = Config().override(["model.encoder=efficientnet_lite0_tiny", "model.imagenet=false", "model.decoder_stride=4",
+                             "data.num_classes=4", f"model.name={'decouplednet' if name == 'decouplednet_enc' else 'deconvnet'}"])
+    assert get_method(cfg.model.name).build(cfg).skip_levels == net.skip_levels

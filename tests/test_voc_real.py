@@ -39,6 +39,11 @@ def test_bench_voc_real_tiny(tmp_path):
     assert {c["method"] for c in r["records"]} == set(METHODS) and all(0 <= c["miou"] <= 1 for c in r["records"])
     info = json.loads((tmp_path / "runs" / "seed0" / "maskonly_k1" / "model.json").read_text())
     assert info["model"] == "maskonly_enc" and "pretrained" not in info["model_kwargs"]
+    assert info["model_kwargs"]["decoder_stride"] == 4  # the recipe's, for both decoders
+    (mo_stage,) = info["stages"].values()  # equal effort: cls + seg steps, with the decoders' optimizer
+    saved = json.loads((tmp_path / "runs" / "seed0" / "maskonly_k1" / "config.json").read_text())
+    assert mo_stage["steps"] == saved["cls"]["steps"] + saved["seg"]["steps"]
+    assert {k: saved["deconv"][k] for k in ("optimizer", "lr")} == {k: saved["seg"][k] for k in ("optimizer", "lr")}
     dn_run = str(tmp_path / "runs" / "seed0" / "decouplednet_k1")
     dn = json.loads((Path(dn_run) / "model.json").read_text())
     assert dn["model"] == "decouplednet_enc" and dn["stages"]["seg"]["steps"] == 2

@@ -44,6 +44,7 @@ class ModelConfig:
     input_size: int = 0          # non-VGG encoders: the square input side (0: 320)
     width: int = 0               # non-VGG encoders: head / bridge / neck width (0: the model's 256)
     bridge_kernel: int = 0       # non-VGG encoders: fc6-seg / fc6-deconv kernel (0: the model's 3)
+    decoder_stride: int = 0      # non-VGG encoders: stride of the last decoder stage, 2 | 4 | 8 | 16 (0: the model's 2)
 
 
 @dataclass
@@ -219,6 +220,7 @@ class Config:
 _CHOICES = {
     "model.scale": ("cpu", "paper"), "model.weight_pool": ("avg", "max"),
     "crops.proposals": ("auto", "none", "selective-search"), "transfer.attention": ("code", "paper"),
+    "model.decoder_stride": (0, 2, 4, 8, 16),
 }
 _STAGE_CHOICES = {"optimizer": ("sgd", "adam"),
                   "precision": ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64", "64-true")}
@@ -265,8 +267,8 @@ def _check_value(t: Any, v: Any, key: str, where: str) -> Any:
     if name in _MAX and isinstance(v, (int, float)) and v > _MAX[name]:
         raise bad(f"a value <= {_MAX[name]}")
     choices = _CHOICES.get(key) or (_STAGE_CHOICES.get(name) if key.count(".") >= 1 else None)
-    if choices and isinstance(v, str) and v not in choices:
-        raise bad("one of " + " | ".join(choices))
+    if choices and isinstance(v, (str, int)) and v not in choices:
+        raise bad("one of " + " | ".join(map(str, choices)))
     return v
 
 

@@ -85,7 +85,12 @@ class Method:
                               **({"head_width": cfg.model.width} if name == "decouplednet_enc" else {}))
             if cfg.model.bridge_kernel and name == "decouplednet_enc":
                 kwargs["bridge_kernel"] = cfg.model.bridge_kernel
-        return seeded_model(name, kwargs, cfg.seed)
+            if cfg.model.decoder_stride:
+                kwargs["decoder_stride"] = cfg.model.decoder_stride
+        try:
+            return seeded_model(name, kwargs, cfg.seed)
+        except ValueError as e:  # a model's own check of its kwargs: a config problem, said in one line
+            raise HetsegError(f"model ({name}): {e}; fix: change the model.* setting it names") from None
 
     def train(self, cfg: Config, stages: Sequence[str] | None = None, resume: str | None = None,
               init_from: str | None = None, progress: bool = True, callbacks: Sequence = ()) -> dict:

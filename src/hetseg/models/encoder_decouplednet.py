@@ -17,8 +17,11 @@ Decisions:
   class-agnostic encoder skips replace the switches' role (boundary detail). A skip is the same
   for every row of an image -- exactly like the switches it replaces -- so it carries no class
   identity into the binary decoder: which class is segmented is still decided by g alone.
-* The last decoder stage runs at the finest skip (stride 2); its logits are bilinearly
-  upsampled to the input, as a full-resolution stage would have no skip to add detail from.
+* The last decoder stage runs at the finest skip used (``decoder_stride``: 2 by default, the
+  encoder's finest map); its logits are bilinearly upsampled to the input, as a full-resolution
+  stage would have no skip to add detail from. ``decoder_stride=4`` drops the stride-2 stage: half
+  the decoder's cost, and on the real-photo bench it is what made the binary decoder learn within
+  the budget (docs/BENCHMARKS.md, "Real photos").
 * Inference follows models/decouplednet.py exactly (g* for background with w = s * [s > tau],
   one row per identified label, one batched decoder pass, normalise, degenerate -> background);
   it calls the same row helpers (``decouplednet.inference_rows`` / ``assemble_probs``).
@@ -147,9 +150,13 @@ class UpDecoder(nn.Module):
         return F.interpolate(self.score(x), size=size, mode="bilinear", align_corners=False)
 
 
-def _skip_levels(encoder: nn.Module) -> list[int]:
-    """Indices of the encoder features finer than its last map, coarse to fine."""
-    return [i for i in reversed(range(len(encoder.channels))) if encoder.strides[i] < encoder.stride]
+def _skip_levels(encoder: nn.Module, finest: int = 2) -> list[int]:
+    """Indices of the encoder features finer than its last map and at least ``finest`` stride, coarse
+    to fine; ``finest`` must be one of the encoder's strides below its last one."""
+    coarser = [s for s in encoder.strides if s < encoder.stride]
+    if finest not in coarser:
+        raise ValueError(f"decoder_stride must be one of {sorted(set(coarser))}, got {finest}")
+    return [i for i in reversed(range(len(encoder.channels))) if finest <= encoder.strides[i] < encoder.stride]
 
 
 @register("decouplednet_enc")
@@ -163,13 +170,14 @@ class EncoderDecoupledNet(Segmenter):
         bridge_dim, bridge_kernel: the bridge's fc6-seg/fc7-seg width and fc6-seg kernel (the last
             map must be at least that big: 96 px for kernel 3 at stride 32); g has bridge_dim channels.
         decoder_width: width of the first decoder stage; skips: use the encoder skips.
+        decoder_stride: stride of the last decoder stage (module doc).
         saliency_pool: "avg" or "max", which pooled score f_cls differentiates (module doc).
         label_classes, label_fallback, input_size: as DecoupledNet.
     """
 
     def __init__(self, num_classes: int, encoder: str = "efficientnet_lite0", pretrained: bool = False,
                  in_channels: int = 3, head_width: int = 256, bridge_dim: int = 256, bridge_kernel: int = 3,
-                 decoder_width: int = 128, skips: bool = True, saliency_pool: str = "avg",
+                 decoder_width: int = 128, skips: bool = True, decoder_stride: int = 2, saliency_pool: str = "avg",
                  label_classes: list[int] | None = None, label_fallback: bool = False,
                  input_size: int = 320) -> None:
         super().__init__()
@@ -178,7 +186,7 @@ class EncoderDecoupledNet(Segmenter):
         self.num_classes, self.saliency_pool, self.input_size = num_classes, saliency_pool, input_size
         self.label_classes, self.label_fallback = label_classes, label_fallback
         enc = create_encoder(encoder, pretrained=pretrained, in_channels=in_channels)
-        self.skip_levels = _skip_levels(enc)
+        self.skip_levels = _skip_levels(enc, decoder_stride)
         self.classifier = EncoderClassifier(enc, num_classes, head_width)
         self.bridge = Bridge(enc.last_channels, bridge_dim, bridge_kernel, bridge_dim)
         self.decoder = UpDecoder(bridge_dim, [enc.channels[i] for i in self.skip_levels],
@@ -248,11 +256,11 @@ class EncoderMaskOnly(Segmenter):
 
     def __init__(self, num_classes: int, encoder: str = "efficientnet_lite0", pretrained: bool = False,
                  in_channels: int = 3, bridge_dim: int = 256, decoder_width: int = 128, skips: bool = True,
-                 input_size: int = 320) -> None:
+                 decoder_stride: int = 2, input_size: int = 320) -> None:
         super().__init__()
         self.num_classes, self.input_size = num_classes, input_size
         self.encoder = create_encoder(encoder, pretrained=pretrained, in_channels=in_channels)
-        self.skip_levels = _skip_levels(self.encoder)
+        self.skip_levels = _skip_levels(self.encoder, decoder_stride)
         self.neck = ConvBlock(self.encoder.last_channels, bridge_dim, 3, padding=1, batch_norm=True)
         init_conv_(self.neck)
         self.decoder = UpDecoder(bridge_dim, [self.encoder.channels[i] for i in self.skip_levels],
