@@ -53,6 +53,12 @@ def test_bench_voc_real_tiny(tmp_path):
     md = (out / "voc_real.md").read_text()
     assert "masks-only" in md and "hetseg bench voc-real" in md and (out / "voc_real.png").stat().st_size > 0
     assert "DecoupledNet, ground-truth image labels" in md  # what the classifier costs, beside it
+    mo = next(c for c in r["records"] if c["method"] == "maskonly")
+    # The decoder's loss curve per cell (one point per tenth of its steps; tiny runs have < 10 steps).
+    for c in r["records"]:
+        steps = c["steps"]["deconv" if c["method"] == "maskonly" else "seg"]
+        assert [s for s, _ in c["decoder_loss"]] == list(range(1, steps + 1)), c["method"]
+    assert "## Training loss of the decoder" in md and f"| masks-only k=1 | {mo['decoder_loss'][0][1]:.3f}" in md
     assert all((c["miou_gt"] is None) == (c["method"] == "maskonly") for c in r["records"])
     about = json.loads((tmp_path / "runs" / "ship_about.json").read_text())  # the shipped model's record
     assert about["run"] == dn_run and about["scores"]["eval_miou"] == next(

@@ -17,6 +17,7 @@ Works on any VOC-layout root (ImageSets/Segmentation/all.txt, or every mask in S
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import multiprocessing
@@ -114,6 +115,16 @@ def cell_config(base: Config, method: str, k: int | str, runs: str) -> Config:
     return dataclasses.replace(base, data=data, model=model, run_dir=str(Path(runs) / f"seed{base.seed}" / f"{method}_k{k}"))
 
 
+def decoder_loss(run: str, stage: str, parts: int = 10) -> list[list[float]]:
+    """Training loss of the stage that trains the decoder, averaged over each tenth of its steps:
+    [[last step of the tenth, mean loss], ...] -- the evidence of whether it flattened."""
+    from hetseg.bench.backbone import curve
+
+    rows = list(csv.DictReader((Path(run) / stage / "metrics.csv").open()))
+    steps = 1 + max((int(r["step"]) for r in rows if r.get("train/loss")), default=0)
+    return curve(Path(run) / stage, every=max(1, -(-steps // parts)))["train_loss"]
+
+
 def run_cell(cfg: Config, method: str, k, cls_run: str | None, progress: bool) -> dict:
     """Train (or reuse) and evaluate one cell on the evaluation images."""
     from hetseg.methods import evaluate_run, train
@@ -130,6 +141,7 @@ def run_cell(cfg: Config, method: str, k, cls_run: str | None, progress: bool) -
             "iou": report["scores"]["iou"], "wall_s": round(time.perf_counter() - t0, 1),
             "train_wall_s": round(sum(v.get("wall_s", 0.0) for v in summaries.values()), 1),
             "steps": {s: v["steps"] for s, v in summaries.items()},
+            "decoder_loss": decoder_loss(cfg.run_dir, "deconv" if method == "maskonly" else "seg"),
             "cls_mAP_eval": (summaries.get("cls") or {}).get("metrics", {}).get("val/mAP")}
 
 

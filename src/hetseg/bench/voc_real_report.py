@@ -72,6 +72,12 @@ def markdown(r: dict) -> str:
     for c in [c for c in r["records"] if c["k"] == kmax]:
         lines.append(f"| {NAMES[c['method']]} | " + " | ".join("-" if c["iou"][n] is None else f"{100 * c['iou'][n]:.1f}"
                                                              for n in names) + " |")
+    lines += ["", "## Training loss of the decoder, mean over each tenth of its steps", "",
+              "Flat at the end means the budget, not the run's length, is not what limits the cell "
+              "(lr x0.1 after 70 % of the steps).", "", "| cell | " + " | ".join(f"{i + 1}/10" for i in range(10)) + " |",
+              "|---|" + "---|" * 10]
+    for c in [c for c in r["records"] if c.get("decoder_loss") and c["seed"] == r["records"][0]["seed"]]:
+        lines.append(f"| {NAMES[c['method']]} k={c['k']} | " + " | ".join(f"{v:.3f}" for _, v in c["decoder_loss"]) + " |")
     lines += ["", PAPER, "", f"Figure: `voc_real.png` (evaluation images {r.get('figure_ids')}).", ""]
     return "\n".join(lines)
 
