@@ -73,3 +73,15 @@ def test_missing_shipped_backbone_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(HetsegError, match="the shipped backbone is missing.*hetseg bench backbone") as e:
         zoo.shipped_backbone("cpu")
     assert "\n" not in str(e.value)
+
+
+def test_curve_reads_the_log_kept_from_before_a_resume(tmp_path):
+    """A resumed stage's earlier rows (metrics.part1.csv) count up to where the resumed log starts."""
+    from hetseg.bench.backbone import curve
+
+    (tmp_path / "metrics.part1.csv").write_text("epoch,step,train/loss\n0,9,4.0\n0,19,3.0\n0,29,9.0\n")
+    (tmp_path / "metrics.csv").write_text("epoch,step,train/loss,val/acc\n0,29,2.0,\n0,39,1.0,0.5\n")
+    got = curve(tmp_path, every=20)
+    # Steps 9 and 19 from the kept part; 29 (replayed after the resume) from the new log, not 9.0.
+    assert got["train_loss"] == [[20, 3.5], [40, 1.5]]
+    assert got["held_out_acc"] == [[40, 0.5]]

@@ -31,8 +31,17 @@ BUDGETS = {"default": [], "tiny": ["pre.steps=4", "pre.batch_size=4", "pre.val_e
 
 
 def curve(stage_dir: Path, every: int = 100) -> dict[str, list]:
-    """From ``metrics.csv``: train loss averaged per ``every`` steps, and held-out accuracy points."""
-    rows = list(csv.DictReader((stage_dir / "metrics.csv").open()))
+    """From ``metrics.csv``: train loss averaged per ``every`` steps, and held-out accuracy points.
+
+    A resumed stage keeps its earlier log as ``metrics.partN.csv`` (hetseg.engine.train); those rows
+    count up to where the next part starts, since a resume replays the steps after its checkpoint.
+    """
+    parts = sorted(stage_dir.glob("metrics.part*.csv"), key=lambda p: int(p.stem.split("part")[1]))
+    rows: list[dict] = []
+    for f in [*parts, stage_dir / "metrics.csv"]:
+        new = list(csv.DictReader(f.open()))
+        start = min((int(r["step"]) for r in new), default=None)
+        rows = [r for r in rows if start is None or int(r["step"]) < start] + new
     loss: dict[int, list[float]] = {}
     acc: list[tuple[int, float]] = []
     for r in rows:

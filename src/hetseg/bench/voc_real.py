@@ -168,7 +168,8 @@ def ship_about(report: dict, method: str = "decouplednet") -> dict:
     return {"summary": (f"DecoupledNet on ImageNet EfficientNet-Lite0, {report['input_size']} px, 20 VOC classes; trained on "
                         f"{d['n_weak']} VOC photos with image labels, {d[f'n_strong_{k}']} of them with masks; "
                         f"{100 * rec['miou']:.1f} mIoU on {d['n_eval']} held-out VOC photos"),
-            "command": report["command"], "run": rec["run"], "seed": rec["seed"],
+            "command": report["command"], "run": rec["run"], "seed": rec["seed"], "budget": report["budgets"],
+            "recipe": RECIPE, "machine": report["machine"],
             "training_images": {"weak_labels": d["n_weak"], "strong_masks": d[f"n_strong_{k}"]},
             "splits": {"weak": d["weak"], f"strong_{k}": d[f"strong_{k}"], "eval": d["eval"],
                        "division_seed": report["split_seed"]},
