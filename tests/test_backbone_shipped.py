@@ -77,7 +77,7 @@ def test_missing_shipped_backbone_is_one_line(tmp_path, monkeypatch):
 
 def test_curve_reads_the_log_kept_from_before_a_resume(tmp_path):
     """A resumed stage's earlier rows (metrics.part1.csv) count up to where the resumed log starts."""
-    from hetseg.bench.backbone import curve
+    from hetseg.bench.curves import curve
 
     (tmp_path / "metrics.part1.csv").write_text("epoch,step,train/loss\n0,9,4.0\n0,19,3.0\n0,29,9.0\n")
     (tmp_path / "metrics.csv").write_text("epoch,step,train/loss,val/acc\n0,29,2.0,\n0,39,1.0,0.5\n")

@@ -57,9 +57,20 @@ def test_results_files_have_the_required_fields(bench):
         assert c["train_splits"]["strong"]["checksum"] and c["train_splits"]["strong"]["images"] > 0
         assert c["wall_s"]["eval"] is not None and c["config"]["seed"] == 0
         assert c["config"]["data"]["strong_split"] == strong_split_file(c["k"])
+        # Label classifiers' cost: the same run scored with val's true labels (not for DeconvNet).
+        assert (c["miou_gt"] is None) == (c["method"] == "deconvnet")
+        if c["miou_gt"] is not None:
+            assert 0.0 <= c["miou_gt"] <= 1.0
+            assert (Path(c["run_dir"]) / "eval_val_gt.json").is_file()
+        # The decoder's stage's loss curve, one point per tenth (tiny: fewer steps than ten).
+        (stage, pts), = c["train_loss"].items()
+        assert stage == ("deconv" if c["method"] == "deconvnet" else "seg")
+        assert pts and pts[-1][0] == c["steps"][stage] and all(v > 0 for _, v in pts)
     assert set(rep["summary"]) == set(METHODS) and set(rep["summary"]["deconvnet"]) == {"5", "full"}
+    assert set(rep["summary_gt"]) == {"decouplednet", "decouplednet-str"}
     md = (out / "table1.md").read_text()
-    for text in ("| strong / class |", "## Equal effort", "## Per-class IoU", "53.1", rep["command"], "T-shirt/top"):
+    for text in ("| strong / class |", "## Equal effort", "## Per-class IoU", "53.1", rep["command"], "T-shirt/top",
+                 "## Predicted vs true image labels", "DecoupledNet, true labels", "## Training loss of the decoder"):
         assert text in md, text
     assert (out / "table1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

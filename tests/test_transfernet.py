@@ -262,6 +262,7 @@ def test_tiny_end_to_end_recipe_and_bench(tiny_scenes, tmp_path):
     assert report["budgets"]["decoder_steps"] == {"transfernet": 3, "baselinenet": 3, "decouplednet_transfer": 3}
     md = (out / "transfer.md").read_text()
     assert "TransferNet-GT" in md and "claims" in md.lower() and "hetseg bench transfer" in md
+    assert "| BaselineNet-GT |" in md and "| DecoupledNet-transfer-GT |" in md  # every method beside its -GT
     assert (out / "transfer_attention.png").stat().st_size > 0
     run = runs / "cpu_s0"
     feature_scale = json.loads((run / "transfernet" / "model.json").read_text())["stages"]["joint"]["feature_scale"]

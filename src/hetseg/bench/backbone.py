@@ -12,13 +12,13 @@ Results: ``OUT/backbone.{json,md,png}``.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import time
 from pathlib import Path
 
 import torch
 
+from hetseg.bench.curves import curve
 from hetseg.config import Config
 from hetseg.zoo import BACKBONE_DIR
 
@@ -28,30 +28,6 @@ RECIPE = ["model.name=decouplednet", "model.scale=cpu", "data.num_classes=11", "
           "pre.val_every=500", "pre.checkpoint_every=250"]
 BUDGETS = {"default": [], "tiny": ["pre.steps=4", "pre.batch_size=4", "pre.val_every=2", "pre.checkpoint_every=2",
                                    "data.pretrain_holdout=16"]}
-
-
-def curve(stage_dir: Path, every: int = 100) -> dict[str, list]:
-    """From ``metrics.csv``: train loss averaged per ``every`` steps, and held-out accuracy points.
-
-    A resumed stage keeps its earlier log as ``metrics.partN.csv`` (hetseg.engine.train); those rows
-    count up to where the next part starts, since a resume replays the steps after its checkpoint.
-    """
-    parts = sorted(stage_dir.glob("metrics.part*.csv"), key=lambda p: int(p.stem.split("part")[1]))
-    rows: list[dict] = []
-    for f in [*parts, stage_dir / "metrics.csv"]:
-        new = list(csv.DictReader(f.open()))
-        start = min((int(r["step"]) for r in new), default=None)
-        rows = [r for r in rows if start is None or int(r["step"]) < start] + new
-    loss: dict[int, list[float]] = {}
-    acc: list[tuple[int, float]] = []
-    for r in rows:
-        step = int(r["step"])
-        if r.get("train/loss"):
-            loss.setdefault((step // every + 1) * every, []).append(float(r["train/loss"]))
-        if r.get("val/acc"):
-            acc.append((step + 1, float(r["val/acc"])))
-    return {"train_loss": [[s, round(sum(v) / len(v), 4)] for s, v in sorted(loss.items())],
-            "held_out_acc": [[s, round(a, 4)] for s, a in acc]}
 
 
 @torch.no_grad()

@@ -40,6 +40,7 @@ from hetseg.errors import HetsegError
 KS: tuple = (5, 10, 25, "full")
 METHODS = ("decouplednet", "decouplednet-str", "deconvnet")
 STAGES = {"decouplednet": ("seg",), "decouplednet-str": ("cls", "seg"), "deconvnet": ("deconv",)}
+GT_LABEL_METHODS = ("decouplednet", "decouplednet-str")  # the methods with a label classifier to replace
 
 # Budgets are Config overrides applied before the equal-effort rule derives cfg.deconv.
 BUDGETS: dict[str, list[str]] = {
@@ -240,6 +241,9 @@ def run_cell(cfg: Config, method: str, k: int | str, cls_run: Path | None, progr
         t0 = time.perf_counter()
         evaluate_run(run, "val")
         (run / "table1_eval.json").write_text(json.dumps({"wall_s": round(time.perf_counter() - t0, 1)}) + "\n")
+    if method in GT_LABEL_METHODS and not (run / "eval_val_gt.json").is_file():
+        # The same network given val's true image labels: what its label classifier costs (issue 12).
+        evaluate_run(run, "val", use_gt_labels=True)
     rec = cell_record(run, method, k, cfg.seed, cls_run if method == "decouplednet" else None)
     print(f"[table1] {method} k={k} seed {cfg.seed}: mIoU {100 * rec['miou']:.1f}, wall {rec['wall_s']}", flush=True)
     return rec

@@ -14,6 +14,8 @@ import os
 import platform
 from pathlib import Path
 
+from hetseg.bench.curves import loss_by_parts
+
 # DecoupledNet paper (Hong et al., NIPS 2015), Table 1, PASCAL VOC 2012 val mIoU (%), by strong
 # images per class. "full" is given as "about 67 for all three" in issue 4: approximate.
 PAPER: dict[str, dict] = {
@@ -42,9 +44,13 @@ def cell_record(run: Path, method: str, k: int | str, seed: int, cls_run: Path |
     wall = {name: s.get("wall_s") for name, s in stages.items()}
     wall["eval"] = _json(run / "table1_eval.json").get("wall_s")
     sc = ev.get("scores", {})
+    last = next((s for s in ("deconv", "seg") if s in stages), None)
     return {
         "method": method, "k": k, "seed": seed, "run_dir": str(run), "same_as": None,
-        "miou": sc.get("miou"), "iou": sc.get("iou", {}), "mean_acc": sc.get("mean_acc"),
+        "miou": sc.get("miou"), "miou_gt": _json(run / "eval_val_gt.json").get("scores", {}).get("miou"),
+        "iou": sc.get("iou", {}),
+        # The decoder's stage (seg, or deconv for DeconvNet): mean loss per tenth of its steps.
+        "train_loss": {last: loss_by_parts(run / last)} if last else {}, "mean_acc": sc.get("mean_acc"),
         "pixel_acc": sc.get("pixel_acc"), "absent": sc.get("absent", []),
         "wall_s": wall, "cls_shared": cls_run is not None,
         "steps": {name: s.get("steps") for name, s in stages.items()},
@@ -67,13 +73,14 @@ def backbone_record(run: Path | None) -> dict | None:
             "items": info.get("splits", {}).get("pre"), "config": info.get("config", {}).get("pre")}
 
 
-def summarise(cells: list[dict]) -> dict:
-    """{method: {k: {"mean", "std", "min", "max", "n"}}} of mIoU in % (std: sample std, n > 1)."""
+def summarise(cells: list[dict], key: str = "miou") -> dict:
+    """{method: {k: {"mean", "std", "min", "max", "n"}}} of ``key`` (mIoU, or mIoU with true image
+    labels: ``miou_gt``) in % (std: sample std, n > 1)."""
     out: dict = {}
     for c in cells:
-        if c.get("miou") is None:
+        if c.get(key) is None:
             continue
-        out.setdefault(c["method"], {}).setdefault(str(c["k"]), []).append(100 * c["miou"])
+        out.setdefault(c["method"], {}).setdefault(str(c["k"]), []).append(100 * c[key])
     for by_k in out.values():
         for k, vals in by_k.items():
             n, mean = len(vals), sum(vals) / len(vals)
@@ -126,6 +133,36 @@ def _backbone_line(b: dict | None) -> str:
             f"{'-' if acc is None else f'{100 * acc:.1f} %'} on {items.get('held_out', '-')} items).")
 
 
+def _gt_table(report: dict, ks: list[str]) -> list[str]:
+    """Predicted vs true image labels side by side: what label identification costs each method."""
+    gt = report.get("summary_gt") or {}
+    methods = [m for m in PAPER if m in gt]
+    if not methods:
+        return []
+    lines = ["## Predicted vs true image labels, mIoU (%)", "",
+             "| strong / class | " + " | ".join(f"{LABELS[m]} | {LABELS[m]}, true labels" for m in methods) + " |",
+             "|---|" + "---|---|" * len(methods)]
+    for k in ks:
+        lines.append(f"| {k} | " + " | ".join(f"{_fmt(report['summary'].get(m, {}).get(k))} | {_fmt(gt[m].get(k))}"
+                                              for m in methods) + " |")
+    return [*lines, ""]
+
+
+def _loss_table(report: dict) -> list[str]:
+    """Per cell, the decoder stage's training loss per tenth of its steps (flat at the end or not)."""
+    cells = [c for c in report["cells"] if any(c.get("train_loss", {}).values()) and not c.get("same_as")]
+    if not cells:
+        return []
+    lines = ["## Training loss of the decoder's stage, mean over each tenth of its steps", "",
+             "| method | k | seed | stage | " + " | ".join(f"{i}/10" for i in range(1, 11)) + " |",
+             "|---|---|---|---|" + "---|" * 10]
+    for c in cells:
+        (stage, pts), = c["train_loss"].items()
+        vals = [f"{v:.3f}" for _, v in pts] + ["-"] * (10 - len(pts))
+        lines.append(f"| {LABELS[c['method']]} | {c['k']} | {c['seed']} | {stage} | " + " | ".join(vals[:10]) + " |")
+    return [*lines, ""]
+
+
 def markdown(report: dict) -> str:
     """table1.md: our table beside the paper's, the rule, per-cell details and per-class IoU."""
     ks, summ, m = [str(k) for k in report["ks"]], report["summary"], report["machine"]
@@ -150,6 +187,7 @@ def markdown(report: dict) -> str:
     lines += ["", f"Paper: {PAPER_NOTE} (* approximate). Ours: fashion-scenes val, "
               f"{report['cells'][0]['eval_split']['images'] if report['cells'] else '-'} images, VOC devkit protocol.",
               "", "## Equal effort", "", report["equal_effort"], "",
+              *_gt_table(report, ks), *_loss_table(report),
               "## Cells", "", "| method | k | seed | mIoU | strong images | steps (cls / seg or deconv) "
               "| wall s (cls / seg or deconv / eval) | run |", "|---|---|---|---|---|---|---|---|"]
     for c in report["cells"]:
@@ -224,7 +262,7 @@ def write_results(cells: list[dict], out: str | Path, command: str, scale: str, 
               "dataset": dataset_info(data), "machine": machine_info(), "total_wall_s": round(wall_s, 1),
               "compute_wall_s": round(compute, 1), "equal_effort": equal_effort,
               "paper": {m: {str(k): v for k, v in d.items()} for m, d in PAPER.items()}, "paper_note": PAPER_NOTE,
-              "summary": summarise(cells), "cells": cells}
+              "summary": summarise(cells), "summary_gt": summarise(cells, "miou_gt"), "cells": cells}
     paths = [out / f"{name}.json", out / f"{name}.md", out / f"{name}.png"]
     paths[0].write_text(json.dumps(report, indent=2) + "\n")
     paths[1].write_text(markdown(report))

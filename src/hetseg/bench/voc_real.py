@@ -17,7 +17,6 @@ Works on any VOC-layout root (ImageSets/Segmentation/all.txt, or every mask in S
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import multiprocessing
@@ -118,11 +117,9 @@ def cell_config(base: Config, method: str, k: int | str, runs: str) -> Config:
 def decoder_loss(run: str, stage: str, parts: int = 10) -> list[list[float]]:
     """Training loss of the stage that trains the decoder, averaged over each tenth of its steps:
     [[last step of the tenth, mean loss], ...] -- the evidence of whether it flattened."""
-    from hetseg.bench.backbone import curve
+    from hetseg.bench.curves import loss_by_parts
 
-    rows = list(csv.DictReader((Path(run) / stage / "metrics.csv").open()))
-    steps = 1 + max((int(r["step"]) for r in rows if r.get("train/loss")), default=0)
-    return curve(Path(run) / stage, every=max(1, -(-steps // parts)))["train_loss"]
+    return loss_by_parts(Path(run) / stage, parts)
 
 
 def run_cell(cfg: Config, method: str, k, cls_run: str | None, progress: bool) -> dict:

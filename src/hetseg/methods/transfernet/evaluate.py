@@ -28,7 +28,10 @@ from hetseg.methods.transfernet.data import transfer_classes
 from hetseg.models.base import identify_labels
 from hetseg.models.transfernet import TransferNet
 
-METHODS = ("transfernet", "transfernet_gt", "baselinenet", "decouplednet_transfer")
+# "<method>_gt": the same trained network given the ground-truth image labels instead of the shared
+# classifier's (what label identification costs each method; TransferNet-GT is the paper's row).
+METHODS = ("transfernet", "transfernet_gt", "baselinenet", "baselinenet_gt", "decouplednet_transfer",
+           "decouplednet_transfer_gt")
 
 
 # ------------------------------------------------------------------------------------------ inference
@@ -88,17 +91,18 @@ def evaluate_transfer(nets: dict[str, nn.Module], split: Split, num_classes: int
 
     ``nets`` maps transfernet / baselinenet / decouplednet_transfer to trained models; every one
     identifies labels with the same shared classifier and rule, so all methods see the same labels;
-    ``transfernet_gt`` is TransferNet with the ground-truth labels. With ``crf`` (and pydensecrf2
+    ``<method>_gt`` is that method's network with the ground-truth labels. With ``crf`` (and pydensecrf2
     installed) the per-label methods get the original's per-class binary CRF (keys gain ``+crf``).
     """
     use_crf = crf and crf_available()
     out: dict[str, Scores] = {}
     for m in methods:
-        net = nets["transfernet" if m == "transfernet_gt" else m]
-        if use_crf and m != "decouplednet_transfer":
-            out[m + "+crf"] = _crf_scores_split(net, split, num_classes, threshold, m == "transfernet_gt")
+        base, gt = m.removesuffix("_gt"), m.endswith("_gt")
+        net = nets[base]
+        if use_crf and base != "decouplednet_transfer":
+            out[m + "+crf"] = _crf_scores_split(net, split, num_classes, threshold, gt)
         else:
-            out[m] = evaluate_split(net, split, num_classes, threshold, use_gt_labels=m == "transfernet_gt")
+            out[m] = evaluate_split(net, split, num_classes, threshold, use_gt_labels=gt)
     return out
 
 
@@ -178,8 +182,7 @@ def run_recipe(cfg: Config, run_root: str | Path, progress: bool = False, method
 
     cls_run = root / "classifier"
     timed("classifier", lambda: train_classifier(cfg, cls_run, progress))
-    need = set(methods) | ({"transfernet"} if "transfernet_gt" in methods else set())
-    need.discard("transfernet_gt")
+    need = {m.removesuffix("_gt") for m in methods}
     nets: dict = {}
     for m in [m for m in ("transfernet", "baselinenet", "decouplednet_transfer") if m in need]:
         mcfg = dataclasses.replace(cfg, run_dir=str(root / m), model=dataclasses.replace(cfg.model, name=m),

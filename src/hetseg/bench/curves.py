@@ -1,0 +1,46 @@
+"""Training-loss curves read back from a stage's CSV log: the evidence, in every bench's Markdown,
+of whether a budget let the loss flatten (issue 12; docs/BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+
+def _rows(stage_dir: Path) -> list[dict]:
+    """A stage's log rows. A resumed stage keeps its earlier log as ``metrics.partN.csv``
+    (hetseg.engine.train); those rows count up to where the next part starts, since a resume
+    replays the steps after its checkpoint."""
+    parts = sorted(stage_dir.glob("metrics.part*.csv"), key=lambda p: int(p.stem.split("part")[1]))
+    rows: list[dict] = []
+    for f in [*parts, stage_dir / "metrics.csv"]:
+        if not f.is_file():
+            continue
+        new = list(csv.DictReader(f.open()))
+        start = min((int(r["step"]) for r in new), default=None)
+        rows = [r for r in rows if start is None or int(r["step"]) < start] + new
+    return rows
+
+
+def curve(stage_dir: Path, every: int = 100) -> dict[str, list]:
+    """Train loss averaged per ``every`` steps ([[last step of the bucket, mean], ...]) and the
+    held-out accuracy points ([[step, acc], ...]) of one stage."""
+    loss: dict[int, list[float]] = {}
+    acc: list[tuple[int, float]] = []
+    for r in _rows(Path(stage_dir)):
+        step = int(r["step"])
+        if r.get("train/loss"):
+            loss.setdefault((step // every + 1) * every, []).append(float(r["train/loss"]))
+        if r.get("val/acc"):
+            acc.append((step + 1, float(r["val/acc"])))
+    return {"train_loss": [[s, round(sum(v) / len(v), 4)] for s, v in sorted(loss.items())],
+            "held_out_acc": [[s, round(a, 4)] for s, a in acc]}
+
+
+def loss_by_parts(stage_dir: Path, parts: int = 10) -> list[list[float]]:
+    """Train loss averaged over each 1/``parts`` of the stage's logged steps: [[last step, mean], ...];
+    [] when the stage has no log (e.g. a stage trained before logs were kept)."""
+    steps = 1 + max((int(r["step"]) for r in _rows(Path(stage_dir)) if r.get("train/loss")), default=-1)
+    if steps <= 0:
+        return []
+    return curve(stage_dir, every=max(1, -(-steps // parts)))["train_loss"]
