@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test venv venv-imagenet fashion-mnist clean bench-backbone bench-table1 bench-table1-scratch bench-transfer bench-dis bench-voc-real
+.PHONY: demo test venv venv-imagenet fashion-mnist clean bench-backbone bench-table1 bench-table1-scratch bench-transfer bench-dis bench-voc-real ship-voc-lite0
 
 $(VENV)/.stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ bench-dis: venv fashion-mnist
 VOC_ROOT ?= ../shared/voc-real/VOC2012
 bench-voc-real: venv-imagenet
 	$(PY) -m hetseg bench voc-real --voc-root $(VOC_ROOT) --seeds 0 --jobs 2
+
+# Retrains the shipped real-photo model (src/hetseg/zoo/voc-lite0) from the bench's run above.
+ship-voc-lite0: venv-imagenet
+	$(PY) scripts/ship_voc_lite0.py --runs runs/voc_real --run-dir runs/voc_lite0_ship720 --replace
 
 clean:
 	rm -rf $(VENV) runs data
