@@ -15,7 +15,9 @@ def markdown(r: dict) -> str:
         f"Command: `{r['command']}` (seed {r['seed']}); {r['steps']} steps x {r['effective_batch']} on "
         f"{r['data']['train_items']:,} Fashion-MNIST **train** items ({r['data']['image_size']} px, one item on "
         f"clutter); held out: the last {r['data']['held_out_items']:,} train items. No t10k item is seen.",
-        f"Wall time {r['wall_s'] / 60:.1f} min on {r['machine']['usable_cpus']} CPUs ({r['machine']['cpu']}).", "",
+        f"Wall time {r['wall_s'] / 60:.1f} min on {r['machine']['usable_cpus']} CPUs ({r['machine']['cpu']})"
+        + (" in the last invocation, which resumed from a checkpoint (earlier invocations are not timed)."
+           if r.get("resumed") else "."), "",
         f"**Held-out item accuracy {r['held_out_acc'] * 100:.1f} %** (float32 run); "
         f"{r['held_out_acc_float16'] * 100:.1f} % with the shipped float16 weights.",
         f"File: `src/hetseg/zoo/backbone-cpu/backbone.safetensors`, sha256 `{r['sha256']}`.", "",
