@@ -85,3 +85,12 @@ def test_curve_reads_the_log_kept_from_before_a_resume(tmp_path):
     # Steps 9 and 19 from the kept part; 29 (replayed after the resume) from the new log, not 9.0.
     assert got["train_loss"] == [[20, 3.5], [40, 1.5]]
     assert got["held_out_acc"] == [[40, 0.5]]
+
+
+def test_curve_keeps_one_point_for_the_end_of_stage_evaluation(tmp_path):
+    """The engine logs the last evaluation at the last step and again one step later; one point."""
+    from hetseg.bench.curves import curve
+
+    (tmp_path / "metrics.csv").write_text(
+        "epoch,step,train/loss,val/acc\n0,9,2.0,\n0,9,,0.4\n0,19,1.0,\n0,19,,0.8\n1,20,,0.8\n")
+    assert curve(tmp_path, every=10)["held_out_acc"] == [[10, 0.4], [20, 0.8]]

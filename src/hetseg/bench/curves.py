@@ -32,7 +32,9 @@ def curve(stage_dir: Path, every: int = 100) -> dict[str, list]:
         if r.get("train/loss"):
             loss.setdefault((step // every + 1) * every, []).append(float(r["train/loss"]))
         if r.get("val/acc"):
-            acc.append((step + 1, float(r["val/acc"])))
+            # The end-of-stage evaluation is logged again one step later: keep the first.
+            if not acc or step + 1 - acc[-1][0] > 1:
+                acc.append((step + 1, float(r["val/acc"])))
     return {"train_loss": [[s, round(sum(v) / len(v), 4)] for s, v in sorted(loss.items())],
             "held_out_acc": [[s, round(a, 4)] for s, a in acc]}
 
