@@ -62,15 +62,17 @@ def test_results_files_have_the_required_fields(bench):
         if c["miou_gt"] is not None:
             assert 0.0 <= c["miou_gt"] <= 1.0
             assert (Path(c["run_dir"]) / "eval_val_gt.json").is_file()
-        # The decoder's stage's loss curve, one point per tenth (tiny: fewer steps than ten).
-        (stage, pts), = c["train_loss"].items()
-        assert stage == ("deconv" if c["method"] == "deconvnet" else "seg")
-        assert pts and pts[-1][0] == c["steps"][stage] and all(v > 0 for _, v in pts)
+        # Loss curves, one point per tenth (tiny: fewer steps than ten): the classifier's (the shared
+        # one for DecoupledNet) and the decoder stage's.
+        want = ["deconv"] if c["method"] == "deconvnet" else ["cls", "seg"]
+        assert list(c["train_loss"]) == want
+        for stage, pts in c["train_loss"].items():
+            assert pts and pts[-1][0] == c["steps"][stage] and all(v > 0 for _, v in pts)
     assert set(rep["summary"]) == set(METHODS) and set(rep["summary"]["deconvnet"]) == {"5", "full"}
     assert set(rep["summary_gt"]) == {"decouplednet", "decouplednet-str"}
     md = (out / "table1.md").read_text()
     for text in ("| strong / class |", "## Equal effort", "## Per-class IoU", "53.1", rep["command"], "T-shirt/top",
-                 "## Predicted vs true image labels", "DecoupledNet, true labels", "## Training loss of the decoder"):
+                 "## Predicted vs true image labels", "DecoupledNet, true labels", "## Training loss per stage", "(weak-set classifier) | all | 0 | cls"):
         assert text in md, text
     assert (out / "table1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -117,37 +119,51 @@ def test_equal_effort_budget(bench):
     assert base.deconv.steps == base.seg.steps + base.cls.steps and base.deconv.batch_size == base.seg.batch_size
     assert base.deconv.optimizer == base.cls.optimizer == "adam" and not base.model.backbone
     pre = base_config("cpu", 0, "data/fashion-scenes", init="pretrained", backbone="runs/x/backbone")
-    assert pre.model.backbone == "runs/x/backbone" and pre.cls.steps == 600
-    assert pre.deconv.steps == pre.seg.steps + 600 and (pre.deconv.optimizer, pre.deconv.lr) == ("adam", pre.cls.lr)
-    with pytest.raises(HetsegError, match="needs a backbone"):
-        base_config("cpu", 0, "d", init="pretrained")
+    assert pre.model.backbone == "runs/x/backbone" and (pre.cls.steps, pre.cls.lr) == (1000, 5e-4)
+    assert pre.deconv.steps == pre.seg.steps + 1000 and (pre.deconv.optimizer, pre.deconv.lr) == ("adam", pre.cls.lr)
+    assert base_config("cpu", 0, "d", init="pretrained").model.backbone == "shipped"  # the committed one
+    assert not base_config("paper", 0, "d", overrides=["model.vgg_weights=vgg.pth"], init="pretrained").model.backbone
 
 
 def test_every_network_starts_from_the_one_shared_backbone(bench):
+    """The shipped backbone (hetseg bench backbone) is where every network of the pretrained protocol starts."""
+    import hashlib
+
+    from hetseg.zoo import BACKBONE_DIR
+
     rep, runs = bench["report"], bench["runs"]
-    b = rep["backbone"]
-    assert b["run_dir"] == str(runs / "backbone") and b["steps"] == 4 and 0.0 <= b["metrics"]["val/acc"] <= 1.0
-    assert b["items"]["held_out"] == 8 and (runs / "backbone" / "backbone.safetensors").is_file()
+    b, shipped = rep["backbone"], BACKBONE_DIR / "backbone.safetensors"
+    assert b["file"] == str(shipped) and b["sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest()
+    assert b["sha256"] == json.loads((BACKBONE_DIR / "backbone.json").read_text())["sha256"]
+    assert b["command"] == "hetseg bench backbone" and b["held_out_acc"] > 0.5
     trained_fresh = [c for c in rep["cells"] if not c.get("same_as")]
-    assert all(c["config"]["model"]["backbone"] == b["run_dir"] for c in trained_fresh)
+    assert all(c["config"]["model"]["backbone"] == "shipped" for c in trained_fresh)
     shared = json.loads((runs / "seed0" / "weak_classifier" / "config.json").read_text())
-    assert shared["model"]["backbone"] == b["run_dir"]
-    assert "Initialisation `pretrained`" in (bench["out"] / "table1.md").read_text()
+    assert shared["model"]["backbone"] == "shipped"
+    md = (bench["out"] / "table1.md").read_text()
+    assert "Initialisation `pretrained`" in md and b["sha256"][:12] in md
     # ...and the config is acted on: a fresh net of a cell config carries the backbone's weights
     from safetensors.torch import load_file
 
     from hetseg.engine.context import init_weights
     from hetseg.methods import get_method
 
-    state = load_file(str(runs / "backbone" / "backbone.safetensors"))
+    state = load_file(str(shipped))
     for method in ("deconvnet", "decouplednet-str"):
-        cfg = cell_config(base_config("cpu", 0, str(bench["data"]), "tiny", init="pretrained",
-                                      backbone=b["run_dir"]), method, 5, bench["runs"] / "fresh")
+        cfg = cell_config(base_config("cpu", 0, str(bench["data"]), "tiny", init="pretrained"), method, 5,
+                          bench["runs"] / "fresh")
         net = get_method(cfg.model.name).build(cfg)
         init_weights(net, cfg, None)
         enc = net.encoder if method == "deconvnet" else net.classifier.encoder
-        assert all(torch.equal(v, state[f"encoder.{k}"]) for k, v in enc.state_dict().items())
+        assert all(torch.equal(v, state[f"encoder.{k}"].to(v.dtype)) for k, v in enc.state_dict().items())
     assert rep["command"].split("--init ")[1].startswith("pretrained")
+
+
+def test_paper_scale_pretrained_without_imagenet_weights_is_one_line(tmp_path, scenes):
+    """No shipped backbone at paper scale: refused before anything trains, naming the fix."""
+    with pytest.raises(HetsegError, match="only model.scale=cpu has a shipped backbone.*vgg_weights") as e:
+        run_table1("paper", [0], str(tmp_path / "out"), str(scenes), str(tmp_path / "runs"), budget="tiny", ks=(5,))
+    assert "\n" not in str(e.value) and not (tmp_path / "runs").exists()
 
 
 def test_rerun_skips_finished_cells(bench, capsys):
@@ -160,7 +176,6 @@ def test_rerun_skips_finished_cells(bench, capsys):
     log = capsys.readouterr().out
     assert log.count("done, skipped") == 5  # 6 cells, one of them DecoupledNet's "full" reported twice
     assert ": stages (" not in log and "weak-set classifier" not in log  # nothing trained
-    assert "backbone: stage pre" not in log
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     rep = json.loads((bench["out"] / "table1.json").read_text())
     assert [c["miou"] for c in rep["cells"]] == [c["miou"] for c in bench["report"]["cells"]]
@@ -236,3 +251,14 @@ def test_parallel_cells_match_sequential(scenes, bench, tmp_path):
     assert len(list(runs.rglob("cls/done.json"))) == 2  # the shared classifier + DecoupledNet-Str k=5
     for a, b in zip(rep["cells"], seq):  # same recipe, data and seed: same splits and budgets
         assert a["train_splits"] == b["train_splits"] and a["steps"] == b["steps"]
+
+
+def test_demo_starts_from_the_shipped_backbone():
+    """`make demo` is the pretrained protocol's recipe, shortened: the shipped backbone, the same
+    classifier optimizer as Table 1's fine-tuning."""
+    from hetseg.demo import demo_config
+
+    cfg = demo_config("data/fashion-scenes", "runs/demo")
+    pre = base_config("cpu", 0, "data/fashion-scenes", init="pretrained")
+    assert cfg.model.backbone == "shipped" and (cfg.cls.optimizer, cfg.cls.lr) == (pre.cls.optimizer, pre.cls.lr)
+    assert cfg.cls.steps < pre.cls.steps and cfg.data.root == "data/fashion-scenes"

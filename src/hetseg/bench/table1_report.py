@@ -49,8 +49,10 @@ def cell_record(run: Path, method: str, k: int | str, seed: int, cls_run: Path |
         "method": method, "k": k, "seed": seed, "run_dir": str(run), "same_as": None,
         "miou": sc.get("miou"), "miou_gt": _json(run / "eval_val_gt.json").get("scores", {}).get("miou"),
         "iou": sc.get("iou", {}),
-        # The decoder's stage (seg, or deconv for DeconvNet): mean loss per tenth of its steps.
-        "train_loss": {last: loss_by_parts(run / last)} if last else {}, "mean_acc": sc.get("mean_acc"),
+        # Mean loss per tenth of the steps of the classifier (the shared one for DecoupledNet) and of
+        # the decoder's stage (seg, or deconv for DeconvNet): did the budget let them flatten?
+        "train_loss": {**({"cls": loss_by_parts(Path(cls_run or run) / "cls")} if "cls" in stages else {}),
+                       **({last: loss_by_parts(run / last)} if last else {})}, "mean_acc": sc.get("mean_acc"),
         "pixel_acc": sc.get("pixel_acc"), "absent": sc.get("absent", []),
         "wall_s": wall, "cls_shared": cls_run is not None,
         "steps": {name: s.get("steps") for name, s in stages.items()},
@@ -62,15 +64,18 @@ def cell_record(run: Path, method: str, k: int | str, seed: int, cls_run: Path |
     }
 
 
-def backbone_record(run: Path | None) -> dict | None:
-    """The shared pretrained backbone (stage ``pre``): run dir, steps, wall, held-out accuracy, items."""
-    if run is None:
+def backbone_record(path: Path | None) -> dict | None:
+    """The backbone every network started from: file, sha256, and -- where its ``backbone.json``
+    sits beside it (the shipped one, ``hetseg bench backbone``) -- its command, steps and accuracy."""
+    if path is None:
         return None
-    info = _json(Path(run) / "model.json")
-    pre = info.get("stages", {}).get("pre", {})
-    return {"run_dir": str(run), "steps": pre.get("steps"), "wall_s": pre.get("wall_s"),
-            "effective_batch": pre.get("effective_batch"), "metrics": pre.get("metrics", {}),
-            "items": info.get("splits", {}).get("pre"), "config": info.get("config", {}).get("pre")}
+    import hashlib
+
+    path = Path(path)
+    info = _json(path.with_name("backbone.json"))
+    return {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "command": info.get("command"), "steps": info.get("steps"), "held_out_acc": info.get("held_out_acc"),
+            "effective_batch": info.get("effective_batch"), "data": info.get("data")}
 
 
 def summarise(cells: list[dict], key: str = "miou") -> dict:
@@ -125,12 +130,11 @@ def _fmt(s: dict | None) -> str:
 def _backbone_line(b: dict | None) -> str:
     if not b:
         return ": every network from random weights."
-    acc = (b.get("metrics") or {}).get("val/acc")
-    items = b.get("items") or {}
-    return (f": every network starts from one backbone (`{b['run_dir']}`, stage pre: {b.get('steps')} steps x "
-            f"{b.get('effective_batch')} single-item images from {items.get('train', '-')} Fashion-MNIST train "
-            f"items, {b.get('wall_s')} s; held-out item accuracy "
-            f"{'-' if acc is None else f'{100 * acc:.1f} %'} on {items.get('held_out', '-')} items).")
+    acc, data = b.get("held_out_acc"), b.get("data") or {}
+    made = (f", made by `{b['command']}`: {b.get('steps')} steps x {b.get('effective_batch')} single-item images "
+            f"from {data.get('train_items', '-')} Fashion-MNIST train items, held-out item accuracy "
+            f"{100 * acc:.1f} %" if b.get("command") and acc is not None else "")
+    return f": every network starts from one backbone (`{b['file']}`, sha256 `{b['sha256'][:12]}…`{made})."
 
 
 def _gt_table(report: dict, ks: list[str]) -> list[str]:
@@ -153,13 +157,19 @@ def _loss_table(report: dict) -> list[str]:
     cells = [c for c in report["cells"] if any(c.get("train_loss", {}).values()) and not c.get("same_as")]
     if not cells:
         return []
-    lines = ["## Training loss of the decoder's stage, mean over each tenth of its steps", "",
-             "| method | k | seed | stage | " + " | ".join(f"{i}/10" for i in range(1, 11)) + " |",
+    lines = ["## Training loss per stage, mean over each tenth of its steps (the shared classifier once per seed)",
+             "", "| method | k | seed | stage | " + " | ".join(f"{i}/10" for i in range(1, 11)) + " |",
              "|---|---|---|---|" + "---|" * 10]
+    seen: set = set()
     for c in cells:
-        (stage, pts), = c["train_loss"].items()
-        vals = [f"{v:.3f}" for _, v in pts] + ["-"] * (10 - len(pts))
-        lines.append(f"| {LABELS[c['method']]} | {c['k']} | {c['seed']} | {stage} | " + " | ".join(vals[:10]) + " |")
+        for stage, pts in c["train_loss"].items():
+            shared = stage == "cls" and c.get("cls_shared")
+            if shared and c["seed"] in seen:
+                continue
+            seen |= {c["seed"]} if shared else set()
+            vals = [f"{v:.3f}" for _, v in pts] + ["-"] * (10 - len(pts))
+            who = "DecoupledNet (weak-set classifier)" if shared else LABELS[c["method"]]
+            lines.append(f"| {who} | {'all' if shared else c['k']} | {c['seed']} | {stage} | " + " | ".join(vals[:10]) + " |")
     return [*lines, ""]
 
 
@@ -249,7 +259,7 @@ def write_results(cells: list[dict], out: str | Path, command: str, scale: str, 
     out.mkdir(parents=True, exist_ok=True)
     # Compute time in all, counting a shared classifier once per seed and an aliased cell not at all.
     seen: set = set()
-    compute = float((extra.get("backbone") or {}).get("wall_s") or 0.0)
+    compute = 0.0  # the backbone is made once, by its own command (not timed here)
     for c in cells:
         if c.get("same_as"):
             continue

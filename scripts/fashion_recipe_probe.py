@@ -1,0 +1,91 @@
+"""The probe that fixes the fashion-scenes recipes from the shipped backbone (issue 12; docs/DECISIONS.md,
+"Recipes from the shipped backbone"). Training scenes only, never val:
+
+* held out: the last 500 scenes of ``train_weak.txt`` that are in no strong split
+  (``splits/probe_heldout.txt``); the classifier trains on the other 9,500 (``splits/probe_weak.txt``).
+* ``--stage cls``: DecoupledNet's classifier from ``model.backbone=shipped``; every ``--every`` steps
+  the held-out mAP (``val/mAP``) and the mean training loss are printed.
+* ``--stage seg``: the decoder on ``strong_<k>.txt`` from a finished ``--stage cls`` run
+  (``init_from``); held-out mIoU with predicted labels and with true labels at the end.
+
+    python scripts/fashion_recipe_probe.py --stage cls --steps 1500 --run runs/probe/cls
+    python scripts/fashion_recipe_probe.py --stage seg --steps 800 --init-from runs/probe/cls --run runs/probe/seg
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+from hetseg.config import Config
+
+HELD_OUT = 500
+
+
+def write_probe_splits(root: Path) -> None:
+    """probe_weak.txt / probe_heldout.txt under ``root/splits`` (idempotent)."""
+    sp = root / "splits"
+    weak = sp.joinpath("train_weak.txt").read_text().split()
+    strong = set().union(*(set(sp.joinpath(f"strong_{k}.txt").read_text().split()) for k in (5, 10, 25)))
+    held = [r for r in weak if r not in strong][-HELD_OUT:]
+    keep = [r for r in weak if r not in set(held)]
+    sp.joinpath("probe_heldout.txt").write_text("\n".join(held) + "\n")
+    sp.joinpath("probe_weak.txt").write_text("\n".join(keep) + "\n")
+
+
+def log_points(stage_dir: Path, every: int) -> list[dict]:
+    """[{step, train_loss (mean since the last point), map?}] from the stage's metrics.csv."""
+    out, losses = [], []
+    for r in csv.DictReader((stage_dir / "metrics.csv").open()):
+        if r.get("train/loss"):
+            losses.append(float(r["train/loss"]))
+        if r.get("val/mAP"):
+            out.append({"step": int(r["step"]) + 1, "train_loss": round(sum(losses) / max(1, len(losses)), 4),
+                        "heldout_map": round(float(r["val/mAP"]), 4)})
+            losses = []
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stage", choices=("cls", "seg"), required=True)
+    ap.add_argument("--data", default="data/fashion-scenes")
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--steps", type=int, required=True)
+    ap.add_argument("--every", type=int, default=250)
+    ap.add_argument("--k", default="5")
+    ap.add_argument("--init-from", default=None)
+    ap.add_argument("overrides", nargs="*", help="extra Config overrides, e.g. cls.lr=0.001")
+    a = ap.parse_args()
+    from hetseg.engine.evaluate import evaluate_run
+    from hetseg.methods import train
+
+    root = Path(a.data)
+    write_probe_splits(root)
+    cfg = Config(run_dir=a.run, seed=0).override([
+        f"data.root={root}", "crops.proposals=none", "data.weak_split=splits/probe_weak.txt",
+        "data.val_split=splits/probe_heldout.txt", f"data.strong_split=splits/strong_{a.k}.txt",
+        *([f"model.backbone=shipped", f"cls.steps={a.steps}", f"cls.val_every={a.every}"] if a.stage == "cls"
+          else [f"seg.steps={a.steps}"]), *a.overrides])
+    t0 = time.perf_counter()
+    train(cfg, (a.stage,), init_from=a.init_from, progress=False)
+    wall = time.perf_counter() - t0
+    rec = {"stage": a.stage, "steps": a.steps, "overrides": a.overrides, "wall_s": round(wall, 1)}
+    if a.stage == "cls":
+        rec["points"] = log_points(Path(a.run) / "cls", a.every)
+    else:
+        from hetseg.bench.curves import loss_by_parts
+
+        rec["train_loss"] = loss_by_parts(Path(a.run) / "seg")
+        for gt in (False, True):
+            scores, _ = evaluate_run(a.run, "splits/probe_heldout.txt", use_gt_labels=gt, suffix="_gt" if gt else "")
+            rec["heldout_miou_gt" if gt else "heldout_miou"] = round(scores.miou * 100, 1)
+    Path(a.run, "probe.json").write_text(json.dumps(rec, indent=1))
+    print(json.dumps(rec))
+
+
+if __name__ == "__main__":
+    main()
