@@ -39,13 +39,13 @@ bench-backbone: venv fashion-mnist
 	$(PY) -m hetseg bench backbone
 
 bench-table1: venv fashion-mnist
-	$(PY) -m hetseg bench table1 --scale cpu --init pretrained
+	$(PY) -m hetseg bench table1 --scale cpu --init pretrained --seeds 0 1 2
 
 bench-table1-scratch: venv fashion-mnist
 	$(PY) -m hetseg bench table1 --scale cpu --init scratch
 
 bench-transfer: venv fashion-mnist
-	$(PY) -m hetseg bench transfer --scale cpu
+	$(PY) -m hetseg bench transfer --scale cpu --seeds 0 1 2
 
 bench-dis: venv fashion-mnist
 	$(PY) -m hetseg bench dis --scale cpu
