@@ -263,6 +263,12 @@ def test_tiny_end_to_end_recipe_and_bench(tiny_scenes, tmp_path):
     md = (out / "transfer.md").read_text()
     assert "TransferNet-GT" in md and "claims" in md.lower() and "hetseg bench transfer" in md
     assert "| BaselineNet-GT |" in md and "| DecoupledNet-transfer-GT |" in md  # every method beside its -GT
+    # Converged or not: every stage's loss per tenth of its steps (tiny: 3-4 points), in both files.
+    losses = report["train_loss"]["0"]
+    assert set(losses) == {"classifier/cls", "transfernet/att", "transfernet/joint", "baselinenet/baseline",
+                           "decouplednet_transfer/seg"} and all(pts and pts[-1][1] > 0 for pts in losses.values())
+    assert "## Training loss per stage" in md and "| 0 | transfernet/joint |" in md
+    assert report["backbone"] == "shipped" and "Initial weights: backbone shipped" in md
     assert (out / "transfer_attention.png").stat().st_size > 0
     run = runs / "cpu_s0"
     feature_scale = json.loads((run / "transfernet" / "model.json").read_text())["stages"]["joint"]["feature_scale"]

@@ -46,3 +46,16 @@ def loss_by_parts(stage_dir: Path, parts: int = 10) -> list[list[float]]:
     if steps <= 0:
         return []
     return curve(stage_dir, every=max(1, -(-steps // parts)))["train_loss"]
+
+
+def tenths_cells(pts: list[list[float]]) -> str:
+    """A loss curve of :func:`loss_by_parts` as ten Markdown table cells ('-' where a short stage
+    has fewer than ten points)."""
+    vals = [f"{v:.3f}" for _, v in pts][:10]
+    return " | ".join(vals + ["-"] * (10 - len(vals)))
+
+
+def stage_losses(run_root: Path) -> dict[str, list[list[float]]]:
+    """{"<run>/<stage>": loss_by_parts} for every stage log one level below ``run_root``."""
+    return {f"{f.parent.parent.name}/{f.parent.name}": loss_by_parts(f.parent)
+            for f in sorted(Path(run_root).glob("*/*/metrics.csv"))}

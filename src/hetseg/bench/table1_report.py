@@ -14,7 +14,7 @@ import os
 import platform
 from pathlib import Path
 
-from hetseg.bench.curves import loss_by_parts
+from hetseg.bench.curves import loss_by_parts, tenths_cells
 
 # DecoupledNet paper (Hong et al., NIPS 2015), Table 1, PASCAL VOC 2012 val mIoU (%), by strong
 # images per class. "full" is given as "about 67 for all three" in issue 4: approximate.
@@ -167,9 +167,8 @@ def _loss_table(report: dict) -> list[str]:
             if shared and c["seed"] in seen:
                 continue
             seen |= {c["seed"]} if shared else set()
-            vals = [f"{v:.3f}" for _, v in pts] + ["-"] * (10 - len(pts))
             who = "DecoupledNet (weak-set classifier)" if shared else LABELS[c["method"]]
-            lines.append(f"| {who} | {'all' if shared else c['k']} | {c['seed']} | {stage} | " + " | ".join(vals[:10]) + " |")
+            lines.append(f"| {who} | {'all' if shared else c['k']} | {c['seed']} | {stage} | {tenths_cells(pts)} |")
     return [*lines, ""]
 
 

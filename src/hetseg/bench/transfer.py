@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from hetseg.bench.curves import stage_losses, tenths_cells
 from hetseg.config import Config
 from hetseg.errors import HetsegError
 
@@ -95,7 +96,7 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         res = run_recipe(cfg, root, figure=out_dir / "transfer_attention.png" if i == 0 else None, log=log)
         ident = label_identification(root / "classifier", res["val"], cfg)
         per_seed.append({"seed": seed, "run": str(root), "scores": res["scores"], "train": res["train"],
-                         "wall_s": res["wall_s"], "identification": ident})
+                         "wall_s": res["wall_s"], "identification": ident, "train_loss": stage_losses(root)})
     names = class_names(cfg)
     val = load_split(cfg, cfg.transfer.val_split)
     splits = {}
@@ -141,6 +142,8 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         "methods": methods, "claims": claims, "context": context, "budgets": budgets,
         "feature_scale": [s["train"]["transfernet"]["joint"].get("feature_scale") for s in per_seed],
         "identification": [s["identification"] for s in per_seed],
+        "train_loss": {str(s["seed"]): s["train_loss"] for s in per_seed},  # per stage, per tenth of its steps
+        "backbone": cfg.model.backbone or None,
         "wall_s": {"per_seed": [s["wall_s"] for s in per_seed], "total": round(time.perf_counter() - t0, 1)},
         "config": cfg.to_dict(), "command": command,
     }
@@ -194,6 +197,10 @@ def _markdown(r: dict, names: list[str]) -> str:
                        f"(paper {c['paper']}; here {c['here']})" for c in r["claims"])
     ident = r["identification"][0]
     b = r["budgets"]
+    loss = ["## Training loss per stage, mean over each tenth of its steps", "",
+            "| seed | run/stage | " + " | ".join(f"{i}/10" for i in range(1, 11)) + " |", "|---|---|" + "---|" * 10]
+    loss += [f"| {seed} | {stage} | {tenths_cells(pts)} |" for seed, by in r.get("train_loss", {}).items()
+             for stage, pts in by.items() if pts]
     return (
         f"# TransferNet transfer benchmark ({r['scale']} scale)\n\n"
         f"Target val: `{r['val']['file']}` ({r['val']['images']} images, sha256 {r['val']['checksum'][:12]}); "
@@ -208,6 +215,7 @@ def _markdown(r: dict, names: list[str]) -> str:
         f"## Budgets (equal effort)\n\nshared classifier {b['classifier_steps']} steps x {b['classifier_batch']}; "
         f"TransferNet stage 1 {b['att_steps']} steps; every decoder {b['decoder_steps']} steps with "
         f"{b['source_rows_per_step']} source-mask rows per step. Seconds per step: {b['seconds_per_step']}. "
-        f"Wall time {r['wall_s']['total']:.0f} s.\n\n"
+        f"Wall time {r['wall_s']['total']:.0f} s. Initial weights: "
+        f"{'backbone ' + r['backbone'] if r.get('backbone') else 'random'}.\n\n" + "\n".join(loss) + "\n\n"
         f"Command: `{r['command']}`\n"
     )
