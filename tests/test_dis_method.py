@@ -121,3 +121,8 @@ def test_bench_dis_tiny_writes_results(scenes, tmp_path):
     assert r["parameters"]["paper (K=20)"] == pytest.approx(45.5e6, rel=0.03)
     md = (out / "dis.md").read_text()
     assert "t_ts=30" in md and "hetseg bench dis" in md and (out / "dis.png").stat().st_size > 0
+    # Loss curves of every stage (tiny: a few points each): the base run's and each joint run's.
+    rec = r["records"][0]
+    assert set(rec["train_loss"]) == {"labelmap", "recon"} and list(cell["train_loss"]) == ["joint"]
+    assert all(pts and pts[-1][1] > 0 for pts in [*rec["train_loss"].values(), *cell["train_loss"].values()])
+    assert "## Training loss per stage" in md and "| 0 | 5 | base | labelmap |" in md

@@ -55,7 +55,12 @@ def tenths_cells(pts: list[list[float]]) -> str:
     return " | ".join(vals + ["-"] * (10 - len(vals)))
 
 
+def run_losses(run_dir: Path) -> dict[str, list[list[float]]]:
+    """{stage: loss_by_parts} for every stage log of one run dir (``RUN/<stage>/metrics.csv``)."""
+    return {f.parent.name: loss_by_parts(f.parent) for f in sorted(Path(run_dir).glob("*/metrics.csv"))}
+
+
 def stage_losses(run_root: Path) -> dict[str, list[list[float]]]:
-    """{"<run>/<stage>": loss_by_parts} for every stage log one level below ``run_root``."""
-    return {f"{f.parent.parent.name}/{f.parent.name}": loss_by_parts(f.parent)
-            for f in sorted(Path(run_root).glob("*/*/metrics.csv"))}
+    """{"<run>/<stage>": loss_by_parts} for every run dir directly below ``run_root``."""
+    return {f"{run.name}/{stage}": pts for run in sorted(p for p in Path(run_root).iterdir() if p.is_dir())
+            for stage, pts in run_losses(run).items()}

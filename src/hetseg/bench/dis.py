@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from hetseg.bench.curves import run_losses
 from hetseg.bench.table1 import _job, _worker_init, check_recipe, strong_split_file
 from hetseg.config import Config
 
@@ -82,7 +83,7 @@ def run_k(base: Config, k: int | str, t_trains: Sequence[int], runs: str, progre
     check_recipe(base)
     method.train(base, ("labelmap", "recon"), progress=progress)
     rec = {"k": k, "seed": base.seed, "base_run": base.run_dir, "base_wall_s": round(time.perf_counter() - t0, 1),
-           "cells": []}
+           "cells": [], "train_loss": run_losses(base.run_dir)}  # labelmap, recon: per tenth of their steps
     val = load_split(base, "val")
     for t_tr in t_trains:
         cfg = joint_config(base, k, t_tr, runs)
@@ -99,6 +100,7 @@ def run_k(base: Config, k: int | str, t_trains: Sequence[int], runs: str, progre
         gt, _ = evaluate_run(cfg.run_dir, "val", use_gt_labels=True, predict_kwargs={"steps": 0}, suffix="_t0")
         cell["miou_gt_labels_t0"] = gt.miou
         cell["ms_per_image"] = time_inference(Path(cfg.run_dir), val, T_TEST)
+        cell["train_loss"] = run_losses(cfg.run_dir)  # joint
         print(f"[dis] k={k} seed {base.seed} t_tr={t_tr}: mIoU " +
               " ".join(f"t{t}={100 * m:.1f}" for t, m in cell["miou"].items()), flush=True)
         rec["cells"].append(cell)
