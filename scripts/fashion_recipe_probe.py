@@ -15,38 +15,34 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from pathlib import Path
 
+from hetseg.bench.curves import curve, loss_by_parts
 from hetseg.config import Config
 
 HELD_OUT = 500
 
 
 def write_probe_splits(root: Path) -> None:
-    """probe_weak.txt / probe_heldout.txt under ``root/splits`` (idempotent)."""
+    """probe_weak.txt / probe_heldout.txt under ``root/splits`` (idempotent; atomic: training reads them)."""
+    from hetseg.io_atomic import write_text
+
     sp = root / "splits"
     weak = sp.joinpath("train_weak.txt").read_text().split()
     strong = set().union(*(set(sp.joinpath(f"strong_{k}.txt").read_text().split()) for k in (5, 10, 25)))
     held = [r for r in weak if r not in strong][-HELD_OUT:]
     keep = [r for r in weak if r not in set(held)]
-    sp.joinpath("probe_heldout.txt").write_text("\n".join(held) + "\n")
-    sp.joinpath("probe_weak.txt").write_text("\n".join(keep) + "\n")
+    write_text(sp / "probe_heldout.txt", "\n".join(held) + "\n")
+    write_text(sp / "probe_weak.txt", "\n".join(keep) + "\n")
 
 
 def log_points(stage_dir: Path, every: int) -> list[dict]:
-    """[{step, train_loss (mean since the last point), map?}] from the stage's metrics.csv."""
-    out, losses = [], []
-    for r in csv.DictReader((stage_dir / "metrics.csv").open()):
-        if r.get("train/loss"):
-            losses.append(float(r["train/loss"]))
-        if r.get("val/mAP"):
-            out.append({"step": int(r["step"]) + 1, "train_loss": round(sum(losses) / max(1, len(losses)), 4),
-                        "heldout_map": round(float(r["val/mAP"]), 4)})
-            losses = []
-    return out
+    """[{step, train_loss (mean over the ``every`` steps before it), heldout_map}] of a cls stage."""
+    c = curve(stage_dir, every, metric="val/mAP")
+    loss = dict(c["train_loss"])
+    return [{"step": s, "train_loss": loss.get(s), "heldout_map": m} for s, m in c["held_out_acc"]]
 
 
 def main() -> None:
@@ -68,7 +64,7 @@ def main() -> None:
     cfg = Config(run_dir=a.run, seed=0).override([
         f"data.root={root}", "crops.proposals=none", "data.weak_split=splits/probe_weak.txt",
         "data.val_split=splits/probe_heldout.txt", f"data.strong_split=splits/strong_{a.k}.txt",
-        *([f"model.backbone=shipped", f"cls.steps={a.steps}", f"cls.val_every={a.every}"] if a.stage == "cls"
+        *(["model.backbone=shipped", f"cls.steps={a.steps}", f"cls.val_every={a.every}"] if a.stage == "cls"
           else [f"seg.steps={a.steps}"]), *a.overrides])
     t0 = time.perf_counter()
     train(cfg, (a.stage,), init_from=a.init_from, progress=False)
@@ -77,8 +73,6 @@ def main() -> None:
     if a.stage == "cls":
         rec["points"] = log_points(Path(a.run) / "cls", a.every)
     else:
-        from hetseg.bench.curves import loss_by_parts
-
         rec["train_loss"] = loss_by_parts(Path(a.run) / "seg")
         for gt in (False, True):
             scores, _ = evaluate_run(a.run, "splits/probe_heldout.txt", use_gt_labels=gt, suffix="_gt" if gt else "")

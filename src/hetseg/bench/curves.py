@@ -22,19 +22,19 @@ def _rows(stage_dir: Path) -> list[dict]:
     return rows
 
 
-def curve(stage_dir: Path, every: int = 100) -> dict[str, list]:
+def curve(stage_dir: Path, every: int = 100, metric: str = "val/acc") -> dict[str, list]:
     """Train loss averaged per ``every`` steps ([[last step of the bucket, mean], ...]) and the
-    held-out accuracy points ([[step, acc], ...]) of one stage."""
+    held-out ``metric`` points ([[step, value], ...], key ``held_out_acc``) of one stage."""
     loss: dict[int, list[float]] = {}
     acc: list[tuple[int, float]] = []
     for r in _rows(Path(stage_dir)):
         step = int(r["step"])
         if r.get("train/loss"):
             loss.setdefault((step // every + 1) * every, []).append(float(r["train/loss"]))
-        if r.get("val/acc"):
+        if r.get(metric):
             # The end-of-stage evaluation is logged again one step later: keep the first.
             if not acc or step + 1 - acc[-1][0] > 1:
-                acc.append((step + 1, float(r["val/acc"])))
+                acc.append((step + 1, float(r[metric])))
     return {"train_loss": [[s, round(sum(v) / len(v), 4)] for s, v in sorted(loss.items())],
             "held_out_acc": [[s, round(a, 4)] for s, a in acc]}
 
@@ -46,6 +46,12 @@ def loss_by_parts(stage_dir: Path, parts: int = 10) -> list[list[float]]:
     if steps <= 0:
         return []
     return curve(stage_dir, every=max(1, -(-steps // parts)))["train_loss"]
+
+
+def tenths_header(*columns: str) -> list[str]:
+    """The two header lines of a loss table: ``columns`` then 1/10 ... 10/10."""
+    return ["| " + " | ".join([*columns, *(f"{i}/10" for i in range(1, 11))]) + " |",
+            "|" + "---|" * (len(columns) + 10)]
 
 
 def tenths_cells(pts: list[list[float]]) -> str:

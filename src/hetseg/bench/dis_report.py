@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hetseg.bench.curves import tenths_cells
+from hetseg.bench.curves import tenths_cells, tenths_header
 from hetseg.bench.table1_report import dataset_info, machine_info
 from hetseg.config import Config
 from hetseg.io_atomic import write_json, write_text
@@ -96,8 +96,7 @@ def markdown(r: dict) -> str:
             ms = {int(t): v for t, v in c["ms_per_image"].items()}
             lines.append(f"| {rec['k']} | {c['t_train']} | " + " | ".join(f"{ms[t]:.1f}" for t in ts) + " |")
     lines += ["", "## Training loss per stage, mean over each tenth of its steps", "",
-              "| seed | k | run | stage | " + " | ".join(f"{i}/10" for i in range(1, 11)) + " |",
-              "|---|---|---|---|" + "---|" * 10]
+              *tenths_header("seed", "k", "run", "stage")]
     for rec in r["records"]:
         runs = [("base", rec.get("train_loss", {}))] + [(f"t_tr={c['t_train']}", c.get("train_loss", {}))
                                                          for c in rec["cells"]]

@@ -146,19 +146,6 @@ def base_config(scale: str, seed: int, data: str | Path, budget: str = "default"
     return cfg
 
 
-def backbone_path(cfg: Config) -> Path | None:
-    """The backbone file every network of ``cfg`` starts from (None: random weights or an ImageNet
-    ``model.vgg_weights`` file); ``shipped`` resolves to the committed file or raises one line."""
-    if not cfg.model.backbone:
-        return None
-    if cfg.model.backbone == "shipped":
-        from hetseg.zoo import shipped_backbone
-
-        return shipped_backbone(cfg.model.scale)
-    p = Path(cfg.model.backbone)
-    return p / "backbone.safetensors" if p.is_dir() else p
-
-
 def classifier_config(base: Config, runs: str | Path) -> Config:
     """The weak-set classifier run shared by the DecoupledNet cells of one seed."""
     cfg = copy.deepcopy(base)
@@ -279,7 +266,9 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
     if not (Path(data) / "meta.json").is_file():
         ensure_scenes(data, 0)  # the default fashion-scenes (any existing dataset is used as it is)
     bases = {seed: base_config(scale, seed, data, budget, overrides, speed, init) for seed in seeds}
-    backbone = backbone_path(bases[seeds[0]]) if seeds else None  # a missing shipped file: one line, now
+    from hetseg.engine.context import backbone_file
+
+    backbone = backbone_file(bases[seeds[0]]) if seeds else None  # a missing shipped file: one line, now
     # -Str cells whose strong images are exactly the weak set ("full") are DecoupledNet's cell.
     alias = {(s, k) for s in seeds for k in ks if same_classifier_data(
         cell_config(bases[s], "decouplednet-str", k, runs), classifier_config(bases[s], runs))}

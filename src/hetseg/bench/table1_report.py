@@ -14,7 +14,7 @@ import os
 import platform
 from pathlib import Path
 
-from hetseg.bench.curves import loss_by_parts, tenths_cells
+from hetseg.bench.curves import loss_by_parts, tenths_cells, tenths_header
 
 # DecoupledNet paper (Hong et al., NIPS 2015), Table 1, PASCAL VOC 2012 val mIoU (%), by strong
 # images per class. "full" is given as "about 67 for all three" in issue 4: approximate.
@@ -69,8 +69,6 @@ def backbone_record(path: Path | None) -> dict | None:
     sits beside it (the shipped one, ``hetseg bench backbone``) -- its command, steps and accuracy."""
     if path is None:
         return None
-    import hashlib
-
     path = Path(path)
     info = _json(path.with_name("backbone.json"))
     return {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
@@ -158,15 +156,15 @@ def _loss_table(report: dict) -> list[str]:
     if not cells:
         return []
     lines = ["## Training loss per stage, mean over each tenth of its steps (the shared classifier once per seed)",
-             "", "| method | k | seed | stage | " + " | ".join(f"{i}/10" for i in range(1, 11)) + " |",
-             "|---|---|---|---|" + "---|" * 10]
+             "", *tenths_header("method", "k", "seed", "stage")]
     seen: set = set()
     for c in cells:
         for stage, pts in c["train_loss"].items():
             shared = stage == "cls" and c.get("cls_shared")
             if shared and c["seed"] in seen:
                 continue
-            seen |= {c["seed"]} if shared else set()
+            if shared:
+                seen.add(c["seed"])
             who = "DecoupledNet (weak-set classifier)" if shared else LABELS[c["method"]]
             lines.append(f"| {who} | {'all' if shared else c['k']} | {c['seed']} | {stage} | {tenths_cells(pts)} |")
     return [*lines, ""]

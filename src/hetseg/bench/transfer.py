@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from hetseg.bench.curves import stage_losses, tenths_cells
+from hetseg.bench.curves import stage_losses, tenths_cells, tenths_header
 from hetseg.config import Config
 from hetseg.errors import HetsegError
 
@@ -197,8 +197,7 @@ def _markdown(r: dict, names: list[str]) -> str:
                        f"(paper {c['paper']}; here {c['here']})" for c in r["claims"])
     ident = r["identification"][0]
     b = r["budgets"]
-    loss = ["## Training loss per stage, mean over each tenth of its steps", "",
-            "| seed | run/stage | " + " | ".join(f"{i}/10" for i in range(1, 11)) + " |", "|---|---|" + "---|" * 10]
+    loss = ["## Training loss per stage, mean over each tenth of its steps", "", *tenths_header("seed", "run/stage")]
     loss += [f"| {seed} | {stage} | {tenths_cells(pts)} |" for seed, by in r.get("train_loss", {}).items()
              for stage, pts in by.items() if pts]
     return (

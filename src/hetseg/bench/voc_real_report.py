@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hetseg.bench.curves import tenths_cells, tenths_header
 from hetseg.bench.table1_report import machine_info
 from hetseg.config import Config
 from hetseg.io_atomic import write_json, write_text
@@ -74,10 +75,9 @@ def markdown(r: dict) -> str:
                                                              for n in names) + " |")
     lines += ["", "## Training loss of the decoder, mean over each tenth of its steps", "",
               "Flat at the end means the budget, not the run's length, is not what limits the cell "
-              "(lr x0.1 after 70 % of the steps).", "", "| cell | " + " | ".join(f"{i + 1}/10" for i in range(10)) + " |",
-              "|---|" + "---|" * 10]
+              "(lr x0.1 after 70 % of the steps).", "", *tenths_header("cell")]
     for c in [c for c in r["records"] if c.get("decoder_loss") and c["seed"] == r["records"][0]["seed"]]:
-        lines.append(f"| {NAMES[c['method']]} k={c['k']} | " + " | ".join(f"{v:.3f}" for _, v in c["decoder_loss"]) + " |")
+        lines.append(f"| {NAMES[c['method']]} k={c['k']} | {tenths_cells(c['decoder_loss'])} |")
     lines += ["", PAPER, "", f"Figure: `voc_real.png` (evaluation images {r.get('figure_ids')}).", ""]
     return "\n".join(lines)
 

@@ -62,6 +62,20 @@ def command_line() -> str:
     return "hetseg " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+def backbone_file(cfg: Config) -> Path | None:
+    """The file ``model.backbone`` names (None when unset): ``shipped`` is the committed CPU-scale
+    backbone (hetseg.zoo; one error line at another scale or when missing), a run dir its
+    ``backbone.safetensors``, anything else the path itself."""
+    if not cfg.model.backbone:
+        return None
+    if cfg.model.backbone == "shipped":  # docs/DECISIONS.md, "Shipped CPU-scale backbone"
+        from hetseg.zoo import shipped_backbone
+
+        return shipped_backbone(cfg.model.scale)
+    p = Path(cfg.model.backbone)
+    return p / "backbone.safetensors" if p.is_dir() else p
+
+
 def init_weights(net: nn.Module, cfg: Config, init_from: str | None) -> str:
     """Starting weights of a run's model; returns where they came from.
 
@@ -81,13 +95,8 @@ def init_weights(net: nn.Module, cfg: Config, init_from: str | None) -> str:
     if cfg.model.backbone:
         from hetseg.models.backbone import load_backbone
 
-        source = cfg.model.backbone
-        if source == "shipped":  # the committed CPU-scale backbone (hetseg.zoo, docs/DECISIONS.md)
-            from hetseg.zoo import shipped_backbone
-
-            source = str(shipped_backbone(cfg.model.scale))
         try:
-            load_backbone(net, source)
+            load_backbone(net, backbone_file(cfg))
         except ValueError as e:
             raise HetsegError(f"model.backbone={cfg.model.backbone}: {e}") from None
         return f"backbone {cfg.model.backbone}"
