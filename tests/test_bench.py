@@ -14,7 +14,7 @@ import torch
 
 from hetseg.bench.table1 import (KS, METHODS, base_config, cell_config, check_recipe,
                                  run_table1, strong_split_file)
-from hetseg.bench.table1_report import PAPER, markdown, summarise
+from hetseg.bench.table1_report import PAPER, claims, markdown, summarise
 from hetseg.data.records import read_split
 from hetseg.errors import HetsegError
 
@@ -44,7 +44,7 @@ def bench(scenes, tmp_path_factory) -> dict:
 def test_results_files_have_the_required_fields(bench):
     rep, out = bench["report"], bench["out"]
     for key in ("command", "scale", "seeds", "dataset", "machine", "total_wall_s", "compute_wall_s", "paper",
-                "equal_effort", "summary", "cells", "budget"):
+                "equal_effort", "summary", "cells", "budget", "claims"):
         assert key in rep, key
     assert rep["command"].startswith("hetseg bench table1 --scale cpu --seeds 0")
     assert rep["dataset"]["meta_sha256"] and rep["machine"]["cpu_count"] and rep["machine"]["torch"]
@@ -70,9 +70,12 @@ def test_results_files_have_the_required_fields(bench):
             assert pts and pts[-1][0] == c["steps"][stage] and all(v > 0 for _, v in pts)
     assert set(rep["summary"]) == set(METHODS) and set(rep["summary"]["deconvnet"]) == {"5", "full"}
     assert set(rep["summary_gt"]) == {"decouplednet", "decouplednet-str"}
+    assert [c["claim"].split(" (")[0] for c in rep["claims"]] == [  # k = 5 and full were run
+        "DecoupledNet > DecoupledNet-Str > DeconvNet at k = 5", "DecoupledNet's lead over DeconvNet shrinks as masks grow",
+        "parity at full masks"]
     md = (out / "table1.md").read_text()
     for text in ("| strong / class |", "## Equal effort", "## Per-class IoU", "53.1", rep["command"], "T-shirt/top",
-                 "## Predicted vs true image labels", "DecoupledNet, true labels", "## Training loss per stage", "(weak-set classifier) | all | 0 | cls"):
+                 "## Predicted vs true image labels", "DecoupledNet, true labels", "## The paper's claims", "## Training loss per stage", "(weak-set classifier) | all | 0 | cls"):
         assert text in md, text
     assert (out / "table1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -219,6 +222,33 @@ def test_summary_and_markdown_with_several_seeds():
            "equal_effort": "rule", "cells": cells}
     md = markdown(rep)
     assert "55.0 ± 7.1" in md and "| 5 | 55.0 ± 7.1 | 53.1 |" in md and f"{PAPER['deconvnet'][5]}" in md
+
+
+def test_claims_are_judged_on_the_means_and_only_where_run():
+    """Ordering per k, a shrinking lead, parity at full: each judged from the summary it is given."""
+    summ = lambda **by_k: {m: {k: {"mean": v[i]} for k, v in by_k.items()}  # noqa: E731
+                           for i, m in enumerate(("decouplednet", "decouplednet-str", "deconvnet"))}
+    got = claims(summ(**{"5": (30, 20, 10), "10": (31, 32, 15), "full": (40, 40, 37)}))
+    by = {c["claim"]: c["holds"] for c in got}
+    assert by["DecoupledNet > DecoupledNet-Str > DeconvNet at k = 5"] is True
+    assert by["DecoupledNet > DecoupledNet-Str > DeconvNet at k = 10"] is False  # -Str ahead at 10
+    assert not any("k = 25" in c for c in by)  # not run: left out, not guessed
+    assert by["DecoupledNet's lead over DeconvNet shrinks as masks grow (k = 5, 10, full)"] is True  # 20 > 16 > 3
+    assert by["parity at full masks (all within 5 points)"] is True
+    worse = {c["claim"]: c["holds"] for c in claims(summ(**{"5": (30, 20, 10), "full": (40, 40, 30)}))}
+    assert worse["DecoupledNet's lead over DeconvNet shrinks as masks grow (k = 5, full)"] is True
+    assert worse["parity at full masks (all within 5 points)"] is False
+    assert claims(summ(**{"5": (30, 20, 10)})) == claims(summ(**{"5": (30, 20, 10)}))[:1]  # one k: ordering only
+
+
+def test_ks_from_the_command_line_are_validated_and_recorded(scenes, tmp_path, capsys):
+    from hetseg.cli import main
+
+    assert main(["bench", "table1", "--ks", "5", "0", "--data", str(scenes), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["hetseg: error: --ks: '0' is not a mask budget; fix: give images per class (5, 10, 25) or 'full'"]
+    assert main(["bench", "table1", "--ks", "full", "full", "--data", str(scenes)]) == 2
+    assert "repeats a budget" in capsys.readouterr().err and not list(tmp_path.iterdir())
 
 
 def test_bf16_channels_last_speed_reaches_every_stage_from_scratch(scenes, tmp_path):

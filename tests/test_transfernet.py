@@ -268,7 +268,10 @@ def test_tiny_end_to_end_recipe_and_bench(tiny_scenes, tmp_path):
     assert set(losses) == {"classifier/cls", "transfernet/att", "transfernet/joint", "baselinenet/baseline",
                            "decouplednet_transfer/seg"} and all(pts and pts[-1][1] > 0 for pts in losses.values())
     assert "## Training loss per stage" in md and "| 0 | transfernet/joint |" in md
-    assert report["backbone"] == "shipped" and "Initial weights: backbone shipped" in md
+    from hetseg.zoo import BACKBONE_DIR
+
+    shipped = json.loads((BACKBONE_DIR / "backbone.json").read_text())["sha256"]
+    assert report["backbone"]["sha256"] == shipped and f"(sha256 `{shipped[:12]}…`)" in md  # file + checksum
     assert (out / "transfer_attention.png").stat().st_size > 0
     run = runs / "cpu_s0"
     feature_scale = json.loads((run / "transfernet" / "model.json").read_text())["stages"]["joint"]["feature_scale"]

@@ -110,6 +110,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="table1: every network from the shared pretrained backbone (paper protocol) or from scratch")
     b.add_argument("--jobs", type=int, default=2,
                    help="cells trained at once, one single-thread process each (2 suits a 2-core machine)")
+    b.add_argument("--ks", nargs="+", default=None, metavar="K",
+                   help="table1: the mask budgets to run, images per class or 'full' (default: 5 10 25 full)")
     b.add_argument("--budget", default="default", choices=["default", "tiny"],
                    help="backbone: 'tiny' is the tests' few-step run")
     b.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
@@ -218,7 +220,8 @@ def _run(args: argparse.Namespace) -> int:
         from hetseg.bench.table1 import run_table1
 
         return run_table1(args.scale, args.seeds, args.out, args.data, args.runs,
-                          overrides=args.overrides, jobs=args.jobs, init=args.init)
+                          overrides=args.overrides, jobs=args.jobs, init=args.init,
+                          **({"ks": args.ks} if args.ks else {}))
     return 2
 
 

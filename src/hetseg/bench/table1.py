@@ -245,6 +245,22 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
+def _parse_ks(ks: Sequence[int | str]) -> tuple:
+    """``ks`` as given on the command line (strings) or in code: positive ints and "full", in order,
+    each once; anything else is one line of error."""
+    out: list = []
+    for k in ks:
+        if str(k) == "full":
+            out.append("full")
+        elif str(k).isdigit() and int(k) > 0:
+            out.append(int(k))
+        else:
+            raise HetsegError(f"--ks: '{k}' is not a mask budget; fix: give images per class (5, 10, 25) or 'full'")
+    if len(set(out)) != len(out):
+        raise HetsegError(f"--ks: {' '.join(map(str, ks))} repeats a budget; fix: name each k once")
+    return tuple(out)
+
+
 def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benchmarks/results",
                data: str = "data/fashion-scenes", runs: str | None = None, budget: str = "default",
                ks: Sequence[int | str] = KS, overrides: Sequence[str] = (), speed: str = "default",
@@ -262,7 +278,7 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
     t0 = time.perf_counter()
     name = "table1" if init == "pretrained" else f"table1_{init}"
     runs = runs or f"runs/{name}"
-    ks = tuple(k if str(k) == "full" else int(k) for k in ks)
+    ks = _parse_ks(ks)
     if not (Path(data) / "meta.json").is_file():
         ensure_scenes(data, 0)  # the default fashion-scenes (any existing dataset is used as it is)
     bases = {seed: base_config(scale, seed, data, budget, overrides, speed, init) for seed in seeds}
@@ -309,7 +325,7 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
                           "DecoupledNet cell (reported for both)", flush=True)
                     cells.append({**records[(s, k, "decouplednet")], "method": m, "same_as": "decouplednet"})
     command = (f"hetseg bench table1 --scale {scale} --seeds {' '.join(map(str, seeds))} --init {init} "
-               f"--out {out} --data {data} --runs {runs}")
+               f"--out {out} --data {data} --runs {runs}" + (f" --ks {' '.join(map(str, ks))}" if ks != KS else ""))
     first = bases[seeds[0]] if seeds else Config()
     extra = {"init": init, "budget": budget, "speed": speed, "precision": first.seg.precision,
              "channels_last": first.seg.channels_last, "jobs": jobs, "ks": list(ks),

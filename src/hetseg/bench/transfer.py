@@ -143,7 +143,7 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         "feature_scale": [s["train"]["transfernet"]["joint"].get("feature_scale") for s in per_seed],
         "identification": [s["identification"] for s in per_seed],
         "train_loss": {str(s["seed"]): s["train_loss"] for s in per_seed},  # per stage, per tenth of its steps
-        "backbone": cfg.model.backbone or None,
+        "backbone": _backbone(cfg),
         "wall_s": {"per_seed": [s["wall_s"] for s in per_seed], "total": round(time.perf_counter() - t0, 1)},
         "config": cfg.to_dict(), "command": command,
     }
@@ -153,6 +153,14 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
     for m in METHODS:
         log(f"  {NAMES[m]:22s} mIoU {methods[m]['mean'] * 100:.1f}")
     return 0
+
+
+def _backbone(cfg: Config) -> dict | None:
+    """File + sha256 (+ how it was made) of the backbone every network started from, as Table 1 records it."""
+    from hetseg.bench.table1_report import backbone_record
+    from hetseg.engine.context import backbone_file
+
+    return backbone_record(backbone_file(cfg)) if cfg.model.backbone else None
 
 
 def _mean(xs):
@@ -215,6 +223,7 @@ def _markdown(r: dict, names: list[str]) -> str:
         f"TransferNet stage 1 {b['att_steps']} steps; every decoder {b['decoder_steps']} steps with "
         f"{b['source_rows_per_step']} source-mask rows per step. Seconds per step: {b['seconds_per_step']}. "
         f"Wall time {r['wall_s']['total']:.0f} s. Initial weights: "
-        f"{'backbone ' + r['backbone'] if r.get('backbone') else 'random'}.\n\n" + "\n".join(loss) + "\n\n"
+        + (f"backbone `{r['backbone']['file']}` (sha256 `{r['backbone']['sha256'][:12]}…`)" if r.get("backbone")
+           else "random") + ".\n\n" + "\n".join(loss) + "\n\n"
         f"Command: `{r['command']}`\n"
     )
