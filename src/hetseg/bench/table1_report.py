@@ -74,7 +74,11 @@ def backbone_record(path: Path | None) -> dict | None:
         return None
     path = Path(path)
     info = _json(path.with_name("backbone.json"))
-    return {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    try:  # a results file names the repo's file, not this machine's checkout path
+        shown = path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        shown = path
+    return {"file": str(shown), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             "command": info.get("command"), "steps": info.get("steps"), "held_out_acc": info.get("held_out_acc"),
             "effective_batch": info.get("effective_batch"), "data": info.get("data")}
 
