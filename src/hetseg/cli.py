@@ -217,11 +217,10 @@ def _run(args: argparse.Namespace) -> int:
 
             return run_transfer(args.scale, args.seeds, args.out, args.data, args.runs or "runs/transfer",
                                 overrides=args.overrides)
-        from hetseg.bench.table1 import run_table1
+        from hetseg.bench.table1 import KS, run_table1
 
-        return run_table1(args.scale, args.seeds, args.out, args.data, args.runs,
-                          overrides=args.overrides, jobs=args.jobs, init=args.init,
-                          **({"ks": args.ks} if args.ks else {}))
+        return run_table1(args.scale, args.seeds, args.out, args.data, args.runs, ks=args.ks or KS,
+                          overrides=args.overrides, jobs=args.jobs, init=args.init)
     return 2
 
 

@@ -274,6 +274,7 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
     """
     from hetseg.bench.table1_report import backbone_record, write_results
     from hetseg.demo import ensure_scenes
+    from hetseg.engine.context import backbone_file
 
     t0 = time.perf_counter()
     name = "table1" if init == "pretrained" else f"table1_{init}"
@@ -282,8 +283,6 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
     if not (Path(data) / "meta.json").is_file():
         ensure_scenes(data, 0)  # the default fashion-scenes (any existing dataset is used as it is)
     bases = {seed: base_config(scale, seed, data, budget, overrides, speed, init) for seed in seeds}
-    from hetseg.engine.context import backbone_file
-
     backbone = backbone_file(bases[seeds[0]]) if seeds else None  # a missing shipped file: one line, now
     # -Str cells whose strong images are exactly the weak set ("full") are DecoupledNet's cell.
     alias = {(s, k) for s in seeds for k in ks if same_classifier_data(

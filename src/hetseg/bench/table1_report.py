@@ -174,13 +174,15 @@ def _backbone_line(b: dict | None) -> str:
     return f": every network starts from one backbone (`{b['file']}`, sha256 `{b['sha256'][:12]}…`{made})."
 
 
+def claim_lines(got: list[dict]) -> list[str]:
+    """One Markdown bullet per judged claim ({claim, paper, here, holds}); every bench's format."""
+    return [f"- {'holds' if c['holds'] else '**does not hold**'}: {c['claim']} (paper {c['paper']}; here {c['here']})"
+            for c in got]
+
+
 def _claims_lines(report: dict) -> list[str]:
     got = report.get("claims") or []
-    if not got:
-        return []
-    return ["## The paper's claims (seed means, predicted labels)", "",
-            *(f"- {'holds' if c['holds'] else '**does not hold**'}: {c['claim']} (paper {c['paper']}; here {c['here']})"
-              for c in got), ""]
+    return ["## The paper's claims (seed means, predicted labels)", "", *claim_lines(got), ""] if got else []
 
 
 def _gt_table(report: dict, ks: list[str]) -> list[str]:

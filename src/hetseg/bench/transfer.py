@@ -19,7 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hetseg.bench.curves import stage_losses, tenths_cells, tenths_header
+from hetseg.bench.table1_report import backbone_record, claim_lines
 from hetseg.config import Config
+from hetseg.engine.context import backbone_file
 from hetseg.errors import HetsegError
 
 NAMES = {"transfernet": "TransferNet", "transfernet_gt": "TransferNet-GT", "baselinenet": "BaselineNet",
@@ -143,7 +145,7 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         "feature_scale": [s["train"]["transfernet"]["joint"].get("feature_scale") for s in per_seed],
         "identification": [s["identification"] for s in per_seed],
         "train_loss": {str(s["seed"]): s["train_loss"] for s in per_seed},  # per stage, per tenth of its steps
-        "backbone": _backbone(cfg),
+        "backbone": backbone_record(backbone_file(cfg)),  # file + sha256, as Table 1 records it
         "wall_s": {"per_seed": [s["wall_s"] for s in per_seed], "total": round(time.perf_counter() - t0, 1)},
         "config": cfg.to_dict(), "command": command,
     }
@@ -153,14 +155,6 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
     for m in METHODS:
         log(f"  {NAMES[m]:22s} mIoU {methods[m]['mean'] * 100:.1f}")
     return 0
-
-
-def _backbone(cfg: Config) -> dict | None:
-    """File + sha256 (+ how it was made) of the backbone every network started from, as Table 1 records it."""
-    from hetseg.bench.table1_report import backbone_record
-    from hetseg.engine.context import backbone_file
-
-    return backbone_record(backbone_file(cfg)) if cfg.model.backbone else None
 
 
 def _mean(xs):
@@ -201,8 +195,7 @@ def _markdown(r: dict, names: list[str]) -> str:
         pm = f"{v['mean'] * 100:.1f}" + (f" ± {v['std'] * 100:.1f}" if len(r["seeds"]) > 1 else "")
         paper = "–" if v["paper_val_miou"] is None else v["paper_val_miou"]
         lines.append(f"| {v['name']} | " + " | ".join(cells) + f" | **{pm}** | {paper} |")
-    claims = "\n".join(f"- {'holds' if c['holds'] else '**does not hold**'}: {c['claim']} "
-                       f"(paper {c['paper']}; here {c['here']})" for c in r["claims"])
+    claims = "\n".join(claim_lines(r["claims"]))
     ident = r["identification"][0]
     b = r["budgets"]
     loss = ["## Training loss per stage, mean over each tenth of its steps", "", *tenths_header("seed", "run/stage")]
