@@ -257,6 +257,27 @@ def test_ks_from_the_command_line_are_validated(scenes, tmp_path, capsys):
     assert "repeats a budget" in capsys.readouterr().err and not list(tmp_path.iterdir())
 
 
+# Each case carries a guard so that, were the check to break, it fails fast instead of training: a bad
+# config key, or the backbone's 4-step budget. (Positional overrides go first: argparse cannot take
+# them after an option.)
+@pytest.mark.parametrize("argv, flag, readers", [
+    (["table1", "nosuch.key=1", "--budget", "tiny"], "--budget", "only backbone reads it"),
+    (["transfer", "nosuch.key=1", "--ks", "5"], "--ks", "only table1 reads it"),
+    (["dis", "nosuch.key=1", "--init", "scratch"], "--init", "only table1 reads it"),
+    (["backbone", "--budget", "tiny", "--seeds", "1"], "--seeds", "only dis, table1, transfer and voc-real read it"),
+    (["backbone", "cls.steps=2", "--budget", "tiny"], "key=value overrides",
+     "only dis, table1, transfer and voc-real read it"),
+])
+def test_a_bench_option_the_bench_does_not_read_is_refused(argv, flag, readers, tmp_path, capsys):
+    """Silently ignoring e.g. --budget tiny on table1 would start hours of training the user did not ask for."""
+    from hetseg.cli import main
+
+    assert main(["bench", *argv, "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"hetseg: error: {flag}: not read by 'hetseg bench {argv[0]}' ({readers}); fix: drop {flag}"]
+    assert not list(tmp_path.iterdir())
+
+
 def test_bf16_channels_last_speed_reaches_every_stage_from_scratch(scenes, tmp_path):
     """Also the --init scratch protocol: no backbone, DeconvNet with the classifiers' optimizer,
     results under table1_scratch.*."""

@@ -118,6 +118,28 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Which benches read each bench option: a set option that the chosen bench would not read is refused,
+# not silently ignored (a user passing --budget tiny to table1 expects a short run and would get 3 h).
+_BENCH_OPTIONS = {
+    "voc_root": ("--voc-root", {"voc-real"}), "scale": ("--scale", {"table1", "transfer", "dis"}),
+    "seeds": ("--seeds", {"table1", "transfer", "dis", "voc-real"}),
+    "data": ("--data", {"table1", "transfer", "dis"}), "init": ("--init", {"table1"}),
+    "jobs": ("--jobs", {"table1", "dis", "voc-real"}), "ks": ("--ks", {"table1"}),
+    "budget": ("--budget", {"backbone"}), "overrides": ("key=value overrides", {"table1", "transfer", "dis", "voc-real"}),
+}
+
+
+def _check_bench_options(args: argparse.Namespace) -> None:
+    """Raise HetsegError for a bench option given a non-default value that ``args.name`` does not read."""
+    default = _build_parser().parse_args(["bench", args.name])  # the defaults, as parsed
+    for dest, (flag, readers) in _BENCH_OPTIONS.items():
+        if args.name not in readers and getattr(args, dest) != getattr(default, dest):
+            names = sorted(readers)
+            who = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+            raise HetsegError(f"{flag}: not read by 'hetseg bench {args.name}' (only {who} read{'s' * (len(names) == 1)} it); "
+                              f"fix: drop {flag}")
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.cmd == "data":
         if args.data_cmd == "scenes":
@@ -196,6 +218,7 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_demo(args.data, args.run_dir, args.seed, args.fashion_mnist_dir)
     if args.cmd == "bench":
+        _check_bench_options(args)
         if args.name == "backbone":
             from hetseg.bench.backbone import run_backbone
 
