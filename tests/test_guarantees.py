@@ -183,3 +183,39 @@ def test_predicting_a_huge_photo_stays_under_the_memory_bound(trained, tmp_path)
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(out.stdout.strip().splitlines()[-1]) < 1200  # MiB above the image itself
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux only")
+def test_bench_workers_die_with_a_killed_bench(tmp_path):
+    """A bench killed mid-run (timeout, kill -9) must not leave its cell processes training as orphans."""
+    import os
+    import signal
+    import time
+
+    code = (
+        "import os, sys, time\n"
+        "from hetseg.bench.workers import cell_pool\n"
+        "pool = cell_pool(1)\n"
+        "print(pool.submit(os.getpid).result(), flush=True)\n"
+        "pool.submit(time.sleep, 120)\n"
+        "time.sleep(120)\n"
+    )
+    bench = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    worker = int(bench.stdout.readline())
+
+    def alive(pid: int) -> bool:  # a zombie left for init to reap counts as dead
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    assert alive(worker)
+    os.kill(bench.pid, signal.SIGKILL)
+    bench.wait()
+    deadline = time.monotonic() + 30
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    gone = not alive(worker)
+    if not gone:
+        os.kill(worker, signal.SIGKILL)
+    assert gone, "the worker outlived the bench process"

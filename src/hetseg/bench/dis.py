@@ -19,16 +19,15 @@ Nothing is chosen on val: budgets, t_tr and the t_ts grid are fixed before the r
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 
 from hetseg.bench.curves import run_losses
-from hetseg.bench.table1 import _job, _worker_init, check_recipe, strong_split_file
+from hetseg.bench.table1 import check_recipe, strong_split_file
+from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
 
 KS: tuple = (5, "full")
@@ -125,9 +124,8 @@ def run_dis(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benchma
     if jobs <= 1:
         records = [run_k(bases[key], key[1], t_trains, runs, progress) for key in bases]
     else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init) as pool:
-            futs = [pool.submit(_job, run_k, bases[key], key[1], t_trains, runs, progress) for key in bases]
+        with cell_pool(jobs) as pool:
+            futs = [pool.submit(job, run_k, bases[key], key[1], t_trains, runs, progress) for key in bases]
             records = [f.result() for f in futs]
     command = (f"hetseg bench dis --scale {scale} --seeds {' '.join(map(str, seeds))} --out {out} --data {data} "
                f"--runs {runs}")

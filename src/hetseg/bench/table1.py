@@ -27,14 +27,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import multiprocessing
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import torch
-
+from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
 from hetseg.errors import HetsegError
 
@@ -231,20 +228,6 @@ def run_cell(cfg: Config, method: str, k: int | str, cls_run: Path | None, progr
     return rec
 
 
-def _job(fn, *args):
-    """Run ``fn`` in a worker; a HetsegError comes back as a plain one (DataError does not unpickle)."""
-    try:
-        return fn(*args)
-    except HetsegError as e:
-        raise HetsegError(str(e)) from None
-
-
-def _worker_init() -> None:
-    """A cell process uses one thread: two single-thread processes fill two cores without the
-    OpenMP barrier waits that make one two-thread process crawl when anything else runs."""
-    torch.set_num_threads(1)
-
-
 def _parse_ks(ks: Sequence[int | str]) -> tuple:
     """``ks`` as given on the command line (strings) or in code: positive ints and "full", in order,
     each once; anything else is one line of error."""
@@ -300,14 +283,14 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
             for seed, k, m in (t for t in todo if t[0] == s):
                 records[(seed, k, m)] = run_cell(cell_config(bases[s], m, k, runs), m, k, cls_run, progress)
     else:
-        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+        pool = cell_pool(jobs)
 
         def submit(t: tuple, cls_run: Path | None):
             s, k, m = t
-            return pool.submit(_job, run_cell, cell_config(bases[s], m, k, runs), m, k, cls_run, progress)
+            return pool.submit(job, run_cell, cell_config(bases[s], m, k, runs), m, k, cls_run, progress)
 
         with pool:  # queue order: classifiers, then the longest cells; DecoupledNet waits for its classifier
-            fcls = {s: pool.submit(_job, ensure_classifier, bases[s], runs, progress) for s in seeds}
+            fcls = {s: pool.submit(job, ensure_classifier, bases[s], runs, progress) for s in seeds}
             futs = {t: submit(t, None) for m in ("deconvnet", "decouplednet-str") for t in todo if t[2] == m}
             for s in seeds:
                 cls_run = fcls[s].result()

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from hetseg.bench.table1 import _job, _worker_init, check_recipe
+from hetseg.bench.table1 import check_recipe
+from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
 from hetseg.errors import DataError
 
@@ -190,8 +189,8 @@ def run_voc_real(voc_root: str, out: str = "benchmarks/results", runs: str = "ru
         if jobs <= 1:
             records += [run_cell(cell_config(base, m, k, runs), m, k, cls_run, progress) for m, k in todo]
         else:
-            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init) as pool:
-                futs = [pool.submit(_job, run_cell, cell_config(base, m, k, runs), m, k, cls_run, progress) for m, k in todo]
+            with cell_pool(jobs) as pool:
+                futs = [pool.submit(job, run_cell, cell_config(base, m, k, runs), m, k, cls_run, progress) for m, k in todo]
                 records += [f.result() for f in futs]
         for r in records:
             if r["method"] == "decouplednet" and r["seed"] == seed:
