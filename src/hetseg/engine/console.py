@@ -18,8 +18,9 @@ _NOISE = (
     r".*The number of training batches .* is smaller than the logging interval.*",
     r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",  # torch.utils._pytree, via Lightning
     r".*Checkpoint directory .* exists and is not empty.*",   # resuming writes into it by design
-    r".*Experiment logs directory .* exists and is not empty.*",  # a resumed stage's old log is kept
-                                                                 # as metrics.partN.csv (engine/train.py)
+    r".*Experiment logs directory .* exists and is not empty.*",  # resumed: the old log is kept as
+                                                                 # metrics.partN.csv; restarted from step 0:
+                                                                 # the stale log is replaced (engine/train.py)
     r".*module\(s\) in eval mode at the start of training.*",  # the frozen parts, on purpose (stage.py)
     r".*You defined a `validation_step` but have no `val_dataloader`.*",  # stages validate only when given data
 )
