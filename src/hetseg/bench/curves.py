@@ -48,17 +48,42 @@ def loss_by_parts(stage_dir: Path, parts: int = 10) -> list[list[float]]:
     return curve(stage_dir, every=max(1, -(-steps // parts)))["train_loss"]
 
 
+# The one flatness rule every bench reports (docs/BENCHMARKS.md, "Did the loss flatten?"), fixed
+# before any converged-budget run: the mean training loss over the last three tenths of a stage's
+# steps is at most FLAT_TOLERANCE below the mean over the three tenths before (tenths 5-7). Three
+# tenths each side, because one tenth of a small-batch stage swings by 10 % or more.
+FLAT_TOLERANCE = 0.05
+
+
+def late_change(pts: list[list[float]]) -> float | None:
+    """Relative change of the mean loss, last three tenths vs tenths 5-7 (negative: still falling);
+    None for a curve of fewer than ten points."""
+    vals = [v for _, v in pts]
+    if len(vals) < 10:
+        return None
+    before, last = sum(vals[4:7]) / 3, sum(vals[7:10]) / 3
+    return (last - before) / before if before > 0 else None
+
+
+def flattened(pts: list[list[float]]) -> bool | None:
+    """The flatness rule above on a :func:`loss_by_parts` curve (None: too short to say)."""
+    change = late_change(pts)
+    return None if change is None else change >= -FLAT_TOLERANCE
+
+
 def tenths_header(*columns: str) -> list[str]:
-    """The two header lines of a loss table: ``columns`` then 1/10 ... 10/10."""
-    return ["| " + " | ".join([*columns, *(f"{i}/10" for i in range(1, 11))]) + " |",
-            "|" + "---|" * (len(columns) + 10)]
+    """The two header lines of a loss table: ``columns``, 1/10 ... 10/10, then the flatness verdict."""
+    return ["| " + " | ".join([*columns, *(f"{i}/10" for i in range(1, 11)), "last 3/10 vs 5-7/10"]) + " |",
+            "|" + "---|" * (len(columns) + 11)]
 
 
 def tenths_cells(pts: list[list[float]]) -> str:
     """A loss curve of :func:`loss_by_parts` as ten Markdown table cells ('-' where a short stage
-    has fewer than ten points)."""
+    has fewer than ten points) and the verdict cell: the change and "flat" or "**falling**"."""
     vals = [f"{v:.3f}" for _, v in pts][:10]
-    return " | ".join(vals + ["-"] * (10 - len(vals)))
+    change = late_change(pts)
+    verdict = "-" if change is None else f"{100 * change:+.1f} % " + ("flat" if flattened(pts) else "**falling**")
+    return " | ".join(vals + ["-"] * (10 - len(vals)) + [verdict])
 
 
 def run_losses(run_dir: Path) -> dict[str, list[list[float]]]:
