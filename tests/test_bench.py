@@ -319,3 +319,24 @@ def test_demo_starts_from_the_shipped_backbone():
     pre = base_config("cpu", 0, "data/fashion-scenes", init="pretrained")
     assert cfg.model.backbone == "shipped" and (cfg.cls.optimizer, cfg.cls.lr) == (pre.cls.optimizer, pre.cls.lr)
     assert cfg.cls.steps < pre.cls.steps and cfg.data.root == "data/fashion-scenes"
+
+
+def test_a_recipe_change_blocks_only_the_runs_that_read_it(tmp_path):
+    """Changing DIS's budgets must not refuse a finished Table 1 cell, but must refuse a DIS run; a
+    change in a section every method reads (cls) refuses both."""
+    from hetseg.config import Config
+
+    for name in ("decouplednet", "dis"):
+        run = tmp_path / name
+        run.mkdir()
+        cfg = Config(run_dir=str(run)).override([f"model.name={name}"])
+        cfg.save(run / "config.json")
+        check_recipe(cfg)  # the same recipe: accepted
+        dis_changed = cfg.override(["dis.joint.steps=7"])
+        if name == "dis":
+            with pytest.raises(HetsegError, match=r"another recipe \(differs in \['dis'\]\)"):
+                check_recipe(dis_changed)
+        else:
+            check_recipe(dis_changed)
+        with pytest.raises(HetsegError, match=r"differs in \['cls'\]"):
+            check_recipe(cfg.override(["cls.steps=7"]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from hetseg.bench.curves import FLAT_TOLERANCE, flattened, late_change, tenths_cells, tenths_header
+from hetseg.bench.curves import FLAT_ABSOLUTE, FLAT_TOLERANCE, flattened, late_change, tenths_cells, tenths_header
 
 
 def _pts(vals):
@@ -32,3 +32,12 @@ def test_a_short_curve_gets_no_verdict_and_the_table_keeps_its_width():
     head = tenths_header("stage")
     cells = tenths_cells(_pts([0.5, 0.4])).split(" | ")
     assert len(cells) == head[0].count("|") - 2 == 11 and cells[-1] == "-"
+
+
+def test_a_loss_near_zero_is_flat_by_the_absolute_floor():
+    # Table 1's -Str classifier at k = 25 memorises its 172 images: 0.006 -> 0.002 is -77 % but 0.004 absolute.
+    pts = _pts([0.242, 0.131, 0.044, 0.018, 0.012, 0.006, 0.011, 0.002, 0.003, 0.002])
+    assert late_change(pts) < -0.5 and flattened(pts) is True
+    assert flattened(_pts([1.0] * 7 + [0.9] * 3)) is False  # the floor does not excuse a large loss falling
+    assert flattened(_pts([0.1] * 7 + [0.1 - 2 * FLAT_ABSOLUTE] * 3)) is False  # -20 % and 0.02 absolute
+    assert tenths_cells(_pts([0.1, 0.01] + [0.0] * 8)).endswith("flat (loss 0)")

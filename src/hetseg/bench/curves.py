@@ -50,9 +50,12 @@ def loss_by_parts(stage_dir: Path, parts: int = 10) -> list[list[float]]:
 
 # The one flatness rule every bench reports (docs/BENCHMARKS.md, "Did the loss flatten?"), fixed
 # before any converged-budget run: the mean training loss over the last three tenths of a stage's
-# steps is at most FLAT_TOLERANCE below the mean over the three tenths before (tenths 5-7). Three
-# tenths each side, because one tenth of a small-batch stage swings by 10 % or more.
+# steps is at most FLAT_TOLERANCE below the mean over the three tenths before (tenths 5-7), or at
+# most FLAT_ABSOLUTE below it (a loss near zero -- a memorised small set -- halving from 0.006 to
+# 0.003 is not a budget too short). Three tenths each side, because one tenth of a small-batch
+# stage swings by 10 % or more.
 FLAT_TOLERANCE = 0.05
+FLAT_ABSOLUTE = 0.01
 
 
 def late_change(pts: list[list[float]]) -> float | None:
@@ -68,7 +71,14 @@ def late_change(pts: list[list[float]]) -> float | None:
 def flattened(pts: list[list[float]]) -> bool | None:
     """The flatness rule above on a :func:`loss_by_parts` curve (None: too short to say)."""
     change = late_change(pts)
-    return None if change is None else change >= -FLAT_TOLERANCE
+    if change is None:
+        return None
+    before = sum(v for _, v in pts[4:7]) / 3
+    return change >= -FLAT_TOLERANCE or -change * before <= FLAT_ABSOLUTE
+
+
+def _all_zero(pts: list[list[float]]) -> bool:
+    return len(pts) >= 10 and sum(v for _, v in pts[4:7]) == 0
 
 
 def tenths_header(*columns: str) -> list[str]:
@@ -82,7 +92,9 @@ def tenths_cells(pts: list[list[float]]) -> str:
     has fewer than ten points) and the verdict cell: the change and "flat" or "**falling**"."""
     vals = [f"{v:.3f}" for _, v in pts][:10]
     change = late_change(pts)
-    verdict = "-" if change is None else f"{100 * change:+.1f} % " + ("flat" if flattened(pts) else "**falling**")
+    flat = flattened(pts)
+    verdict = ("flat (loss 0)" if _all_zero(pts) else "-") if flat is None else \
+        f"{100 * change:+.1f} % " + ("flat" if flat else "**falling**")
     return " | ".join(vals + ["-"] * (10 - len(vals)) + [verdict])
 
 

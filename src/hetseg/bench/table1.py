@@ -164,13 +164,18 @@ def cell_config(base: Config, method: str, k: int | str, runs: str | Path) -> Co
     return cfg
 
 
+# Config sections that only some methods read: a run of another method neither trains with them nor
+# is blocked by their change (DIS's budgets changing must not refuse a finished Table 1 cell).
+OWN_SECTIONS = {"deconv": {"deconvnet"}, "dis": {"dis"},
+                "transfer": {"transfernet", "baselinenet", "decouplednet_transfer"}}
+
+
 def check_recipe(cfg: Config) -> None:
     """Refuse to resume or skip a run dir that was trained with another recipe (budget, data...)."""
     p = Path(cfg.run_dir) / "config.json"
     if not p.is_file():
         return
-    # Sections a cell does not train with (deconv for the DecoupledNets) do not block a resume.
-    skip = {"run_dir"} | ({"deconv"} if cfg.model.name != "deconvnet" else set())
+    skip = {"run_dir"} | {sec for sec, readers in OWN_SECTIONS.items() if cfg.model.name not in readers}
     saved = {k: v for k, v in json.loads(p.read_text()).items() if k not in skip}
     want = {k: v for k, v in cfg.to_dict().items() if k not in skip}
     if saved != want:
