@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test venv venv-imagenet fashion-mnist clean bench-backbone bench-table1 bench-table1-scratch bench-transfer bench-dis bench-voc-real ship-voc-lite0
+.PHONY: demo test venv venv-imagenet fashion-mnist clean bench-backbone bench-backbone-resnet bench-table1 bench-table1-scratch bench-transfer bench-dis bench-voc-real ship-voc-lite0
 
 $(VENV)/.stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ demo: venv fashion-mnist
 # Retrains the shipped CPU-scale backbone (src/hetseg/zoo/backbone-cpu); commit its two files after.
 bench-backbone: venv fashion-mnist
 	$(PY) -m hetseg bench backbone
+
+bench-backbone-resnet: venv fashion-mnist
+	$(PY) -m hetseg bench backbone --family resnet
 
 bench-table1: venv fashion-mnist
 	$(PY) -m hetseg bench table1 --scale cpu --init pretrained --seeds 0 1 2

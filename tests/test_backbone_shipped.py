@@ -94,3 +94,45 @@ def test_curve_keeps_one_point_for_the_end_of_stage_evaluation(tmp_path):
     (tmp_path / "metrics.csv").write_text(
         "epoch,step,train/loss,val/acc\n0,9,2.0,\n0,9,,0.4\n0,19,1.0,\n0,19,,0.8\n1,20,,0.8\n")
     assert curve(tmp_path, every=10)["held_out_acc"] == [[10, 0.4], [20, 0.8]]
+
+
+@pytest.fixture(scope="module")
+def tiny_resnet(tmp_path_factory):
+    from hetseg.bench.backbone import run_backbone
+
+    base = tmp_path_factory.mktemp("backbone_resnet")
+    assert run_backbone(str(base / "runs"), str(base / "out"), base / "zoo", budget="tiny",
+                        fashion_mnist_dir=str(FMNIST_DIR), family="resnet") == 0
+    return base
+
+
+def test_resnet_family_ships_dis_encoder_only(tiny_resnet, monkeypatch):
+    """DIS's backbone holds its ResNet encoder and nothing else (the item head stays in the run)."""
+    state = load_file(str(tiny_resnet / "zoo" / "backbone.safetensors"))
+    assert state and all(k.startswith("encoder.") for k in state)
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+    rec = json.loads((tiny_resnet / "zoo" / "backbone.json").read_text())
+    assert rec["command"] == "hetseg bench backbone --family resnet --budget tiny" and rec["model"] == "dis"
+    assert (tiny_resnet / "out" / "backbone_resnet.md").is_file()
+    assert (tiny_resnet / "runs" / "pre_head.safetensors").is_file()
+    # model.backbone=shipped picks the family of the model: DIS gets these weights ...
+    monkeypatch.setattr(zoo, "RESNET_BACKBONE_DIR", tiny_resnet / "zoo")
+    cfg = Config(run_dir=str(tiny_resnet / "fresh")).override(["model.name=dis", "model.backbone=shipped"])
+    net = get_method("dis").build(cfg)
+    fresh_heads = {k: v.clone() for k, v in net.state_dict().items() if not k.startswith("encoder.")}
+    assert init_weights(net, cfg, None) == "backbone shipped"
+    for k, v in net.encoder.state_dict().items():
+        assert torch.equal(v, state[f"encoder.{k}"].to(v.dtype)), k
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in fresh_heads.items())  # heads untouched
+
+
+def test_a_backbone_of_the_other_family_is_one_line(tiny_resnet):
+    """A ResNet backbone given to a VGG model (and back) is refused in one line, nothing copied."""
+    for name, path in (("decouplednet", tiny_resnet / "zoo"), ("dis", zoo.BACKBONE_DIR)):
+        cfg = Config(run_dir=str(tiny_resnet / f"x_{name}")).override([f"model.name={name}", f"model.backbone={path}"])
+        net = get_method(name).build(cfg)
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        with pytest.raises(HetsegError, match="backbone does not fit") as e:
+            init_weights(net, cfg, None)
+        assert "\n" not in str(e.value)
+        assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())

@@ -282,6 +282,7 @@ def test_ks_from_the_command_line_are_validated(scenes, tmp_path, capsys):
     (["table1", "nosuch.key=1", "--budget", "tiny"], "--budget", "only backbone reads it"),
     (["transfer", "nosuch.key=1", "--ks", "5"], "--ks", "only table1 reads it"),
     (["dis", "nosuch.key=1", "--init", "scratch"], "--init", "only table1 reads it"),
+    (["dis", "nosuch.key=1", "--family", "resnet"], "--family", "only backbone reads it"),
     (["backbone", "--budget", "tiny", "--seeds", "1"], "--seeds", "only dis, table1, transfer and voc-real read it"),
     (["backbone", "cls.steps=2", "--budget", "tiny"], "key=value overrides",
      "only dis, table1, transfer and voc-real read it"),

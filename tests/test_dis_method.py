@@ -126,3 +126,11 @@ def test_bench_dis_tiny_writes_results(scenes, tmp_path):
     assert set(rec["train_loss"]) == {"labelmap", "recon"} and list(cell["train_loss"]) == ["joint"]
     assert all(pts and pts[-1][1] > 0 for pts in [*rec["train_loss"].values(), *cell["train_loss"].values()])
     assert "## Training loss per stage" in md and "| 0 | 5 | base | labelmap |" in md
+    # Started from the shipped ResNet backbone, named by checksum; k = full trains one joint run.
+    from hetseg.zoo import RESNET_BACKBONE_DIR
+
+    assert r["backbone"]["sha256"] == json.loads((RESNET_BACKBONE_DIR / "backbone.json").read_text())["sha256"]
+    assert "shipped ResNet backbone" in md
+    full = r["records"][1]["cells"]
+    assert [c["t_train"] for c in full] == r["t_trains"] and full[1]["same_as"] == full[0]["run"]
+    assert not (tmp_path / "runs" / "seed0" / f"dis_kfull_ttr{r['t_trains'][1]}").exists()

@@ -114,6 +114,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="table1: the mask budgets to run, images per class or 'full' (default: 5 10 25 full)")
     b.add_argument("--budget", default="default", choices=["default", "tiny"],
                    help="backbone: 'tiny' is the tests' few-step run")
+    b.add_argument("--family", default="vgg", choices=["vgg", "resnet"],
+                   help="backbone: vgg (DecoupledNet, DeconvNet, TransferNet) or resnet (DIS's encoder)")
     b.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
     return p
 
@@ -125,7 +127,7 @@ _BENCH_OPTIONS = {
     "seeds": ("--seeds", {"table1", "transfer", "dis", "voc-real"}),
     "data": ("--data", {"table1", "transfer", "dis"}), "init": ("--init", {"table1"}),
     "jobs": ("--jobs", {"table1", "dis", "voc-real"}), "ks": ("--ks", {"table1"}),
-    "budget": ("--budget", {"backbone"}), "overrides": ("key=value overrides", {"table1", "transfer", "dis", "voc-real"}),
+    "budget": ("--budget", {"backbone"}), "family": ("--family", {"backbone"}), "overrides": ("key=value overrides", {"table1", "transfer", "dis", "voc-real"}),
 }
 
 
@@ -222,7 +224,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.name == "backbone":
             from hetseg.bench.backbone import run_backbone
 
-            return run_backbone(args.runs or "runs/backbone", args.out, budget=args.budget)
+            runs = args.runs or ("runs/backbone" if args.family == "vgg" else f"runs/backbone_{args.family}")
+            return run_backbone(runs, args.out, budget=args.budget, family=args.family)
         if args.name == "voc-real":
             from hetseg.bench.voc_real import run_voc_real
 

@@ -127,8 +127,9 @@ def _dis_stage(steps: int, lr: float) -> StageConfig:
 
 @dataclass
 class DISConfig:
-    """DIS (hetseg.methods.dis, docs/DIS.md). Budget: 2,000 steps in all, DecoupledNet's from-scratch
-    cls + seg steps (DIS's ResNet has no pretrained CPU-scale backbone)."""
+    """DIS (hetseg.methods.dis, docs/DIS.md). Budget (docs/DIS.md "Budgets"): labelmap 1,200 + recon
+    200 + joint 600 steps, DecoupledNet's from-scratch cls + seg total; at CPU scale the encoder
+    starts from the shipped ResNet backbone (``model.backbone=shipped`` in the bench and config)."""
 
     t_train: int = 5             # t_tr: inference steps that make a tag-only image's labelmap (stage joint)
     t_test: int = 30             # t_ts: predict/eval default (the paper's best t_ts is 30)

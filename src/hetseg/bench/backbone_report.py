@@ -10,8 +10,11 @@ from hetseg.io_atomic import write_atomic, write_json, write_text
 
 def markdown(r: dict) -> str:
     loss, acc = r["curve"]["train_loss"], r["curve"]["held_out_acc"]
+    family = r.get("family", "vgg")  # results written before the resnet family name none
+    folder = "backbone-cpu" if family == "vgg" else f"backbone-cpu-{family}"
+    what = {"vgg": "VGG-16 family: DecoupledNet, DeconvNet, TransferNet", "resnet": "DIS's ResNet encoder"}[family]
     lines = [
-        "# Shipped CPU-scale backbone (our ImageNet stand-in)", "",
+        f"# Shipped CPU-scale backbone, {family} (our ImageNet stand-in; {what})", "",
         f"Command: `{r['command']}` (seed {r['seed']}); {r['steps']} steps x {r['effective_batch']} on "
         f"{r['data']['train_items']:,} Fashion-MNIST **train** items ({r['data']['image_size']} px, one item on "
         f"clutter); held out: the last {r['data']['held_out_items']:,} train items. No t10k item is seen.",
@@ -20,7 +23,7 @@ def markdown(r: dict) -> str:
            if r.get("resumed") else "."), "",
         f"**Held-out item accuracy {r['held_out_acc'] * 100:.1f} %** (float32 run); "
         f"{r['held_out_acc_float16'] * 100:.1f} % with the shipped float16 weights.",
-        f"File: `src/hetseg/zoo/backbone-cpu/backbone.safetensors`, sha256 `{r['sha256']}`.", "",
+        f"File: `src/hetseg/zoo/{folder}/backbone.safetensors`, sha256 `{r['sha256']}`.", "",
         "| step | train loss (mean of the last 100 steps) | held-out acc |", "|---:|---:|---:|",
     ]
     accs = dict((s, a) for s, a in acc)
@@ -29,7 +32,7 @@ def markdown(r: dict) -> str:
     for s in marks:
         lines.append(f"| {s} | {lmap.get(s, float('nan')):.3f} | "
                      f"{'' if s not in accs else f'{accs[s] * 100:.1f} %'} |")
-    lines += ["", "Retrain: `hetseg bench backbone` (then commit the two files under src/hetseg/zoo/backbone-cpu/)."]
+    lines += ["", f"Retrain: `{r['command']}` (then commit the two files under src/hetseg/zoo/{folder}/)."]
     return "\n".join(lines) + "\n"
 
 
@@ -52,10 +55,11 @@ def figure(r: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_results(record: dict, out: str | Path) -> list[Path]:
+def write_results(record: dict, out: str | Path, stem: str = "backbone") -> list[Path]:
+    """``OUT/<stem>.{json,md,png}`` of one backbone record; the paths written."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     r = {**record, "machine": machine_info()}
-    paths = [write_json(out / "backbone.json", r), write_text(out / "backbone.md", markdown(r))]
-    figure(r, out / "backbone.png")
-    return [*paths, out / "backbone.png"]
+    paths = [write_json(out / f"{stem}.json", r), write_text(out / f"{stem}.md", markdown(r))]
+    figure(r, out / f"{stem}.png")
+    return [*paths, out / f"{stem}.png"]

@@ -10,9 +10,12 @@ tag-only set):
 * every joint run is evaluated on val with t_ts in :data:`T_TEST` (the same model, only the number
   of inference steps changes), and inference is timed per image at each t_ts.
 
+At CPU scale every run starts from the shipped ResNet backbone (``model.backbone=shipped``:
+``hetseg bench backbone --family resnet``, DIS's stand-in for ImageNet ResNet-101), as Table 1's
+networks start from the shipped VGG one. At k = full every train image has a mask, so no image is
+tag-only and t_tr cannot act: that k trains one joint run and reports it for every t_tr (``same_as``).
 Beside it the report shows DecoupledNet and DeconvNet at the same k from ``OUT/table1.json`` (if
-present; that protocol starts from the pretrained VGG backbone, DIS's ResNet from random weights --
-stated in the report). Results: ``OUT/dis.json``, ``dis.md``, ``dis.png`` (:mod:`hetseg.bench.dis_report`).
+present). Results: ``OUT/dis.json``, ``dis.md``, ``dis.png`` (:mod:`hetseg.bench.dis_report`).
 Nothing is chosen on val: budgets, t_tr and the t_ts grid are fixed before the run.
 """
 
@@ -42,7 +45,8 @@ BUDGETS: dict[str, list[str]] = {
 def base_config(scale: str, seed: int, data: str | Path, k: int | str, runs: str | Path, budget: str = "default",
                 overrides: Sequence[str] = ()) -> Config:
     """Stages labelmap + recon of one (seed, k)."""
-    cfg = Config(seed=seed).override(["model.name=dis", f"model.scale={scale}", f"data.root={data}",
+    init = ["model.backbone=shipped"] if scale == "cpu" else []  # paper scale: no shipped backbone
+    cfg = Config(seed=seed).override(["model.name=dis", f"model.scale={scale}", f"data.root={data}", *init,
                                       f"data.strong_split={strong_split_file(k)}", *BUDGETS[budget], *overrides])
     return dataclasses.replace(cfg, run_dir=str(Path(runs) / f"seed{seed}" / f"dis_k{k}_base"))
 
@@ -85,6 +89,9 @@ def run_k(base: Config, k: int | str, t_trains: Sequence[int], runs: str, progre
            "cells": [], "train_loss": run_losses(base.run_dir)}  # labelmap, recon: per tenth of their steps
     val = load_split(base, "val")
     for t_tr in t_trains:
+        if k == "full" and rec["cells"]:  # no tag-only image: the joint stage is the same for every t_tr
+            rec["cells"].append({**rec["cells"][0], "t_train": t_tr, "same_as": rec["cells"][0]["run"]})
+            continue
         cfg = joint_config(base, k, t_tr, runs)
         check_recipe(cfg)
         t1 = time.perf_counter()

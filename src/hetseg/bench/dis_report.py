@@ -77,7 +77,10 @@ def markdown(r: dict) -> str:
              f"Command: `{r['command']}`; seeds {r['seeds']}; wall {r['wall_s'] / 60:.1f} min on "
              f"{r['machine']['usable_cpus']} CPUs ({r['machine']['cpu']}). Val: {r['dataset']['splits'].get('val', {})}.",
              f"Dataset meta sha256 `{(r['dataset']['meta_sha256'] or '')[:12]}`. Budgets (fixed before the run): "
-             f"{r['budgets']}. Nothing was chosen on val.", "",
+             f"{r['budgets']}. Nothing was chosen on val.",
+             "Initial weights: " + (f"the shipped ResNet backbone `{b['file']}` (sha256 `{b['sha256'][:12]}…`, "
+                                    f"`{b['command']}`, held-out item accuracy {100 * b['held_out_acc']:.1f} %)."
+                                    if (b := r.get("backbone")) else "random (seeded) weights."), "",
              "## mIoU (%) on val against test-time inference steps t_ts", "",
              "| k | t_tr | " + " | ".join(f"t_ts={t}" for t in ts) + " | GT labels, t_ts=0 | t_ts=30 - t_ts=0 |",
              "|---|---|" + "---|" * (len(ts) + 2)]
@@ -87,8 +90,8 @@ def markdown(r: dict) -> str:
             lines.append(f"| {rec['k']} | {c['t_train']} | " + " | ".join(f"{100 * m[t]:.1f}" for t in ts)
                          + f" | {100 * c['miou_gt_labels_t0']:.1f} | {100 * (m[ts[-1]] - m[ts[0]]):+.1f} |")
     lines += ["", "At k = full every train image has a mask, so there is no tag-only image and t_tr has nothing "
-              "to act on (both t_tr rows train the same way). 'GT labels' replaces the tag scores' choice of "
-              "classes by the ground-truth image labels (as DecoupledNet-GT).", "",
+              "to act on: one joint run is trained and reported in every t_tr row. 'GT labels' replaces the tag "
+              "scores' choice of classes by the ground-truth image labels (as DecoupledNet-GT).", "",
               "## Inference time (ms per image, model only, batch 16, one CPU thread)", "",
               "| k | t_tr | " + " | ".join(f"t_ts={t}" for t in ts) + " |", "|---|---|" + "---|" * len(ts)]
     for rec in r["records"]:
@@ -99,7 +102,7 @@ def markdown(r: dict) -> str:
               *tenths_header("seed", "k", "run", "stage")]
     for rec in r["records"]:
         runs = [("base", rec.get("train_loss", {}))] + [(f"t_tr={c['t_train']}", c.get("train_loss", {}))
-                                                         for c in rec["cells"]]
+                                                         for c in rec["cells"] if not c.get("same_as")]
         lines += [f"| {rec['seed']} | {rec['k']} | {run} | {stage} | {tenths_cells(pts)} |"
                   for run, losses in runs for stage, pts in losses.items() if pts]
     lines += ["", f"Parameters: {r['parameters']}.", "", PAPER, ""]
@@ -107,7 +110,7 @@ def markdown(r: dict) -> str:
     if b:
         lines += ["## Beside: Table 1 cells at the same k", "",
                   f"From `{b['source']}` (`{b['command']}`, init {b['init']}: the VGG networks start from the "
-                  "shared pretrained backbone; DIS's ResNet starts from random weights).", "",
+                  "shipped VGG backbone; DIS's initial weights: see above).", "",
                   "| k | DIS (t_tr default, t_ts=30) | DecoupledNet | DeconvNet |", "|---|---|---|---|"]
         for rec in r["records"]:
             c = rec["cells"][-1]
@@ -120,6 +123,14 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _backbone(cfg: Config) -> dict | None:
+    """File, sha256, command and accuracy of the backbone the runs started from (None: random init)."""
+    from hetseg.bench.table1_report import backbone_record
+    from hetseg.engine.context import backbone_file
+
+    return backbone_record(backbone_file(cfg, "resnet"))
+
+
 def write_results(records: list[dict], out: str | Path, command: str, scale: str, seeds: list[int], data: str,
                   runs: str, wall: float, cfg: Config, t_test: list[int], t_trains: list[int], budget: str,
                   overrides: list[str], figure_images: int) -> list[Path]:
@@ -128,7 +139,7 @@ def write_results(records: list[dict], out: str | Path, command: str, scale: str
     report = {"command": command, "scale": scale, "seeds": seeds, "runs": runs, "budget": budget,
               "overrides": overrides, "wall_s": round(wall, 1), "t_test": t_test, "t_trains": t_trains,
               "budgets": _stage_budget(cfg), "infer_lr": cfg.dis.infer_lr, "recon_weight": cfg.dis.recon_weight,
-              "dataset": dataset_info(data), "machine": machine_info(),
+              "dataset": dataset_info(data), "machine": machine_info(), "backbone": _backbone(cfg),
               "parameters": parameter_counts(cfg.data.num_classes - 1), "records": records,
               "beside": beside(out, [r["k"] for r in records]), "paper": PAPER}
     fig_run = next((c["run"] for r in records for c in r["cells"] if c["t_train"] == max(t_trains)), None)

@@ -62,16 +62,16 @@ def command_line() -> str:
     return "hetseg " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-def backbone_file(cfg: Config) -> Path | None:
+def backbone_file(cfg: Config, family: str = "vgg") -> Path | None:
     """The file ``model.backbone`` names (None when unset): ``shipped`` is the committed CPU-scale
-    backbone (hetseg.zoo; one error line at another scale or when missing), a run dir its
-    ``backbone.safetensors``, anything else the path itself."""
+    backbone of the model's ``family`` (hetseg.zoo; one error line at another scale or when
+    missing), a run dir its ``backbone.safetensors``, anything else the path itself."""
     if not cfg.model.backbone:
         return None
     if cfg.model.backbone == "shipped":  # docs/DECISIONS.md, "Shipped CPU-scale backbone"
         from hetseg.zoo import shipped_backbone
 
-        return shipped_backbone(cfg.model.scale)
+        return shipped_backbone(cfg.model.scale, family)
     p = Path(cfg.model.backbone)
     return p / "backbone.safetensors" if p.is_dir() else p
 
@@ -93,10 +93,10 @@ def init_weights(net: nn.Module, cfg: Config, init_from: str | None) -> str:
         load_weights(net, run)
         return "run"
     if cfg.model.backbone:
-        from hetseg.models.backbone import load_backbone
+        from hetseg.models.backbone import backbone_family, load_backbone
 
         try:
-            load_backbone(net, backbone_file(cfg))
+            load_backbone(net, backbone_file(cfg, backbone_family(net)))
         except ValueError as e:
             raise HetsegError(f"model.backbone={cfg.model.backbone}: {e}") from None
         return f"backbone {cfg.model.backbone}"

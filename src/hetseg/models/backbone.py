@@ -1,4 +1,5 @@
-"""A pretrained backbone: the VGG-16 encoder + fc6/fc7 that every model of the family can start from.
+"""A pretrained backbone: the VGG-16 encoder + fc6/fc7 that every model of the family can start from
+(or, for a model that names its own parts with ``backbone_modules()``, those parts: DIS's ResNet encoder).
 
 Paper scale starts from torchvision's ImageNet VGG-16 (``vgg.load_vgg16_file``). CPU scale has no
 ImageNet network, so ``hetseg train --stage pre`` pretrains the CPU-scale classifier on single
@@ -21,14 +22,28 @@ from torch import Tensor, nn
 from .vgg import find_vgg_parts
 
 
-def backbone_state(model: nn.Module) -> dict[str, Tensor]:
-    """The encoder + fc6/fc7 state of ``model`` (see module doc), detached CPU tensors."""
+def backbone_family(model: nn.Module) -> str:
+    """Which shipped backbone fits ``model``: its ``backbone_family`` attribute ("resnet" for DIS),
+    else "vgg" (every VGG-16 model of the family)."""
+    return str(getattr(model, "backbone_family", "vgg"))
+
+
+def backbone_parts(model: nn.Module) -> dict[str, nn.Module | None]:
+    """{key prefix: module} of the parts a backbone file holds: ``model.backbone_modules()`` where
+    the model defines it, else the VGG encoder + fc6/fc7 (None where a VGG model lacks fc6/fc7)."""
+    if hasattr(model, "backbone_modules"):
+        return dict(model.backbone_modules())
     encoder, fc6, fc7 = find_vgg_parts(model)
-    state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
-    for name, conv in (("fc6", fc6), ("fc7", fc7)):
-        if conv is None:
+    return {"encoder": encoder, "fc6": fc6, "fc7": fc7}
+
+
+def backbone_state(model: nn.Module) -> dict[str, Tensor]:
+    """The backbone parts' state of ``model`` (see module doc), detached CPU tensors."""
+    state: dict[str, Tensor] = {}
+    for name, part in backbone_parts(model).items():
+        if part is None:
             raise TypeError(f"{type(model).__name__} has no {name} to save as a backbone")
-        state.update({f"{name}.{k}": v for k, v in conv.state_dict().items()})
+        state.update({f"{name}.{k}": v for k, v in part.state_dict().items()})
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
@@ -48,11 +63,8 @@ def load_backbone(model: nn.Module, state: dict[str, Tensor] | str | Path) -> li
             raise ValueError(f"{path}: no backbone file; fix: run 'hetseg train --stage pre' or give its "
                              "backbone.safetensors")
         state = load_file(str(path), device="cpu")
-    encoder, fc6, fc7 = find_vgg_parts(model)
-    targets: dict[str, Tensor] = {f"encoder.{k}": v for k, v in encoder.state_dict(keep_vars=True).items()}
-    for name, conv in (("fc6", fc6), ("fc7", fc7)):
-        if conv is not None:
-            targets.update({f"{name}.{k}": v for k, v in conv.state_dict(keep_vars=True).items()})
+    targets: dict[str, Tensor] = {f"{name}.{k}": v for name, part in backbone_parts(model).items()
+                                  if part is not None for k, v in part.state_dict(keep_vars=True).items()}
     missing = sorted(set(targets) - set(state))
     bad = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in targets.items()
            if k in state and state[k].shape != v.shape]

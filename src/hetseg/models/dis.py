@@ -143,6 +143,14 @@ class DIS(Segmenter):
             nn.init.normal_(m.weight, std=0.01)
             nn.init.zeros_(m.bias)
 
+    # The shipped CPU-scale backbone for DIS is its ResNet encoder pretrained on single items
+    # (hetseg.models.backbone; docs/DIS.md "Starting weights"), as the paper's starts from ImageNet.
+    backbone_family = "resnet"
+
+    def backbone_modules(self) -> dict[str, nn.Module]:
+        """The parts a backbone file holds: the encoder only (the heads are always new)."""
+        return {"encoder": self.encoder}
+
     # ---- the three subnets on given features ------------------------------------------------
 
     def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:

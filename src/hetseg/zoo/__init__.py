@@ -46,21 +46,29 @@ def describe(name: str) -> dict:
     return read_model_json(resolve(name)).get("shipped", {})
 
 
-BACKBONE_DIR = ZOO_DIR / "backbone-cpu"
+BACKBONE_DIR = ZOO_DIR / "backbone-cpu"                # VGG-16 family: DecoupledNet, DeconvNet, TransferNet
+RESNET_BACKBONE_DIR = ZOO_DIR / "backbone-cpu-resnet"  # DIS's ResNet encoder
 
 
-def shipped_backbone(scale: str) -> Path:
-    """``model.backbone=shipped``: the committed CPU-scale backbone file (``hetseg bench backbone``).
+def backbone_dir(family: str = "vgg") -> Path:
+    """The shipped backbone's folder for a model's ``backbone_family`` (hetseg.models.backbone)."""
+    return RESNET_BACKBONE_DIR if family == "resnet" else BACKBONE_DIR
 
-    Only CPU scale ships one -- paper scale starts from ImageNet VGG-16 (``model.vgg_weights``).
+
+def shipped_backbone(scale: str, family: str = "vgg") -> Path:
+    """``model.backbone=shipped``: the committed CPU-scale backbone file of ``family`` ("vgg" or
+    "resnet"), made by ``hetseg bench backbone [--family resnet]``.
+
+    Only CPU scale ships one -- paper scale starts from ImageNet weights (``model.vgg_weights``;
+    DIS: ``load_torchvision_resnet``).
     """
-    path = BACKBONE_DIR / "backbone.safetensors"
+    path = backbone_dir(family) / "backbone.safetensors"
     if scale != "cpu":
         raise HetsegError(f"model.backbone=shipped: only model.scale=cpu has a shipped backbone; fix: at "
                           f"scale {scale} give model.vgg_weights=<torchvision VGG-16 file> or a backbone path")
     if not path.is_file():
-        raise HetsegError(f"{path}: the shipped backbone is missing; fix: run 'hetseg bench backbone' "
-                          "(or reinstall hetseg)")
+        raise HetsegError(f"{path}: the shipped backbone is missing; fix: run 'hetseg bench backbone"
+                          f"{' --family resnet' if family == 'resnet' else ''}' (or reinstall hetseg)")
     return path
 
 
@@ -99,4 +107,4 @@ def ship(run: str | Path, name: str, shipped: dict, dest: str | Path = ZOO_DIR, 
     return out
 
 
-__all__ = ["BACKBONE_DIR", "ZOO_DIR", "shipped_backbone", "describe", "names", "read_about", "resolve", "ship"]
+__all__ = ["BACKBONE_DIR", "RESNET_BACKBONE_DIR", "backbone_dir", "ZOO_DIR", "shipped_backbone", "describe", "names", "read_about", "resolve", "ship"]

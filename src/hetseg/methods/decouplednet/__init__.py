@@ -16,7 +16,8 @@ from hetseg.engine.context import load_split
 from hetseg.engine.train import run_stage
 from hetseg.errors import HetsegError
 from hetseg.methods.base import Method, register_method
-from hetseg.methods.decouplednet.stages import ClsStage, PretrainStage, SegStage
+from hetseg.methods.decouplednet.stages import ClsStage, SegStage
+from hetseg.methods.pretrain import ClassifierPretrainStage, run_pretrain, write_backbone
 
 
 def crop_dataset(cfg: Config, split_key: str, target: str, size: int):
@@ -59,20 +60,13 @@ class DecoupledNetMethod(Method):
     def model_kwargs(self, cfg: Config) -> dict:
         return {**super().model_kwargs(cfg), "weight_pool": cfg.model.weight_pool}
 
-
     def run_stage(self, stage: str, net: nn.Module, cfg: Config, resume: str | None, callbacks: Sequence,
                   progress: bool) -> tuple[dict, dict]:
         if stage == "pre":
-            from hetseg.data.items import item_splits
-
             if net.classifier.num_classes != 10:
                 raise HetsegError("--stage pre: it pretrains a 10-class classifier on fashion items; fix: run it "
                                   "with model.name=decouplednet and data.num_classes=11")
-            train_ds, val_ds = item_splits(cfg.data.fashion_mnist_dir or None, net.input_size, cfg.seed,
-                                           cfg.data.pretrain_holdout)
-            summary = run_stage("pre", PretrainStage(net, cfg.pre), cfg, cfg.pre, train_ds, val_ds, resume,
-                                callbacks, progress)
-            return summary, {"pre": {"items": "Fashion-MNIST train", "train": len(train_ds), "held_out": len(val_ds)}}
+            return run_pretrain(ClassifierPretrainStage(net, cfg.pre), net, cfg, resume, callbacks, progress)
         if stage == "cls":
             return train_cls(net, cfg, "weak", resume, callbacks, progress)
         train_ds, record, props = crop_dataset(cfg, "strong", "binary", net.input_size)
@@ -81,15 +75,7 @@ class DecoupledNetMethod(Method):
 
     def after_stage(self, stage: str, net: nn.Module, cfg: Config) -> None:
         if stage == "pre":
-            from pathlib import Path
-
-            from safetensors.torch import save_file
-
-            from hetseg.io_atomic import write_atomic
-            from hetseg.models.backbone import backbone_state
-
-            state = backbone_state(net)
-            write_atomic(Path(cfg.run_dir) / "backbone.safetensors", lambda tmp: save_file(state, tmp))
+            write_backbone(net, cfg.run_dir)
 
 
 METHOD = register_method(DecoupledNetMethod())

@@ -2,8 +2,6 @@
 
 - ``ClsStage``: the classifier on image-level labels (sigmoid BCE on the avg-pooled score, as the
   released classifier was fine-tuned "with the average-pooling layer on top", docs/REFERENCE.md §1.3).
-- ``PretrainStage``: CPU-scale backbone pretraining, single-label softmax over one item per image
-  (hetseg.data.items; the stand-in for ImageNet, docs/DECISIONS.md).
 - ``SegStage``: bridge + binary decoder on combinatorial crops, classifier frozen and in eval mode
   (docs/REFERENCE.md §1.4: blobs_lr 0 in every segmentation prototxt).
 """
@@ -13,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
+from torchmetrics.classification import MultilabelAveragePrecision
 
 from hetseg.config import StageConfig
 from hetseg.engine.stage import Stage, masked_ce
@@ -42,31 +40,6 @@ class ClsStage(Stage):
     def on_validation_epoch_end(self) -> None:
         self.log("val/mAP", self.val_map.compute(), prog_bar=True)
         self.val_map.reset()
-
-
-class PretrainStage(Stage):
-    """Single-label classification of one item per image: softmax CE on the avg-pooled score."""
-
-    def __init__(self, net: nn.Module, sc: StageConfig) -> None:
-        super().__init__(net, sc, [net.classifier])
-        # torchmetrics sums hits and counts over DDP ranks (a mean of per-rank ratios would not).
-        self.val_acc = MulticlassAccuracy(num_classes=net.classifier.num_classes, average="micro")
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        loss = F.cross_entropy(self.net.classifier(x).logits_avg.float(), y)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self.net.classifier(x).logits_avg.float()
-        self.val_acc.update(logits, y)
-        self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True)
-
-    def on_validation_epoch_end(self) -> None:
-        self.log("val/acc", self.val_acc.compute())
-        self.val_acc.reset()
 
 
 class SegStage(Stage):

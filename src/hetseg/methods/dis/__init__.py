@@ -6,6 +6,10 @@ dataset of masked images (``data.strong_split``) and tag-only images (``data.wea
 3. ``joint``: everything, tag-only images supervised by their labelmaps inferred with
    ``dis.t_train`` steps of iterative inference under their tags.
 
+Optional stage ``pre`` pretrains the ResNet encoder on single fashion items and writes
+``RUN/backbone.safetensors`` (hetseg.methods.pretrain; the CPU-scale stand-in for ImageNet ResNet,
+shipped by ``hetseg bench backbone --family resnet``, docs/DIS.md "Starting weights").
+
 Inference runs ``dis.t_test`` steps by default (``hetseg eval`` / ``predict``: the model's
 ``infer_steps``); a bench varies it through ``predict_kwargs={"steps": t}``.
 """
@@ -22,12 +26,14 @@ from hetseg.engine.context import load_split
 from hetseg.engine.train import run_stage
 from hetseg.methods.base import Method, register_method
 from hetseg.methods.dis.stages import JointStage, LabelmapStage, ReconStage
+from hetseg.methods.pretrain import EncoderPretrainStage, run_pretrain, write_backbone
 
 
 class DISMethod(Method):
     name = "dis"
     model = "dis"
     stages = ("labelmap", "recon", "joint")
+    extra_stages = ("pre",)
 
     def model_kwargs(self, cfg: Config) -> dict:
         return {**super().model_kwargs(cfg), "infer_lr": cfg.dis.infer_lr, "infer_steps": cfg.dis.t_test}
@@ -40,6 +46,9 @@ class DISMethod(Method):
 
     def run_stage(self, stage: str, net: nn.Module, cfg: Config, resume: str | None, callbacks: Sequence,
                   progress: bool) -> tuple[dict, dict]:
+        if stage == "pre":
+            module = EncoderPretrainStage(net, cfg.pre, net.scale.encoder.out_channels)
+            return run_pretrain(module, net, cfg, resume, callbacks, progress)
         ds, splits = self.dataset(cfg, net.input_size)
         sc = getattr(cfg.dis, stage)
         module = {"labelmap": lambda: LabelmapStage(net, sc), "recon": lambda: ReconStage(net, sc),
@@ -49,6 +58,10 @@ class DISMethod(Method):
         if stage == "joint":
             summary["t_train"] = cfg.dis.t_train
         return summary, splits
+
+    def after_stage(self, stage: str, net: nn.Module, cfg: Config) -> None:
+        if stage == "pre":
+            write_backbone(net, cfg.run_dir)
 
 
 METHOD = register_method(DISMethod())
