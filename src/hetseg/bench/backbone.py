@@ -24,11 +24,11 @@ from hetseg.config import Config
 from hetseg.zoo import backbone_dir
 
 # Fixed before the run: Adam as every CPU-scale classifier; ~5 epochs of the 58,000 train items.
-RECIPE = ["model.name=decouplednet", "model.scale=cpu", "data.num_classes=11", "pre.steps=4500",
-          "pre.batch_size=64", "pre.optimizer=adam", "pre.lr=0.002", "pre.weight_decay=0.0", "pre.lr_step=0.75",
-          "pre.val_every=500", "pre.checkpoint_every=250"]
+_PRE = ["model.scale=cpu", "data.num_classes=11", "pre.steps=4500", "pre.batch_size=64", "pre.optimizer=adam",
+        "pre.lr=0.002", "pre.weight_decay=0.0", "pre.lr_step=0.75", "pre.val_every=500", "pre.checkpoint_every=250"]
 # DIS's ResNet encoder gets the same recipe, fixed before its run (not tuned): only the model differs.
-RECIPES = {"vgg": RECIPE, "resnet": ["model.name=dis", *RECIPE[1:]]}
+RECIPES = {"vgg": ["model.name=decouplednet", *_PRE], "resnet": ["model.name=dis", *_PRE]}
+RECIPE = RECIPES["vgg"]
 BUDGETS = {"default": [], "tiny": ["pre.steps=4", "pre.batch_size=4", "pre.val_every=2", "pre.checkpoint_every=2",
                                    "data.pretrain_holdout=16"]}
 

@@ -6,12 +6,13 @@ from pathlib import Path
 
 from hetseg.bench.table1_report import machine_info
 from hetseg.io_atomic import write_atomic, write_json, write_text
+from hetseg.zoo import backbone_dir
 
 
 def markdown(r: dict) -> str:
     loss, acc = r["curve"]["train_loss"], r["curve"]["held_out_acc"]
     family = r.get("family", "vgg")  # results written before the resnet family name none
-    folder = "backbone-cpu" if family == "vgg" else f"backbone-cpu-{family}"
+    folder = backbone_dir(family).name
     what = {"vgg": "VGG-16 family: DecoupledNet, DeconvNet, TransferNet", "resnet": "DIS's ResNet encoder"}[family]
     lines = [
         f"# Shipped CPU-scale backbone, {family} (our ImageNet stand-in; {what})", "",

@@ -58,27 +58,25 @@ FLAT_TOLERANCE = 0.05
 FLAT_ABSOLUTE = 0.01
 
 
+def _windows(pts: list[list[float]]) -> tuple[float, float] | None:
+    """(mean over tenths 5-7, mean over the last three tenths); None for fewer than ten points."""
+    vals = [v for _, v in pts]
+    return None if len(vals) < 10 else (sum(vals[4:7]) / 3, sum(vals[7:10]) / 3)
+
+
 def late_change(pts: list[list[float]]) -> float | None:
     """Relative change of the mean loss, last three tenths vs tenths 5-7 (negative: still falling);
-    None for a curve of fewer than ten points."""
-    vals = [v for _, v in pts]
-    if len(vals) < 10:
-        return None
-    before, last = sum(vals[4:7]) / 3, sum(vals[7:10]) / 3
-    return (last - before) / before if before > 0 else None
+    None for a curve of fewer than ten points (or a zero loss before)."""
+    w = _windows(pts)
+    return None if w is None or w[0] <= 0 else (w[1] - w[0]) / w[0]
 
 
 def flattened(pts: list[list[float]]) -> bool | None:
     """The flatness rule above on a :func:`loss_by_parts` curve (None: too short to say)."""
-    change = late_change(pts)
-    if change is None:
+    w, change = _windows(pts), late_change(pts)
+    if w is None or change is None:
         return None
-    before = sum(v for _, v in pts[4:7]) / 3
-    return change >= -FLAT_TOLERANCE or -change * before <= FLAT_ABSOLUTE
-
-
-def _all_zero(pts: list[list[float]]) -> bool:
-    return len(pts) >= 10 and sum(v for _, v in pts[4:7]) == 0
+    return change >= -FLAT_TOLERANCE or w[0] - w[1] <= FLAT_ABSOLUTE
 
 
 def tenths_header(*columns: str) -> list[str]:
@@ -93,7 +91,8 @@ def tenths_cells(pts: list[list[float]]) -> str:
     vals = [f"{v:.3f}" for _, v in pts][:10]
     change = late_change(pts)
     flat = flattened(pts)
-    verdict = ("flat (loss 0)" if _all_zero(pts) else "-") if flat is None else \
+    w = _windows(pts)
+    verdict = ("flat (loss 0)" if w is not None and w[0] == 0 else "-") if flat is None else \
         f"{100 * change:+.1f} % " + ("flat" if flat else "**falling**")
     return " | ".join(vals + ["-"] * (10 - len(vals)) + [verdict])
 

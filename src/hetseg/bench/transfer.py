@@ -175,7 +175,7 @@ def _claims(methods: dict) -> list[dict]:
     """The paper's claims on the seed means; an ordering must also hold on every seed
     (table1_report.ordering: otherwise 'not shown', within the seed spread)."""
     m = {k: v["mean"] * 100 for k, v in methods.items()}
-    tn, gt, bl, dec = m["transfernet"], m["transfernet_gt"], m["baselinenet"], m["decouplednet_transfer"]
+    tn, gt = m["transfernet"], m["transfernet_gt"]
 
     def pair(a: str, b: str, paper: str) -> dict:
         holds, note = ordering([m[a], m[b]], list(zip(*([100 * v for v in methods[x]["miou"]] for x in (a, b)))))

@@ -37,14 +37,18 @@ def backbone_parts(model: nn.Module) -> dict[str, nn.Module | None]:
     return {"encoder": encoder, "fc6": fc6, "fc7": fc7}
 
 
+def _parts_state(model: nn.Module, keep_vars: bool = False) -> dict[str, Tensor]:
+    """{"<part>.<key>": tensor} over the model's backbone parts that exist."""
+    return {f"{name}.{k}": v for name, part in backbone_parts(model).items() if part is not None
+            for k, v in part.state_dict(keep_vars=keep_vars).items()}
+
+
 def backbone_state(model: nn.Module) -> dict[str, Tensor]:
     """The backbone parts' state of ``model`` (see module doc), detached CPU tensors."""
-    state: dict[str, Tensor] = {}
-    for name, part in backbone_parts(model).items():
-        if part is None:
-            raise TypeError(f"{type(model).__name__} has no {name} to save as a backbone")
-        state.update({f"{name}.{k}": v for k, v in part.state_dict().items()})
-    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    missing = [name for name, part in backbone_parts(model).items() if part is None]
+    if missing:
+        raise TypeError(f"{type(model).__name__} has no {missing[0]} to save as a backbone")
+    return {k: v.detach().cpu().contiguous() for k, v in _parts_state(model).items()}
 
 
 def load_backbone(model: nn.Module, state: dict[str, Tensor] | str | Path) -> list[str]:
@@ -63,8 +67,7 @@ def load_backbone(model: nn.Module, state: dict[str, Tensor] | str | Path) -> li
             raise ValueError(f"{path}: no backbone file; fix: run 'hetseg train --stage pre' or give its "
                              "backbone.safetensors")
         state = load_file(str(path), device="cpu")
-    targets: dict[str, Tensor] = {f"{name}.{k}": v for name, part in backbone_parts(model).items()
-                                  if part is not None for k, v in part.state_dict(keep_vars=True).items()}
+    targets = _parts_state(model, keep_vars=True)
     missing = sorted(set(targets) - set(state))
     bad = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in targets.items()
            if k in state and state[k].shape != v.shape]
