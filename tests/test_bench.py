@@ -186,6 +186,28 @@ def test_rerun_skips_finished_cells(bench, capsys):
     assert [c["miou"] for c in rep["cells"]] == [c["miou"] for c in bench["report"]["cells"]]
 
 
+def test_a_runs_dir_kept_without_weights_still_reports_every_cell(bench, tmp_path, capsys):
+    """What git keeps of a runs dir (no *.safetensors, no *.ckpt): seeds trained in separate sessions
+    are reported together without retraining anything (docs/BENCHMARKS.md, "Seeds across sessions")."""
+    import shutil
+
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    shutil.copytree(bench["runs"], runs, ignore=shutil.ignore_patterns("*.safetensors", "*.ckpt"))
+    capsys.readouterr()
+    assert run_table1("cpu", [0], str(out), str(bench["data"]), str(runs), budget="tiny", ks=TEST_KS) == 0
+    log = capsys.readouterr().out
+    assert "weak-set classifier" not in log and ": stages (" not in log and log.count("done, skipped") == 5
+    assert not list(runs.rglob("*.safetensors"))  # nothing was trained
+    rep = json.loads((out / "table1.json").read_text())
+    keys = ("method", "k", "miou", "miou_gt", "train_loss", "steps", "train_splits")
+    assert [[c[x] for x in keys] for c in rep["cells"]] == [[c[x] for x in keys] for c in bench["report"]["cells"]]
+    # A missing DecoupledNet cell needs the shared classifier's weights: refused, never silently retrained
+    # (a new classifier would differ from the one behind the seed's other cells).
+    shutil.rmtree(runs / "seed0" / "decouplednet_k5")
+    with pytest.raises(HetsegError, match="weak_classifier/model.safetensors: missing"):
+        run_table1("cpu", [0], str(out), str(bench["data"]), str(runs), budget="tiny", ks=TEST_KS)
+
+
 def test_other_recipe_in_same_runs_dir_is_refused(bench):
     base = base_config("cpu", 0, str(bench["data"]), "tiny", ["seg.steps=5"])
     cfg = cell_config(base, "deconvnet", 5, bench["runs"])

@@ -17,7 +17,8 @@ pretrained backbone -- ImageNet VGG-16 in the paper; at CPU scale the committed 
 as ``model.vgg_weights=``) or "scratch" (every network from random weights; results ``table1_scratch.*``).
 
 Every cell is evaluated on val (``RUN/eval_val.json``); a cell that has it is skipped on a rerun,
-and a half-trained stage resumes from its ``last.ckpt`` (``hetseg.engine.train``). The budget rule is
+and a half-trained stage resumes from its ``last.ckpt`` (``hetseg.engine.train``); an evaluated cell
+needs only its records, not its weights (docs/BENCHMARKS.md, "Seeds across sessions"). The budget rule is
 :data:`EQUAL_EFFORT`. Results: ``OUT/table1.json``, ``table1.md``, ``table1.png``
 (:mod:`hetseg.bench.table1_report`).
 """
@@ -191,12 +192,23 @@ def _train(cfg: Config, stages: tuple[str, ...], init_from: str | None, progress
     train(cfg, stages, init_from=init_from, progress=progress)  # the method seeds the initial weights
 
 
-def ensure_classifier(base: Config, runs: str | Path, progress: bool = False) -> Path:
-    """Train (or reuse) the shared weak-set classifier of ``base.seed``; returns its run dir."""
+def evaluated(cfg: Config, method: str) -> bool:
+    """True when a cell's val scores (and, for the label-classifier methods, its GT-label scores)
+    are on disk: the cell needs no weights any more, so a runs dir kept without them (a committed
+    one, ``git add`` ignores *.safetensors and *.ckpt) still reports it."""
+    files = ("eval_val.json", "eval_val_gt.json") if method in GT_LABEL_METHODS else ("eval_val.json",)
+    return all((Path(cfg.run_dir) / f).is_file() for f in files)
+
+
+def ensure_classifier(base: Config, runs: str | Path, progress: bool = False, needed: bool = True) -> Path:
+    """Train (or reuse) the shared weak-set classifier of ``base.seed``; returns its run dir.
+    ``needed=False`` (every DecoupledNet cell of the seed is evaluated): its record is enough."""
     from hetseg.methods import stage_done
 
     cfg = classifier_config(base, runs)
     check_recipe(cfg)
+    if not needed and (Path(cfg.run_dir) / "model.json").is_file():
+        return Path(cfg.run_dir)
     if stage_done(cfg.run_dir, "cls") is None or not (Path(cfg.run_dir) / "model.safetensors").is_file():
         print(f"[table1] seed {base.seed}: weak-set classifier ({cfg.cls.steps} steps) -> {cfg.run_dir}", flush=True)
         _train(cfg, ("cls",), None, progress)
@@ -281,10 +293,12 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
         check_recipe(classifier_config(bases[s], runs))
     for s, k, m in todo:
         check_recipe(cell_config(bases[s], m, k, runs))
+    need_cls = {s: not all(evaluated(cell_config(bases[s], "decouplednet", k, runs), "decouplednet") for k in ks)
+                for s in seeds}
     records: dict = {}
     if jobs <= 1:
         for s in seeds:
-            cls_run = ensure_classifier(bases[s], runs, progress)
+            cls_run = ensure_classifier(bases[s], runs, progress, need_cls[s])
             for seed, k, m in (t for t in todo if t[0] == s):
                 records[(seed, k, m)] = run_cell(cell_config(bases[s], m, k, runs), m, k, cls_run, progress)
     else:
@@ -295,7 +309,7 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
             return pool.submit(job, run_cell, cell_config(bases[s], m, k, runs), m, k, cls_run, progress)
 
         with pool:  # queue order: classifiers, then the longest cells; DecoupledNet waits for its classifier
-            fcls = {s: pool.submit(job, ensure_classifier, bases[s], runs, progress) for s in seeds}
+            fcls = {s: pool.submit(job, ensure_classifier, bases[s], runs, progress, need_cls[s]) for s in seeds}
             futs = {t: submit(t, None) for m in ("deconvnet", "decouplednet-str") for t in todo if t[2] == m}
             for s in seeds:
                 cls_run = fcls[s].result()
