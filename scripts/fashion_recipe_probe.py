@@ -7,9 +7,13 @@
   the held-out mAP (``val/mAP``) and the mean training loss are printed.
 * ``--stage seg``: the decoder on ``strong_<k>.txt`` from a finished ``--stage cls`` run
   (``init_from``); held-out mIoU with predicted labels and with true labels at the end.
+* ``--stage deconv``: DeconvNet with Table 1's recipe (``hetseg.bench.table1.base_config``, pretrained)
+  but ``--steps`` steps, on ``strong_<k>.txt`` or ``--k full``; the training loss per tenth (at full
+  every train scene is a strong image, so no held-out score), held-out mIoU otherwise.
 
     python scripts/fashion_recipe_probe.py --stage cls --steps 1500 --run runs/probe/cls
     python scripts/fashion_recipe_probe.py --stage seg --steps 800 --init-from runs/probe/cls --run runs/probe/seg
+    python scripts/fashion_recipe_probe.py --stage deconv --steps 5400 --k full --run runs/probe/deconv
 """
 
 from __future__ import annotations
@@ -38,6 +42,16 @@ def write_probe_splits(root: Path) -> None:
     write_text(sp / "probe_weak.txt", "\n".join(keep) + "\n")
 
 
+def deconv_config(root: Path, a: argparse.Namespace) -> Config:
+    """Table 1's DeconvNet cell recipe with ``a.steps`` deconv steps (the rest unchanged)."""
+    import dataclasses
+
+    from hetseg.bench.table1 import base_config, cell_config
+
+    cell = cell_config(base_config("cpu", 0, root, overrides=a.overrides, init="pretrained"), "deconvnet", a.k, "")
+    return dataclasses.replace(cell, run_dir=a.run, deconv=dataclasses.replace(cell.deconv, steps=a.steps))
+
+
 def log_points(stage_dir: Path, every: int) -> list[dict]:
     """[{step, train_loss (mean over the ``every`` steps before it), heldout_map}] of a cls stage."""
     c = curve(stage_dir, every, metric="val/mAP")
@@ -47,7 +61,7 @@ def log_points(stage_dir: Path, every: int) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", choices=("cls", "seg"), required=True)
+    ap.add_argument("--stage", choices=("cls", "seg", "deconv"), required=True)
     ap.add_argument("--data", default="data/fashion-scenes")
     ap.add_argument("--run", required=True)
     ap.add_argument("--steps", type=int, required=True)
@@ -61,17 +75,25 @@ def main() -> None:
 
     root = Path(a.data)
     write_probe_splits(root)
-    cfg = Config(run_dir=a.run, seed=0).override([
-        f"data.root={root}", "crops.proposals=none", "data.weak_split=splits/probe_weak.txt",
-        "data.val_split=splits/probe_heldout.txt", f"data.strong_split=splits/strong_{a.k}.txt",
-        *(["model.backbone=shipped", f"cls.steps={a.steps}", f"cls.val_every={a.every}"] if a.stage == "cls"
-          else [f"seg.steps={a.steps}"]), *a.overrides])
+    if a.stage == "deconv":
+        cfg = deconv_config(root, a)
+    else:
+        cfg = Config(run_dir=a.run, seed=0).override([
+            f"data.root={root}", "crops.proposals=none", "data.weak_split=splits/probe_weak.txt",
+            "data.val_split=splits/probe_heldout.txt", f"data.strong_split=splits/strong_{a.k}.txt",
+            *(["model.backbone=shipped", f"cls.steps={a.steps}", f"cls.val_every={a.every}"] if a.stage == "cls"
+              else [f"seg.steps={a.steps}"]), *a.overrides])
     t0 = time.perf_counter()
     train(cfg, (a.stage,), init_from=a.init_from, progress=False)
     wall = time.perf_counter() - t0
     rec = {"stage": a.stage, "steps": a.steps, "overrides": a.overrides, "wall_s": round(wall, 1)}
     if a.stage == "cls":
         rec["points"] = log_points(Path(a.run) / "cls", a.every)
+    elif a.stage == "deconv":
+        rec["train_loss"] = loss_by_parts(Path(a.run) / "deconv")
+        if a.k != "full":
+            scores, _ = evaluate_run(a.run, "splits/probe_heldout.txt")
+            rec["heldout_miou"] = round(scores.miou * 100, 1)
     else:
         rec["train_loss"] = loss_by_parts(Path(a.run) / "seg")
         for gt in (False, True):
