@@ -112,6 +112,9 @@ def test_bench_dis_tiny_writes_results(scenes, tmp_path):
     from hetseg.bench.dis import T_TEST, run_dis
 
     out = tmp_path / "res"
+    out.mkdir()  # Table 1's committed results beside it: DecoupledNet / DeconvNet at the same k, with their budgets
+    t1 = json.loads(Path(__file__).parents[1].joinpath("benchmarks/results/table1.json").read_text())
+    (out / "table1.json").write_text(json.dumps(t1))
     assert run_dis("cpu", [0], str(out), str(scenes), str(tmp_path / "runs"), budget="tiny", jobs=1,
                    figure_images=1) == 0
     r = json.loads((out / "dis.json").read_text())
@@ -121,6 +124,10 @@ def test_bench_dis_tiny_writes_results(scenes, tmp_path):
     assert r["parameters"]["paper (K=20)"] == pytest.approx(45.5e6, rel=0.03)
     md = (out / "dis.md").read_text()
     assert "t_ts=30" in md and "hetseg bench dis" in md and (out / "dis.png").stat().st_size > 0
+    dn_steps = next(c["steps"] for c in t1["cells"] if c["method"] == "decouplednet")
+    assert r["beside"]["steps"]["decouplednet"] == dn_steps and "Not an equal-effort comparison" in md
+    dn5 = t1["summary"]["decouplednet"]["5"]["mean"]
+    assert f"| 5 | {100 * cell['miou']['30']:.1f} | {dn5:.1f} |" in md
     # Loss curves of every stage (tiny: a few points each): the base run's and each joint run's.
     rec = r["records"][0]
     assert set(rec["train_loss"]) == {"labelmap", "recon"} and list(cell["train_loss"]) == ["joint"]

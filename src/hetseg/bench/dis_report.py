@@ -36,9 +36,13 @@ def beside(out: Path, ks: list) -> dict:
     if not p.is_file():
         return {}
     t1 = json.loads(p.read_text())
+    steps = {}  # each method's budget (optimizer steps per stage) from its first cell: shown, not equalised
+    for c in t1.get("cells", []):
+        steps.setdefault(c.get("method"), c.get("steps"))
     return {"source": str(p), "command": t1.get("command"), "init": t1.get("init"),
             "miou": {m: {str(k): t1["summary"].get(m, {}).get(str(k), {}).get("mean") for k in ks}
-                     for m in ("decouplednet", "deconvnet")}}
+                     for m in ("decouplednet", "deconvnet")},
+            "steps": {m: steps.get(m) for m in ("decouplednet", "deconvnet")}}
 
 
 def _stage_budget(cfg: Config) -> dict:
@@ -110,7 +114,8 @@ def markdown(r: dict) -> str:
     if b:
         lines += ["## Beside: Table 1 cells at the same k", "",
                   f"From `{b['source']}` (`{b['command']}`, init {b['init']}: the VGG networks start from the "
-                  "shipped VGG backbone; DIS's initial weights: see above).", "",
+                  "shipped VGG backbone; DIS's initial weights: see above). Not an equal-effort comparison: "
+                  f"their optimizer steps per stage were {b.get('steps')}, DIS's are in the budgets above.", "",
                   "| k | DIS (t_tr default, t_ts=30) | DecoupledNet | DeconvNet |", "|---|---|---|---|"]
         for rec in r["records"]:
             c = rec["cells"][-1]
