@@ -245,13 +245,31 @@ def test_transfer_stages_keep_encoder_frozen(tiny_scenes):
 
 
 # ---------------------------------------------------------------- end to end ---------------------
+TINY_TRANSFER = ["cls.steps=4", "cls.batch_size=8", "seg.steps=3", "seg.batch_size=4", "crops.crops_per_subset=2",
+                 *[f"transfer.{s}.{k}" for s in ("att", "joint", "baseline") for k in ("steps=3", "batch_size=4")]]
+
+
+def test_bench_jobs_trains_seeds_in_workers_and_reports_their_training(tiny_scenes, tmp_path):
+    """--jobs 2: both seeds train at once in worker processes; the report keeps what the workers
+    measured (steps, walls), not the main process's skip of finished runs."""
+    from hetseg.bench.transfer import run_transfer
+
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    assert run_transfer("cpu", [0, 1], str(out), str(tiny_scenes), str(runs), overrides=TINY_TRANSFER, jobs=2) == 0
+    rep = json.loads((out / "transfer.json").read_text())
+    assert rep["seeds"] == [0, 1] and all(len(m["miou"]) == 2 for m in rep["methods"].values())
+    for walls in rep["wall_s"]["per_seed"]:
+        assert set(walls) == {"classifier", "transfernet", "baselinenet", "decouplednet_transfer", "evaluation"}
+    assert all((runs / f"cpu_s{s}" / "transfernet" / "model.safetensors").is_file() for s in (0, 1))
+    assert all(rep["budgets"]["seconds_per_step"].values())  # from the workers' stage summaries
+
+
 def test_tiny_end_to_end_recipe_and_bench(tiny_scenes, tmp_path):
     from hetseg.bench.transfer import run_transfer
     from hetseg.methods.transfernet.evaluate import METHODS, crf_available
 
     out, runs = tmp_path / "results", tmp_path / "runs"
-    overrides = ["cls.steps=4", "cls.batch_size=8", "seg.steps=3", "seg.batch_size=4", "crops.crops_per_subset=2",
-                 *[f"transfer.{s}.{k}" for s in ("att", "joint", "baseline") for k in ("steps=3", "batch_size=4")]]
+    overrides = TINY_TRANSFER
     assert run_transfer("cpu", [0], str(out), str(tiny_scenes), str(runs), overrides=overrides) == 0
     report = json.loads((out / "transfer.json").read_text())
     assert set(report["methods"]) == set(METHODS)

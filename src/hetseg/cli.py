@@ -126,7 +126,7 @@ _BENCH_OPTIONS = {
     "voc_root": ("--voc-root", {"voc-real"}), "scale": ("--scale", {"table1", "transfer", "dis"}),
     "seeds": ("--seeds", {"table1", "transfer", "dis", "voc-real"}),
     "data": ("--data", {"table1", "transfer", "dis"}), "init": ("--init", {"table1"}),
-    "jobs": ("--jobs", {"table1", "dis", "voc-real"}), "ks": ("--ks", {"table1"}),
+    "jobs": ("--jobs", {"table1", "transfer", "dis", "voc-real"}), "ks": ("--ks", {"table1"}),
     "budget": ("--budget", {"backbone"}), "family": ("--family", {"backbone"}), "overrides": ("key=value overrides", {"table1", "transfer", "dis", "voc-real"}),
 }
 
@@ -242,7 +242,7 @@ def _run(args: argparse.Namespace) -> int:
             from hetseg.bench.transfer import run_transfer
 
             return run_transfer(args.scale, args.seeds, args.out, args.data, args.runs or "runs/transfer",
-                                overrides=args.overrides)
+                                overrides=args.overrides, jobs=args.jobs)
         from hetseg.bench.table1 import KS, run_table1
 
         return run_table1(args.scale, args.seeds, args.out, args.data, args.runs, ks=args.ks or KS,

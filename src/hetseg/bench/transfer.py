@@ -20,6 +20,7 @@ from pathlib import Path
 
 from hetseg.bench.curves import stage_losses, tenths_cells, tenths_header
 from hetseg.bench.table1_report import backbone_record, claim_lines, ordering
+from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
 from hetseg.engine.context import backbone_file
 from hetseg.errors import HetsegError
@@ -77,10 +78,20 @@ def _command(scale, seeds, out, data, runs) -> str:
             f"--data {data} --runs {runs}")
 
 
+def _train_seed(cfg: Config, root: str) -> dict:
+    """One seed's training (a worker of ``jobs`` > 1): {"train": summaries, "wall_s": per run}."""
+    from hetseg.methods.transfernet.evaluate import run_recipe
+
+    return run_recipe(cfg, root, evaluate=False, log=lambda *a: print(*a, flush=True))
+
+
 def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benchmarks/results",
                  data: str = "data/fashion-scenes", runs: str = "runs/transfer", overrides: Sequence[str] = (),
-                 log=print) -> int:
-    """Train + evaluate every method for each seed; write transfer.json/.md/_attention.png into ``out``."""
+                 log=print, jobs: int = 1) -> int:
+    """Train + evaluate every method for each seed; write transfer.json/.md/_attention.png into ``out``.
+
+    ``jobs`` > 1 trains that many seeds at once in single-thread processes (:mod:`hetseg.bench.workers`);
+    evaluation then runs in this process, seed by seed, on the finished runs."""
     from hetseg.baselines import all_background, best_threshold
     from hetseg.methods import class_names, load_split
     from hetseg.methods.transfernet.data import transfer_classes
@@ -91,11 +102,20 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
     out_dir.mkdir(parents=True, exist_ok=True)
     per_seed: list[dict] = []
     cfg = None
+    trained: dict = {}  # seed -> what its worker measured while training (a rerun below only finds it done)
+    if jobs > 1 and len(seeds) > 1:
+        with cell_pool(min(jobs, len(seeds))) as pool:
+            futs = {s: pool.submit(job, _train_seed, transfer_config(scale, s, data, overrides),
+                                   str(Path(runs) / f"{scale}_s{s}")) for s in seeds}
+            trained = {s: f.result() for s, f in futs.items()}
     for i, seed in enumerate(seeds):
         cfg = transfer_config(scale, seed, data, overrides)
         root = Path(runs) / f"{scale}_s{seed}"
         log(f"[bench transfer] seed {seed} -> {root}")
         res = run_recipe(cfg, root, figure=out_dir / "transfer_attention.png" if i == 0 else None, log=log)
+        if seed in trained:
+            res = {**res, "train": trained[seed]["train"],
+                   "wall_s": {**trained[seed]["wall_s"], "evaluation": res["wall_s"]["evaluation"]}}
         ident = label_identification(root / "classifier", res["val"], cfg)
         per_seed.append({"seed": seed, "run": str(root), "scores": res["scores"], "train": res["train"],
                          "wall_s": res["wall_s"], "identification": ident, "train_loss": stage_losses(root)})

@@ -167,9 +167,10 @@ def train_classifier(cfg: Config, run_dir: str | Path, progress: bool = False) -
 
 
 def run_recipe(cfg: Config, run_root: str | Path, progress: bool = False, methods: Sequence[str] = METHODS,
-               figure: str | Path | None = None, log=print) -> dict:
+               figure: str | Path | None = None, log=print, evaluate: bool = True) -> dict:
     """Train the classifier and every method's decoder into ``run_root``/*, evaluate on
-    ``cfg.transfer.val_split``; returns {"scores": {method: Scores}, "train": ..., "wall_s": ...}."""
+    ``cfg.transfer.val_split``; returns {"scores": {method: Scores}, "train": ..., "wall_s": ...}
+    (``evaluate=False``: training only, {"train", "wall_s"}, plain dicts a worker can send back)."""
     root = Path(run_root)
     walls: dict = {}
     summaries: dict = {}
@@ -188,7 +189,10 @@ def run_recipe(cfg: Config, run_root: str | Path, progress: bool = False, method
         mcfg = dataclasses.replace(cfg, run_dir=str(root / m), model=dataclasses.replace(cfg.model, name=m),
                                    transfer=dataclasses.replace(cfg.transfer, classifier_run=str(cls_run)))
         timed(m, lambda mcfg=mcfg: get_method(mcfg.model.name).train(mcfg, progress=progress))
-        nets[m] = load_model(root / m)[0]
+        if evaluate:
+            nets[m] = load_model(root / m)[0]
+    if not evaluate:
+        return {"train": summaries, "wall_s": walls}
     val = load_split(cfg, cfg.transfer.val_split)
     t0 = time.perf_counter()
     scores = evaluate_transfer(nets, val, cfg.data.num_classes, cfg.transfer.threshold, methods, cfg.transfer.crf)
