@@ -45,6 +45,12 @@ def test_same_seed_byte_identical_any_workers_other_seed_differs(gen):
     assert len(files(a, "JPEGImages/*.jpg")) == N_TRAIN + N_VAL
     ja, jc = files(a, "JPEGImages/*.jpg"), files(c, "JPEGImages/*.jpg")
     assert ja.keys() == jc.keys() and all(ja[k] != jc[k] for k in ja)
+    # The benches' data checksum names the content: equal for a and b (other worker count, other
+    # generation time), different for c.
+    from hetseg.bench.table1_report import dataset_info
+
+    ma, mb, mc = (dataset_info(r)["meta_sha256"] for r in (a, b, c))
+    assert ma == mb != mc and json.loads((a / "meta.json").read_text()) != json.loads((b / "meta.json").read_text())
 
 
 def test_masks_are_palette_pngs_with_void_band(gen):

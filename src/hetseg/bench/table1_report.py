@@ -171,14 +171,26 @@ def machine_info() -> dict:
             "platform": platform.platform(), "cuda": torch.cuda.is_available()}
 
 
+# meta.json keys that describe how a generation ran, not what it made (scenes are byte-identical for
+# any worker count, tests/test_scenes.py): left out of the data set's checksum.
+VOLATILE_META = ("generation_seconds", "workers")
+
+
+def meta_checksum(meta: dict) -> str | None:
+    """sha256 of the data set's meta.json content without :data:`VOLATILE_META` (canonical JSON)."""
+    if not meta:
+        return None
+    kept = {k: v for k, v in meta.items() if k not in VOLATILE_META}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
+
+
 def dataset_info(data: str | Path) -> dict:
-    meta_path = Path(data) / "meta.json"
-    meta = _json(meta_path)
-    return {"root": str(data), "meta_sha256": hashlib.sha256(meta_path.read_bytes()).hexdigest()
-            if meta_path.is_file() else None, "seed": meta.get("seed"), "num_train": meta.get("num_train"),
-            "num_val": meta.get("num_val"), "splits": {k: {"size": v.get("size"), "checksum": v.get("checksum")}
-                                                       for k, v in meta.get("splits", {}).items()
-                                                       if k.startswith(("strong_", "train_", "val"))}}
+    """What identifies the data set a bench ran on: meta checksum, sizes, split checksums."""
+    meta = _json(Path(data) / "meta.json")
+    return {"root": str(data), "meta_sha256": meta_checksum(meta), "seed": meta.get("seed"),
+            "num_train": meta.get("num_train"), "num_val": meta.get("num_val"),
+            "splits": {k: {"size": v.get("size"), "checksum": v.get("checksum")}
+                       for k, v in meta.get("splits", {}).items() if k.startswith(("strong_", "train_", "val"))}}
 
 
 def _fmt(s: dict | None) -> str:
