@@ -6,7 +6,8 @@
 * ``--stage cls``: DecoupledNet's classifier from ``model.backbone=shipped``; every ``--every`` steps
   the held-out mAP (``val/mAP``) and the mean training loss are printed.
 * ``--stage seg``: the decoder on ``strong_<k>.txt`` from a finished ``--stage cls`` run
-  (``init_from``); held-out mIoU with predicted labels and with true labels at the end.
+  (``init_from``); held-out mIoU with predicted labels and with true labels at the end, scored on the
+  held-out scenes' masks (``splits/probe_heldout_masks.txt``).
 * ``--stage deconv``: DeconvNet with Table 1's recipe (``hetseg.bench.table1.base_config``, pretrained)
   but ``--steps`` steps, on ``strong_<k>.txt`` or ``--k full``; the training loss per tenth (at full
   every train scene is a strong image, so no held-out score), held-out mIoU otherwise.
@@ -40,6 +41,10 @@ def write_probe_splits(root: Path) -> None:
     keep = [r for r in weak if r not in set(held)]
     write_text(sp / "probe_heldout.txt", "\n".join(held) + "\n")
     write_text(sp / "probe_weak.txt", "\n".join(keep) + "\n")
+    # The same held-out scenes with their masks (train_full.txt's lines), for scoring decoders:
+    # an image-only line is a weak record, which evaluation has nothing to score against.
+    full = {ln.split()[0]: ln for ln in sp.joinpath("train_full.txt").read_text().splitlines() if ln.strip()}
+    write_text(sp / "probe_heldout_masks.txt", "\n".join(full[r] for r in held) + "\n")
 
 
 def deconv_config(root: Path, a: argparse.Namespace) -> Config:
@@ -92,12 +97,13 @@ def main() -> None:
     elif a.stage == "deconv":
         rec["train_loss"] = loss_by_parts(Path(a.run) / "deconv")
         if a.k != "full":
-            scores, _ = evaluate_run(a.run, "splits/probe_heldout.txt")
+            scores, _ = evaluate_run(a.run, "splits/probe_heldout_masks.txt")
             rec["heldout_miou"] = round(scores.miou * 100, 1)
     else:
         rec["train_loss"] = loss_by_parts(Path(a.run) / "seg")
         for gt in (False, True):
-            scores, _ = evaluate_run(a.run, "splits/probe_heldout.txt", use_gt_labels=gt, suffix="_gt" if gt else "")
+            scores, _ = evaluate_run(a.run, "splits/probe_heldout_masks.txt", use_gt_labels=gt,
+                                     suffix="_gt" if gt else "")
             rec["heldout_miou_gt" if gt else "heldout_miou"] = round(scores.miou * 100, 1)
     Path(a.run, "probe.json").write_text(json.dumps(rec, indent=1))
     print(json.dumps(rec))
