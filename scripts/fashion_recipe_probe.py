@@ -102,8 +102,7 @@ def main() -> None:
     else:
         rec["train_loss"] = loss_by_parts(Path(a.run) / "seg")
         for gt in (False, True):
-            scores, _ = evaluate_run(a.run, "splits/probe_heldout_masks.txt", use_gt_labels=gt,
-                                     suffix="_gt" if gt else "")
+            scores, _ = evaluate_run(a.run, "splits/probe_heldout_masks.txt", use_gt_labels=gt)
             rec["heldout_miou_gt" if gt else "heldout_miou"] = round(scores.miou * 100, 1)
     Path(a.run, "probe.json").write_text(json.dumps(rec, indent=1))
     print(json.dumps(rec))

@@ -187,12 +187,12 @@ def test_rerun_skips_finished_cells(bench, capsys):
 
 
 def test_a_runs_dir_kept_without_weights_still_reports_every_cell(bench, tmp_path, capsys):
-    """What git keeps of a runs dir (no *.safetensors, no *.ckpt): seeds trained in separate sessions
+    """What git keeps of a runs dir (.gitignore: no weights, checkpoints or predictions): seeds trained in separate sessions
     are reported together without retraining anything (docs/BENCHMARKS.md, "Seeds across sessions")."""
     import shutil
 
     runs, out = tmp_path / "runs", tmp_path / "results"
-    shutil.copytree(bench["runs"], runs, ignore=shutil.ignore_patterns("*.safetensors", "*.ckpt"))
+    shutil.copytree(bench["runs"], runs, ignore=shutil.ignore_patterns("*.safetensors", "*.ckpt", "predictions_*"))
     capsys.readouterr()
     assert run_table1("cpu", [0], str(out), str(bench["data"]), str(runs), budget="tiny", ks=TEST_KS) == 0
     log = capsys.readouterr().out
