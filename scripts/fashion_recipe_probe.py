@@ -91,7 +91,9 @@ def main() -> None:
     t0 = time.perf_counter()
     train(cfg, (a.stage,), init_from=a.init_from, progress=False)
     wall = time.perf_counter() - t0
-    rec = {"stage": a.stage, "steps": a.steps, "overrides": a.overrides, "wall_s": round(wall, 1)}
+    rec = {"stage": a.stage, "steps": a.steps, "overrides": a.overrides, "wall_s": round(wall, 1),
+           # the stage's resolved optimizer (DeconvNet's is derived from cls.*, so overrides alone do not say it)
+           "optimizer": {k: getattr(getattr(cfg, a.stage), k) for k in ("optimizer", "lr", "lr_step", "batch_size")}}
     if a.stage == "cls":
         rec["points"] = log_points(Path(a.run) / "cls", a.every)
     elif a.stage == "deconv":

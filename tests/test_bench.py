@@ -201,6 +201,14 @@ def test_a_runs_dir_kept_without_weights_still_reports_every_cell(bench, tmp_pat
     rep = json.loads((out / "table1.json").read_text())
     keys = ("method", "k", "miou", "miou_gt", "train_loss", "steps", "train_splits")
     assert [[c[x] for x in keys] for c in rep["cells"]] == [[c[x] for x in keys] for c in bench["report"]["cells"]]
+    # The classifier's own record gone while every cell needs only it: refused, never a new classifier.
+    cls_json = runs / "seed0" / "weak_classifier" / "model.json"
+    kept = cls_json.read_bytes()
+    cls_json.unlink()
+    with pytest.raises(HetsegError, match="weak_classifier/model.json: missing"):
+        run_table1("cpu", [0], str(out), str(bench["data"]), str(runs), budget="tiny", ks=TEST_KS)
+    assert not list(runs.rglob("*.safetensors"))
+    cls_json.write_bytes(kept)
     # A missing DecoupledNet cell needs the shared classifier's weights: refused, never silently retrained
     # (a new classifier would differ from the one behind the seed's other cells).
     shutil.rmtree(runs / "seed0" / "decouplednet_k5")

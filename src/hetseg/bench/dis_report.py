@@ -80,7 +80,7 @@ def markdown(r: dict) -> str:
     lines = [f"# DIS as specified here: labelmap vs inference steps (scale {r['scale']})", "",
              f"Command: `{r['command']}`; seeds {r['seeds']}; wall {r['wall_s'] / 60:.1f} min on "
              f"{r['machine']['usable_cpus']} CPUs ({r['machine']['cpu']}). Val: {r['dataset']['splits'].get('val', {})}.",
-             f"Dataset meta sha256 `{(r['dataset']['meta_sha256'] or '')[:12]}`. Budgets (fixed before the run): "
+             f"Data checksum (meta.json content sha256) `{(r['dataset']['meta_sha256'] or '')[:12]}`. Budgets (fixed before the run): "
              f"{r['budgets']}. Nothing was chosen on val.",
              "Initial weights: " + (f"the shipped ResNet backbone `{b['file']}` (sha256 `{b['sha256'][:12]}…`, "
                                     f"`{b['command']}`, held-out item accuracy {100 * b['held_out_acc']:.1f} %)."

@@ -207,7 +207,11 @@ def ensure_classifier(base: Config, runs: str | Path, progress: bool = False, ne
 
     cfg = classifier_config(base, runs)
     check_recipe(cfg)
-    if not needed and (Path(cfg.run_dir) / "model.json").is_file():
+    if not needed:  # the cells were trained from this classifier: its record must be there, never a new one
+        if not (Path(cfg.run_dir) / "model.json").is_file():
+            raise HetsegError(f"{Path(cfg.run_dir) / 'model.json'}: missing, but every DecoupledNet cell of seed "
+                              f"{base.seed} is evaluated from it; fix: restore the classifier's records, or delete "
+                              "that seed's cells to retrain them all")
         return Path(cfg.run_dir)
     if stage_done(cfg.run_dir, "cls") is None or not (Path(cfg.run_dir) / "model.safetensors").is_file():
         print(f"[table1] seed {base.seed}: weak-set classifier ({cfg.cls.steps} steps) -> {cfg.run_dir}", flush=True)

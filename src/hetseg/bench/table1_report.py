@@ -264,7 +264,7 @@ def markdown(report: dict) -> str:
              f"Command: `{report['command']}` (budget `{report['budget']}`, speed `{report.get('speed')}`: "
              f"precision {report.get('precision')}, channels_last {report.get('channels_last')}"
              + (f", overrides {report['overrides']}" if report["overrides"] else "") + ")", "",
-             f"Scale `{report['scale']}`, seeds {seeds}, dataset `{report['dataset']['root']}` (meta.json sha256 "
+             f"Scale `{report['scale']}`, seeds {seeds}, dataset `{report['dataset']['root']}` (data checksum: meta.json content sha256 "
              f"{(report['dataset']['meta_sha256'] or '-')[:12]}), {m['cpu']}, {m['usable_cpus']} CPUs, torch "
              f"{m['torch']}; wall time {report['total_wall_s'] / 60:.1f} min this invocation, "
              f"{report['compute_wall_s'] / 60:.1f} min of training + evaluation in all.", "",

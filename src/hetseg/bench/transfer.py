@@ -73,9 +73,9 @@ def transfer_config(scale: str, seed: int, data: str, overrides: Sequence[str] =
     return equal_effort(cfg)
 
 
-def _command(scale, seeds, out, data, runs) -> str:
+def _command(scale, seeds, out, data, runs, jobs: int = 1) -> str:
     return (f"hetseg bench transfer --scale {scale} --seeds {' '.join(map(str, seeds))} --out {out} "
-            f"--data {data} --runs {runs}")
+            f"--data {data} --runs {runs} --jobs {jobs}")
 
 
 def _train_seed(cfg: Config, root: str) -> dict:
@@ -149,7 +149,7 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         "target_rows_per_step_transfernet": cfg.transfer.joint.batch_size * cfg.transfer.joint.accumulate,
         "seconds_per_step": _per_step(t),
     }
-    command = _command(scale, seeds, out, data, runs) + (" " + " ".join(overrides) if overrides else "")
+    command = _command(scale, seeds, out, data, runs, jobs) + (" " + " ".join(overrides) if overrides else "")
     report = {
         "benchmark": "transfer (TransferNet CVPR 2016, Table 1 / Sec. 6.3)", "scale": scale, "seeds": list(seeds),
         "data_root": data, "splits": splits, "val": {"file": cfg.transfer.val_split, "images": len(val.strong()),
@@ -168,6 +168,7 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         "backbone": backbone_record(backbone_file(cfg)),  # file + sha256, as Table 1 records it
         "wall_s": {"per_seed": [s["wall_s"] for s in per_seed], "total": round(time.perf_counter() - t0, 1)},
         "config": cfg.to_dict(), "command": command,
+        "jobs": jobs,  # > 1: seeds trained side by side in single-thread processes (walls not comparable to 1)
     }
     (out_dir / "transfer.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "transfer.md").write_text(_markdown(report, names))
