@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         stages[kind] = check(kind, cfg, args.steps, sc.batch_size)
         print(f"[precision] {kind}: {stages[kind]['timing_s_per_step']} s/step; bf16 gap "
               f"{stages[kind]['gap_bf16_vs_fp32']}; floor {stages[kind]['gap_channels_last_vs_fp32 (noise floor)']}")
-    from hetseg.bench.table1_report import machine_info
+    from hetseg.bench.provenance import machine_info
 
     report = {"machine": machine_info()["cpu"],
               "torch": torch.__version__, "threads": torch.get_num_threads(), "steps": args.steps,

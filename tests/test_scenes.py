@@ -47,7 +47,7 @@ def test_same_seed_byte_identical_any_workers_other_seed_differs(gen):
     assert ja.keys() == jc.keys() and all(ja[k] != jc[k] for k in ja)
     # The benches' data checksum names the content: equal for a and b (other worker count, other
     # generation time), different for c.
-    from hetseg.bench.table1_report import dataset_info
+    from hetseg.bench.provenance import dataset_info
 
     ma, mb, mc = (dataset_info(r)["meta_sha256"] for r in (a, b, c))
     assert ma == mb != mc and json.loads((a / "meta.json").read_text()) != json.loads((b / "meta.json").read_text())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hetseg.bench.table1_report import machine_info
+from hetseg.bench.provenance import machine_info
 from hetseg.io_atomic import write_atomic, write_json, write_text
 from hetseg.zoo import backbone_dir
 

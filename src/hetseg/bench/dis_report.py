@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from hetseg.bench.curves import tenths_cells, tenths_header
-from hetseg.bench.table1_report import dataset_info, machine_info
+from hetseg.bench.provenance import dataset_info, machine_info
 from hetseg.config import Config
 from hetseg.io_atomic import write_json, write_text
 
@@ -130,7 +130,7 @@ def markdown(r: dict) -> str:
 
 def _backbone(cfg: Config) -> dict | None:
     """File, sha256, command and accuracy of the backbone the runs started from (None: random init)."""
-    from hetseg.bench.table1_report import backbone_record
+    from hetseg.bench.provenance import backbone_record
     from hetseg.engine.context import backbone_file
 
     return backbone_record(backbone_file(cfg, "resnet"))

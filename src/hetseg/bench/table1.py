@@ -276,7 +276,8 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
     for tests and budget studies; ``speed`` is one of :data:`SPEEDS` (the same for every method);
     ``jobs`` > 1 trains that many cells at once in single-thread processes.
     """
-    from hetseg.bench.table1_report import backbone_record, write_results
+    from hetseg.bench.provenance import backbone_record
+    from hetseg.bench.table1_report import write_results
     from hetseg.demo import ensure_scenes
     from hetseg.engine.context import backbone_file
 

@@ -7,15 +7,13 @@ exactly as the run that trained them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import platform
 from collections.abc import Sequence
 from pathlib import Path
 
 from hetseg.bench.curves import loss_by_parts, tenths_cells, tenths_header
+from hetseg.bench.provenance import dataset_info, machine_info, read_json
 
 # DecoupledNet paper (Hong et al., NIPS 2015), Table 1, PASCAL VOC 2012 val mIoU (%), by strong
 # images per class. "full" is given as "about 67 for all three" in issue 4: approximate.
@@ -31,27 +29,23 @@ PARITY_POINTS = 5.0
 LABELS = {"decouplednet": "DecoupledNet", "decouplednet-str": "DecoupledNet-Str", "deconvnet": "DeconvNet"}
 
 
-def _json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def cell_record(run: Path, method: str, k: int | str, seed: int, cls_run: Path | None = None) -> dict:
     """Everything the results files say about one evaluated cell, read back from its run dir."""
     run = Path(run)
-    ev, info = _json(run / "eval_val.json"), _json(run / "model.json")
+    ev, info = read_json(run / "eval_val.json"), read_json(run / "model.json")
     stages = {name: dict(s) for name, s in info.get("stages", {}).items()}
     splits = dict(info.get("splits", {}))
     if cls_run is not None:  # the shared weak-set classifier: listed, marked shared
-        shared = _json(Path(cls_run) / "model.json")
+        shared = read_json(Path(cls_run) / "model.json")
         stages = {"cls": {**shared.get("stages", {}).get("cls", {}), "shared_from": str(cls_run)}, **stages}
         splits = {"weak": shared.get("splits", {}).get("weak"), **splits}
     wall = {name: s.get("wall_s") for name, s in stages.items()}
-    wall["eval"] = _json(run / "table1_eval.json").get("wall_s")
+    wall["eval"] = read_json(run / "table1_eval.json").get("wall_s")
     sc = ev.get("scores", {})
     last = next((s for s in ("deconv", "seg") if s in stages), None)
     return {
         "method": method, "k": k, "seed": seed, "run_dir": str(run), "same_as": None,
-        "miou": sc.get("miou"), "miou_gt": _json(run / "eval_val_gt.json").get("scores", {}).get("miou"),
+        "miou": sc.get("miou"), "miou_gt": read_json(run / "eval_val_gt.json").get("scores", {}).get("miou"),
         "iou": sc.get("iou", {}),
         # Mean loss per tenth of the steps of the classifier (the shared one for DecoupledNet) and of
         # the decoder's stage (seg, or deconv for DeconvNet): did the budget let them flatten?
@@ -66,22 +60,6 @@ def cell_record(run: Path, method: str, k: int | str, seed: int, cls_run: Path |
         "eval_split": {"name": ev.get("split"), "checksum": ev.get("split_checksum"), "images": ev.get("images")},
         "threshold": ev.get("threshold"), "config": info.get("config", {}),
     }
-
-
-def backbone_record(path: Path | None) -> dict | None:
-    """The backbone every network started from: file, sha256, and -- where its ``backbone.json``
-    sits beside it (the shipped one, ``hetseg bench backbone``) -- its command, steps and accuracy."""
-    if path is None:
-        return None
-    path = Path(path)
-    info = _json(path.with_name("backbone.json"))
-    try:  # a results file names the repo's file, not this machine's checkout path
-        shown = path.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        shown = path
-    return {"file": str(shown), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-            "command": info.get("command"), "steps": info.get("steps"), "held_out_acc": info.get("held_out_acc"),
-            "effective_batch": info.get("effective_batch"), "data": info.get("data")}
 
 
 def summarise(cells: list[dict], key: str = "miou") -> dict:
@@ -153,44 +131,6 @@ def claims(summary: dict, per_seed: dict | None = None) -> list[dict]:
                     "paper": "about 67 for all three", "here": " / ".join(f"{x:.1f}" for x in v),
                     "holds": max(v) - min(v) <= PARITY_POINTS})
     return out
-
-
-def machine_info() -> dict:
-    import lightning
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "usable_cpus": usable, "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "cuda": torch.cuda.is_available()}
-
-
-# meta.json keys that describe how a generation ran, not what it made (scenes are byte-identical for
-# any worker count, tests/test_scenes.py): left out of the data set's checksum.
-VOLATILE_META = ("generation_seconds", "workers")
-
-
-def meta_checksum(meta: dict) -> str | None:
-    """sha256 of the data set's meta.json content without :data:`VOLATILE_META` (canonical JSON)."""
-    if not meta:
-        return None
-    kept = {k: v for k, v in meta.items() if k not in VOLATILE_META}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
-
-
-def dataset_info(data: str | Path) -> dict:
-    """What identifies the data set a bench ran on: meta checksum, sizes, split checksums."""
-    meta = _json(Path(data) / "meta.json")
-    return {"root": str(data), "meta_sha256": meta_checksum(meta), "seed": meta.get("seed"),
-            "num_train": meta.get("num_train"), "num_val": meta.get("num_val"),
-            "splits": {k: {"size": v.get("size"), "checksum": v.get("checksum")}
-                       for k, v in meta.get("splits", {}).items() if k.startswith(("strong_", "train_", "val"))}}
 
 
 def _fmt(s: dict | None) -> str:

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hetseg.bench.curves import stage_losses, tenths_cells, tenths_header
-from hetseg.bench.table1_report import backbone_record, claim_lines, ordering
+from hetseg.bench.provenance import backbone_record
+from hetseg.bench.table1_report import claim_lines, ordering
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
 from hetseg.engine.context import backbone_file

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hetseg.bench.curves import tenths_cells, tenths_header
-from hetseg.bench.table1_report import machine_info
+from hetseg.bench.provenance import machine_info
 from hetseg.config import Config
 from hetseg.io_atomic import write_json, write_text
 

@@ -1,0 +1,73 @@
+"""Where a results file came from: the machine, the data set and the starting weights.
+
+Every bench writes these into its JSON (``machine``, ``dataset``, ``backbone``) so that each number
+names what produced it (docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file's object, or {} when the file is absent."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def backbone_record(path: Path | None) -> dict | None:
+    """The backbone every network started from: file, sha256, and -- where its ``backbone.json``
+    sits beside it (the shipped one, ``hetseg bench backbone``) -- its command, steps and accuracy."""
+    if path is None:
+        return None
+    path = Path(path)
+    info = read_json(path.with_name("backbone.json"))
+    try:  # a results file names the repo's file, not this machine's checkout path
+        shown = path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        shown = path
+    return {"file": str(shown), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "command": info.get("command"), "steps": info.get("steps"), "held_out_acc": info.get("held_out_acc"),
+            "effective_batch": info.get("effective_batch"), "data": info.get("data")}
+
+
+def machine_info() -> dict:
+    """CPU model, core counts, thread count and library versions of this process."""
+    import lightning
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                   if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "usable_cpus": usable, "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "cuda": torch.cuda.is_available()}
+
+
+# meta.json keys that describe how a generation ran, not what it made (scenes are byte-identical for
+# any worker count, tests/test_scenes.py): left out of the data set's checksum.
+VOLATILE_META = ("generation_seconds", "workers")
+
+
+def meta_checksum(meta: dict) -> str | None:
+    """sha256 of the data set's meta.json content without :data:`VOLATILE_META` (canonical JSON)."""
+    if not meta:
+        return None
+    kept = {k: v for k, v in meta.items() if k not in VOLATILE_META}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
+
+
+def dataset_info(data: str | Path) -> dict:
+    """What identifies the data set a bench ran on: meta checksum, sizes, split checksums."""
+    meta = read_json(Path(data) / "meta.json")
+    return {"root": str(data), "meta_sha256": meta_checksum(meta), "seed": meta.get("seed"),
+            "num_train": meta.get("num_train"), "num_val": meta.get("num_val"),
+            "splits": {k: {"size": v.get("size"), "checksum": v.get("checksum")}
+                       for k, v in meta.get("splits", {}).items() if k.startswith(("strong_", "train_", "val"))}}
