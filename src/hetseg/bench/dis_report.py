@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from hetseg.bench.curves import tenths_cells, tenths_header
-from hetseg.bench.provenance import dataset_info, machine_info
+from hetseg.bench.provenance import dataset_info, machine_info, read_json
 from hetseg.config import Config
 from hetseg.io_atomic import write_json, write_text
 
@@ -33,16 +32,15 @@ def parameter_counts(num_classes: int) -> dict[str, int]:
 def beside(out: Path, ks: list) -> dict:
     """DecoupledNet / DeconvNet mean mIoU (%) at the same k from OUT/table1.json, when present."""
     p = out / "table1.json"
-    if not p.is_file():
+    t1 = read_json(p)
+    if not t1:
         return {}
-    t1 = json.loads(p.read_text())
-    steps = {}  # each method's budget (optimizer steps per stage) from its first cell: shown, not equalised
-    for c in t1.get("cells", []):
-        steps.setdefault(c.get("method"), c.get("steps"))
+    methods = ("decouplednet", "deconvnet")
     return {"source": str(p), "command": t1.get("command"), "init": t1.get("init"),
-            "miou": {m: {str(k): t1["summary"].get(m, {}).get(str(k), {}).get("mean") for k in ks}
-                     for m in ("decouplednet", "deconvnet")},
-            "steps": {m: steps.get(m) for m in ("decouplednet", "deconvnet")}}
+            "miou": {m: {str(k): t1["summary"].get(m, {}).get(str(k), {}).get("mean") for k in ks} for m in methods},
+            # each method's budget (optimizer steps per stage) from its first cell: shown, not equalised
+            "steps": {m: next((c.get("steps") for c in t1.get("cells", []) if c.get("method") == m), None)
+                      for m in methods}}
 
 
 def _stage_budget(cfg: Config) -> dict:

@@ -104,8 +104,9 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
     per_seed: list[dict] = []
     cfg = None
     trained: dict = {}  # seed -> what its worker measured while training (a rerun below only finds it done)
-    if jobs > 1 and len(seeds) > 1:
-        with cell_pool(min(jobs, len(seeds))) as pool:
+    workers = min(jobs, len(seeds)) if jobs > 1 and len(seeds) > 1 else 1  # what actually ran, as recorded
+    if workers > 1:
+        with cell_pool(workers) as pool:
             futs = {s: pool.submit(job, _train_seed, transfer_config(scale, s, data, overrides),
                                    str(Path(runs) / f"{scale}_s{s}")) for s in seeds}
             trained = {s: f.result() for s, f in futs.items()}
@@ -169,7 +170,7 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         "backbone": backbone_record(backbone_file(cfg)),  # file + sha256, as Table 1 records it
         "wall_s": {"per_seed": [s["wall_s"] for s in per_seed], "total": round(time.perf_counter() - t0, 1)},
         "config": cfg.to_dict(), "command": command,
-        "jobs": jobs,  # > 1: seeds trained side by side in single-thread processes (walls not comparable to 1)
+        "jobs": workers,  # > 1: seeds trained side by side in single-thread processes (walls not comparable to 1)
     }
     (out_dir / "transfer.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "transfer.md").write_text(_markdown(report, names))
