@@ -31,3 +31,30 @@ def test_config_loads_and_builds_its_model(path):
 def test_every_method_has_a_config_at_both_scales():
     have = {(Config.load(p).model.name, Config.load(p).model.scale) for p in CONFIGS}
     assert {(m, s) for m in METHODS for s in ("cpu", "paper")} <= have
+
+
+STAGE_KEYS = {"pre", "cls", "seg", "deconv", "att", "joint", "baseline", "labelmap", "recon"}
+
+
+def _stage_sections(node: dict, where: str = ""):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            if key in STAGE_KEYS:
+                yield f"{where}{key}", value
+            else:
+                yield from _stage_sections(value, f"{where}{key}.")
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.stem.endswith("_paper")], ids=lambda p: p.stem)
+def test_paper_configs_name_every_stage_optimizer(path):
+    """A stage section merges into the CPU-scale defaults (Adam, no weight decay for cls/deconv), so a
+    paper config that named only the lr once trained the paper's SGD stages with Adam: each stage of
+    a paper config names its optimizer and, for SGD, its weight decay (docs/REFERENCE.md §1.8)."""
+    import yaml
+
+    sections = dict(_stage_sections(yaml.safe_load(path.read_text())))
+    assert sections, path
+    for name, sec in sections.items():
+        assert "optimizer" in sec, f"{path.name}: {name} does not name its optimizer"
+        if sec["optimizer"] == "sgd" and name in {"cls", "seg", "deconv"}:
+            assert sec.get("weight_decay") == 0.0005, f"{path.name}: {name} SGD without the paper's weight decay"
