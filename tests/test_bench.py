@@ -389,3 +389,17 @@ def test_a_recipe_change_blocks_only_the_runs_that_read_it(tmp_path):
             check_recipe(dis_changed)
         with pytest.raises(HetsegError, match=r"differs in \['cls'\]"):
             check_recipe(cfg.override(["cls.steps=7"]))
+
+
+def test_decouplednet_cells_are_queued_before_the_cells_that_need_no_classifier():
+    """A seed's classifier weights do not outlive a session: with --jobs, only enough DeconvNet/-Str
+    cells to fill the workers the classifiers leave idle go before the DecoupledNet cells."""
+    from hetseg.bench.table1 import METHODS, split_long_cells
+
+    todo = [(s, k, m) for s in (0, 1) for k in (5, 10) for m in METHODS]
+    others = [t for m in ("deconvnet", "decouplednet-str") for t in todo if t[2] == m]
+    assert split_long_cells(todo, 1, 2) == (others[:1], others[1:])  # one classifier, one idle worker
+    assert split_long_cells(todo, 2, 2) == ([], others)             # both workers on classifiers
+    assert split_long_cells(todo, 1, 4) == (others[:3], others[3:])
+    first, last = split_long_cells(todo, 3, 2)
+    assert first == [] and sorted(last) == sorted(others) and all(t[2] != "decouplednet" for t in last)

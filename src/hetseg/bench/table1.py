@@ -192,6 +192,16 @@ def _train(cfg: Config, stages: tuple[str, ...], init_from: str | None, progress
     train(cfg, stages, init_from=init_from, progress=progress)  # the method seeds the initial weights
 
 
+def split_long_cells(todo: Sequence[tuple], n_seeds: int, jobs: int) -> tuple[list[tuple], list[tuple]]:
+    """The DeconvNet and -Str cells of ``todo`` as (queued with the classifiers, queued after every
+    DecoupledNet cell). A seed's classifier weights do not outlive the session (docs/BENCHMARKS.md,
+    "Seeds across sessions"), so the cells that need them run right after it; only as many other
+    cells go first as there are workers the classifiers leave idle."""
+    other = [t for m in ("deconvnet", "decouplednet-str") for t in todo if t[2] == m]
+    idle = max(0, jobs - n_seeds)
+    return other[:idle], other[idle:]
+
+
 def evaluated(cfg: Config, method: str) -> bool:
     """True when a cell's val scores (and, for the label-classifier methods, its GT-label scores)
     are on disk: the cell needs no weights any more, so a runs dir kept without them (a committed
@@ -313,12 +323,14 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
             s, k, m = t
             return pool.submit(job, run_cell, cell_config(bases[s], m, k, runs), m, k, cls_run, progress)
 
-        with pool:  # queue order: classifiers, then the longest cells; DecoupledNet waits for its classifier
+        first, last = split_long_cells(todo, len(seeds), jobs)
+        with pool:  # queue order: classifiers (+ fillers), each seed's DecoupledNet cells, the other cells
             fcls = {s: pool.submit(job, ensure_classifier, bases[s], runs, progress, need_cls[s]) for s in seeds}
-            futs = {t: submit(t, None) for m in ("deconvnet", "decouplednet-str") for t in todo if t[2] == m}
+            futs = {t: submit(t, None) for t in first}
             for s in seeds:
                 cls_run = fcls[s].result()
                 futs.update({t: submit(t, cls_run) for t in todo if t[0] == s and t[2] == "decouplednet"})
+            futs.update({t: submit(t, None) for t in last})
             records = {t: f.result() for t, f in futs.items()}
     cells = []
     for s in seeds:
