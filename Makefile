@@ -9,7 +9,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 FMNIST ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test venv venv-imagenet fashion-mnist clean bench-backbone bench-backbone-resnet bench-table1 bench-table1-scratch bench-transfer bench-dis bench-voc-real ship-voc-lite0
+.PHONY: demo test venv venv-imagenet fashion-mnist clean bench-backbone bench-backbone-resnet bench-table1 bench-table1-scratch bench-transfer bench-dis bench-voc-real ship-voc-lite0 bench-gpu
 
 $(VENV)/.stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -63,3 +63,9 @@ ship-voc-lite0: venv-imagenet
 
 clean:
 	rm -rf $(VENV) runs data
+
+# Paper-scale speed, memory and inference checks on a GPU machine (docs/BENCHMARKS.md, "Paper scale
+# on a GPU"); a small fashion-scenes set in .gpu/ (16 MB); writes benchmarks/results/gpu.{json,md,png}.
+bench-gpu: venv fashion-mnist
+	test -f .gpu/fashion-scenes/meta.json || $(PY) -m hetseg data scenes --out .gpu/fashion-scenes --num-train 1200 --num-val 100 --seed 0
+	$(PY) benchmarks/gpu_check.py --data .gpu/fashion-scenes --out benchmarks/results
