@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hetseg.bench.table1 import (KS, METHODS, base_config, cell_config, check_recipe,
+from hetseg.bench.provenance import check_recipe
+from hetseg.bench.table1 import (KS, METHODS, base_config, cell_config,
                                  run_table1, strong_split_file)
 from hetseg.bench.table1_report import PAPER, claims, markdown, summarise
 from hetseg.data.records import read_split

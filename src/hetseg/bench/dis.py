@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from hetseg.bench.curves import run_losses
-from hetseg.bench.table1 import check_recipe, strong_split_file
+from hetseg.bench.provenance import check_recipe
+from hetseg.bench.table1 import strong_split_file
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
 

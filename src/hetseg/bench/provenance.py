@@ -1,4 +1,5 @@
-"""Where a results file came from: the machine, the data set and the starting weights.
+"""Where a results file came from: the machine, the data set, the starting weights -- and whether a
+run dir on disk was trained with the recipe a bench is about to report (:func:`check_recipe`).
 
 Every bench writes these into its JSON (``machine``, ``dataset``, ``backbone``) so that each number
 names what produced it (docs/BENCHMARKS.md).
@@ -11,6 +12,9 @@ import json
 import os
 import platform
 from pathlib import Path
+
+from hetseg.config import Config
+from hetseg.errors import HetsegError
 
 
 def read_json(path: Path) -> dict:
@@ -71,3 +75,23 @@ def dataset_info(data: str | Path) -> dict:
             "num_train": meta.get("num_train"), "num_val": meta.get("num_val"),
             "splits": {k: {"size": v.get("size"), "checksum": v.get("checksum")}
                        for k, v in meta.get("splits", {}).items() if k.startswith(("strong_", "train_", "val"))}}
+
+
+# Config sections that only some methods read: a run of another method neither trains with them nor
+# is blocked by their change (DIS's budgets changing must not refuse a finished Table 1 cell).
+OWN_SECTIONS = {"deconv": {"deconvnet"}, "dis": {"dis"},
+                "transfer": {"transfernet", "baselinenet", "decouplednet_transfer"}}
+
+
+def check_recipe(cfg: Config) -> None:
+    """Refuse to resume or skip a run dir that was trained with another recipe (budget, data...)."""
+    p = Path(cfg.run_dir) / "config.json"
+    if not p.is_file():
+        return
+    skip = {"run_dir"} | {sec for sec, readers in OWN_SECTIONS.items() if cfg.model.name not in readers}
+    saved = {k: v for k, v in json.loads(p.read_text()).items() if k not in skip}
+    want = {k: v for k, v in cfg.to_dict().items() if k not in skip}
+    if saved != want:
+        diff = sorted(k for k in set(saved) | set(want) if saved.get(k) != want.get(k))
+        raise HetsegError(f"{cfg.run_dir}: trained with another recipe (differs in {diff}); "
+                          "fix: pass another --runs directory or delete this one")

@@ -32,6 +32,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from hetseg.bench.provenance import check_recipe
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
 from hetseg.errors import HetsegError
@@ -163,26 +164,6 @@ def cell_config(base: Config, method: str, k: int | str, runs: str | Path) -> Co
     elif method == "deconvnet":
         cfg.model.name = "deconvnet"
     return cfg
-
-
-# Config sections that only some methods read: a run of another method neither trains with them nor
-# is blocked by their change (DIS's budgets changing must not refuse a finished Table 1 cell).
-OWN_SECTIONS = {"deconv": {"deconvnet"}, "dis": {"dis"},
-                "transfer": {"transfernet", "baselinenet", "decouplednet_transfer"}}
-
-
-def check_recipe(cfg: Config) -> None:
-    """Refuse to resume or skip a run dir that was trained with another recipe (budget, data...)."""
-    p = Path(cfg.run_dir) / "config.json"
-    if not p.is_file():
-        return
-    skip = {"run_dir"} | {sec for sec, readers in OWN_SECTIONS.items() if cfg.model.name not in readers}
-    saved = {k: v for k, v in json.loads(p.read_text()).items() if k not in skip}
-    want = {k: v for k, v in cfg.to_dict().items() if k not in skip}
-    if saved != want:
-        diff = sorted(k for k in set(saved) | set(want) if saved.get(k) != want.get(k))
-        raise HetsegError(f"{cfg.run_dir}: trained with another recipe (differs in {diff}); "
-                          "fix: pass another --runs directory or delete this one")
 
 
 def _train(cfg: Config, stages: tuple[str, ...], init_from: str | None, progress: bool) -> None:

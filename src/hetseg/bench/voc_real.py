@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hetseg.bench.table1 import check_recipe
+from hetseg.bench.provenance import check_recipe
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
 from hetseg.errors import DataError
