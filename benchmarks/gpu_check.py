@@ -17,9 +17,11 @@ Data: a small fashion-scenes set (``hetseg data scenes --out .gpu/fashion-scenes
 and no ImageNet weights exist on the GPU machine: every network starts from random weights, so the
 loss curves show that the stages train, not what ImageNet-initialised networks reach.
 
-Usage (GPU machine): ``PYTHONPATH=src python3 benchmarks/gpu_check.py --data .gpu/fashion-scenes
---out OUT``; here: ``--smoke`` runs the same code at CPU scale for 2 steps (a test of the script);
-``--report OUT/gpu.json`` rewrites gpu.md and gpu.png from a JSON.
+Usage (GPU machine, no install needed: the script puts src/ on the path): ``python3
+benchmarks/gpu_check.py --data .gpu/fashion-scenes --out OUT`` (``make bench-gpu``); on a CPU,
+``--smoke cpu`` (CPU scale) or ``--smoke paper`` (paper scale at batch 1) runs the same code for 2
+float32 steps, a check of the script; ``--report OUT/gpu.json`` rewrites gpu.md and gpu.png from a
+JSON. docs/BENCHMARKS.md, "Paper scale on a GPU".
 """
 
 from __future__ import annotations
