@@ -17,8 +17,11 @@ Data: a small fashion-scenes set (``hetseg data scenes --out .gpu/fashion-scenes
 and no ImageNet weights exist on the GPU machine: every network starts from random weights, so the
 loss curves show that the stages train, not what ImageNet-initialised networks reach.
 
-Usage (GPU machine, no install needed: the script puts src/ on the path): ``python3
-benchmarks/gpu_check.py --data .gpu/fashion-scenes --out OUT`` (``make bench-gpu``); on a CPU,
+Usage: ``make bench-gpu`` on a GPU machine with internet (it sets up .venv and the data); on an
+offline one, build ``.gpu/fashion-scenes`` elsewhere, copy it over with the checkout and run
+``python3 benchmarks/gpu_check.py --data .gpu/fashion-scenes --out OUT`` with any python that has
+torch, Lightning, torchmetrics, safetensors, PyYAML and matplotlib (the script puts src/ on the
+path; pycocotools is not needed). On a CPU,
 ``--smoke cpu`` (CPU scale) or ``--smoke paper`` (paper scale at batch 1) runs the same code for 2
 float32 steps, a check of the script; ``--report OUT/gpu.json`` rewrites gpu.md and gpu.png from a
 JSON. docs/BENCHMARKS.md, "Paper scale on a GPU".
@@ -238,7 +241,7 @@ def real(res: dict, label: str, data: Path, work: Path, smoke: str, real_steps: 
     measured = next((r for r in res["training"].get(label, []) if r["stage"] == stage), None)
     if measured and measured["crops_per_s"] and not smoke:
         per_step = measured["rows_per_micro_batch"] * measured["accumulate"] / measured["crops_per_s"]
-        steps = max(30, min(real_steps, int(REAL_BUDGET_S / per_step)))
+        steps = min(real_steps, max(30, int(REAL_BUDGET_S / per_step)))
     res["real"][label] = real_stage(label, stage, data, work, 10 if smoke else steps, smoke)
     print(f"[gpu] real {label} {stage}: {res['real'][label]['loss_tenths']}", flush=True)
 

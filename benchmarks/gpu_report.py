@@ -27,7 +27,9 @@ def markdown(res: dict) -> str:
         "the paper configs' batch x accumulate and precision (configs/*_paper.yaml); crops/s over the "
         "micro-batches after the first third, each one GPU-synchronised; peak = `torch.cuda.max_memory_allocated`.", "",
         "A paired stage (TransferNet att/joint: a target and a source row; DIS: a masked and a tag-only "
-        "row) sees two images per batch unit; crops/s counts images.", "",
+        "row) sees two images per batch unit; crops/s counts images. A stage whose training set holds only "
+        "a few batches (DecoupledNet-Str's classifier on the strong images) restarts the DataLoader every "
+        "epoch, and its row includes those restarts, as its real training would.", "",
         "| method | stage | batch x accumulate | images / micro-batch | optimizer | precision | crops/s | peak GiB |",
         "|---|---|---|---|---|---|---|---|"]
     for label, rows in res["training"].items():

@@ -16,6 +16,41 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import gpu_check  # noqa: E402
 import gpu_report  # noqa: E402
+from conftest import make_scenes  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    return make_scenes(tmp_path_factory, "gpu_scenes", seed=3, num_train=120, num_val=16)
+
+
+class Captured(Exception):
+    """Raised by the stand-in for the engine's run_stage: the stage's config was seen, nothing trains."""
+
+
+@pytest.mark.parametrize("label", list(gpu_check.METHODS))
+def test_each_stage_trains_with_the_config_the_report_names(label, scenes, tmp_path, monkeypatch):
+    """What the method really hands the engine for each stage is the StageConfig whose batch,
+    accumulate, optimizer and lr the report prints (gpu_check.stage_config)."""
+    import hetseg.methods.decouplednet as dn
+    import hetseg.methods.deconvnet as dc
+    import hetseg.methods.dis as dis
+    import hetseg.methods.transfernet as tn
+
+    seen = []
+
+    def capture(name, module, cfg, sc, *args, **kwargs):
+        seen.append((name, sc))
+        raise Captured
+
+    for mod in (dn, dc, dis, tn):
+        monkeypatch.setattr(mod, "run_stage", capture)
+    cfg, stages = gpu_check.method_config(label, scenes, tmp_path / "run", smoke="cpu")
+    for stage in stages:
+        with pytest.raises(Captured):
+            gpu_check.train_stage(cfg, stage, 3)
+        assert seen[-1][0] == stage and seen[-1][1] is gpu_check.stage_config(cfg, stage)
+        assert seen[-1][1].steps == 3
 
 
 @pytest.mark.parametrize("label", list(gpu_check.METHODS))
