@@ -393,14 +393,34 @@ def test_a_recipe_change_blocks_only_the_runs_that_read_it(tmp_path):
 
 
 def test_decouplednet_cells_are_queued_before_the_cells_that_need_no_classifier():
-    """A seed's classifier weights do not outlive a session: with --jobs, only enough DeconvNet/-Str
-    cells to fill the workers the classifiers leave idle go before the DecoupledNet cells."""
-    from hetseg.bench.table1 import METHODS, split_long_cells
+    """--jobs 2, seeds 0 and 1: seed 0's classifier is already done (a rerun), seed 1's trains. A
+    classifier's weights do not outlive a session, so its DecoupledNet cells go first -- but no
+    worker may sit idle while seed 1's classifier trains: a DeconvNet cell must start beside it."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hetseg.bench.table1 import METHODS, queue_cells
+
+    started, lock, beside = [], threading.Lock(), threading.Event()
+
+    def task(name, blocks=False):
+        with lock:
+            started.append(name)
+        if name[2] in ("deconvnet", "decouplednet-str"):
+            beside.set()
+        if blocks and not beside.wait(10):  # nobody was started beside this classifier: an idle worker
+            started.append("idle")
+        return f"cls{name[0]}" if name[2] == "cls" else name
 
     todo = [(s, k, m) for s in (0, 1) for k in (5, 10) for m in METHODS]
-    others = [t for m in ("deconvnet", "decouplednet-str") for t in todo if t[2] == m]
-    assert split_long_cells(todo, 1, 2) == (others[:1], others[1:])  # one classifier, one idle worker
-    assert split_long_cells(todo, 2, 2) == ([], others)             # both workers on classifiers
-    assert split_long_cells(todo, 1, 4) == (others[:3], others[3:])
-    first, last = split_long_cells(todo, 3, 2)
-    assert first == [] and sorted(last) == sorted(others) and all(t[2] != "decouplednet" for t in last)
+    with ThreadPoolExecutor(2) as pool:
+        futs = queue_cells(lambda s: pool.submit(task, (s, 0, "cls"), s == 1),
+                           lambda t, cls_run: pool.submit(task, (*t, cls_run)), (0, 1), todo, 2)
+        got = {t: f.result() for t, f in futs.items()}
+    assert "idle" not in started and sorted(got) == sorted(todo)
+    assert all(got[t][3] == (f"cls{t[0]}" if t[2] == "decouplednet" else None) for t in todo)
+    pos = {n[:3]: i for i, n in enumerate(started) if n != "idle"}
+    for s in (0, 1):  # every DecoupledNet cell after its classifier
+        assert all(pos[(s, k, "decouplednet")] > pos[(s, 0, "cls")] for k in (5, 10))
+    first_other = min(pos[t] for t in todo if t[2] != "decouplednet")
+    assert all(pos[(0, k, "decouplednet")] < first_other for k in (5, 10))  # seed 0's classifier was ready first

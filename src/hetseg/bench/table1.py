@@ -29,8 +29,10 @@ import copy
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
+from typing import Any
 
 from hetseg.bench.provenance import check_recipe
 from hetseg.bench.workers import cell_pool, job
@@ -173,14 +175,35 @@ def _train(cfg: Config, stages: tuple[str, ...], init_from: str | None, progress
     train(cfg, stages, init_from=init_from, progress=progress)  # the method seeds the initial weights
 
 
-def split_long_cells(todo: Sequence[tuple], n_seeds: int, jobs: int) -> tuple[list[tuple], list[tuple]]:
-    """The DeconvNet and -Str cells of ``todo`` as (queued with the classifiers, queued after every
-    DecoupledNet cell). A seed's classifier weights do not outlive the session (docs/BENCHMARKS.md,
-    "Seeds across sessions"), so the cells that need them run right after it; only as many other
-    cells go first as there are workers the classifiers leave idle."""
-    other = [t for m in ("deconvnet", "decouplednet-str") for t in todo if t[2] == m]
-    idle = max(0, jobs - n_seeds)
-    return other[:idle], other[idle:]
+def queue_cells(submit_classifier: Callable[[int], Future], submit_cell: Callable[[tuple, Any], Future],
+                seeds: Sequence[int], todo: Sequence[tuple], jobs: int) -> dict[tuple, Future]:
+    """Queue every cell of ``todo`` on a pool of ``jobs`` workers; {cell: future}.
+
+    A seed's classifier weights do not outlive the session (docs/BENCHMARKS.md, "Seeds across
+    sessions"), so a seed's DecoupledNet cells are queued the moment its classifier is done, ahead of
+    the DeconvNet and -Str cells; those are handed out one at a time only while a worker would
+    otherwise idle (fewer than ``jobs`` tasks unfinished), and all at once after the last classifier.
+    ``submit_cell(cell, classifier run or None)``; a classifier future's result is its run dir.
+    """
+    waiting = {submit_classifier(s): s for s in seeds}
+    others = [t for m in ("deconvnet", "decouplednet-str") for t in todo if t[2] == m]
+    futs: dict[tuple, Future] = {}
+    unfinished = set(waiting)
+    while waiting:
+        while others and len(unfinished) < jobs:
+            t = others.pop(0)
+            futs[t] = submit_cell(t, None)
+            unfinished.add(futs[t])
+        done, _ = wait(unfinished, return_when=FIRST_COMPLETED)
+        unfinished -= done
+        for f in [f for f in done if f in waiting]:
+            s, cls_run = waiting.pop(f), f.result()
+            for t in (t for t in todo if t[0] == s and t[2] == "decouplednet"):
+                futs[t] = submit_cell(t, cls_run)
+                unfinished.add(futs[t])
+    for t in others:
+        futs[t] = submit_cell(t, None)
+    return futs
 
 
 def evaluated(cfg: Config, method: str) -> bool:
@@ -304,14 +327,9 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
             s, k, m = t
             return pool.submit(job, run_cell, cell_config(bases[s], m, k, runs), m, k, cls_run, progress)
 
-        first, last = split_long_cells(todo, len(seeds), jobs)
-        with pool:  # queue order: classifiers (+ fillers), each seed's DecoupledNet cells, the other cells
-            fcls = {s: pool.submit(job, ensure_classifier, bases[s], runs, progress, need_cls[s]) for s in seeds}
-            futs = {t: submit(t, None) for t in first}
-            for s in seeds:
-                cls_run = fcls[s].result()
-                futs.update({t: submit(t, cls_run) for t in todo if t[0] == s and t[2] == "decouplednet"})
-            futs.update({t: submit(t, None) for t in last})
+        with pool:
+            futs = queue_cells(lambda s: pool.submit(job, ensure_classifier, bases[s], runs, progress, need_cls[s]),
+                               submit, seeds, todo, jobs)
             records = {t: f.result() for t, f in futs.items()}
     cells = []
     for s in seeds:
