@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import shutil
 import statistics
 import sys
@@ -209,14 +208,17 @@ def small_shm_fallback() -> str:
 
 
 def device_info() -> dict:
-    info = {"torch": torch.__version__, "python": platform.python_version(), "lightning": L.__version__,
-            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None}
+    """The bench's machine record (hetseg.bench.provenance.machine_info) plus the GPU's."""
+    from hetseg.bench.provenance import machine_info
+
+    info = {**machine_info(), "cuda_version": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None}
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
         info.update(device=torch.cuda.get_device_name(0), memory_gib=round(p.total_memory / 2 ** 30, 1),
                     multiprocessors=p.multi_processor_count)
     else:
-        info["device"] = f"CPU ({platform.processor() or platform.machine()})"
+        info["device"] = f"CPU ({info['cpu']})"
     return info
 
 
@@ -249,8 +251,8 @@ def real(res: dict, label: str, data: Path, work: Path, smoke: str, real_steps: 
 def run(data: Path, out: Path, smoke: str, budget_s: float, real_steps: int, only: list[str] | None = None) -> dict:
     """Every measurement, the JSON rewritten after each so a timeout keeps what finished."""
     from hetseg.bench.provenance import dataset_info
+    from hetseg.io_atomic import write_json
 
-    out.mkdir(parents=True, exist_ok=True)
     res = {"command": " ".join(["python3", "benchmarks/gpu_check.py", *sys.argv[1:]]), "scale": "cpu" if smoke == "cpu" else "paper",
            "seed": 0, "machine": device_info(), "training": {}, "inference": {}, "real": {},
            "dataset": dataset_info(data), "workers": 0 if smoke else WORKERS,
@@ -259,9 +261,7 @@ def run(data: Path, out: Path, smoke: str, budget_s: float, real_steps: int, onl
 
     def save() -> None:
         res["wall_s"] = round(time.perf_counter() - t_start, 1)
-        tmp = out / "gpu.json.tmp"
-        tmp.write_text(json.dumps(res, indent=1))
-        tmp.replace(out / "gpu.json")
+        write_json(out / "gpu.json", res)
 
     with tempfile.TemporaryDirectory() as tmp:
         for kind, label in [t for t in ORDER if not only or t[1] in only]:

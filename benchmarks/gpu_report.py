@@ -5,18 +5,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hetseg.io_atomic import write_atomic, write_text
+
 
 def _fmt(v, spec: str = ".1f") -> str:
     return "-" if v is None else format(v, spec)
+
+
+def _scale(res: dict) -> str:
+    return "CPU" if res["scale"] == "cpu" else "Paper"
 
 
 def markdown(res: dict) -> str:
     """The report: provenance, training speed and memory, inference, the real stages' loss curves."""
     m, d = res["machine"], res.get("dataset", {})
     lines = [
-        f"# {res['scale'].capitalize()}-scale checks on {m.get('device')}", "",
+        f"# {_scale(res)}-scale checks on {m.get('device')}", "",
         f"Command: `{res['command']}` (seed {res['seed']}, {res['scale']} scale, wall {res.get('wall_s')} s). "
-        f"torch {m.get('torch')}, CUDA {m.get('cuda')}, cuDNN {m.get('cudnn')}, Lightning {m.get('lightning')}, "
+        f"torch {m.get('torch')}, CUDA {m.get('cuda_version')}, cuDNN {m.get('cudnn')}, Lightning {m.get('lightning')}, "
         f"Python {m.get('python')}.",
         f"Data: fashion-scenes `{d.get('root')}` ({d.get('num_train')} train / {d.get('num_val')} val scenes, "
         f"seed {d.get('seed')}, meta.json content sha256 `{str(d.get('meta_sha256'))[:12]}`), 96 px scenes resized "
@@ -82,16 +88,12 @@ def figure(res: dict, path: Path) -> None:
     bx.set_xlabel("optimizer step")
     bx.set_ylabel("training loss (mean per tenth)")
     bx.legend(fontsize=7)
-    fig.suptitle(f"Paper scale on {res['machine'].get('device')}", fontsize=9)
+    fig.suptitle(f"{_scale(res)} scale on {res['machine'].get('device')}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
 def write_report(res: dict, out: Path) -> None:
-    """Write ``out/gpu.md`` and ``out/gpu.png`` (each through a temp file and a rename)."""
-    out = Path(out)
-    tmp = out / "gpu.md.tmp"
-    tmp.write_text(markdown(res), encoding="utf-8")
-    tmp.replace(out / "gpu.md")
-    figure(res, out / "gpu.tmp.png")
-    (out / "gpu.tmp.png").replace(out / "gpu.png")
+    """Write ``out/gpu.md`` and ``out/gpu.png`` (each atomically, hetseg.io_atomic)."""
+    write_text(Path(out) / "gpu.md", markdown(res))
+    figure(res, Path(out) / "gpu.png")
