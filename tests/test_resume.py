@@ -53,6 +53,9 @@ def test_killed_and_resumed_run_is_bit_identical(scenes, reference, tmp_path, fa
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
     resumed = _train(run, scenes)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # Lightning warns that a mid-epoch resume is unreliable; hetseg restores the position itself,
+    # which the bit-identical weights below prove, so the warning would only mislead.
+    assert "dataloader is not resumable" not in resumed.stderr
     final = load_file(str(run / "model.safetensors"))
     assert final.keys() == reference.keys()
     diff = [k for k in final if not torch.equal(final[k], reference[k])]

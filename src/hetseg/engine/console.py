@@ -23,6 +23,8 @@ _NOISE = (
                                                                  # the stale log is replaced (engine/train.py)
     r".*module\(s\) in eval mode at the start of training.*",  # the frozen parts, on purpose (stage.py)
     r".*You defined a `validation_step` but have no `val_dataloader`.*",  # stages validate only when given data
+    r".*resuming from a checkpoint that ended before the epoch ended.*",  # hetseg restores the position
+                                                # inside the epoch itself (engine/resume.py: resume_position)
 )
 
 
