@@ -39,7 +39,7 @@ CLOSE_POINTS = 5.0  # "TransferNet close to TransferNet-GT": gap <= 5 mIoU point
 RECIPES: dict[str, list[str]] = {
     "cpu": [
         "model.backbone=shipped",                                  # every network from the shipped backbone
-        "cls.steps=1000", "cls.lr=0.0005", "cls.batch_size=32",    # the shared classifier (Table 1's recipe)
+        "cls.steps=1000", "cls.lr=0.0005", "cls.batch_size=32",    # the shared classifier (Table 1's first recipe)
         "transfer.feature_scale=0",                                # calibrate A = s * conv5_3 (max -> ~1)
         "transfer.att.steps=500", "transfer.att.batch_size=16",    # stage 1: 16 target + 16 source rows
         "transfer.joint.steps=700", "transfer.joint.batch_size=16",  # stage 2: 16 source-mask rows / step
