@@ -23,7 +23,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from hetseg.bench.table1 import KS, SPEEDS, base_config, cell_config, classifier_config
+from hetseg.bench.table1_recipe import KS, SPEEDS, base_config, cell_config, classifier_config
 
 
 class StepClock(L.Callback):

@@ -8,7 +8,7 @@
 * ``--stage seg``: the decoder on ``strong_<k>.txt`` from a finished ``--stage cls`` run
   (``init_from``); held-out mIoU with predicted labels and with true labels at the end, scored on the
   held-out scenes' masks (``splits/probe_heldout_masks.txt``).
-* ``--stage deconv``: DeconvNet with Table 1's recipe (``hetseg.bench.table1.base_config``, pretrained)
+* ``--stage deconv``: DeconvNet with Table 1's recipe (``hetseg.bench.table1_recipe.base_config``, pretrained)
   but ``--steps`` steps, on ``strong_<k>.txt`` or ``--k full``; the training loss per tenth (at full
   every train scene is a strong image, so no held-out score), held-out mIoU otherwise.
 
@@ -51,7 +51,7 @@ def deconv_config(root: Path, a: argparse.Namespace) -> Config:
     """Table 1's DeconvNet cell recipe with ``a.steps`` deconv steps (the rest unchanged)."""
     import dataclasses
 
-    from hetseg.bench.table1 import base_config, cell_config
+    from hetseg.bench.table1_recipe import base_config, cell_config
 
     cell = cell_config(base_config("cpu", 0, root, overrides=a.overrides, init="pretrained"), "deconvnet", a.k, "")
     return dataclasses.replace(cell, run_dir=a.run, deconv=dataclasses.replace(cell.deconv, steps=a.steps))

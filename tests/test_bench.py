@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from hetseg.bench.provenance import check_recipe
-from hetseg.bench.table1 import (KS, METHODS, base_config, cell_config,
-                                 run_table1, strong_split_file)
+from hetseg.bench.table1 import run_table1
+from hetseg.bench.table1_recipe import KS, METHODS, base_config, cell_config, strong_split_file
 from hetseg.bench.table1_report import PAPER, claims, markdown, summarise
 from hetseg.data.records import read_split
 from hetseg.errors import HetsegError
@@ -399,7 +399,7 @@ def test_decouplednet_cells_are_queued_before_the_cells_that_need_no_classifier(
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from hetseg.bench.table1 import METHODS, queue_cells
+    from hetseg.bench.table1 import queue_cells
 
     started, lock, beside = [], threading.Lock(), threading.Event()
 

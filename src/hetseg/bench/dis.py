@@ -30,7 +30,7 @@ import torch
 
 from hetseg.bench.curves import run_losses
 from hetseg.bench.provenance import check_recipe
-from hetseg.bench.table1 import strong_split_file
+from hetseg.bench.table1_recipe import strong_split_file
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
 

@@ -19,14 +19,12 @@ as ``model.vgg_weights=``) or "scratch" (every network from random weights; resu
 Every cell is evaluated on val (``RUN/eval_val.json``); a cell that has it is skipped on a rerun,
 and a half-trained stage resumes from its ``last.ckpt`` (``hetseg.engine.train``); an evaluated cell
 needs only its records, not its weights (docs/BENCHMARKS.md, "Seeds across sessions"). The budget rule is
-:data:`EQUAL_EFFORT`. Results: ``OUT/table1.json``, ``table1.md``, ``table1.png``
+:data:`hetseg.bench.table1_recipe.EQUAL_EFFORT`. Results: ``OUT/table1.json``, ``table1.md``, ``table1.png``
 (:mod:`hetseg.bench.table1_report`).
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -35,139 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from hetseg.bench.provenance import check_recipe
+from hetseg.bench.table1_recipe import KS, METHODS, base_config, cell_config, classifier_config, equal_effort
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
 from hetseg.errors import HetsegError
 
-KS: tuple = (5, 10, 25, "full")
-METHODS = ("decouplednet", "decouplednet-str", "deconvnet")
 STAGES = {"decouplednet": ("seg",), "decouplednet-str": ("cls", "seg"), "deconvnet": ("deconv",)}
 GT_LABEL_METHODS = ("decouplednet", "decouplednet-str")  # the methods with a label classifier to replace
-
-# Budgets are Config overrides applied before the equal-effort rule derives cfg.deconv.
-BUDGETS: dict[str, list[str]] = {
-    "default": [],  # the Config defaults at run time (the demo recipe)
-    "tiny": ["cls.steps=4", "cls.batch_size=4", "cls.checkpoint_every=2", "seg.steps=4", "seg.batch_size=4",
-             "seg.checkpoint_every=2", "crops.crops_per_subset=2"],  # tests only
-}
-
-# Per-initialisation recipe, applied before BUDGETS (so "tiny" still wins). From the shipped backbone
-# the classifiers fine-tune 1,500 steps with Adam 2e-3 and the decoders train 2,400 steps (so DeconvNet
-# 3,900): chosen on 500 *training* scenes held out from the classifier and every strong split, never
-# on val (scripts/fashion_recipe_probe.py; docs/DECISIONS.md, "Longer Table 1 budgets"): the
-# classifier recipe with the highest held-out mAP (0.872; 2,000 steps with Adam 5e-4 peaked at 0.866),
-# decoders three times the first budget (800 steps left every decoder loss falling).
-INIT_RECIPES: dict[str, list[str]] = {"pretrained": ["cls.steps=1500", "cls.lr=0.002", "seg.steps=2400"],
-                                      "scratch": []}
-
-def _speed(precision: str, channels_last: bool) -> list[str]:
-    """Config overrides of the pre, cls and seg stages (cfg.deconv copies cfg.seg)."""
-    return [f"{st}.{key}={val}" for st in ("pre", "cls", "seg")
-            for key, val in (("precision", precision), ("channels_last", str(channels_last).lower()))]
-
-
-# Arithmetic speed settings, measured by benchmarks/precision_check.py. As Config overrides they
-# are part of each cell's recorded recipe (checked on resume) and the same for every method.
-SPEEDS: dict[str, list[str]] = {
-    "default": [],  # the Config defaults
-    "fp32": _speed("32-true", False),
-    "bf16": _speed("bf16-mixed", False),
-    "bf16+cl": _speed("bf16-mixed", True),
-}
-
-
-_EFFORT_INIT = {
-    "pretrained": (
-        "Initialisation: every network starts from the same pretrained backbone (VGG encoder + fc6/fc7; the "
-        "paper's ImageNet VGG-16 is replaced at CPU scale by the shipped backbone, model.backbone=shipped: "
-        "stage 'pre', single-label classification of one Fashion-MNIST train item on clutter, made once by "
-        "'hetseg bench backbone', shared by all methods and seeds); score layers, "
-        "bridges and decoders start from random weights. DeconvNet's cfg.deconv has cfg.seg's batch and crops "
-        "and the classifiers' optimizer (cfg.cls: Adam): from the backbone it beat SGD 0.01 in a probe scored on "
-        "training scenes outside the strong split (9.5 vs 7.3 mIoU at k = 5), never on val. "),
-    "scratch": (
-        "Initialisation: every network from random weights. DeconvNet's cfg.deconv has cfg.seg's batch and "
-        "crops but, as it trains every layer from scratch like the classifiers, their optimizer (cfg.cls: "
-        "Adam) -- with SGD 0.01 it stayed at all-background. "),
-}
-
-EQUAL_EFFORT = (
-    "Budgets are counted in optimizer steps and fixed before the run (recorded per cell). Every "
-    "segmentation network gets the same segmentation budget: seg.steps steps of seg.batch_size crops "
-    "(x accumulate), same batch, step schedule (lr x0.1 after lr_step of the steps) and combinatorial-crop "
-    "recipe -- DecoupledNet and DecoupledNet-Str use cfg.seg. Both DecoupledNet classifiers (weak set; strong "
-    "images only for -Str) get the same cls budget, cfg.cls. DeconvNet has no separate classifier, so it "
-    "gets seg.steps + cls.steps steps (at the seg batch): every method makes the same total number of "
-    "optimizer steps. "
-    "No method is tuned on val: no early stopping, no checkpoint selection, the label threshold is "
-    "cfg.eval.threshold for both DecoupledNets. Object proposals are off (crops.proposals=none) for every "
-    "method, so results do not depend on an optional OpenCV install. 'full' = splits/train_full.txt (all "
-    "train scenes with masks). Seeds change initialisation and data order; the strong splits are the "
-    "dataset's fixed strong_<k>.txt files. "
-)
-
-
-def strong_split_file(k: int | str) -> str:
-    """Root-relative split file of ``k`` strong images per class ("full": every train mask)."""
-    return "splits/train_full.txt" if str(k) == "full" else f"splits/strong_{int(k)}.txt"
-
-
-def equal_effort(init: str) -> str:
-    """The documented budget rule of one initialisation protocol."""
-    return EQUAL_EFFORT + _EFFORT_INIT[init]
-
-
-def _recipe(seed: int, budget: str, speed: str, overrides: Sequence[str], init: str) -> Config:
-    for name, value, known in (("budget", budget, BUDGETS), ("speed", speed, SPEEDS), ("init", init, INIT_RECIPES)):
-        if value not in known:
-            raise HetsegError(f"unknown {name} '{value}'; fix: use one of {sorted(known)}")
-    return Config(seed=seed).override(["crops.proposals=none", *INIT_RECIPES[init], *BUDGETS[budget],
-                                       *SPEEDS[speed], *overrides])
-
-
-def base_config(scale: str, seed: int, data: str | Path, budget: str = "default",
-                overrides: Sequence[str] = (), speed: str = "default", init: str = "scratch",
-                backbone: str | Path | None = None) -> Config:
-    """The recipe shared by every cell of a seed, with the equal-effort rule applied.
-
-    ``init="pretrained"`` starts from ``backbone`` (a backbone.safetensors or its run dir), by
-    default the shipped one (``model.backbone=shipped``, CPU scale only).
-    """
-    cfg = _recipe(seed, budget, speed, overrides, init)
-    cfg.data.root = str(data)
-    cfg.model.scale = scale
-    if init == "pretrained" and not cfg.model.vgg_weights:
-        cfg.model.backbone = str(backbone or "shipped")
-    # DeconvNet has no separate classifier stage: seg's batch and crops, cls + seg steps (equal total
-    # steps) and the classifiers' optimizer (Adam), in both protocols. From scratch, seg's SGD 0.01 kept
-    # it at all-background (k = 5/10/25); from the backbone, a probe on *training* scenes (700 steps at
-    # k = 5, scored on 300 train scenes outside strong_5, never val) gave mIoU 9.5 with Adam 2e-3 vs 7.3
-    # (all background) with SGD 0.01. The stronger baseline recipe is kept.
-    o = cfg.cls
-    cfg.deconv = dataclasses.replace(cfg.seg, steps=cfg.seg.steps + cfg.cls.steps, optimizer=o.optimizer, lr=o.lr,
-                                     momentum=o.momentum, weight_decay=o.weight_decay, lr_step=o.lr_step)
-    return cfg
-
-
-def classifier_config(base: Config, runs: str | Path) -> Config:
-    """The weak-set classifier run shared by the DecoupledNet cells of one seed."""
-    cfg = copy.deepcopy(base)
-    cfg.run_dir = str(Path(runs) / f"seed{base.seed}" / "weak_classifier")
-    return cfg
-
-
-def cell_config(base: Config, method: str, k: int | str, runs: str | Path) -> Config:
-    """The config of one (method, k) cell; its run dir is ``RUNS/seed<S>/<method>_k<k>``."""
-    if method not in METHODS:
-        raise HetsegError(f"unknown method '{method}'; fix: use one of {METHODS}")
-    cfg = copy.deepcopy(base)
-    cfg.run_dir = str(Path(runs) / f"seed{base.seed}" / f"{method}_k{k}")
-    cfg.data.strong_split = strong_split_file(k)
-    if method == "decouplednet-str":
-        cfg.data.weak_split = cfg.data.strong_split  # classifier on the strong images only
-    elif method == "deconvnet":
-        cfg.model.name = "deconvnet"
-    return cfg
 
 
 def _train(cfg: Config, stages: tuple[str, ...], init_from: str | None, progress: bool) -> None:
@@ -289,7 +161,7 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
 
     ``name`` is table1 (``init="pretrained"``) or table1_scratch; ``runs`` defaults to ``runs/<name>``.
     ``ks`` and ``overrides`` (dotted Config overrides applied before the equal-effort rule) exist
-    for tests and budget studies; ``speed`` is one of :data:`SPEEDS` (the same for every method);
+    for tests and budget studies; ``speed`` is one of :data:`~hetseg.bench.table1_recipe.SPEEDS` (the same for every method);
     ``jobs`` > 1 trains that many cells at once in single-thread processes.
     """
     from hetseg.bench.provenance import backbone_record
