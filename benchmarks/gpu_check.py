@@ -141,6 +141,14 @@ class StepClock(L.Callback):
         return rows * (len(self.marks) - 1 - warm) / (self.marks[-1] - self.marks[warm])
 
 
+def fix_budgets(cfg: Config, plan: dict[str, int]) -> None:
+    """Every planned stage's steps, set before the first one trains: a run dir holds one config, and
+    hetseg refuses another once a stage there is done (methods/base.py: refuse_other_recipe)."""
+    for stage, steps in plan.items():
+        sc = stage_config(cfg, stage)
+        sc.steps, sc.checkpoint_every = steps, 10 ** 6
+
+
 def train_stage(cfg: Config, stage: str, steps: int) -> dict:
     """Train ``stage`` of ``cfg.model.name`` for ``steps`` optimizer steps; its speed and memory."""
     from hetseg.methods import train
@@ -187,6 +195,7 @@ def real_stage(label: str, stage: str, data: Path, work: Path, steps: int, smoke
     from hetseg.bench.curves import late_change, loss_by_parts
 
     cfg, stages = method_config(label, data, work / f"real_{label}", smoke)
+    fix_budgets(cfg, {**{before: 2 for before in stages[:stages.index(stage)]}, stage: steps})
     for before in stages[:stages.index(stage)]:
         train_stage(cfg, before, 2)
     out = train_stage(cfg, stage, steps)
@@ -226,9 +235,10 @@ def speed(res: dict, label: str, data: Path, work: Path, smoke: str) -> None:
     """Every stage of ``label`` for MICRO micro-batches, then its inference; rows into ``res``."""
     cfg, stages = method_config(label, data, work / label, smoke)
     res["training"][label] = rows = []
+    plan = {st: 2 if smoke else max(3, math.ceil(MICRO / stage_config(cfg, st).accumulate)) for st in stages}
+    fix_budgets(cfg, plan)
     for stage in stages:
-        acc = stage_config(cfg, stage).accumulate
-        rows.append(train_stage(cfg, stage, 2 if smoke else max(3, math.ceil(MICRO / acc))))
+        rows.append(train_stage(cfg, stage, plan[stage]))
         print(f"[gpu] {label} {stage}: {rows[-1]}", flush=True)
     kw = [{"steps": 0}, {"steps": cfg.dis.t_test}] if label == "DIS" else [None]
     res["inference"][label] = [inference_ms(Path(cfg.run_dir), 1 if smoke else 20, k) for k in kw]

@@ -384,11 +384,11 @@ def test_a_recipe_change_blocks_only_the_runs_that_read_it(tmp_path):
         check_recipe(cfg)  # the same recipe: accepted
         dis_changed = cfg.override(["dis.joint.steps=7"])
         if name == "dis":
-            with pytest.raises(HetsegError, match=r"another recipe \(differs in \['dis'\]\)"):
+            with pytest.raises(HetsegError, match=r"another recipe \(differs in \['dis\.joint\.steps'\]\)"):
                 check_recipe(dis_changed)
         else:
             check_recipe(dis_changed)
-        with pytest.raises(HetsegError, match=r"differs in \['cls'\]"):
+        with pytest.raises(HetsegError, match=r"differs in \['cls\.steps'\]"):
             check_recipe(cfg.override(["cls.steps=7"]))
 
 

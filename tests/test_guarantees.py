@@ -56,6 +56,26 @@ def test_frozen_classifier_is_unchanged_by_stage_seg(trained):
     assert any(not torch.equal(after_cls[k], final[k]) for k in final if k.startswith("bridge."))
 
 
+def test_a_run_dir_holds_one_recipe(trained, tmp_path, capsys):
+    """Training into a run dir whose stages are done, with another config, would skip those stages
+    under settings they never trained with while config.json claimed them: refused in one line,
+    nothing written. The same config passes (the finished stages are skipped)."""
+    import shutil
+
+    _, src, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(src, run)  # the module's run stays untouched
+    argv = ["train", "--run-dir", str(run), "--config", str(run / "config.json"), "--no-progress"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    saved = {p.name: p.read_bytes() for p in (run / "config.json", run / "model.safetensors", run / "model.json")}
+    assert main([*argv, "cls.steps=5", "seg.lr=0.02"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"hetseg: error: {run / 'config.json'}: stage 'cls' ")
+    assert "differs in cls.steps, seg.lr" in err[0] and "fix: " in err[0]
+    assert {p.name: p.read_bytes() for p in (run / "config.json", run / "model.safetensors", run / "model.json")} == saved
+
+
 def test_crafted_pickle_checkpoint_is_refused_and_never_executed(trained, tmp_path, capsys):
     cfg, run, _ = trained
     marker = tmp_path / "pwned"
@@ -95,11 +115,11 @@ def test_killed_between_model_file_and_marker_finishes_the_marker(trained):
 def test_stage_marked_done_without_its_model_is_refused(trained, tmp_path, capsys):
     import shutil
 
-    cfg, run, _ = trained
+    _, run, _ = trained
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
     (copy / "model.safetensors").unlink()
-    argv = ["train", "--run-dir", str(copy), "--no-progress", f"data.root={cfg.data.root}"]
+    argv = ["train", "--run-dir", str(copy), "--no-progress", "--config", str(copy / "config.json")]  # same recipe
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "marked done" in err[0] and "fix:" in err[0]

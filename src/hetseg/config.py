@@ -170,6 +170,21 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def recipe_difference(self, saved: dict[str, Any]) -> list[str]:
+        """The dotted keys (``cls.steps``) in which a run's saved ``config.json`` differs from this
+        config, among the sections ``model.name`` reads (``run_dir`` never counts; :data:`OWN_SECTIONS`).
+        Empty: the same recipe."""
+        skip = {"run_dir"} | {sec for sec, readers in OWN_SECTIONS.items() if self.model.name not in readers}
+
+        def leaves(d: Any, prefix: str = "") -> dict[str, Any]:
+            if not isinstance(d, dict):
+                return {prefix.rstrip("."): d}
+            return {k: v for key, sub in d.items() for k, v in leaves(sub, f"{prefix}{key}.").items()}
+
+        old = leaves({k: v for k, v in saved.items() if k not in skip})
+        new = leaves({k: v for k, v in self.to_dict().items() if k not in skip})
+        return sorted(k for k in set(old) | set(new) if old.get(k, ...) != new.get(k, ...))
+
     def save(self, path: str | Path) -> None:
         """Write the resolved config as JSON (atomically: a later command trusts it)."""
         from hetseg.io_atomic import write_json
@@ -217,6 +232,11 @@ class Config:
             cfg = _merge(cfg, nested, item, "")
         return cfg
 
+
+# Config sections that only some methods (model.name) read: a run of another method neither trains with
+# them nor is blocked by their change (DIS's budgets changing must not refuse a finished Table 1 cell).
+OWN_SECTIONS = {"deconv": {"deconvnet"}, "dis": {"dis"},
+                "transfer": {"transfernet", "baselinenet", "decouplednet_transfer"}}
 
 _CHOICES = {
     "model.scale": ("cpu", "paper"), "model.weight_pool": ("avg", "max"),

@@ -77,21 +77,12 @@ def dataset_info(data: str | Path) -> dict:
                        for k, v in meta.get("splits", {}).items() if k.startswith(("strong_", "train_", "val"))}}
 
 
-# Config sections that only some methods read: a run of another method neither trains with them nor
-# is blocked by their change (DIS's budgets changing must not refuse a finished Table 1 cell).
-OWN_SECTIONS = {"deconv": {"deconvnet"}, "dis": {"dis"},
-                "transfer": {"transfernet", "baselinenet", "decouplednet_transfer"}}
-
-
 def check_recipe(cfg: Config) -> None:
     """Refuse to resume or skip a run dir that was trained with another recipe (budget, data...)."""
     p = Path(cfg.run_dir) / "config.json"
     if not p.is_file():
         return
-    skip = {"run_dir"} | {sec for sec, readers in OWN_SECTIONS.items() if cfg.model.name not in readers}
-    saved = {k: v for k, v in json.loads(p.read_text()).items() if k not in skip}
-    want = {k: v for k, v in cfg.to_dict().items() if k not in skip}
-    if saved != want:
-        diff = sorted(k for k in set(saved) | set(want) if saved.get(k) != want.get(k))
+    diff = cfg.recipe_difference(json.loads(p.read_text()))
+    if diff:
         raise HetsegError(f"{cfg.run_dir}: trained with another recipe (differs in {diff}); "
                           "fix: pass another --runs directory or delete this one")

@@ -10,6 +10,7 @@ before the stage's done marker, rank 0 only under torchrun.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -103,6 +104,7 @@ class Method:
                                   f"fix: pick one of them or 'all'")
         run = Path(cfg.run_dir)
         if is_rank_zero():
+            refuse_other_recipe(run, cfg, allowed)
             cfg.save(run / "config.json")
         names = class_names(cfg)
         marked = [s for s in allowed if (run / s / "done.json").is_file()]
@@ -142,6 +144,27 @@ class Method:
             mark_done(run, summary)
             fault_point(f"done:{stage}")
         return summaries
+
+
+def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str]) -> None:
+    """A run dir holds one recipe (docs/GUARANTEES.md). Once one of ``stages`` has trained there (done
+    marker or checkpoint), another config would skip or resume that stage under settings it never
+    trained with, and config.json would then claim them; refused in one line before anything is written."""
+    p = run / "config.json"
+    trained = [s for s in stages if (run / s / "done.json").is_file() or (run / s / "checkpoints" / "last.ckpt").is_file()]
+    if not trained or not p.is_file():
+        return
+    try:
+        saved = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise HetsegError(f"{p}: cannot read the run's config ({type(e).__name__}); fix: pass another "
+                          f"--run-dir, or delete {run} to retrain") from None
+    diff = cfg.recipe_difference(saved if isinstance(saved, dict) else {})
+    if diff:
+        shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
+        raise HetsegError(f"{p}: stage '{trained[0]}' was trained in this run dir with another config (differs in "
+                          f"{shown}); fix: rerun with --config {p}, or pass another --run-dir "
+                          f"(--init-from {run} starts from its weights)")
 
 
 def get_method(name: str) -> Method:
