@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from hetseg.data.io import read_mask
 from hetseg.errors import DataError
+from hetseg.io_atomic import write_text
 
 
 def _as_numpy(a) -> np.ndarray:
@@ -204,5 +205,5 @@ def cli_score(pred: str | Path, gt: str | Path, num_classes: int | None = None,
     if json_out is not None:
         out = {"pred": str(pred), "gt": str(gt), "classes": names, **scores.to_dict(names)}
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(out, indent=1) + "\n")
+        write_text(json_out, json.dumps(out, indent=1) + "\n")
     return 0

@@ -25,7 +25,6 @@ needs only its records, not its weights (docs/BENCHMARKS.md, "Seeds across sessi
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -37,6 +36,7 @@ from hetseg.bench.table1_recipe import KS, METHODS, base_config, cell_config, cl
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
 from hetseg.errors import HetsegError
+from hetseg.io_atomic import write_json
 
 STAGES = {"decouplednet": ("seg",), "decouplednet-str": ("cls", "seg"), "deconvnet": ("deconv",)}
 GT_LABEL_METHODS = ("decouplednet", "decouplednet-str")  # the methods with a label classifier to replace
@@ -128,7 +128,7 @@ def run_cell(cfg: Config, method: str, k: int | str, cls_run: Path | None, progr
         _train(cfg, STAGES[method], str(cls_run) if method == "decouplednet" else None, progress)
         t0 = time.perf_counter()
         evaluate_run(run, "val")
-        (run / "table1_eval.json").write_text(json.dumps({"wall_s": round(time.perf_counter() - t0, 1)}) + "\n")
+        write_json(run / "table1_eval.json", {"wall_s": round(time.perf_counter() - t0, 1)})
     if method in GT_LABEL_METHODS and not (run / "eval_val_gt.json").is_file():
         # The same network given val's true image labels: what its label classifier costs (issue 12).
         evaluate_run(run, "val", use_gt_labels=True)

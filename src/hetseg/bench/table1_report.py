@@ -7,13 +7,13 @@ exactly as the run that trained them.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from hetseg.bench.curves import loss_by_parts, tenths_cells, tenths_header
 from hetseg.bench.provenance import dataset_info, machine_info, read_json
+from hetseg.io_atomic import write_json, write_text
 
 # DecoupledNet paper (Hong et al., NIPS 2015), Table 1, PASCAL VOC 2012 val mIoU (%), by strong
 # images per class. "full" is given as "about 67 for all three" in issue 4: approximate.
@@ -301,7 +301,7 @@ def write_results(cells: list[dict], out: str | Path, command: str, scale: str, 
             per_seed.setdefault(c["method"], {}).setdefault(str(c["k"]), {})[c["seed"]] = 100 * c["miou"]
     report["claims"] = claims(report["summary"], per_seed)
     paths = [out / f"{name}.json", out / f"{name}.md", out / f"{name}.png"]
-    paths[0].write_text(json.dumps(report, indent=2) + "\n")
-    paths[1].write_text(markdown(report))
+    write_json(paths[0], report)
+    write_text(paths[1], markdown(report))
     figure(report, paths[2])
     return paths

@@ -12,7 +12,6 @@ times, claims), ``OUT/transfer.md`` (the table and which of the paper's claims h
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
 from hetseg.engine.context import backbone_file
 from hetseg.errors import HetsegError
+from hetseg.io_atomic import write_json, write_text
 
 NAMES = {"transfernet": "TransferNet", "transfernet_gt": "TransferNet-GT", "baselinenet": "BaselineNet",
          "baselinenet_gt": "BaselineNet-GT", "decouplednet_transfer": "DecoupledNet-transfer",
@@ -172,8 +172,8 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         "config": cfg.to_dict(), "command": command,
         "jobs": workers,  # > 1: seeds trained side by side in single-thread processes (walls not comparable to 1)
     }
-    (out_dir / "transfer.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out_dir / "transfer.md").write_text(_markdown(report, names))
+    write_json(out_dir / "transfer.json", report)
+    write_text(out_dir / "transfer.md", _markdown(report, names))
     log(f"[bench transfer] {out_dir / 'transfer.md'}; total {report['wall_s']['total']} s")
     for m in METHODS:
         log(f"  {NAMES[m]:22s} mIoU {methods[m]['mean'] * 100:.1f}")

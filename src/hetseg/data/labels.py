@@ -16,6 +16,7 @@ import numpy as np
 
 from hetseg.data.npyfile import read_npy
 from hetseg.errors import DataError
+from hetseg.io_atomic import write_text
 
 MAX_LABEL = 254
 _JSON_FIX = 'write {"<image id>": [class indices 1..254], ...}'
@@ -93,7 +94,7 @@ def load_labels_json(path: str | Path, num_classes: int | None = None) -> dict[s
 
 def save_labels_json(path: str | Path, labels: Mapping[str, Sequence[int]]) -> None:
     """Write ``labels.json`` (see :func:`load_labels_json`)."""
-    Path(path).write_text(json.dumps({k: list(map(int, v)) for k, v in labels.items()}, indent=0) + "\n")
+    write_text(path, json.dumps({k: list(map(int, v)) for k, v in labels.items()}, indent=0) + "\n")
 
 
 _NPY_FIX = "pass irn/psa's voc12/cls_labels.npy (a dict id -> 20-d multi-hot saved with np.save)"

@@ -30,6 +30,7 @@ from hetseg.data.labels import (labels_from_mask, load_cls_labels_npy, load_labe
                                 save_labels_json)
 from hetseg.data.paths import RootGuard, link_problem, unsafe_rel
 from hetseg.errors import DataError
+from hetseg.io_atomic import write_text
 
 # Label readers live in hetseg.data.labels; re-exported here, where callers have always found them.
 __all__ = ["IMAGE_EXTS", "Record", "Split", "canonical_line", "default_root", "labels_from_mask",
@@ -240,7 +241,7 @@ def write_split(path: str | Path, records: Sequence[Record], weak: bool = False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [r.image if (weak or r.mask is None) else f"{r.image} {r.mask}" for r in records]
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")  # atomic: runs trust a split by its checksum
     recs = [Record(r.id, r.image, r.labels, None if weak else r.mask) for r in records]
     return split_checksum(recs)
 

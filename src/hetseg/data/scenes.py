@@ -29,6 +29,7 @@ from hetseg.data.scenes_render import (ITEM_COUNT_P, ITEM_SIDE, MASK_THRESHOLD, 
                                        render_scene)
 from hetseg.data.scenes_stats import best_global_threshold, summarise, threshold_histograms
 from hetseg.errors import DataError
+from hetseg.io_atomic import write_text
 from hetseg.palette import save_index_png
 
 DEFAULT_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -175,7 +176,7 @@ def generate_scenes(out_dir: str | Path, seed: int = 0, num_train: int = 10000, 
         "workers": workers,
         "generation_seconds": round(time.perf_counter() - t0, 2),
     }
-    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    write_text(out / "meta.json", json.dumps(meta, indent=1) + "\n")  # last, atomic: the set is complete
     return meta
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hetseg.data.records import per_class_subset, read_split, write_split
 from hetseg.errors import DataError
+from hetseg.io_atomic import write_text
 
 
 def cli_splits(split: str, per_class: int, seed: int, root: str | None = None, num_classes: int | None = None,
@@ -23,5 +24,5 @@ def cli_splits(split: str, per_class: int, seed: int, root: str | None = None, n
     counts = Counter(c for r in chosen for c in r.labels)
     print(f"{dest}: {len(chosen)} images, {per_class} per class (seed {seed}), sha256 {checksum}")
     print("images per class: " + ", ".join(f"{c}:{counts[c]}" for c in range(1, n)))
-    (dest.with_suffix(".sha256")).write_text(f"{checksum}  {dest.name}\n")
+    write_text(dest.with_suffix(".sha256"), f"{checksum}  {dest.name}\n")
     return 0
