@@ -314,6 +314,20 @@ def test_tiny_end_to_end_recipe_and_bench(tiny_scenes, tmp_path):
         nets = {"transfernet": load_model(run / "transfernet")[0]}  # carries the shared classifier
         s = evaluate_transfer(nets, val, 11, methods=["transfernet"], crf=True)
         assert list(s) == ["transfernet+crf"] and 0.0 <= s["transfernet+crf"].miou <= 1.0
+    # An evaluated seed is reported from its records alone (transfer_eval.json): seeds trained in
+    # different sessions need no weights, and another recipe's record is refused, not mixed in.
+    for f in runs.rglob("*.safetensors"):
+        f.unlink()
+    assert run_transfer("cpu", [0], str(tmp_path / "records"), str(tiny_scenes), str(runs), overrides=overrides) == 0
+    records = json.loads((tmp_path / "records" / "transfer.json").read_text())
+    assert {m: records["methods"][m]["miou"] for m in METHODS} == {m: report["methods"][m]["miou"] for m in METHODS}
+    assert records["identification"] == report["identification"] and records["train_loss"] == report["train_loss"]
+    assert not (tmp_path / "records" / "transfer_attention.png").exists()  # needs weights: not redrawn
+    from hetseg.errors import HetsegError
+
+    with pytest.raises(HetsegError, match=r"another recipe \(differs in transfer\.att\.steps\)"):
+        run_transfer("cpu", [0], str(tmp_path / "other"), str(tiny_scenes), str(runs),
+                     overrides=[*overrides, "transfer.att.steps=4"])
 
 
 def test_crf_is_skipped_cleanly_when_absent(tiny_scenes, monkeypatch):

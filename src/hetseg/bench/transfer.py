@@ -12,13 +12,14 @@ times, claims), ``OUT/transfer.md`` (the table and which of the paper's claims h
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from hetseg.bench.curves import stage_losses, tenths_cells, tenths_header
-from hetseg.bench.provenance import backbone_record
+from hetseg.bench.provenance import backbone_record, read_json
 from hetseg.bench.table1_report import claim_lines, ordering
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
@@ -86,6 +87,27 @@ def _train_seed(cfg: Config, root: str) -> dict:
     return run_recipe(cfg, root, evaluate=False, log=lambda *a: print(*a, flush=True))
 
 
+def seed_record(cfg: Config, root: Path) -> dict | None:
+    """A seed's evaluated results from ``root/transfer_eval.json`` (written after its evaluation), with
+    its scores rebuilt from their confusion matrices; None when the seed has not been evaluated. The
+    records, unlike the weights, can be committed, so seeds may be trained in different sessions
+    (docs/BENCHMARKS.md, "Seeds across sessions"). Another recipe's record is refused."""
+    from hetseg.metrics import scores_from_confusion
+
+    p = root / "transfer_eval.json"
+    if not p.is_file():
+        return None
+    rec = read_json(p)
+    # Judged as the transfer methods read a config (their section included, DIS's and DeconvNet's not).
+    saved = {**rec.get("config", {}), "model": {**rec.get("config", {}).get("model", {}), "name": "transfernet"}}
+    diff = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name="transfernet")).recipe_difference(saved)
+    if diff:
+        raise HetsegError(f"{p}: seed {cfg.seed} was evaluated with another recipe (differs in {', '.join(diff[:4])}); "
+                          "fix: pass another --runs directory or delete this one")
+    scores = {k: scores_from_confusion(v["confusion"], v["num_images"]) for k, v in rec["scores"].items()}
+    return {**rec, "scores": scores}
+
+
 def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benchmarks/results",
                  data: str = "data/fashion-scenes", runs: str = "runs/transfer", overrides: Sequence[str] = (),
                  log=print, jobs: int = 1) -> int:
@@ -104,23 +126,36 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
     per_seed: list[dict] = []
     cfg = None
     trained: dict = {}  # seed -> what its worker measured while training (a rerun below only finds it done)
-    workers = min(jobs, len(seeds)) if jobs > 1 and len(seeds) > 1 else 1  # what actually ran, as recorded
+    roots = {s: Path(runs) / f"{scale}_s{s}" for s in seeds}
+    done = {s: rec for s in seeds if (rec := seed_record(transfer_config(scale, s, data, overrides), roots[s]))}
+    todo = [s for s in seeds if s not in done]
+    workers = min(jobs, len(todo)) if jobs > 1 and len(todo) > 1 else 1  # what actually ran, as recorded
     if workers > 1:
         with cell_pool(workers) as pool:
-            futs = {s: pool.submit(job, _train_seed, transfer_config(scale, s, data, overrides),
-                                   str(Path(runs) / f"{scale}_s{s}")) for s in seeds}
+            futs = {s: pool.submit(job, _train_seed, transfer_config(scale, s, data, overrides), str(roots[s]))
+                    for s in todo}
             trained = {s: f.result() for s, f in futs.items()}
-    for i, seed in enumerate(seeds):
-        cfg = transfer_config(scale, seed, data, overrides)
-        root = Path(runs) / f"{scale}_s{seed}"
+    figure = out_dir / "transfer_attention.png"  # from the first seed evaluated here (records have no weights)
+    for seed in seeds:
+        cfg, root = transfer_config(scale, seed, data, overrides), roots[seed]
+        if seed in done:
+            log(f"[bench transfer] seed {seed}: evaluated, from its records ({root / 'transfer_eval.json'})")
+            per_seed.append(done[seed])
+            continue
         log(f"[bench transfer] seed {seed} -> {root}")
-        res = run_recipe(cfg, root, figure=out_dir / "transfer_attention.png" if i == 0 else None, log=log)
+        res = run_recipe(cfg, root, figure=figure, log=log)
+        figure = None
         if seed in trained:
             res = {**res, "train": trained[seed]["train"],
                    "wall_s": {**trained[seed]["wall_s"], "evaluation": res["wall_s"]["evaluation"]}}
-        ident = label_identification(root / "classifier", res["val"], cfg)
-        per_seed.append({"seed": seed, "run": str(root), "scores": res["scores"], "train": res["train"],
-                         "wall_s": res["wall_s"], "identification": ident, "train_loss": stage_losses(root)})
+        rec = {"seed": seed, "run": str(root), "scores": res["scores"], "train": res["train"],
+               "wall_s": res["wall_s"], "identification": label_identification(root / "classifier", res["val"], cfg),
+               "train_loss": stage_losses(root), "jobs": workers if seed in trained else 1}
+        write_json(root / "transfer_eval.json", {**rec, "config": cfg.to_dict(), "scores": {
+            k: v.to_dict(class_names(cfg)) for k, v in res["scores"].items()}})
+        per_seed.append(rec)
+    if figure is not None:
+        log(f"[bench transfer] {figure}: not redrawn, every seed came from its records (no weights needed)")
     names = class_names(cfg)
     val = load_split(cfg, cfg.transfer.val_split)
     splits = {}
