@@ -172,8 +172,8 @@ class Config:
 
     def recipe_difference(self, saved: dict[str, Any]) -> list[str]:
         """The dotted keys (``cls.steps``) in which a run's saved ``config.json`` differs from this
-        config, among the sections ``model.name`` reads (``run_dir`` never counts; :data:`OWN_SECTIONS`).
-        Empty: the same recipe."""
+        config, among the sections ``model.name`` reads (``run_dir`` and :data:`RUNTIME_KEYS` never count;
+        :data:`OWN_SECTIONS`). Empty: the same recipe."""
         skip = {"run_dir"} | {sec for sec, readers in OWN_SECTIONS.items() if self.model.name not in readers}
 
         def leaves(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -183,7 +183,7 @@ class Config:
 
         old = leaves({k: v for k, v in saved.items() if k not in skip})
         new = leaves({k: v for k, v in self.to_dict().items() if k not in skip})
-        return sorted(k for k in set(old) | set(new) if old.get(k, ...) != new.get(k, ...))
+        return sorted(k for k in set(old) | set(new) if k not in RUNTIME_KEYS and old.get(k, ...) != new.get(k, ...))
 
     def save(self, path: str | Path) -> None:
         """Write the resolved config as JSON (atomically: a later command trusts it)."""
@@ -237,6 +237,10 @@ class Config:
 # them nor is blocked by their change (DIS's budgets changing must not refuse a finished Table 1 cell).
 OWN_SECTIONS = {"deconv": {"deconvnet"}, "dis": {"dis"},
                 "transfer": {"transfernet", "baselinenet", "decouplednet_transfer"}}
+
+# Settings that change how fast a run goes, never its weights: DataLoader workers (augmentation is seeded
+# by (seed, epoch, index), engine/resume.py), so resuming with more of them is the same recipe.
+RUNTIME_KEYS = frozenset({"data.workers"})
 
 _CHOICES = {
     "model.scale": ("cpu", "paper"), "model.weight_pool": ("avg", "max"),
