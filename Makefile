@@ -67,5 +67,5 @@ clean:
 # Paper-scale speed, memory and inference checks on a GPU machine (docs/BENCHMARKS.md, "Paper scale
 # on a GPU"); a small fashion-scenes set in .gpu/ (16 MB); writes benchmarks/results/gpu.{json,md,png}.
 bench-gpu: venv fashion-mnist
-	test -f .gpu/fashion-scenes/meta.json || $(PY) -m hetseg data scenes --out .gpu/fashion-scenes --num-train 1200 --num-val 100 --seed 0
+	$(PY) -c "import sys; from hetseg.data.scenes import is_complete; sys.exit(not is_complete('.gpu/fashion-scenes'))" || $(PY) -m hetseg data scenes --out .gpu/fashion-scenes --num-train 1200 --num-val 100 --seed 0
 	$(PY) benchmarks/gpu_check.py --data .gpu/fashion-scenes --out benchmarks/results

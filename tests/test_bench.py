@@ -390,7 +390,10 @@ def test_a_recipe_change_blocks_only_the_runs_that_read_it(tmp_path):
             check_recipe(dis_changed)
         with pytest.raises(HetsegError, match=r"differs in \['cls\.steps'\]"):
             check_recipe(cfg.override(["cls.steps=7"]))
-        check_recipe(cfg.override(["data.workers=3"]))  # speed only: the same recipe
+        check_recipe(cfg.override(["data.workers=3", "cls.checkpoint_every=7", "seg.val_every=5"]))  # never the weights
+        older = cfg.to_dict()
+        del older["model"]["decoder_stride"]  # a run saved before that field existed trained with its default
+        assert cfg.recipe_difference(older) == []
 
 
 def test_decouplednet_cells_are_queued_before_the_cells_that_need_no_classifier():

@@ -172,8 +172,8 @@ class Config:
 
     def recipe_difference(self, saved: dict[str, Any]) -> list[str]:
         """The dotted keys (``cls.steps``) in which a run's saved ``config.json`` differs from this
-        config, among the sections ``model.name`` reads (``run_dir`` and :data:`RUNTIME_KEYS` never count;
-        :data:`OWN_SECTIONS`). Empty: the same recipe."""
+        config, among the sections ``model.name`` reads (``run_dir``, :data:`RUNTIME_KEYS` and
+        :data:`RUNTIME_FIELDS` never count; :data:`OWN_SECTIONS`). Empty: the same recipe."""
         skip = {"run_dir"} | {sec for sec, readers in OWN_SECTIONS.items() if self.model.name not in readers}
 
         def leaves(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -181,9 +181,15 @@ class Config:
                 return {prefix.rstrip("."): d}
             return {k: v for key, sub in d.items() for k, v in leaves(sub, f"{prefix}{key}.").items()}
 
-        old = leaves({k: v for k, v in saved.items() if k not in skip})
+        def runtime(key: str) -> bool:
+            return key in RUNTIME_KEYS or key.rsplit(".", 1)[-1] in RUNTIME_FIELDS
+
         new = leaves({k: v for k, v in self.to_dict().items() if k not in skip})
-        return sorted(k for k in set(old) | set(new) if k not in RUNTIME_KEYS and old.get(k, ...) != new.get(k, ...))
+        # A key the saved config lacks is a field added since that run: its default, which keeps the old
+        # behaviour, is what the run trained with -- not a difference.
+        defaults = leaves({k: v for k, v in Config().to_dict().items() if k not in skip})
+        old = {**defaults, **leaves({k: v for k, v in saved.items() if k not in skip})}
+        return sorted(k for k in set(old) | set(new) if not runtime(k) and old.get(k, ...) != new.get(k, ...))
 
     def save(self, path: str | Path) -> None:
         """Write the resolved config as JSON (atomically: a later command trusts it)."""
@@ -238,9 +244,12 @@ class Config:
 OWN_SECTIONS = {"deconv": {"deconvnet"}, "dis": {"dis"},
                 "transfer": {"transfernet", "baselinenet", "decouplednet_transfer"}}
 
-# Settings that change how fast a run goes, never its weights: DataLoader workers (augmentation is seeded
-# by (seed, epoch, index), engine/resume.py), so resuming with more of them is the same recipe.
-RUNTIME_KEYS = frozenset({"data.workers"})
+# Settings that never change a run's weights, so a resume with other values is the same recipe: DataLoader
+# workers (augmentation is seeded by (seed, epoch, index), engine/resume.py), where the Fashion-MNIST
+# files live, and -- in any stage -- how often it checkpoints and validates (the model draws no random
+# numbers, so neither touches the training).
+RUNTIME_KEYS = frozenset({"data.workers", "data.fashion_mnist_dir"})
+RUNTIME_FIELDS = frozenset({"checkpoint_every", "val_every"})
 
 _CHOICES = {
     "model.scale": ("cpu", "paper"), "model.weight_pool": ("avg", "max"),

@@ -120,12 +120,13 @@ def run_dis(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benchma
             progress: bool = False, figure_images: int = 4) -> int:
     """Every (seed, k) of the DIS bench; writes ``OUT/dis.{json,md,png}``; exit status."""
     from hetseg.bench.dis_report import write_results
+    from hetseg.data.scenes import is_complete
     from hetseg.demo import ensure_scenes
 
     t0 = time.perf_counter()
     runs = runs or "runs/dis"
     ks = tuple(k if str(k) == "full" else int(k) for k in ks)
-    if not (Path(data) / "meta.json").is_file():
+    if not is_complete(data):
         ensure_scenes(data, 0)
     bases = {(s, k): base_config(scale, s, data, k, runs, budget, overrides) for s in seeds for k in ks}
     t_trains = sorted({0, bases[(seeds[0], ks[0])].dis.t_train})

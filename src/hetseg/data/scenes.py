@@ -113,6 +113,15 @@ def _tasks(out: Path, split: str, seed: int, size: int, n: int, x: np.ndarray, y
         yield (str(out), split, seed, size, s, x[idx], y[idx], idx)
 
 
+def is_complete(root: str | Path) -> bool:
+    """Whether ``root`` holds a finished data set: a meta.json that is not a generation's stub."""
+    try:
+        meta = json.loads((Path(root) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and not meta.get("incomplete")
+
+
 def _prepare_out(out: Path) -> None:
     """Create ``out``; refuse a non-empty folder that is not an earlier fashion-scenes output."""
     if out.exists() and not out.is_dir():
@@ -129,6 +138,9 @@ def _prepare_out(out: Path) -> None:
             shutil.rmtree(out / sub, ignore_errors=True)  # stale scenes from a larger earlier run
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation", "splits"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    # Until the full meta.json replaces it at the end, a stub says "ours, unfinished": a killed run's
+    # folder is regenerated (demo.ensure_scenes needs the sizes), never taken for a complete set.
+    write_text(out / "meta.json", json.dumps({"dataset": "fashion-scenes", "incomplete": True}) + "\n")
 
 
 def generate_scenes(out_dir: str | Path, seed: int = 0, num_train: int = 10000, num_val: int = 1000,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import warnings
 from pathlib import Path
 
 import torch
@@ -75,6 +76,11 @@ def set_epoch(dl: DataLoader, epoch: int) -> None:
 def resume_position(dl: DataLoader, global_step: int, accumulate: int, epoch: int) -> None:
     """After a checkpoint restore: make the current epoch start at the batch the checkpoint reached."""
     if not isinstance(dl.sampler, EpochSampler):
+        # Lightning wrapped the sampler (DDP): its own "not resumable" warning is silenced
+        # (engine/console.py) because hetseg restores the position -- here it cannot, so say so.
+        if global_step * accumulate % max(1, len(dl)):
+            warnings.warn("hetseg: this sampler (e.g. DDP's) cannot be positioned inside the epoch, so the resumed "
+                          "epoch's data order differs from an uninterrupted run's (docs/GUARANTEES.md, Resume)")
         return
     set_epoch(dl, epoch)  # Lightning does not rerun on_train_epoch_start for the epoch it resumes in
     skip = global_step * accumulate - epoch * len(dl)

@@ -103,8 +103,8 @@ class Method:
                 raise HetsegError(f"--stage {s}: method '{self.name}' has stages {', '.join(allowed)}; "
                                   f"fix: pick one of them or 'all'")
         run = Path(cfg.run_dir)
+        refuse_other_recipe(run, cfg, allowed)  # read-only: every rank stops, not only rank 0
         if is_rank_zero():
-            refuse_other_recipe(run, cfg, allowed)
             cfg.save(run / "config.json")
         names = class_names(cfg)
         marked = [s for s in allowed if (run / s / "done.json").is_file()]
@@ -151,7 +151,10 @@ def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str]) -> None:
     marker or checkpoint), another config would skip or resume that stage under settings it never
     trained with, and config.json would then claim them; refused in one line before anything is written."""
     p = run / "config.json"
-    trained = [s for s in stages if (run / s / "done.json").is_file() or (run / s / "checkpoints" / "last.ckpt").is_file()]
+    # A stage killed between its model file and its marker is known from model.json (healed below as done).
+    recorded = read_model_json(run).get("stages", {}) if (run / "model.json").is_file() else {}
+    trained = [s for s in stages if s in recorded or (run / s / "done.json").is_file()
+               or (run / s / "checkpoints" / "last.ckpt").is_file()]
     if not trained or not p.is_file():
         return
     try:
@@ -163,8 +166,8 @@ def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str]) -> None:
     if diff:
         shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
         raise HetsegError(f"{p}: stage '{trained[0]}' was trained in this run dir with another config (differs in "
-                          f"{shown}); fix: rerun with --config {p}, or pass another --run-dir "
-                          f"(--init-from {run} starts from its weights)")
+                          f"{shown}); fix: train with the settings recorded in {p}, or into another run "
+                          f"directory (hetseg train --init-from {run} starts from its weights)")
 
 
 def get_method(name: str) -> Method:
