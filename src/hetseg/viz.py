@@ -128,4 +128,6 @@ def save_grid(path: str | Path, rows: Sequence[Sequence[np.ndarray]], titles: Se
                 ax.set_title(titles[j], fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    from hetseg.io_atomic import write_atomic
+
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png"))

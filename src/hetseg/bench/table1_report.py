@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hetseg.bench.curves import loss_by_parts, tenths_cells, tenths_header
 from hetseg.bench.provenance import dataset_info, machine_info, read_json
-from hetseg.io_atomic import write_json, write_text
+from hetseg.io_atomic import write_atomic, write_json, write_text
 
 # DecoupledNet paper (Hong et al., NIPS 2015), Table 1, PASCAL VOC 2012 val mIoU (%), by strong
 # images per class. "full" is given as "about 67 for all three" in issue 4: approximate.
@@ -269,7 +269,7 @@ def figure(report: dict, path: Path) -> None:
                  f"{len(report['seeds'])} seed(s))", fontsize=9)
     ax.legend(fontsize=7, ncol=2, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
 
 

@@ -102,7 +102,8 @@ def seed_record(cfg: Config, root: Path) -> dict | None:
     saved = {**rec.get("config", {}), "model": {**rec.get("config", {}).get("model", {}), "name": "transfernet"}}
     diff = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name="transfernet")).recipe_difference(saved)
     if diff:
-        raise HetsegError(f"{p}: seed {cfg.seed} was evaluated with another recipe (differs in {', '.join(diff[:4])}); "
+        shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
+        raise HetsegError(f"{p}: seed {cfg.seed} was evaluated with another recipe (differs in {shown}); "
                           "fix: pass another --runs directory or delete this one")
     scores = {k: scores_from_confusion(v["confusion"], v["num_images"]) for k, v in rec["scores"].items()}
     return {**rec, "scores": scores}
@@ -205,7 +206,8 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         "backbone": backbone_record(backbone_file(cfg)),  # file + sha256, as Table 1 records it
         "wall_s": {"per_seed": [s["wall_s"] for s in per_seed], "total": round(time.perf_counter() - t0, 1)},
         "config": cfg.to_dict(), "command": command,
-        "jobs": workers,  # > 1: seeds trained side by side in single-thread processes (walls not comparable to 1)
+        "jobs": workers,  # this invocation; > 1: seeds trained side by side in single-thread processes
+        "jobs_per_seed": [s.get("jobs", 1) for s in per_seed],  # as each seed was trained (walls not comparable to 1)
     }
     write_json(out_dir / "transfer.json", report)
     write_text(out_dir / "transfer.md", _markdown(report, names))
