@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from hetseg.config import Config
+from hetseg.io_atomic import write_json, write_text
 from hetseg.methods import get_method
 from hetseg.methods.deconvnet import DeconvStage
 from hetseg.methods.decouplednet.stages import ClsStage, SegStage
@@ -228,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "precision_check.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "precision_check.md").write_text(_markdown(report))
+    write_json(out / "precision_check.json", report)
+    write_text(out / "precision_check.md", _markdown(report))
     print(f"[precision] {report['verdict']} ({report['wall_s']} s) -> {out / 'precision_check.md'}")
     return 0
 

@@ -24,6 +24,7 @@ import lightning as L
 import torch
 
 from hetseg.bench.table1_recipe import KS, SPEEDS, base_config, cell_config, classifier_config
+from hetseg.io_atomic import write_json, write_text
 
 
 class StepClock(L.Callback):
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "table1_estimate" + ("" if args.speed == "default" else f"_{args.speed}")
-    (out / f"{name}.json").write_text(json.dumps(rep, indent=2) + "\n")
+    write_json(out / f"{name}.json", rep)
     md = [f"# Estimated wall time of `hetseg bench table1` (one seed, Config defaults, speed {args.speed}: "
           f"precision {base.seg.precision}, channels_last {base.seg.channels_last})", "",
           "Per-step process CPU time at 1 thread (data loading included), times the bench plan.", "",
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
           f"1 core: {rep['total_min_1core']} min ({rep['seconds_1core']} s)"
           + (f"; 2 cores at x{args.threads2}: {rep['total_min_2cores']} min" if args.threads2 else "")
           + f"; `jobs=2` (two single-thread cell processes on 2 idle cores): {rep['total_min_jobs2']} min", ""]
-    (out / f"{name}.md").write_text("\n".join(md))
+    write_text(out / f"{name}.md", "\n".join(md))
     print(json.dumps(rep, indent=1))
     return 0
 
