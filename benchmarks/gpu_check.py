@@ -153,8 +153,8 @@ def train_stage(cfg: Config, stage: str, steps: int) -> dict:
     """Train ``stage`` of ``cfg.model.name`` for ``steps`` optimizer steps; its speed and memory."""
     from hetseg.methods import train
 
+    fix_budgets(cfg, {stage: steps})
     sc = stage_config(cfg, stage)
-    sc.steps, sc.checkpoint_every = steps, 10 ** 6
     clock = StepClock()
     t0 = time.perf_counter()
     summary = train(cfg, [stage], progress=False, callbacks=[clock])[stage]

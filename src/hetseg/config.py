@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -170,11 +171,13 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def recipe_difference(self, saved: dict[str, Any]) -> list[str]:
+    def recipe_difference(self, saved: dict[str, Any], reader: str | None = None) -> list[str]:
         """The dotted keys (``cls.steps``) in which a run's saved ``config.json`` differs from this
-        config, among the sections ``model.name`` reads (``run_dir``, :data:`RUNTIME_KEYS` and
-        :data:`RUNTIME_FIELDS` never count; :data:`OWN_SECTIONS`). Empty: the same recipe."""
-        skip = {"run_dir"} | {sec for sec, readers in OWN_SECTIONS.items() if self.model.name not in readers}
+        config, among the sections the method ``reader`` (default ``model.name``) reads (``run_dir``,
+        :data:`RUNTIME_KEYS` and :data:`RUNTIME_FIELDS` never count; :data:`OWN_SECTIONS`). Empty: the
+        same recipe."""
+        reader = reader or self.model.name
+        skip = {"run_dir"} | {sec for sec, readers in OWN_SECTIONS.items() if reader not in readers}
 
         def leaves(d: Any, prefix: str = "") -> dict[str, Any]:
             if not isinstance(d, dict):
@@ -190,6 +193,19 @@ class Config:
         defaults = leaves({k: v for k, v in Config().to_dict().items() if k not in skip})
         old = {**defaults, **leaves({k: v for k, v in saved.items() if k not in skip})}
         return sorted(k for k in set(old) | set(new) if not runtime(k) and old.get(k, ...) != new.get(k, ...))
+
+    def recipe_difference_from(self, path: str | Path, reader: str | None = None) -> list[str]:
+        """:meth:`recipe_difference` against the config saved at ``path`` ([] when there is none); a
+        file that does not parse is one error line."""
+        p = Path(path)
+        if not p.is_file():
+            return []
+        try:
+            saved = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise HetsegError(f"{p}: cannot read a run's saved config ({type(e).__name__}); fix: restore it, "
+                              "or use another run directory") from None
+        return self.recipe_difference(saved if isinstance(saved, dict) else {}, reader)
 
     def save(self, path: str | Path) -> None:
         """Write the resolved config as JSON (atomically: a later command trusts it)."""
@@ -243,6 +259,11 @@ class Config:
 # them nor is blocked by their change (DIS's budgets changing must not refuse a finished Table 1 cell).
 OWN_SECTIONS = {"deconv": {"deconvnet"}, "dis": {"dis"},
                 "transfer": {"transfernet", "baselinenet", "decouplednet_transfer"}}
+
+def describe_difference(keys: list[str], most: int = 4) -> str:
+    """``keys`` of a :meth:`Config.recipe_difference` for an error line: the first ``most``, then a count."""
+    return ", ".join(keys[:most]) + (f" and {len(keys) - most} more" if len(keys) > most else "")
+
 
 # Settings that never change a run's weights, so a resume with other values is the same recipe: DataLoader
 # workers (augmentation is seeded by (seed, epoch, index), engine/resume.py), where the Fashion-MNIST

@@ -79,10 +79,7 @@ def dataset_info(data: str | Path) -> dict:
 
 def check_recipe(cfg: Config) -> None:
     """Refuse to resume or skip a run dir that was trained with another recipe (budget, data...)."""
-    p = Path(cfg.run_dir) / "config.json"
-    if not p.is_file():
-        return
-    diff = cfg.recipe_difference(json.loads(p.read_text()))
+    diff = cfg.recipe_difference_from(Path(cfg.run_dir) / "config.json")
     if diff:
         raise HetsegError(f"{cfg.run_dir}: trained with another recipe (differs in {diff}); "
                           "fix: pass another --runs directory or delete this one")

@@ -12,7 +12,6 @@ times, claims), ``OUT/transfer.md`` (the table and which of the paper's claims h
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import time
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from hetseg.bench.curves import stage_losses, tenths_cells, tenths_header
 from hetseg.bench.provenance import backbone_record, read_json
 from hetseg.bench.table1_report import claim_lines, ordering
 from hetseg.bench.workers import cell_pool, job
-from hetseg.config import Config
+from hetseg.config import Config, describe_difference
 from hetseg.engine.context import backbone_file
 from hetseg.errors import HetsegError
 from hetseg.io_atomic import write_json, write_text
@@ -99,12 +98,10 @@ def seed_record(cfg: Config, root: Path) -> dict | None:
         return None
     rec = read_json(p)
     # Judged as the transfer methods read a config (their section included, DIS's and DeconvNet's not).
-    saved = {**rec.get("config", {}), "model": {**rec.get("config", {}).get("model", {}), "name": "transfernet"}}
-    diff = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name="transfernet")).recipe_difference(saved)
+    diff = cfg.recipe_difference(rec.get("config", {}), reader="transfernet")
     if diff:
-        shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
-        raise HetsegError(f"{p}: seed {cfg.seed} was evaluated with another recipe (differs in {shown}); "
-                          "fix: pass another --runs directory or delete this one")
+        raise HetsegError(f"{p}: seed {cfg.seed} was evaluated with another recipe (differs in "
+                          f"{describe_difference(diff)}); fix: pass another --runs directory or delete this one")
     scores = {k: scores_from_confusion(v["confusion"], v["num_images"]) for k, v in rec["scores"].items()}
     return {**rec, "scores": scores}
 

@@ -10,13 +10,12 @@ before the stage's done marker, rank 0 only under torchrun.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from torch import nn
 
-from hetseg.config import Config
+from hetseg.config import Config, describe_difference
 from hetseg.engine.checkpoint import read_model_json, save_model
 from hetseg.engine.context import class_names, command_line, init_weights, seeded_model
 from hetseg.engine.resume import fault_point
@@ -150,24 +149,18 @@ def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str]) -> None:
     """A run dir holds one recipe (docs/GUARANTEES.md). Once one of ``stages`` has trained there (done
     marker or checkpoint), another config would skip or resume that stage under settings it never
     trained with, and config.json would then claim them; refused in one line before anything is written."""
-    p = run / "config.json"
     # A stage killed between its model file and its marker is known from model.json (healed below as done).
     recorded = read_model_json(run).get("stages", {}) if (run / "model.json").is_file() else {}
     trained = [s for s in stages if s in recorded or (run / s / "done.json").is_file()
                or (run / s / "checkpoints" / "last.ckpt").is_file()]
-    if not trained or not p.is_file():
+    if not trained:
         return
-    try:
-        saved = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise HetsegError(f"{p}: cannot read the run's config ({type(e).__name__}); fix: pass another "
-                          f"--run-dir, or delete {run} to retrain") from None
-    diff = cfg.recipe_difference(saved if isinstance(saved, dict) else {})
+    p = run / "config.json"
+    diff = cfg.recipe_difference_from(p)
     if diff:
-        shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
         raise HetsegError(f"{p}: stage '{trained[0]}' was trained in this run dir with another config (differs in "
-                          f"{shown}); fix: train with the settings recorded in {p}, or into another run "
-                          f"directory (hetseg train --init-from {run} starts from its weights)")
+                          f"{describe_difference(diff)}); fix: train with the settings recorded in {p}, or into "
+                          f"another run directory (hetseg train --init-from {run} starts from its weights)")
 
 
 def get_method(name: str) -> Method:
