@@ -74,6 +74,11 @@ def test_a_run_dir_holds_one_recipe(trained, tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith(f"hetseg: error: {run / 'config.json'}: stage 'cls' ")
     assert "differs in cls.steps, seg.lr" in err[0] and "fix: " in err[0]
     assert {p.name: p.read_bytes() for p in (run / "config.json", run / "model.safetensors", run / "model.json")} == saved
+    # Killed between the model file and the markers: model.json alone records the stages, and still counts.
+    for marker in [*run.glob("*/done.json"), *run.glob("*/checkpoints/last.ckpt")]:
+        marker.unlink()
+    assert main([*argv, "cls.steps=5"]) == 2
+    assert "differs in cls.steps" in capsys.readouterr().err
 
 
 def test_crafted_pickle_checkpoint_is_refused_and_never_executed(trained, tmp_path, capsys):

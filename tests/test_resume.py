@@ -74,3 +74,20 @@ def test_same_command_twice_with_two_threads_is_bit_identical(scenes, tmp_path):
         assert out.returncode == 0, out.stderr[-2000:]
     a, b = (load_file(str(r / "model.safetensors")) for r in runs)
     assert a.keys() == b.keys() and not [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def test_a_sampler_hetseg_cannot_position_warns_on_a_mid_epoch_resume():
+    """Lightning's own warning is silenced (hetseg positions its EpochSampler itself); under DDP the
+    sampler is Lightning's and cannot be positioned, so hetseg says so -- only mid-epoch."""
+    import warnings
+
+    from torch.utils.data import DataLoader
+
+    from hetseg.engine.resume import resume_position
+
+    dl = DataLoader(list(range(14)), batch_size=2)  # 7 batches, a plain (non-hetseg) sampler
+    with pytest.warns(UserWarning, match="cannot be positioned inside the epoch"):
+        resume_position(dl, global_step=3, accumulate=1, epoch=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resume_position(dl, global_step=7, accumulate=1, epoch=1)  # an epoch boundary: nothing lost
