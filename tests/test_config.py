@@ -36,7 +36,8 @@ def test_bad_config_file_is_one_line_naming_file_and_key(tmp_path, text, key):
     assert "\n" not in msg and msg.startswith(str(p)) and key in msg and "fix:" in msg
 
 
-@pytest.mark.parametrize("item", ["cls.steps=abc", "cls.steps=1.5", "cls.batch_size=0", "cls=5", "nope.x=1", "cls.steps"])
+@pytest.mark.parametrize("item", ["cls.steps=abc", "cls.steps=1.5", "cls.batch_size=0", "cls=5", "nope.x=1", "cls.steps",
+                                  "seed=-1", "seed=4294967296"])
 def test_bad_override_is_one_line_naming_it(item):
     with pytest.raises(HetsegError) as e:
         Config().override([item])
@@ -56,3 +57,30 @@ def test_saved_config_round_trips(tmp_path):
     cfg = Config().override(["cls.steps=7", "transfer.target_classes=[2, 3]"])
     cfg.save(tmp_path / "config.json")
     assert Config.load(tmp_path / "config.json") == cfg
+
+
+@pytest.mark.parametrize("argv, names", [
+    ([], "COMMAND"), (["data"], "DATASET"), (["predict"], "--input, --output"), (["bench", "tabel1"], "BENCH"),
+    (["bench", "table1", "--seeds", "-1"], "--seeds"), (["bench", "table1", "--seeds", "x"], "--seeds"),
+    (["bench", "table1", "--seeds", "0", "0"], "--seeds"), (["bench", "table1", "--jobs", "0"], "--jobs"),
+    (["data", "splits", "--split", "s.txt", "--per-class", "0"], "--per-class"), (["train", "--nope"], "--nope"),
+    (["score", "--pred", "p", "--gt", "g"], "--num-classes"), (["demo", "--seed", "-3"], "--seed"),
+])
+def test_command_line_mistakes_are_one_line_and_start_nothing(tmp_path, monkeypatch, capsys, argv, names):
+    """argparse's usage block and a bench that starts workers on ``--seeds -1`` both broke the contract."""
+    monkeypatch.chdir(tmp_path)  # a bench that did start would write runs/ here
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hetseg: error: ") and "; fix: " in err, err
+    assert names in err and "usage:" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_path_the_file_system_refuses_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder\n")
+    out = blocker / "scenes"  # a folder under a plain file cannot be made
+    assert main(["data", "scenes", "--out", str(out), "--num-train", "2", "--num-val", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {out}") and "Traceback" not in err, err
+    assert blocker.read_text() == "not a folder\n"

@@ -9,28 +9,73 @@ from pathlib import Path
 
 from hetseg.errors import HetsegError
 
+_SEED_MAX = 2**32 - 1  # numpy's seeding accepts [0, 2**32 - 1]
+
+
+class _UsageError(Exception):
+    """A command line argparse refuses; :func:`main` prints it as hetseg's one error line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with hetseg's error contract: one line ``hetseg: error: <argument>: <problem>; fix: <fix>``
+    instead of the usage block (docs/GUARANTEES.md). Subcommand parsers inherit it (add_subparsers
+    builds them with ``type(self)``)."""
+
+    def error(self, message: str):
+        what, _, problem = message.partition(": ")
+        if what.startswith("argument "):
+            what = what[len("argument "):]
+        elif what == "the following arguments are required":
+            what, problem = problem, "required but missing"
+        elif what == "unrecognized arguments":
+            what, problem = problem, "not an argument of this command"
+        else:
+            what, problem = self.prog, message
+        raise _UsageError(f"{what}: {problem}; fix: see '{self.prog} --help'")
+
+
+def _int_in(lo: int, hi: int | None = None):
+    """An argparse ``type``: an integer in [lo, hi], refused in one line otherwise (e.g. --seeds -1 would
+    otherwise start a bench whose worker processes then fail inside numpy's seeding)."""
+    want = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"expected {want}, got {v}")
+        return v
+
+    return parse
+
+
+_SEED = _int_in(0, _SEED_MAX)
+
 
 def _add_data(sub) -> None:
-    data = sub.add_parser("data", help="build datasets and split files").add_subparsers(dest="data_cmd", required=True)
+    data = sub.add_parser("data", help="build datasets and split files").add_subparsers(
+        dest="data_cmd", required=True, metavar="DATASET", help="scenes | splits | voc-aug | coco")
     sc = data.add_parser("scenes", help="generate the embedded fashion-scenes dataset (VOC layout)")
     sc.add_argument("--out", required=True)
-    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--seed", type=_SEED, default=0)
     sc.add_argument("--num-train", type=int, default=10000)
     sc.add_argument("--num-val", type=int, default=1000)
     sc.add_argument("--size", type=int, default=96)
     sc.add_argument("--fashion-mnist-dir", default=None)
     sp = data.add_parser("splits", help="k strong images per class from a masked split (DESIGN.md §6)")
     sp.add_argument("--split", required=True, help="source split file (lines with masks are eligible)")
-    sp.add_argument("--per-class", type=int, required=True)
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--per-class", type=_int_in(1), required=True)
+    sp.add_argument("--seed", type=_SEED, default=0)
     sp.add_argument("--root", default=None, help="dataset root (default: inferred from the split path)")
-    sp.add_argument("--num-classes", type=int, default=None)
+    sp.add_argument("--num-classes", type=_int_in(2), default=None)
     sp.add_argument("--out", default=None, help="output split file (default: <root>/splits/strong_<K>_s<S>.txt)")
     va = data.add_parser("voc-aug", help="SegmentationClassAug + train_aug from VOC2012 and SBD")
     va.add_argument("--voc-root", required=True, help=".../VOCdevkit/VOC2012")
     va.add_argument("--sbd-root", required=True, help=".../benchmark_RELEASE (or its dataset/ folder)")
     va.add_argument("--out-mask-dir", default="SegmentationClassAug")
-    va.add_argument("--expect-count", type=int, default=10582,
+    va.add_argument("--expect-count", type=_int_in(0), default=10582,
                     help="refuse a train_aug of another size (10,582 on the real datasets; 0 = no check)")
     co = data.add_parser("coco", help="COCO instances -> VOC layout with a category remap (TransferNet's COCO-60)")
     co.add_argument("--ann", required=True, help="COCO instances JSON, e.g. instances_train2014.json")
@@ -44,16 +89,16 @@ def _add_data(sub) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hetseg", description=__doc__)
+    p = _Parser(prog="hetseg", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     _add_data(sub)
 
     s = sub.add_parser("score", help="VOC devkit mIoU of a prediction folder against ground truth")
     s.add_argument("--pred", required=True)
     s.add_argument("--gt", required=True)
     g = s.add_mutually_exclusive_group(required=True)
-    g.add_argument("--num-classes", type=int)
+    g.add_argument("--num-classes", type=_int_in(2))
     g.add_argument("--classes", help="file with one class name per line (index = line number)")
     s.add_argument("--json", default=None)
 
@@ -95,20 +140,21 @@ def _build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="DecoupledNet end to end on fashion-scenes (CPU scale)")
     d.add_argument("--data", default="data/fashion-scenes")
     d.add_argument("--run-dir", default="runs/demo")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=_SEED, default=0)
     d.add_argument("--fashion-mnist-dir", default=None)
 
     b = sub.add_parser("bench", help="benchmarks that write results files")
-    b.add_argument("name", choices=["table1", "transfer", "dis", "voc-real", "backbone"])
+    b.add_argument("name", metavar="BENCH", choices=["table1", "transfer", "dis", "voc-real", "backbone"],
+                   help="table1 | transfer | dis | voc-real | backbone")
     b.add_argument("--voc-root", default=None, help="voc-real: a VOC-layout root (…/VOC2012)")
     b.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
-    b.add_argument("--seeds", type=int, nargs="+", default=[0])
+    b.add_argument("--seeds", type=_SEED, nargs="+", default=[0])
     b.add_argument("--out", default="benchmarks/results")
     b.add_argument("--data", default="data/fashion-scenes")
     b.add_argument("--runs", default=None, help="run directories (default: runs/<name>)")
     b.add_argument("--init", default="pretrained", choices=["pretrained", "scratch"],
                    help="table1: every network from the shared pretrained backbone (paper protocol) or from scratch")
-    b.add_argument("--jobs", type=int, default=2,
+    b.add_argument("--jobs", type=_int_in(1), default=2,
                    help="cells trained at once, one single-thread process each (2 suits a 2-core machine)")
     b.add_argument("--ks", nargs="+", default=None, metavar="K",
                    help="table1: the mask budgets to run, images per class or 'full' (default: 5 10 25 full)")
@@ -134,6 +180,9 @@ _BENCH_OPTIONS = {
 def _check_bench_options(args: argparse.Namespace) -> None:
     """Raise HetsegError for a bench option given a non-default value that ``args.name`` does not read."""
     default = _build_parser().parse_args(["bench", args.name])  # the defaults, as parsed
+    twice = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
+    if twice:  # two cells of one seed would train into the same run dir at once
+        raise HetsegError(f"--seeds: seed {twice[0]} given twice; fix: list each seed once")
     for dest, (flag, readers) in _BENCH_OPTIONS.items():
         if args.name not in readers and getattr(args, dest) != getattr(default, dest):
             names = sorted(readers)
@@ -251,13 +300,20 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    """Run one command line; bad input ends in one ``hetseg: error:`` line on stderr and exit status 2."""
     try:
+        args = _build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
         return _run(args)
-    except HetsegError as e:
+    except (HetsegError, _UsageError) as e:
         print(f"hetseg: error: {e}", file=sys.stderr)
-        return 2
+    except OSError as e:
+        if e.filename is None:  # not about a path the user gave: a bug or the machine, keep the traceback
+            raise
+        # e.g. --out under a read-only or missing parent: the file system's refusal, named by its path
+        print(f"hetseg: error: {e.filename}: {e.strerror or type(e).__name__}; fix: check that the path "
+              f"exists and that you may write there", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
