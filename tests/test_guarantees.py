@@ -81,6 +81,29 @@ def test_a_run_dir_holds_one_recipe(trained, tmp_path, capsys):
     assert "differs in cls.steps" in capsys.readouterr().err
 
 
+def test_a_refused_train_leaves_no_run_dir_and_keeps_an_old_config(trained, scenes, tmp_path, capsys):
+    """config.json is written only once the model is built and its starting weights are read: a run refused
+    for its --init-from used to leave a run dir holding nothing but the config of a run that never started.
+    (A split that is missing is found later, when its stage loads it; that leaves the config.json.)"""
+    bad = tmp_path / "weights.safetensors"
+    bad.write_bytes(b"not safetensors")
+    run = tmp_path / "run"
+    argv = ["train", "--run-dir", str(run), "--no-progress", f"data.root={scenes}"]
+    assert main([*argv, "--init-from", str(bad)]) == 2
+    assert not run.exists()
+    capsys.readouterr()
+    # an existing run's config.json is not rewritten by a refused run either (here: data.workers, a key the
+    # run-dir guard lets through because it changes speed only)
+    import shutil
+
+    _, src, _ = trained
+    shutil.copytree(src, run)
+    before = (run / "config.json").read_bytes()
+    assert main(["train", "--run-dir", str(run), "--config", str(run / "config.json"), "--no-progress",
+                 "--init-from", str(bad), "data.workers=1"]) == 2
+    assert "hetseg: error: " in capsys.readouterr().err and (run / "config.json").read_bytes() == before
+
+
 def test_crafted_pickle_checkpoint_is_refused_and_never_executed(trained, tmp_path, capsys):
     cfg, run, _ = trained
     marker = tmp_path / "pwned"

@@ -103,8 +103,6 @@ class Method:
                                   f"fix: pick one of them or 'all'")
         run = Path(cfg.run_dir)
         refuse_other_recipe(run, cfg, allowed)  # read-only: every rank stops, not only rank 0
-        if is_rank_zero():
-            cfg.save(run / "config.json")
         names = class_names(cfg)
         marked = [s for s in allowed if (run / s / "done.json").is_file()]
         if marked and not (run / "model.safetensors").is_file():
@@ -115,6 +113,8 @@ class Method:
         fresh = not (run / "model.safetensors").is_file() and not init_from
         init_weights(net, cfg, init_from)
         self.prepare(net, cfg, fresh)
+        if is_rank_zero():  # only now: a run refused above (bad data, bad --init-from) leaves no run dir behind
+            cfg.save(run / "config.json")
         prev = read_model_json(run) if (run / "model.json").is_file() else {}
         stages_meta, splits_meta = dict(prev.get("stages", {})), dict(prev.get("splits", {}))
         summaries: dict = {}
