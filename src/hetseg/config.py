@@ -169,6 +169,7 @@ class Config:
 
     # ---- persistence -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """Nested plain dicts, as saved in a run's config.json."""
         return asdict(self)
 
     def recipe_difference(self, saved: dict[str, Any], reader: str | None = None) -> list[str]:
@@ -225,6 +226,7 @@ class Config:
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
+        """A YAML or JSON file merged onto the defaults, every key checked (one-line HetsegError)."""
         p = Path(path)
         try:
             d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}

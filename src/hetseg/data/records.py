@@ -93,10 +93,12 @@ class Split:
 
 
 def canonical_line(rec: Record) -> str:
+    """The record as the checksum reads it: ``image mask|- l1,l2`` (labels in stored order)."""
     return " ".join([rec.image, rec.mask or "-", ",".join(map(str, rec.labels))])
 
 
 def split_checksum(records: Iterable[Record]) -> str:
+    """sha256 hex of the records' canonical lines, in order: the split checksum every result names."""
     h = hashlib.sha256()
     for rec in records:
         h.update(canonical_line(rec).encode() + b"\n")

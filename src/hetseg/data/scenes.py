@@ -61,7 +61,8 @@ def _read_idx(directory: Path, name: str) -> np.ndarray:
         raise DataError(path, f"not a readable idx file ({e})", "re-download or reinstall Fashion-MNIST") from None
 
 
-def load_fashion_mnist(directory: str | Path | None = None):
+def load_fashion_mnist(directory: str | Path | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """-> (train_x (60000, 28, 28) uint8, train_y (60000,) uint8 in 0..9, test_x (10000, 28, 28), test_y)."""
     d = Path(directory) if directory is not None else DEFAULT_FMNIST_DIR
     if not d.is_dir():

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from hetseg.registry import Registry
@@ -59,7 +60,7 @@ class Segmenter(nn.Module):
     label_classes: list[int] | None = None  # object indices identification may return (None: all)
     label_fallback: bool = False            # no class over the threshold -> the allowed argmax
 
-    def active_labels(self, scores, labels: list[list[int]] | None, threshold: float):
+    def active_labels(self, scores: Tensor, labels: list[list[int]] | None, threshold: float) -> Tensor:
         """scores (N, K) -> (N, K) bool: ``labels`` when given, else this model's identification rule."""
         if labels is not None:
             return labels_to_mask(labels, scores.shape[0], scores.shape[1], scores.device)
@@ -95,7 +96,7 @@ def create_model(name: str, **kwargs) -> Segmenter:
     return net
 
 
-def labels_to_mask(labels: list[list[int]], n: int, k: int, device=None):
+def labels_to_mask(labels: list[list[int]], n: int, k: int, device: torch.device | str | None = None) -> Tensor:
     """Per-image object index lists -> (N, K) bool, checking range and length."""
     import torch
 
@@ -109,12 +110,13 @@ def labels_to_mask(labels: list[list[int]], n: int, k: int, device=None):
     return active
 
 
-def index_lists(active) -> list[list[int]]:
+def index_lists(active: Tensor) -> list[list[int]]:
     """(N, K) bool -> per image the ascending indices that are set."""
     return [row.nonzero().flatten().tolist() for row in active.cpu()]
 
 
-def identify_labels(scores, threshold: float, allowed: list[int] | None = None, fallback: bool = False):
+def identify_labels(scores: Tensor, threshold: float, allowed: list[int] | None = None, fallback: bool = False
+                    ) -> Tensor:
     """Label identification shared by every model with image-level scores.
 
     scores (N, K) in [0, 1] -> active (N, K) bool: {k in allowed : scores_k > threshold}; with
