@@ -1,4 +1,4 @@
-"""The closed-form class saliency equals autograd (reference §1.4, DESIGN.md §3)."""
+"""The closed-form class saliency equals autograd (docs/REFERENCE.md §1.4)."""
 
 from __future__ import annotations
 

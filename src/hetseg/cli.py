@@ -64,7 +64,7 @@ def _add_data(sub) -> None:
     sc.add_argument("--num-val", type=int, default=1000)
     sc.add_argument("--size", type=int, default=96)
     sc.add_argument("--fashion-mnist-dir", default=None)
-    sp = data.add_parser("splits", help="k strong images per class from a masked split (DESIGN.md §6)")
+    sp = data.add_parser("splits", help="k strong images per class from a masked split (docs/DECISIONS.md, Data)")
     sp.add_argument("--split", required=True, help="source split file (lines with masks are eligible)")
     sp.add_argument("--per-class", type=_int_in(1), required=True)
     sp.add_argument("--seed", type=_SEED, default=0)

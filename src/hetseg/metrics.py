@@ -1,4 +1,4 @@
-"""The PASCAL VOC devkit segmentation metric (VOCevalseg.m), DESIGN.md §6.
+"""The PASCAL VOC devkit segmentation metric (VOCevalseg.m), docs/DECISIONS.md, "Metric".
 
 One int64 confusion matrix accumulated over the **whole set** (rows = ground truth, columns =
 prediction), pixels whose ground truth is 255 skipped, predictions at the original image size.

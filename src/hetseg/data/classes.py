@@ -15,7 +15,7 @@ FASHION_CLASSES: tuple[str, ...] = (
     "Sneaker", "Bag", "Ankle boot",
 )
 
-# TransferNet-style split of fashion-scenes (DESIGN.md §5), as mask indices.
+# TransferNet-style split of fashion-scenes (docs/TRANSFERNET.md), as mask indices.
 FASHION_SOURCE: tuple[int, ...] = (1, 2, 6, 8, 9)  # T-shirt/top, Trouser, Sandal, Sneaker, Bag
 FASHION_TARGET: tuple[int, ...] = (3, 4, 5, 7, 10)  # Pullover, Dress, Coat, Shirt, Ankle boot
 

@@ -249,7 +249,7 @@ def write_split(path: str | Path, records: Sequence[Record], weak: bool = False)
 
 
 def per_class_subset(records: Sequence[Record], k: int, num_classes: int, seed: int) -> list[Record]:
-    """DESIGN.md §6 "k strong per class": visit classes in index order; for each, draw (seeded)
+    """docs/DECISIONS.md "k strong per class": visit classes in index order; for each, draw (seeded)
     images containing it until k selected images contain it. An image counts for every class it has.
 
     Only records with masks are eligible. Returns the selection in the input order. If a class has

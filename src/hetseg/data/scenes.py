@@ -1,4 +1,4 @@
-"""fashion-scenes: the embedded dataset (DESIGN.md §5), written in VOC layout.
+"""fashion-scenes: the embedded dataset (docs/DECISIONS.md, "fashion-scenes"), written in VOC layout.
 
 Real Fashion-MNIST items (28×28 grey, 10 classes) pasted 1–3 per scene onto cluttered colour
 backgrounds; see :mod:`hetseg.data.scenes_render` for the image model and

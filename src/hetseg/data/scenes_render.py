@@ -1,4 +1,4 @@
-"""Rendering one fashion-scenes image (DESIGN.md §5): background clutter, items, mask, void band.
+"""Rendering one fashion-scenes image (docs/DECISIONS.md, "fashion-scenes"): background clutter, items, mask, void band.
 
 Pure functions of a ``numpy.random.Generator`` and the item pixels, so a scene's bytes depend only
 on the per-scene seed, never on which worker process drew it.

@@ -1,4 +1,4 @@
-"""Dataset statistics and the global-threshold non-triviality measure (DESIGN.md §5).
+"""Dataset statistics and the global-threshold non-triviality measure (docs/DECISIONS.md, "fashion-scenes").
 
 The measure answers "can one global intensity/colour threshold separate figure from ground?".
 For each channel (grey, R, G, B) and both polarities it takes the threshold with the best
