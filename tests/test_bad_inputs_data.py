@@ -416,3 +416,25 @@ def test_data_splits_on_a_split_without_masks(tmp_path, capsys):
     cli_one_line(["data", "splits", "--split", str(root / "splits" / "weak.txt"), "--per-class", "1"], capsys,
                  "no line names a mask")
     assert sorted(p.name for p in (root / "splits").iterdir()) == ["weak.txt"]
+
+
+def test_staged_output_refuses_what_is_in_the_way_before_moving_anything(tmp_path):
+    """All or nothing: a folder where a new file goes used to fail half-way through the move, after the
+    files sorted before it had already replaced the old ones."""
+    from hetseg.data.staging import staged
+
+    dest = tmp_path / "out"
+    (dest / "a").mkdir(parents=True)
+    (dest / "a" / "old.txt").write_text("old")
+    (dest / "b.txt").mkdir()  # in the way of the new file b.txt
+    with pytest.raises(DataError, match="a folder is in the way of the output, nothing was written") as e:
+        with staged(dest) as tmp:
+            (tmp / "a").mkdir()
+            (tmp / "a" / "old.txt").write_text("new")
+            (tmp / "b.txt").write_text("x")
+    assert str(dest / "b.txt") in str(e.value) and "\n" not in str(e.value)
+    assert (dest / "a" / "old.txt").read_text() == "old" and (dest / "b.txt").is_dir()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the staging folder is gone
+    with staged(dest / "a") as tmp:  # nothing in the way: the move still happens
+        (tmp / "old.txt").write_text("new")
+    assert (dest / "a" / "old.txt").read_text() == "new"

@@ -64,7 +64,8 @@ def test_saved_config_round_trips(tmp_path):
     (["bench", "table1", "--seeds", "-1"], "--seeds"), (["bench", "table1", "--seeds", "x"], "--seeds"),
     (["bench", "table1", "--seeds", "0", "0"], "--seeds"), (["bench", "table1", "--jobs", "0"], "--jobs"),
     (["data", "splits", "--split", "s.txt", "--per-class", "0"], "--per-class"), (["train", "--nope"], "--nope"),
-    (["score", "--pred", "p", "--gt", "g"], "--num-classes"), (["demo", "--seed", "-3"], "--seed"),
+    (["score", "--pred", "p", "--gt", "g"], "--num-classes | --classes: one of them is required"),
+    (["demo", "--seed", "-3"], "--seed"), (["train", "--nope"], "not an argument of 'hetseg train'"),
 ])
 def test_command_line_mistakes_are_one_line_and_start_nothing(tmp_path, monkeypatch, capsys, argv, names):
     """argparse's usage block and a bench that starts workers on ``--seeds -1`` both broke the contract."""
@@ -83,4 +84,14 @@ def test_a_path_the_file_system_refuses_is_one_line(tmp_path, capsys):
     assert main(["data", "scenes", "--out", str(out), "--num-train", "2", "--num-val", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {out}") and "Traceback" not in err, err
-    assert blocker.read_text() == "not a folder\n"
+    assert "in the way" in err and blocker.read_text() == "not a folder\n"
+    with pytest.raises(NotADirectoryError):  # -v: the traceback, for a report
+        main(["-v", "data", "scenes", "--out", str(out), "--num-train", "2", "--num-val", "1"])
+
+
+def test_version(capsys):
+    from hetseg import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"hetseg {__version__}"

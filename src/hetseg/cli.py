@@ -29,9 +29,21 @@ class _Parser(argparse.ArgumentParser):
             what, problem = problem, "required but missing"
         elif what == "unrecognized arguments":
             what, problem = problem, "not an argument of this command"
+        elif message.startswith("one of the arguments ") and message.endswith(" is required"):
+            what = " | ".join(message[len("one of the arguments "):-len(" is required")].split())
+            problem = "one of them is required"
         else:
             what, problem = self.prog, message
         raise _UsageError(f"{what}: {problem}; fix: see '{self.prog} --help'")
+
+    def parse_args(self, args=None, namespace=None) -> argparse.Namespace:
+        """As argparse's, but leftovers are blamed on the subcommand that did not take them (argparse
+        reports them from the top-level parser, whose --help does not list that command's options)."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            cmd = " ".join(str(c) for c in (self.prog, getattr(ns, "cmd", None), getattr(ns, "data_cmd", None)) if c)
+            raise _UsageError(f"{' '.join(extras)}: not an argument of '{cmd}'; fix: see '{cmd} --help'")
+        return ns
 
 
 def _int_in(lo: int, hi: int | None = None):
@@ -52,6 +64,12 @@ def _int_in(lo: int, hi: int | None = None):
 
 
 _SEED = _int_in(0, _SEED_MAX)
+
+
+def _version() -> str:
+    from hetseg import __version__
+
+    return __version__
 
 
 def _add_data(sub) -> None:
@@ -90,7 +108,8 @@ def _add_data(sub) -> None:
 
 def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="hetseg", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more; show a traceback for file-system errors")
+    p.add_argument("--version", action="version", version=f"hetseg {_version()}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     _add_data(sub)
 
@@ -301,19 +320,36 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command line; bad input ends in one ``hetseg: error:`` line on stderr and exit status 2."""
+    verbose = False
     try:
         args = _build_parser().parse_args(argv)
-        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+        verbose = args.verbose
+        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
         return _run(args)
     except (HetsegError, _UsageError) as e:
         print(f"hetseg: error: {e}", file=sys.stderr)
     except OSError as e:
-        if e.filename is None:  # not about a path the user gave: a bug or the machine, keep the traceback
+        path = e.filename2 or e.filename  # a rename's failure is about its destination
+        if path is None or verbose:  # not about a path, or asked for the detail: keep the traceback
             raise
-        # e.g. --out under a read-only or missing parent: the file system's refusal, named by its path
-        print(f"hetseg: error: {e.filename}: {e.strerror or type(e).__name__}; fix: check that the path "
-              f"exists and that you may write there", file=sys.stderr)
+        # e.g. --out where a parent cannot be made or written: the file system's refusal, named by its path
+        print(f"hetseg: error: {path}: {e.strerror or type(e).__name__}; fix: {_os_fix(e)}", file=sys.stderr)
     return 2
+
+
+def _os_fix(e: OSError) -> str:
+    """The fix for a file-system refusal, by its errno (``hetseg -v`` shows the traceback)."""
+    import errno
+
+    if e.errno == errno.ENOSPC:
+        return "free disk space and rerun"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "choose a place you may write to, or fix its permissions"
+    if e.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
+        return "a file or folder of that name is in the way: move it, or choose another path"
+    if e.errno == errno.ENOENT:
+        return "check the path (a parent may be missing or a file in it may have gone)"
+    return "check the path and rerun with -v for the details"
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ class DataConfig:
     class_names: list[str] = field(default_factory=list)  # empty: read <root>/classes.txt
     labels: str = ""                           # image labels file (labels.json format); empty: <root>/labels.json
     workers: int = 0                           # DataLoader workers (0 = main process)
-    fashion_mnist_dir: str = ""                # stage "pre" items; empty = the Debian package's dir
+    fashion_mnist_dir: str = ""                # stage "pre" items; empty = $HETSEG_FASHION_MNIST, else Debian's dir
     pretrain_holdout: int = 2000               # stage "pre": last N train items held out for val/acc
 
 

@@ -16,6 +16,29 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hetseg.errors import DataError
+
+
+def _in_the_way(src: Path, dst: Path) -> Path | None:
+    """The first destination path the move of ``src`` into ``dst`` could not replace: a file where a
+    folder goes, or a (real) folder where a file goes. Checked before anything moves, so such a refusal
+    leaves ``dst`` as it was instead of half replaced."""
+    if not dst.exists():
+        return None
+    if not dst.is_dir():
+        return dst
+    with os.scandir(src) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        target = dst / e.name
+        if e.is_dir(follow_symlinks=False):
+            found = _in_the_way(Path(e.path), target)
+            if found is not None:
+                return found
+        elif target.is_dir() and not target.is_symlink():
+            return target
+    return None
+
 
 def _move_tree(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
@@ -41,6 +64,11 @@ def staged(dest: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        blocked = _in_the_way(tmp, dest)
+        if blocked is not None:
+            kind = "folder" if blocked.is_dir() else "file"
+            raise DataError(blocked, f"a {kind} is in the way of the output, nothing was written",
+                            f"move or delete {blocked} and rerun")
         _move_tree(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Model scales: one code path, two sizes (README, "two scales"; docs/REFERENCE.md §6).
+"""Model scales: one code path, two sizes (README, "two scales"; docs/DECISIONS.md).
 
 "paper" is the original VGG-16 DecoupledNet at 320x320 (pool5 10x10, fc6 7x7 -> 4x4 score map,
 docs/REFERENCE.md §1.3). "cpu" divides every width by 4 and works at 96 px: pool5 is 3x3, and fc6's
