@@ -194,6 +194,23 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
         write_atomic(target, fail)
     assert json.loads(target.read_text()) == {"ok": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["done.json"]  # no temporary left behind
+    with pytest.raises(HetsegError, match="fix: a file or folder of that name is in the way"):
+        write_json(tmp_path, {"a folder": "is not a file"})
+
+
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path):
+    """The temporary file is created 0600; the written file must not stay unreadable to the group and
+    others (a run dir shared on a cluster), and a replaced file keeps its own mode."""
+    from hetseg import io_atomic
+
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")  # what open() gives under this process's umask
+    assert (io_atomic.write_text(tmp_path / "new.json", "{}").stat().st_mode & 0o777) == plain.stat().st_mode & 0o777
+    assert plain.stat().st_mode & 0o044  # (a umask that hides files from everyone else would make this vacuous)
+    kept = tmp_path / "kept.json"
+    kept.write_text("{}")
+    kept.chmod(0o640)
+    assert (io_atomic.write_text(kept, "[]").stat().st_mode & 0o777) == 0o640
 
 
 def test_eval_reads_a_foreign_split_against_its_own_root(trained, tmp_path):

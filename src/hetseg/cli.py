@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hetseg.cli_parser import UsageError
 from hetseg.cli_parser import build_parser as _build_parser  # tests and _check_bench_options parse with it
-from hetseg.errors import HetsegError
+from hetseg.errors import HetsegError, os_error_fix
 
 
 # Which benches read each bench option: a set option that the chosen bench would not read is refused,
@@ -160,23 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         if path is None or verbose:  # not about a path, or asked for the detail: keep the traceback
             raise
         # e.g. --out where a parent cannot be made or written: the file system's refusal, named by its path
-        print(f"hetseg: error: {path}: {e.strerror or type(e).__name__}; fix: {_os_fix(e)}", file=sys.stderr)
+        print(f"hetseg: error: {path}: {e.strerror or type(e).__name__}; fix: {os_error_fix(e)}", file=sys.stderr)
     return 2
-
-
-def _os_fix(e: OSError) -> str:
-    """The fix for a file-system refusal, by its errno (``hetseg -v`` shows the traceback)."""
-    import errno
-
-    if e.errno == errno.ENOSPC:
-        return "free disk space and rerun"
-    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "choose a place you may write to, or fix its permissions"
-    if e.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
-        return "a file or folder of that name is in the way: move it, or choose another path"
-    if e.errno == errno.ENOENT:
-        return "check the path (a parent may be missing or a file in it may have gone)"
-    return "check the path and rerun with -v for the details"
 
 
 if __name__ == "__main__":

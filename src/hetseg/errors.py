@@ -20,3 +20,18 @@ class DataError(HetsegError, ValueError):
         if fix:
             msg += f"; fix: {fix}"
         super().__init__(msg.replace("\n", " "))
+
+
+def os_error_fix(e: OSError) -> str:
+    """The fix for a file-system refusal, chosen by its errno (``hetseg -v`` shows the traceback)."""
+    import errno
+
+    if e.errno == errno.ENOSPC:
+        return "free disk space and rerun"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "choose a place you may write to, or fix its permissions"
+    if e.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
+        return "a file or folder of that name is in the way: move it, or choose another path"
+    if e.errno == errno.ENOENT:
+        return "check the path (a parent may be missing or a file in it may have gone)"
+    return "check the path and rerun with -v for the details"

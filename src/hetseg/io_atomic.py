@@ -10,7 +10,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from hetseg.errors import HetsegError
+from hetseg.errors import HetsegError, os_error_fix
+
+# mkstemp creates 0600 files; a written file gets what open() would have given it (0666 minus the
+# umask) or keeps the mode of the file it replaces. Read once: os.umask can only be read by setting it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
@@ -21,16 +26,18 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
     except OSError as e:
-        raise HetsegError(f"{path}: cannot write here ({e.strerror}); fix: choose a writable output directory") from None
+        raise HetsegError(f"{path}: cannot write here ({e.strerror}); fix: {os_error_fix(e)}") from None
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        mode = path.stat().st_mode & 0o777 if path.is_file() else 0o666 & ~_UMASK
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
-        raise HetsegError(f"{path}: write failed ({e.strerror}); fix: free disk space or choose another "
-                          "output directory (the previous file, if any, is unchanged)") from None
+        raise HetsegError(f"{path}: write failed ({e.strerror}, the previous file, if any, is unchanged); "
+                          f"fix: {os_error_fix(e)}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
