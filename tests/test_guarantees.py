@@ -178,6 +178,19 @@ def test_predict_never_overwrites_inputs_or_collides(trained, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(run), "--input", str(inp / "b.png"), "--output", str(out),
                  "--threshold", "nan"]) == 2
     assert "--threshold nan: must be a number in [0, 1]" in capsys.readouterr().err and not out.exists()
+    # A folder of masks is not overwritten by predictions of the same names; hetseg's own outputs are
+    # (a rerun), and predicting more images into the folder adds their scores instead of dropping the old.
+    masks = tmp_path / "SegmentationClass"
+    masks.mkdir()
+    (masks / "b.png").write_bytes(b"a mask")
+    assert main(["predict", "--checkpoint", str(run), "--input", str(inp / "b.png"), "--output", str(masks)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hetseg: error: {masks / 'b.png'}: already in --output") and "fix:" in err
+    assert (masks / "b.png").read_bytes() == b"a mask" and sorted(p.name for p in masks.iterdir()) == ["b.png"]
+    for name in ("a.jpg", "b.png", "b.png"):
+        assert main(["predict", "--checkpoint", str(run), "--input", str(inp / name), "--output", str(out)]) == 0
+    scores = json.loads((out / "scores.json").read_text())["images"]
+    assert sorted(Path(r["image"]).name for r in scores) == ["a.jpg", "b.png"]
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):

@@ -1,13 +1,16 @@
 """``hetseg predict``: label maps (palette PNGs of the input's size), figures and class scores.
 
 Never loses data: an output folder that holds (or is) an input is refused, two inputs that would
-write one output name (``a.jpg`` and ``a.png``) are refused before anything is written, and every
-file is written atomically. Memory stays flat over any number of images (one batch at a time) and
+write one output name (``a.jpg`` and ``a.png``) are refused before anything is written, a PNG in the
+output folder that an earlier ``hetseg predict`` did not write is never overwritten (its scores.json
+says which it wrote; predicting more images into a folder adds to that file), and every file is
+written atomically. Memory stays flat over any number of images (one batch at a time) and
 bounded for any image size (docs/GUARANTEES.md).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,8 +42,23 @@ def collect_inputs(inputs: Sequence[str]) -> list[Path]:
     return out
 
 
+def previous_predictions(out_dir: Path) -> list[dict]:
+    """The per-image records of an earlier ``hetseg predict`` into ``out_dir`` (its scores.json), or []."""
+    path = out_dir / "scores.json"
+    if not path.is_file():
+        return []
+    try:
+        images = json.loads(path.read_text(encoding="utf-8"))["images"]
+        return [r for r in images if isinstance(r, dict) and isinstance(r.get("image"), str)]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise HetsegError(f"{path}: not a scores.json written by hetseg predict; fix: choose an empty --output "
+                          "folder") from None
+
+
 def check_outputs(paths: Sequence[Path], out_dir: Path) -> None:
-    """Refuse an output folder that is a file or holds an input, and colliding output names."""
+    """Refuse an output folder that is a file or holds an input, colliding output names, and a
+    prediction that would overwrite a PNG an earlier ``hetseg predict`` there did not write (e.g.
+    ``--output`` pointed at a mask folder)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise HetsegError(f"{out_dir}: --output is a file; fix: give a folder for the predictions")
     out_res = out_dir.resolve()
@@ -54,6 +72,12 @@ def check_outputs(paths: Sequence[Path], out_dir: Path) -> None:
             raise HetsegError(f"{p}: writes the same {p.stem}.png as {seen[p.stem]}; fix: predict them into "
                               "separate folders or rename one")
         seen[p.stem] = p
+    ours = {Path(r["image"]).stem for r in previous_predictions(out_dir)}
+    for p in paths:
+        target = out_dir / f"{p.stem}.png"
+        if p.stem not in ours and (target.exists() or target.is_symlink()):
+            raise HetsegError(f"{target}: already in --output and not a prediction of hetseg's; fix: predict into "
+                              "an empty folder (it would be overwritten)")
 
 
 def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bool = False,
@@ -70,6 +94,7 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
     out_dir = Path(output)
     paths = collect_inputs(inputs)
     check_outputs(paths, out_dir)
+    earlier = previous_predictions(out_dir)  # kept: predicting more images into a folder adds to it
     records = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
@@ -80,7 +105,9 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
                 save_prediction_figure(out_dir / "figures" / f"{p.stem}.png", img, pred.label_map, names)
             scores = None if pred.class_scores is None else {
                 names[k + 1]: round(float(s), 4) for k, s in enumerate(pred.class_scores)}
-            records.append({"image": str(p), "size": [int(img.shape[0]), int(img.shape[1])],
+            records.append({"image": str(p), "size": [int(img.shape[0]), int(img.shape[1])], "threshold": thr,
                             "identified": [names[c] for c in pred.identified], "class_scores": scores})
-    write_json(out_dir / "scores.json", {"threshold": thr, "images": records})
+    stems = {p.stem for p in paths}
+    kept = [r for r in earlier if Path(r["image"]).stem not in stems]
+    write_json(out_dir / "scores.json", {"threshold": thr, "images": kept + records})
     return records
