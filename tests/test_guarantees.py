@@ -241,9 +241,18 @@ def test_eval_reads_a_foreign_split_against_its_own_root(trained, tmp_path):
         save_index_png(p, np.zeros((96, 96), np.uint8))
     own, _ = evaluate_run(run, "val")
     foreign, report = evaluate_run(run, str(other / "splits" / "val.txt"))
-    assert report["split_root"] == str(other)
+    assert report["split_root"] == str(other) and report["results"] == str(run / "eval_other_val.json")
+    assert json.loads((run / "eval_val.json").read_text())["split_root"] == str(cfg.data.root)  # the run's own kept
     assert not np.array_equal(own.confusion, foreign.confusion)
     assert foreign.confusion[1:].sum() == 0  # all-background truth: the other root's masks were read
+    # --split relative to --root; a mask of another size than its image is one error line naming both
+    from hetseg.errors import DataError
+
+    first_mask = other / (other / "splits" / "val.txt").read_text().split()[1]
+    save_index_png(first_mask, np.zeros((40, 50), np.uint8))
+    with pytest.raises(DataError, match="40x50") as e:
+        evaluate_run(run, "splits/val.txt", root=other)
+    assert first_mask.name in str(e.value) and "\n" not in str(e.value)
     (other / (other / "splits" / "val.txt").read_text().split()[0]).unlink()  # an image val lists
     with pytest.raises(Exception, match="does not exist"):
         evaluate_run(run, str(other / "splits" / "val.txt"))

@@ -83,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
         scores, report = evaluate_run(args.checkpoint, args.split, args.threshold, args.gt_labels, root=args.root)
         print(format_table(scores, list(report["scores"]["iou"])))
         print(f"mIoU={scores.miou * 100:.1f} on {report['split']} ({report['images']} images); "
-              f"results: {Path(args.checkpoint) / ('eval_' + Path(args.split).stem + ('_gt' if args.gt_labels else ''))}.json")
+              f"results: {report['results']}")
         return 0
     if args.cmd == "predict":
         from hetseg.engine.predict import run_predict

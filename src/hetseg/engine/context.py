@@ -51,8 +51,11 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split
             if cand.is_file():
                 return read_split(cand, data_root, labels=labels, num_classes=cfg.data.num_classes)
     path = Path(which)
+    if root is not None and not path.is_absolute() and not path.is_file() and (Path(root) / path).is_file():
+        path = Path(root) / path  # --split splits/x.txt --root DIR: the file under DIR
     if not path.is_file():
-        raise HetsegError(f"{which}: no such split (not under {data_root} either); fix: give weak, strong, val, "
+        where = data_root if root is None else f"{data_root} or {root}"
+        raise HetsegError(f"{which}: no such split (not under {where} either); fix: give weak, strong, val, "
                           "a split name in <root>/splits or a split file path")
     return read_split(path, Path(root) if root is not None else default_root(path), num_classes=cfg.data.num_classes)
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hetseg.data.io import read_image, read_mask
+from hetseg.data.io import check_pair, read_image, read_mask
 from hetseg.data.records import Split
 from hetseg.data.transforms import prepare, restore_argmax
 from hetseg.metrics import ConfusionMatrix, Scores
@@ -80,8 +80,10 @@ def evaluate_split(net: nn.Module, split: Split, num_classes: int, threshold: fl
         chunk = recs[start:start + batch_size]
         imgs = [read_image(split.path(r.image)) for r in chunk]
         labels = [r.labels for r in chunk] if use_gt_labels else None
-        for rec, pred in zip(chunk, predict_images(net, imgs, threshold, labels, predict_kwargs)):
-            cm.update(pred.label_map, read_mask(split.path(rec.mask), num_classes))
+        for rec, img, pred in zip(chunk, imgs, predict_images(net, imgs, threshold, labels, predict_kwargs)):
+            mask = read_mask(split.path(rec.mask), num_classes)
+            check_pair(split.path(rec.image), split.path(rec.mask), img, mask)  # one line naming both files
+            cm.update(pred.label_map, mask)
             if pred_dir is not None:
                 save_index_png(Path(pred_dir) / f"{rec.id}.png", pred.label_map)
     return cm.compute()
@@ -114,7 +116,9 @@ def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = 
     run = Path(run)
     names = info.get("class_names") or class_names(cfg)
     sp = load_split(cfg, split, root)
-    tag = Path(split).stem + ("_gt" if use_gt_labels else "") + suffix
+    # Another dataset's split is named after its root too, so its val.txt never replaces the run's eval_val.json.
+    foreign = Path(sp.root).resolve() != Path(cfg.data.root).resolve()
+    tag = (f"{Path(sp.root).name}_" if foreign else "") + Path(split).stem + ("_gt" if use_gt_labels else "") + suffix
     thr = float(info.get("threshold", cfg.eval.threshold)) if threshold is None else threshold
     scores = evaluate_split(net, sp, cfg.data.num_classes, thr, batch_size, pred_dir=run / f"predictions_{tag}",
                             use_gt_labels=use_gt_labels, predict_kwargs=predict_kwargs)
@@ -127,6 +131,7 @@ def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = 
         "train": info.get("stages", {}), "train_splits": info.get("splits", {}),
     }
     write_json(run / f"eval_{tag}.json", report)
+    report["results"] = str(run / f"eval_{tag}.json")  # where it went (not stored in the file itself)
     write_text(run / f"eval_{tag}.md",
                f"# {cfg.model.name} on {sp.name} ({len(sp.strong())} images, checksum {sp.checksum()[:12]})\n\n"
                f"scale {cfg.model.scale}, seed {cfg.seed}, threshold {thr}, command `{report['command']}`\n\n"
