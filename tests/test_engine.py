@@ -199,3 +199,18 @@ def test_auto_precision_is_bf16_only_where_bf16_is_native(monkeypatch):
     from hetseg.config import Config
 
     assert Config().cls.precision == "auto"
+
+
+def test_a_batch_larger_than_the_training_set_is_refused_in_one_line(tiny_scenes, tmp_path, capsys):
+    """It used to run 0 steps and then blame a last.ckpt that did not exist ("rerun to resume")."""
+    from hetseg.data.records import read_split, write_split
+
+    strong = read_split(tiny_scenes / "splits" / "strong_5.txt", tiny_scenes)
+    write_split(tiny_scenes / "splits" / "three.txt", strong.records[:3])
+    run = tmp_path / "run"
+    assert main(["train", "--method", "deconvnet", "--run-dir", str(run), "--no-progress", f"data.root={tiny_scenes}",
+                 "data.strong_split=splits/three.txt", "deconv.steps=2", "deconv.batch_size=16",
+                 "crops.crops_per_subset=1", "crops.proposals=none"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hetseg: error: stage 'deconv': ") and "fewer than its batch_size 16" in err
+    assert not (run / "deconv" / "checkpoints").exists()

@@ -85,6 +85,10 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
     done = stage_done(run_dir, name)
     if done is not None:
         return done
+    if len(train_ds) < sc.batch_size:  # batches drop their ragged end: not one step would ever run
+        raise HetsegError(f"stage '{name}': {len(train_ds)} training samples, fewer than its batch_size "
+                          f"{sc.batch_size}; fix: lower that stage's batch_size to at most {max(1, len(train_ds))}, "
+                          "or train on more images")
     ckpt_dir = stage_dir / "checkpoints"
     ckpt_path = resume
     if ckpt_path is None and (ckpt_dir / "last.ckpt").is_file():
