@@ -410,6 +410,22 @@ def test_cls_labels_real_files_still_load_and_bad_keys_are_refused(tmp_path):
     raises_one_line(load_cls_labels_npy, tmp_path / "float_key.npy", name="float_key.npy", contains="key 2.5")
 
 
+def test_cls_labels_npy_as_data_labels(tmp_path):
+    """The README's "hetseg reads irn/psa cls_labels.npy" holds for training too: data.labels=FILE.npy
+    (it was read as JSON and refused as "not UTF-8 text")."""
+    from hetseg.config import Config
+    from hetseg.data.labels import load_labels_file
+    from hetseg.engine.context import load_split
+
+    root = dataset(tmp_path, {"2007_000032": (JPG32, None)})
+    (root / "splits" / "weak.txt").write_text("JPEGImages/2007_000032.jpg\n")
+    cfg = Config().override([f"data.root={root}", "data.weak_split=splits/weak.txt", f"data.labels={IRN}",
+                             "data.num_classes=21"])
+    expected = load_cls_labels_npy(IRN)["2007_000032"]
+    assert expected and load_split(cfg, "weak").records[0].labels == expected
+    raises_one_line(load_labels_file, IRN, 5, name="cls_labels.npy", contains="outside [1, 5)")
+
+
 def test_data_splits_on_a_split_without_masks(tmp_path, capsys):
     root = dataset(tmp_path, {"a": (JPG32, None)}, {"a": [1]})
     (root / "splits" / "weak.txt").write_text("JPEGImages/a.jpg\n")

@@ -131,6 +131,28 @@ def test_crafted_pickle_checkpoint_is_refused_and_never_executed(trained, tmp_pa
     assert not marker.exists()
 
 
+def test_a_checkpoint_of_another_stage_is_refused(trained, tmp_path, capsys):
+    """--resume with the seg stage's checkpoint on a run whose next stage is cls used to end in a
+    traceback from the optimizer ("parameter group doesn't match"). Refused by the stage recorded in
+    the checkpoint, and (older checkpoints) by its RUN/<stage>/checkpoints/ folder."""
+    import shutil
+
+    import torch
+
+    cfg, run, _ = trained
+    seg_ckpt = run / "seg" / "checkpoints" / "last.ckpt"
+    assert torch.load(seg_ckpt, map_location="cpu", weights_only=True)["hetseg_stage"] == "seg"
+    anonymous = tmp_path / "renamed.ckpt"  # the recorded stage alone must do
+    shutil.copyfile(seg_ckpt, anonymous)
+    for ckpt in (seg_ckpt, anonymous):
+        argv = ["train", "--run-dir", str(tmp_path / "fresh"), "--config", str(run / "config.json"), "--no-progress",
+                "--resume", str(ckpt)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{ckpt}: a checkpoint of stage 'seg', not of stage 'cls'" in err, err
+    assert not (tmp_path / "fresh" / "cls" / "checkpoints").exists()
+
+
 def test_killed_between_model_file_and_marker_finishes_the_marker(trained):
     from hetseg.methods import train
 

@@ -27,7 +27,7 @@ class DataConfig:
     val_split: str = "splits/val.txt"          # evaluation
     num_classes: int = 11                      # incl. background (VOC: 21)
     class_names: list[str] = field(default_factory=list)  # empty: read <root>/classes.txt
-    labels: str = ""                           # image labels file (labels.json format); empty: <root>/labels.json
+    labels: str = ""                           # image labels: labels.json or irn/psa cls_labels.npy; empty: <root>/labels.json
     workers: int = 0                           # DataLoader workers (0 = main process)
     fashion_mnist_dir: str = ""                # stage "pre" items; empty = $HETSEG_FASHION_MNIST, else Debian's dir
     pretrain_holdout: int = 2000               # stage "pre": last N train items held out for val/acc

@@ -132,3 +132,17 @@ def load_cls_labels_npy(path: str | Path) -> dict[str, tuple[int, ...]]:
             raise DataError(path, f"two keys name image '{rid}'", "keep one entry per image")
         out[rid] = tuple(int(i) + 1 for i in np.flatnonzero(v > 0))
     return out
+
+
+def load_labels_file(path: str | Path, num_classes: int | None = None) -> dict[str, tuple[int, ...]]:
+    """``data.labels``: a labels.json (:func:`load_labels_json`) or an irn/psa ``cls_labels.npy``
+    (:func:`load_cls_labels_npy`), told apart by the suffix; labels checked against ``num_classes``."""
+    if Path(path).suffix.lower() != ".npy":
+        return load_labels_json(path, num_classes)
+    labels = load_cls_labels_npy(path)
+    if num_classes is not None:
+        for rid, ls in labels.items():
+            if any(c >= num_classes for c in ls):
+                raise DataError(path, f"image {rid} has label {max(ls)}, outside [1, {num_classes})",
+                                "set data.num_classes to the number of classes including background (21 on VOC)")
+    return labels

@@ -39,9 +39,9 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split
     data_root = Path(cfg.data.root)
     labels = None
     if cfg.data.labels:
-        from hetseg.data.labels import load_labels_json
+        from hetseg.data.labels import load_labels_file
 
-        labels = load_labels_json(cfg.data.labels, cfg.data.num_classes)
+        labels = load_labels_file(cfg.data.labels, cfg.data.num_classes)
     rel = {"weak": cfg.data.weak_split, "strong": cfg.data.strong_split, "val": cfg.data.val_split}.get(which)
     if rel is not None:
         path = Path(rel) if Path(rel).is_absolute() else data_root / rel

@@ -95,9 +95,10 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def check_checkpoint(path: str | Path) -> None:
-    """Refuse a checkpoint that is missing, not a Lightning checkpoint, corrupt, or that would need
-    unpickling, before Lightning touches it (it then loads the same file with weights_only=True)."""
+def check_checkpoint(path: str | Path, stage: str | None = None) -> None:
+    """Refuse a checkpoint that is missing, not a Lightning checkpoint, corrupt, that would need
+    unpickling, or (given ``stage``) that another stage wrote, before Lightning touches it (it then
+    loads the same file with weights_only=True)."""
     p = Path(path)
     if not p.is_file():
         raise HetsegError(f"{p}: no such checkpoint; fix: give a RUN/<stage>/checkpoints/last.ckpt file")
@@ -111,3 +112,8 @@ def check_checkpoint(path: str | Path) -> None:
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
         raise HetsegError(f"{p}: not a Lightning checkpoint written by hetseg; fix: delete it to restart "
                           "the stage")
+    # The stage it records; older checkpoints only say it by their folder (RUN/<stage>/checkpoints/).
+    wrote = ckpt.get("hetseg_stage") or (p.parent.parent.name if p.parent.name == "checkpoints" else None)
+    if stage is not None and wrote and wrote != stage:
+        raise HetsegError(f"{p}: a checkpoint of stage '{wrote}', not of stage '{stage}'; fix: resume it with "
+                          f"--stage {wrote} --run-dir RUN --config RUN/config.json (the run that wrote it)")

@@ -113,6 +113,9 @@ class Stage(L.LightningModule):
 
         fault_point(f"step:{self.stage_name}:{self.trainer.global_step}")
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["hetseg_stage"] = self.stage_name  # engine.resume.check_checkpoint: resumed by this stage only
+
     def on_fit_start(self) -> None:
         if self.sc.channels_last:
             self.net.to(memory_format=torch.channels_last)
