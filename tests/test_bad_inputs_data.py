@@ -454,3 +454,18 @@ def test_staged_output_refuses_what_is_in_the_way_before_moving_anything(tmp_pat
     with staged(dest / "a") as tmp:  # nothing in the way: the move still happens
         (tmp / "old.txt").write_text("new")
     assert (dest / "a" / "old.txt").read_text() == "new"
+
+
+def test_fixes_name_the_real_cause(tmp_path, capsys):
+    """A missing dataset root is built, not split; a label past num_classes is a num_classes matter."""
+    from hetseg.data.labels import load_labels_json
+
+    nothere = tmp_path / "nothere"
+    cli_one_line(["train", "--run-dir", str(tmp_path / "r"), f"data.root={nothere}"], capsys,
+                 contains=f"fix: build it (fashion-scenes: hetseg data scenes --out {nothere}) or set data.root")
+    (tmp_path / "labels.json").write_text('{"a": [3, 12]}')
+    raises_one_line(load_labels_json, tmp_path / "labels.json", 11, name="labels.json",
+                    contains="data.num_classes counts background too (11 now)")
+    (tmp_path / "labels.json").write_text('{"a": [0]}')
+    raises_one_line(load_labels_json, tmp_path / "labels.json", 11, name="labels.json",
+                    contains="0 is background and is never an image label")

@@ -93,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
 
             args.checkpoint = str(zoo.resolve(args.model))
         recs = run_predict(args.checkpoint, args.input, args.output, args.overlay, args.threshold)
-        print(f"predicted {len(recs)} images into {args.output}")
+        print(f"predicted {len(recs)} image{'s' * (len(recs) != 1)} into {args.output}")
         return 0
     if args.cmd == "models":
         from hetseg import zoo

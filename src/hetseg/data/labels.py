@@ -40,7 +40,8 @@ def normalise_labels(labs: Iterable[int], num_classes: int | None, src: Path | s
     bad = [x for x in out if x < 1 or x >= hi]
     if bad:
         raise DataError(src, f"image '{rid}' has labels {bad} outside [1, {hi})",
-                        "labels are mask indices; 0 is background and is never an image label")
+                        "labels are mask indices; 0 is background and is never an image label" if 0 in bad else
+                        f"data.num_classes counts background too ({hi} now): raise it, or fix the labels")
     return out
 
 

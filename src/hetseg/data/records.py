@@ -123,8 +123,12 @@ def read_list_text(path: str | Path, what: str = "split file") -> str:
     """The text of a list file, decoded as UTF-8 (a BOM is dropped); anything else raises DataError."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(p, f"is a directory, not a {what}" if p.is_dir() else f"{what} not found",
-                        "check the path or run 'hetseg data splits'")
+        # A whole dataset root that is missing needs building, not a split file (the default is fashion-scenes).
+        root = next((a for a in p.parents if a.name in ("splits", "ImageSets")), None)
+        missing_root = root is not None and not root.parent.is_dir()
+        fix = (f"build it (fashion-scenes: hetseg data scenes --out {root.parent}) or set data.root" if missing_root
+               else "check the path or run 'hetseg data splits'")
+        raise DataError(p, f"is a directory, not a {what}" if p.is_dir() else f"{what} not found", fix)
     data = p.read_bytes()
     try:
         return data.decode("utf-8-sig")

@@ -82,6 +82,9 @@ def transfer_classes(cfg: Config) -> tuple[list[int], list[int]]:
         m = json.loads(meta.read_text(encoding="utf-8"))
         return list(t.source_classes or m["source_classes"]), list(t.target_classes or m["target_classes"])
     except (OSError, ValueError, KeyError, TypeError):
+        if not Path(cfg.data.root).is_dir():
+            raise HetsegError(f"{cfg.data.root}: dataset root not found; fix: build it (fashion-scenes: hetseg data "
+                              f"scenes --out {cfg.data.root}) or set data.root") from None
         raise HetsegError(f"{meta}: no source_classes/target_classes for the transfer split; fix: set "
                           "transfer.source_classes=[...] and transfer.target_classes=[...] (mask indices)") from None
 
