@@ -67,7 +67,7 @@ def test_a_run_dir_holds_one_recipe(trained, tmp_path, capsys):
     shutil.copytree(src, run)  # the module's run stays untouched
     argv = ["train", "--run-dir", str(run), "--config", str(run / "config.json"), "--no-progress"]
     assert main(argv) == 0
-    capsys.readouterr()
+    assert capsys.readouterr().out.count("already trained, skipped") == 2  # cls and seg, said so
     saved = {p.name: p.read_bytes() for p in (run / "config.json", run / "model.safetensors", run / "model.json")}
     assert main([*argv, "cls.steps=5", "seg.lr=0.02"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -161,6 +161,7 @@ def test_killed_between_model_file_and_marker_finishes_the_marker(trained):
     before = (run / "model.safetensors").read_bytes()
     (run / "seg" / "done.json").unlink()
     out = train(cfg, progress=False)
+    assert out["seg"].pop("skipped") is True  # not retrained: the model file is the truth
     assert out["seg"] == done and (run / "model.safetensors").read_bytes() == before
     assert json.loads((run / "seg" / "done.json").read_text()) == done
 

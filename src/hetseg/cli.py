@@ -73,7 +73,8 @@ def _run(args: argparse.Namespace) -> int:
         for name, summary in train(cfg, stages, args.resume, args.init_from, not args.no_progress).items():
             m = summary.get("metrics") or {}
             extra = ", ".join(f"{k} {v:.4f}" for k, v in m.items())
-            print(f"stage {name}: {summary['steps']} steps in {summary['wall_s']} s" + (f" ({extra})" if extra else ""))
+            when = "already trained, skipped: " if summary.get("skipped") else ""
+            print(f"stage {name}: {when}{summary['steps']} steps in {summary['wall_s']} s" + (f" ({extra})" if extra else ""))
         print(f"model: {Path(cfg.run_dir) / 'model.safetensors'}")
         return 0
     if args.cmd == "eval":

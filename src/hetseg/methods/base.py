@@ -126,7 +126,7 @@ class Method:
                 if is_rank_zero():
                     mark_done(run, done)
             if done is not None:
-                summaries[stage] = done
+                summaries[stage] = {**done, "skipped": True}  # trained before: said so by the command line
                 continue
             summary, splits = self.run_stage(stage, net, cfg, resume, callbacks, progress)
             resume = None  # an explicit checkpoint belongs to the first stage only
