@@ -141,9 +141,9 @@ def test_resume_after_interruption_continues_from_saved_step(tiny_scenes, tmp_pa
     assert probe.first == 4  # last.ckpt was written at step 4 (checkpoint_every=2); 5 was lost
     assert summary["steps"] == 6 and summary["resumed_from"] == str(ckpt)
     assert (tmp_path / "run" / "cls" / "metrics.part1.csv").is_file()  # the log before the crash is kept
-    # a finished stage is skipped, not retrained
-    assert train(cfg, ("cls",), progress=False)["cls"] == json.loads(
-        (tmp_path / "run" / "cls" / "done.json").read_text())
+    # a finished stage is skipped, not retrained, and says so
+    again = train(cfg, ("cls",), progress=False)["cls"]
+    assert again.pop("skipped") is True and again == json.loads((tmp_path / "run" / "cls" / "done.json").read_text())
 
 
 def test_same_command_runs_under_torchrun_ddp(tiny_scenes, tmp_path):
