@@ -140,10 +140,4 @@ def load_labels_file(path: str | Path, num_classes: int | None = None) -> dict[s
     (:func:`load_cls_labels_npy`), told apart by the suffix; labels checked against ``num_classes``."""
     if Path(path).suffix.lower() != ".npy":
         return load_labels_json(path, num_classes)
-    labels = load_cls_labels_npy(path)
-    if num_classes is not None:
-        for rid, ls in labels.items():
-            if any(c >= num_classes for c in ls):
-                raise DataError(path, f"image {rid} has label {max(ls)}, outside [1, {num_classes})",
-                                "set data.num_classes to the number of classes including background (21 on VOC)")
-    return labels
+    return {rid: normalise_labels(ls, num_classes, path, rid) for rid, ls in load_cls_labels_npy(path).items()}

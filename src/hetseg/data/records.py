@@ -119,6 +119,11 @@ def record_id(image_rel: str) -> str:
     return PurePosixPath(image_rel).stem
 
 
+def build_root_fix(root: str | Path) -> str:
+    """The fix for a dataset root that does not exist (the default one is generated fashion-scenes)."""
+    return f"build it (fashion-scenes: hetseg data scenes --out {root}) or set data.root"
+
+
 def read_list_text(path: str | Path, what: str = "split file") -> str:
     """The text of a list file, decoded as UTF-8 (a BOM is dropped); anything else raises DataError."""
     p = Path(path)
@@ -126,8 +131,7 @@ def read_list_text(path: str | Path, what: str = "split file") -> str:
         # A whole dataset root that is missing needs building, not a split file (the default is fashion-scenes).
         root = next((a for a in p.parents if a.name in ("splits", "ImageSets")), None)
         missing_root = root is not None and not root.parent.is_dir()
-        fix = (f"build it (fashion-scenes: hetseg data scenes --out {root.parent}) or set data.root" if missing_root
-               else "check the path or run 'hetseg data splits'")
+        fix = build_root_fix(root.parent) if missing_root else "check the path or run 'hetseg data splits'"
         raise DataError(p, f"is a directory, not a {what}" if p.is_dir() else f"{what} not found", fix)
     data = p.read_bytes()
     try:

@@ -55,10 +55,10 @@ def previous_predictions(out_dir: Path) -> list[dict]:
                           "folder") from None
 
 
-def check_outputs(paths: Sequence[Path], out_dir: Path) -> None:
+def check_outputs(paths: Sequence[Path], out_dir: Path) -> list[dict]:
     """Refuse an output folder that is a file or holds an input, colliding output names, and a
     prediction that would overwrite a PNG an earlier ``hetseg predict`` there did not write (e.g.
-    ``--output`` pointed at a mask folder)."""
+    ``--output`` pointed at a mask folder). Returns those earlier predictions' records."""
     if out_dir.exists() and not out_dir.is_dir():
         raise HetsegError(f"{out_dir}: --output is a file; fix: give a folder for the predictions")
     out_res = out_dir.resolve()
@@ -72,12 +72,14 @@ def check_outputs(paths: Sequence[Path], out_dir: Path) -> None:
             raise HetsegError(f"{p}: writes the same {p.stem}.png as {seen[p.stem]}; fix: predict them into "
                               "separate folders or rename one")
         seen[p.stem] = p
-    ours = {Path(r["image"]).stem for r in previous_predictions(out_dir)}
+    earlier = previous_predictions(out_dir)
+    ours = {Path(r["image"]).stem for r in earlier}
     for p in paths:
         target = out_dir / f"{p.stem}.png"
         if p.stem not in ours and (target.exists() or target.is_symlink()):
             raise HetsegError(f"{target}: already in --output and not a prediction of hetseg's; fix: predict into "
                               "an empty folder (it would be overwritten)")
+    return earlier
 
 
 def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bool = False,
@@ -93,8 +95,7 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
     thr = float(info.get("threshold", cfg.eval.threshold)) if threshold is None else threshold
     out_dir = Path(output)
     paths = collect_inputs(inputs)
-    check_outputs(paths, out_dir)
-    earlier = previous_predictions(out_dir)  # kept: predicting more images into a folder adds to it
+    earlier = check_outputs(paths, out_dir)  # kept: predicting more images into a folder adds to it
     records = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]

@@ -13,7 +13,7 @@ from hetseg.config import Config
 from hetseg.data.crops import augment, binary_target
 from hetseg.data.datasets import SeededDataset
 from hetseg.data.io import read_image, read_mask
-from hetseg.data.records import Record, Split, write_split
+from hetseg.data.records import Record, Split, build_root_fix, write_split
 from hetseg.data.transforms import to_tensor
 from hetseg.engine.context import load_split
 from hetseg.errors import HetsegError
@@ -83,8 +83,7 @@ def transfer_classes(cfg: Config) -> tuple[list[int], list[int]]:
         return list(t.source_classes or m["source_classes"]), list(t.target_classes or m["target_classes"])
     except (OSError, ValueError, KeyError, TypeError):
         if not Path(cfg.data.root).is_dir():
-            raise HetsegError(f"{cfg.data.root}: dataset root not found; fix: build it (fashion-scenes: hetseg data "
-                              f"scenes --out {cfg.data.root}) or set data.root") from None
+            raise HetsegError(f"{cfg.data.root}: dataset root not found; fix: {build_root_fix(cfg.data.root)}") from None
         raise HetsegError(f"{meta}: no source_classes/target_classes for the transfer split; fix: set "
                           "transfer.source_classes=[...] and transfer.target_classes=[...] (mask indices)") from None
 
