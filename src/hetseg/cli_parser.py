@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-_SEED_MAX = 2**32 - 1  # numpy's seeding accepts [0, 2**32 - 1]
+from hetseg.config import SEED_MAX
 
 
 class UsageError(Exception):
@@ -23,8 +23,6 @@ class _Parser(argparse.ArgumentParser):
             what = what[len("argument "):]
         elif what == "the following arguments are required":
             what, problem = problem, "required but missing"
-        elif what == "unrecognized arguments":
-            what, problem = problem, "not an argument of this command"
         elif message.startswith("one of the arguments ") and message.endswith(" is required"):
             what = " | ".join(message[len("one of the arguments "):-len(" is required")].split())
             problem = "one of them is required"
@@ -59,7 +57,7 @@ def _int_in(lo: int, hi: int | None = None):
     return parse
 
 
-_SEED = _int_in(0, _SEED_MAX)
+_SEED = _int_in(0, SEED_MAX)
 
 
 def _version() -> str:

@@ -289,8 +289,8 @@ _MIN = {"steps": (1, False), "batch_size": (1, False), "accumulate": (1, False),
         "seg_weight": (0.0, False), "t_train": (0, False), "t_test": (0, False),
         "infer_lr": (0.0, True), "recon_weight": (0.0, False), "input_size": (0, False), "width": (0, False), "bridge_kernel": (0, False), "bg_scale": (0.0, True), "feature_scale": (0.0, False), "embed_dim": (0, False),
         "pretrained_lr_mult": (0.0, False), "seed": (0, False)}
-_MAX = {"lr_step": 1.0, "full_image_prob": 1.0, "momentum": 1.0, "threshold": 1.0,
-        "seed": 2**32 - 1}  # numpy's seeding range
+SEED_MAX = 2**32 - 1  # numpy's seeding accepts [0, 2**32 - 1]; the CLI's --seed(s) use the same bound
+_MAX = {"lr_step": 1.0, "full_image_prob": 1.0, "momentum": 1.0, "threshold": 1.0, "seed": SEED_MAX}
 
 
 def _check_value(t: Any, v: Any, key: str, where: str) -> Any:
