@@ -125,17 +125,18 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
     cfg = None
     trained: dict = {}  # seed -> what its worker measured while training (a rerun below only finds it done)
     roots = {s: Path(runs) / f"{scale}_s{s}" for s in seeds}
-    done = {s: rec for s in seeds if (rec := seed_record(transfer_config(scale, s, data, overrides), roots[s]))}
+    cfgs = {s: transfer_config(scale, s, data, overrides) for s in seeds}
+    done = {s: rec for s in seeds if (rec := seed_record(cfgs[s], roots[s]))}
     todo = [s for s in seeds if s not in done]
     workers = min(jobs, len(todo)) if jobs > 1 and len(todo) > 1 else 1  # what actually ran, as recorded
     if workers > 1:
         with cell_pool(workers) as pool:
-            futs = {s: pool.submit(job, _train_seed, transfer_config(scale, s, data, overrides), str(roots[s]))
+            futs = {s: pool.submit(job, _train_seed, cfgs[s], str(roots[s]))
                     for s in todo}
             trained = {s: f.result() for s, f in futs.items()}
     figure = out_dir / "transfer_attention.png"  # from the first seed evaluated here (records have no weights)
     for seed in seeds:
-        cfg, root = transfer_config(scale, seed, data, overrides), roots[seed]
+        cfg, root = cfgs[seed], roots[seed]
         if seed in done:
             log(f"[bench transfer] seed {seed}: evaluated, from its records ({root / 'transfer_eval.json'})")
             per_seed.append(done[seed])
