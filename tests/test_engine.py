@@ -185,6 +185,31 @@ def test_pretrain_stage_and_backbone_errors_are_one_line(tmp_path, capsys):
     assert "\n" not in err and "no backbone file" in err and "hetseg train --stage pre" in err
 
 
+@pytest.mark.parametrize("method, override, names", [
+    ("deconvnet", "seg.steps=3", "deconv.*"),                   # DeconvNet's budget is deconv.*
+    ("baselinenet", "transfer.joint.steps=3", "transfer.baseline.*"),
+    ("dis", "seg.steps=3", "dis.labelmap.*"),
+    ("decouplednet", "transfer.threshold=0.5", "baselinenet"),  # a section only the transfer family reads
+])
+def test_an_override_the_method_would_ignore_is_refused(tmp_path, capsys, method, override, names):
+    """Before, ``--method deconvnet seg.steps=3`` trained the default 3,900 deconv steps without a word."""
+    run = tmp_path / "run"
+    assert main(["train", "--method", method, "--run-dir", str(run), "--no-progress", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"hetseg: error: {override}: method '{method}'") and "\n" not in err
+    assert names in err and "fix:" in err and not run.exists()
+
+
+def test_overrides_of_the_methods_own_stages_pass_the_check():
+    from hetseg.methods import get_method
+
+    for method, overrides in (("decouplednet", ["cls.lr=0.1", "seg.steps=2", "pre.steps=1", "crops.max_scale=1"]),
+                              ("dis", ["dis.labelmap.steps=3", "dis.t_train=2", "pre.steps=1"]),
+                              ("transfernet", ["cls.steps=2", "transfer.att.steps=2", "transfer.threshold=0.5"]),
+                              ("decouplednet_transfer", ["seg.steps=2", "transfer.source_split=x"])):
+        get_method(method).check_overrides(overrides)  # raises on a refusal
+
+
 def test_auto_precision_is_bf16_only_where_bf16_is_native(monkeypatch):
     """An AVX2-only CPU emulates bf16 (~7x slower than float32 here), so "auto" means float32 there."""
     import torch

@@ -64,11 +64,12 @@ def _run(args: argparse.Namespace) -> int:
         return cli_score(args.pred, args.gt, args.num_classes, args.classes, args.json)
     if args.cmd == "train":
         from hetseg.config import Config
-        from hetseg.methods import train
+        from hetseg.methods import get_method, train
 
         cfg = Config.load(args.config) if args.config else Config()
         pre = ([f"run_dir={args.run_dir}"] if args.run_dir else []) + ([f"model.name={args.method}"] if args.method else [])
         cfg = cfg.override(pre + args.overrides)
+        get_method(cfg.model.name).check_overrides(args.overrides)
         stages = None if args.stage == "all" else (args.stage,)
         for name, summary in train(cfg, stages, args.resume, args.init_from, not args.no_progress).items():
             m = summary.get("metrics") or {}

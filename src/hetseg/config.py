@@ -262,6 +262,24 @@ class Config:
 OWN_SECTIONS = {"deconv": {"deconvnet"}, "dis": {"dis"},
                 "transfer": {"transfernet", "baselinenet", "decouplednet_transfer"}}
 
+
+def _stage_sections(cls: type, prefix: str = "") -> tuple[str, ...]:
+    hints = typing.get_type_hints(cls)
+    out: list[str] = []
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if t is StageConfig:
+            out.append(prefix + f.name)
+        elif dataclasses.is_dataclass(t):
+            out.extend(_stage_sections(t, f"{prefix}{f.name}."))
+    return tuple(out)
+
+
+# Every dotted section that is one stage's budget (pre, cls, seg, deconv, transfer.att, dis.joint, ...):
+# a method reads only its own stages' (Method.check_overrides).
+STAGE_SECTIONS = _stage_sections(Config)
+
+
 def describe_difference(keys: list[str], most: int = 4) -> str:
     """``keys`` of a :meth:`Config.recipe_difference` for an error line: the first ``most``, then a count."""
     return ", ".join(keys[:most]) + (f" and {len(keys) - most} more" if len(keys) > most else "")

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
-from hetseg.config import Config, describe_difference
+from hetseg.config import OWN_SECTIONS, STAGE_SECTIONS, Config, describe_difference
 from hetseg.engine.checkpoint import read_model_json, save_model
 from hetseg.engine.context import class_names, command_line, init_weights, seeded_model
 from hetseg.engine.resume import fault_point
@@ -46,6 +47,35 @@ class Method:
 
     def default_stages(self, cfg: Config) -> tuple[str, ...]:
         return self.stages
+
+    def stage_section(self, stage: str) -> str:
+        """The dotted config section holding ``stage``'s budget (a :class:`hetseg.config.StageConfig`);
+        default: the section named like the stage (``cls`` -> ``cfg.cls``)."""
+        return stage
+
+    def stage_config(self, cfg: Config, stage: str) -> Any:
+        """``stage``'s :class:`hetseg.config.StageConfig` in ``cfg`` (:meth:`stage_section`)."""
+        node: Any = cfg
+        for part in self.stage_section(stage).split("."):
+            node = getattr(node, part)
+        return node
+
+    def check_overrides(self, overrides: Sequence[str]) -> None:
+        """Refuse a ``key=value`` override this method would silently ignore: a stage budget of a stage it
+        does not have (``seg.steps`` for DeconvNet, which reads ``deconv.*``), or a key of a section only
+        other methods read (:data:`hetseg.config.OWN_SECTIONS`). One line, naming the sections it does read."""
+        mine = {self.stage_section(s) for s in self.stages + self.extra_stages}
+        for item in overrides:
+            key = item.split("=", 1)[0]
+            budget = next((sec for sec in STAGE_SECTIONS if key.startswith(sec + ".")), None)
+            readers = OWN_SECTIONS.get(key.split(".", 1)[0])
+            if budget and budget not in mine:
+                raise HetsegError(f"{item}: method '{self.name}' has no stage reading {budget}.*, so it would be "
+                                  f"ignored; fix: set its own stages' {', '.join(sorted(s + '.*' for s in mine))}")
+            if not budget and readers and self.name not in readers:
+                section = key.split(".", 1)[0]
+                raise HetsegError(f"{item}: method '{self.name}' does not read {section}.*, so it would be ignored; "
+                                  f"fix: drop it, or train {' / '.join(sorted(readers))}")
 
     def threshold(self, cfg: Config) -> float:
         """The label-identification threshold this method's runs evaluate and predict with."""

@@ -35,6 +35,9 @@ class DISMethod(Method):
     stages = ("labelmap", "recon", "joint")
     extra_stages = ("pre",)
 
+    def stage_section(self, stage: str) -> str:
+        return stage if stage == "pre" else f"dis.{stage}"
+
     def model_kwargs(self, cfg: Config) -> dict:
         return {**super().model_kwargs(cfg), "infer_lr": cfg.dis.infer_lr, "infer_steps": cfg.dis.t_test}
 
@@ -50,7 +53,7 @@ class DISMethod(Method):
             module = EncoderPretrainStage(net, cfg.pre, net.scale.encoder.out_channels)
             return run_pretrain(module, net, cfg, resume, callbacks, progress)
         ds, splits = self.dataset(cfg, net.input_size)
-        sc = getattr(cfg.dis, stage)
+        sc = self.stage_config(cfg, stage)
         module = {"labelmap": lambda: LabelmapStage(net, sc), "recon": lambda: ReconStage(net, sc),
                   "joint": lambda: JointStage(net, sc, cfg.dis.t_train, cfg.dis.recon_weight)}[stage]()
         summary = run_stage(stage, module, cfg, sc, ds, None, resume, callbacks, progress)

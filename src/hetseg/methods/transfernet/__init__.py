@@ -58,6 +58,10 @@ def calibrate_feature_scale(net: TransferNet, rows: LabelRows, n: int = 256, bat
 class _TransferFamily(Method):
     """Shared by the three: the label rule, stage ``cls`` on both domains, the classifier import."""
 
+    def stage_section(self, stage: str) -> str:
+        """``cls`` and DecoupledNet's ``seg`` read their own sections; att/joint/baseline ``transfer.*``."""
+        return stage if stage in ("cls", "seg") else f"transfer.{stage}"
+
     def model_kwargs(self, cfg: Config) -> dict:
         return {**super().model_kwargs(cfg), "label_classes": [c - 1 for c in transfer_classes(cfg)[1]],
                 "label_fallback": True}
@@ -115,7 +119,7 @@ class TransferNetMethod(_TransferFamily):
             self.encoder_from_classifier(net, cfg)
             return out
         target, source = domain_rows(cfg, "target", net.input_size), domain_rows(cfg, "source", net.input_size)
-        sc = cfg.transfer.att if stage == "att" else cfg.transfer.joint
+        sc = self.stage_config(cfg, stage)
         module = TransferStage(net, sc, stage, cfg.transfer.seg_weight)
         summary = run_stage(stage, module, cfg, sc, DomainPairs(target, source, cfg.seed), None, resume,
                             callbacks, progress)
@@ -136,7 +140,7 @@ class BaselineNetMethod(_TransferFamily):
                   progress: bool) -> tuple[dict, dict]:
         if stage == "cls":
             return self.train_cls(net, cfg, resume, callbacks, progress)
-        source, sc = domain_rows(cfg, "source", net.input_size), cfg.transfer.baseline
+        source, sc = domain_rows(cfg, "source", net.input_size), self.stage_config(cfg, stage)
         summary = run_stage("baseline", BaselineStage(net, sc), cfg, sc, source, None, resume, callbacks, progress)
         summary["source_rows_per_step"] = sc.batch_size * sc.accumulate
         return summary, {"rows": {"source": len(source)}}
