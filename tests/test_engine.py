@@ -91,6 +91,12 @@ def test_train_eval_predict_end_to_end(tiny_scenes, tmp_path):
     # predictions load like ground truth: palette PNGs of the input's size
     pred = Image.open(next((run / "predictions_val").glob("*.png")))
     assert pred.mode == "P" and pred.size == (96, 96)
+    # a rerun replaces the folder whole: no stale PNG of an earlier evaluation, no staging folder left
+    (run / "predictions_val" / "stale_0001.png").write_bytes(b"old")
+    evaluate_run(run, "val")
+    assert len(list((run / "predictions_val").glob("*.png"))) == 16
+    assert not (run / "predictions_val" / "stale_0001.png").exists()
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".predictions_val")]
     # CLI predict on odd inputs: grey, RGBA, tiny, non-square
     inp = tmp_path / "inputs"
     inp.mkdir()

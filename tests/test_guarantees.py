@@ -333,3 +333,21 @@ def test_bench_workers_die_with_a_killed_bench(tmp_path):
     if not gone:
         os.kill(worker, signal.SIGKILL)
     assert gone, "the worker outlived the bench process"
+
+
+def test_replaced_folder_keeps_the_old_folder_when_the_writer_fails(tmp_path):
+    """An evaluation killed half-way leaves the previous predictions as they were (io_atomic.replaced_folder)."""
+    from hetseg.io_atomic import replaced_folder
+
+    dest = tmp_path / "predictions_val"
+    dest.mkdir()
+    (dest / "a.png").write_bytes(b"a")
+    with pytest.raises(RuntimeError), replaced_folder(dest) as tmp:
+        (tmp / "b.png").write_bytes(b"b")
+        raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions_val"]
+    assert sorted(p.name for p in dest.iterdir()) == ["a.png"]
+    with replaced_folder(dest) as tmp:
+        (tmp / "b.png").write_bytes(b"b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions_val"]
+    assert sorted(p.name for p in dest.iterdir()) == ["b.png"]

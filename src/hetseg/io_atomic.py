@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hetseg.errors import HetsegError, os_error_fix
@@ -52,3 +54,32 @@ def write_text(path: str | Path, text: str) -> Path:
 def write_json(path: str | Path, obj) -> Path:
     """Atomic JSON write, indented, trailing newline."""
     return write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+@contextmanager
+def replaced_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a fresh hidden folder next to ``path``; on success it *replaces* ``path`` as a whole.
+
+    For a folder a command owns and rewrites every time (``RUN/predictions_<split>/``): a rerun on
+    another or smaller split leaves no stale file from the last one, and an evaluation killed half-way
+    leaves the previous folder as it was. On an exception the fresh folder is removed."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~_UMASK)
+    except OSError as e:
+        raise HetsegError(f"{path}: cannot write here ({e.strerror}); fix: {os_error_fix(e)}") from None
+    try:
+        yield tmp
+        old = path.with_name(tmp.name[:-len(".tmp")] + ".old")
+        if path.is_symlink() or path.exists():
+            os.rename(path, old)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old.is_symlink() or old.is_file():
+        old.unlink()
+    elif old.exists():
+        shutil.rmtree(old)

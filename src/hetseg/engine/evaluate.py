@@ -107,7 +107,7 @@ def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = 
     from hetseg.engine.checkpoint import load_model
     from hetseg.engine.context import class_names, command_line, load_split
     from hetseg.errors import HetsegError
-    from hetseg.io_atomic import write_json, write_text
+    from hetseg.io_atomic import replaced_folder, write_json, write_text
     from hetseg.metrics import format_table
 
     if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
@@ -120,8 +120,9 @@ def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = 
     foreign = Path(sp.root).resolve() != Path(cfg.data.root).resolve()
     tag = (f"{Path(sp.root).name}_" if foreign else "") + Path(split).stem + ("_gt" if use_gt_labels else "") + suffix
     thr = float(info.get("threshold", cfg.eval.threshold)) if threshold is None else threshold
-    scores = evaluate_split(net, sp, cfg.data.num_classes, thr, batch_size, pred_dir=run / f"predictions_{tag}",
-                            use_gt_labels=use_gt_labels, predict_kwargs=predict_kwargs)
+    with replaced_folder(run / f"predictions_{tag}") as pred_dir:  # no stale PNG of an earlier evaluation
+        scores = evaluate_split(net, sp, cfg.data.num_classes, thr, batch_size, pred_dir=pred_dir,
+                                use_gt_labels=use_gt_labels, predict_kwargs=predict_kwargs)
     report = {
         "run": str(run), "split": sp.name, "split_root": str(sp.root), "split_checksum": sp.checksum(),
         "images": len(sp.strong()), "scale": cfg.model.scale, "seed": cfg.seed, "threshold": thr,
