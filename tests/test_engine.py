@@ -195,7 +195,9 @@ def test_pretrain_stage_and_backbone_errors_are_one_line(tmp_path, capsys):
     ("deconvnet", "seg.steps=3", "deconv.*"),                   # DeconvNet's budget is deconv.*
     ("baselinenet", "transfer.joint.steps=3", "transfer.baseline.*"),
     ("dis", "seg.steps=3", "dis.labelmap.*"),
-    ("decouplednet", "transfer.threshold=0.5", "baselinenet"),  # a section only the transfer family reads
+    ("decouplednet", "transfer.threshold=0.5", "--method baselinenet"),  # a section only the transfer family reads
+    ("deconvnet", "seg={steps: 3}", "deconv.*"),                # a whole section as a mapping, merged leaf by leaf
+    ("baselinenet", "transfer={att: {steps: 3}}", "transfer.baseline.*"),
 ])
 def test_an_override_the_method_would_ignore_is_refused(tmp_path, capsys, method, override, names):
     """Before, ``--method deconvnet seg.steps=3`` trained the default 3,900 deconv steps without a word."""
@@ -214,6 +216,20 @@ def test_overrides_of_the_methods_own_stages_pass_the_check():
                               ("transfernet", ["cls.steps=2", "transfer.att.steps=2", "transfer.threshold=0.5"]),
                               ("decouplednet_transfer", ["seg.steps=2", "transfer.source_split=x"])):
         get_method(method).check_overrides(overrides)  # raises on a refusal
+
+
+def test_every_stage_of_every_method_has_a_budget_section_it_accepts():
+    """stage_section must name a real StageConfig (the one run_stage trains with), and an override of it passes."""
+    from hetseg.config import STAGE_SECTIONS, Config, StageConfig
+    from hetseg.methods import METHODS
+
+    cfg = Config()
+    assert len(METHODS) >= 6
+    for method in METHODS.values():
+        for stage in method.stages + method.extra_stages:
+            section = method.stage_section(stage)
+            assert section in STAGE_SECTIONS and isinstance(method.stage_config(cfg, stage), StageConfig)
+            method.check_overrides([f"{section}.steps=1", f"{section}={{lr: 0.1}}"])
 
 
 def test_auto_precision_is_bf16_only_where_bf16_is_native(monkeypatch):

@@ -351,3 +351,27 @@ def test_replaced_folder_keeps_the_old_folder_when_the_writer_fails(tmp_path):
         (tmp / "b.png").write_bytes(b"b")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions_val"]
     assert sorted(p.name for p in dest.iterdir()) == ["b.png"]
+
+
+def test_replaced_folder_puts_the_old_folder_back_when_the_swap_fails(tmp_path, monkeypatch):
+    """The second rename (fresh folder -> destination) failing must not leave the old folder hidden."""
+    import os
+
+    from hetseg.errors import HetsegError
+    from hetseg.io_atomic import replaced_folder
+
+    dest = tmp_path / "predictions_val"
+    dest.mkdir()
+    (dest / "a.png").write_bytes(b"a")
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if str(src).endswith(".tmp"):
+            raise OSError(39, "Directory not empty", str(dst))
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(HetsegError, match="predictions_val: cannot replace it"), replaced_folder(dest) as tmp:
+        (tmp / "b.png").write_bytes(b"b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions_val"]
+    assert sorted(p.name for p in dest.iterdir()) == ["a.png"]

@@ -275,6 +275,23 @@ def _stage_sections(cls: type, prefix: str = "") -> tuple[str, ...]:
     return tuple(out)
 
 
+def override_keys(item: str) -> list[str]:
+    """The dotted leaf keys a ``key=value`` override sets: ``seg.steps=3`` -> [seg.steps];
+    ``seg={steps: 3, lr: 0.1}`` -> [seg.steps, seg.lr] (a mapping value is merged leaf by leaf)."""
+    key, _, value = item.partition("=")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+
+    def leaves(prefix: str, v: Any) -> list[str]:
+        if isinstance(v, dict) and v:
+            return [k for sub, vv in v.items() for k in leaves(f"{prefix}.{sub}", vv)]
+        return [prefix]
+
+    return leaves(key, parsed)
+
+
 # Every dotted section that is one stage's budget (pre, cls, seg, deconv, transfer.att, dis.joint, ...):
 # a method reads only its own stages' (Method.check_overrides).
 STAGE_SECTIONS = _stage_sections(Config)

@@ -61,8 +61,11 @@ def replaced_folder(path: str | Path) -> Iterator[Path]:
     """Yield a fresh hidden folder next to ``path``; on success it *replaces* ``path`` as a whole.
 
     For a folder a command owns and rewrites every time (``RUN/predictions_<split>/``): a rerun on
-    another or smaller split leaves no stale file from the last one, and an evaluation killed half-way
-    leaves the previous folder as it was. On an exception the fresh folder is removed."""
+    another or smaller split leaves no stale file from the last one, and an evaluation that fails
+    half-way leaves the previous folder as it was. If the swap itself fails, the previous folder is
+    put back. ``path`` is replaced as the name it is: a symlink there is replaced by a real folder and
+    the folder it pointed to is left alone. A run killed outright may leave a hidden
+    ``.<name>.*.tmp`` folder; it is not swept, since it could be another running command's."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,14 +75,21 @@ def replaced_folder(path: str | Path) -> Iterator[Path]:
         raise HetsegError(f"{path}: cannot write here ({e.strerror}); fix: {os_error_fix(e)}") from None
     try:
         yield tmp
-        old = path.with_name(tmp.name[:-len(".tmp")] + ".old")
-        if path.is_symlink() or path.exists():
-            os.rename(path, old)
-        os.rename(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    old = tmp.with_name(tmp.name[:-len(".tmp")] + ".old")  # unique: named after the fresh folder
+    try:
+        if path.is_symlink() or path.exists():
+            os.rename(path, old)
+        os.rename(tmp, path)
+    except OSError as e:
+        if (old.is_symlink() or old.exists()) and not (path.is_symlink() or path.exists()):
+            os.rename(old, path)  # the swap failed half-way: the previous folder goes back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise HetsegError(f"{path}: cannot replace it ({e.strerror}; the previous one is unchanged); "
+                          f"fix: {os_error_fix(e)}") from None
     if old.is_symlink() or old.is_file():
-        old.unlink()
-    elif old.exists():
-        shutil.rmtree(old)
+        old.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(old, ignore_errors=True)  # the new folder is in place: a leftover costs only disk

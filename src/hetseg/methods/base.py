@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from hetseg.config import OWN_SECTIONS, STAGE_SECTIONS, Config, describe_difference
+from hetseg.config import OWN_SECTIONS, STAGE_SECTIONS, Config, describe_difference, override_keys
 from hetseg.engine.checkpoint import read_model_json, save_model
 from hetseg.engine.context import class_names, command_line, init_weights, seeded_model
 from hetseg.engine.resume import fault_point
@@ -65,8 +65,7 @@ class Method:
         does not have (``seg.steps`` for DeconvNet, which reads ``deconv.*``), or a key of a section only
         other methods read (:data:`hetseg.config.OWN_SECTIONS`). One line, naming the sections it does read."""
         mine = {self.stage_section(s) for s in self.stages + self.extra_stages}
-        for item in overrides:
-            key = item.split("=", 1)[0]
+        for item, key in ((item, key) for item in overrides for key in override_keys(item)):
             budget = next((sec for sec in STAGE_SECTIONS if key.startswith(sec + ".")), None)
             readers = OWN_SECTIONS.get(key.split(".", 1)[0])
             if budget and budget not in mine:
@@ -75,7 +74,7 @@ class Method:
             if not budget and readers and self.name not in readers:
                 section = key.split(".", 1)[0]
                 raise HetsegError(f"{item}: method '{self.name}' does not read {section}.*, so it would be ignored; "
-                                  f"fix: drop it, or train {' / '.join(sorted(readers))}")
+                                  f"fix: drop it, or --method {' | '.join(sorted(readers))}")
 
     def threshold(self, cfg: Config) -> float:
         """The label-identification threshold this method's runs evaluate and predict with."""
