@@ -321,6 +321,7 @@ def test_tiny_end_to_end_recipe_and_bench(tiny_scenes, tmp_path):
     assert run_transfer("cpu", [0], str(tmp_path / "again"), str(tiny_scenes), str(runs), overrides=overrides) == 0
     again = json.loads((tmp_path / "again" / "transfer.json").read_text())
     assert {m: again["methods"][m]["miou"] for m in METHODS} == {m: report["methods"][m]["miou"] for m in METHODS}
+    assert (tmp_path / "again" / "transfer_attention.png").is_file()  # from records, drawn from seed 0's weights
     if crf_available():
         from hetseg.config import Config
         from hetseg.engine.checkpoint import load_model
