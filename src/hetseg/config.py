@@ -242,11 +242,7 @@ class Config:
         for item in items:
             if "=" not in item:
                 raise HetsegError(f"{item}: override is not key=value; fix: write e.g. seg.steps=100")
-            key, value = item.split("=", 1)
-            try:
-                parsed = yaml.safe_load(value) if value.strip() else ""
-            except yaml.YAMLError:
-                parsed = value
+            key, parsed = _parse_override(item)
             nested: dict[str, Any] = {}
             node = nested
             parts = key.split(".")
@@ -275,14 +271,19 @@ def _stage_sections(cls: type, prefix: str = "") -> tuple[str, ...]:
     return tuple(out)
 
 
+def _parse_override(item: str) -> tuple[str, Any]:
+    """``key=value`` -> (key, the value read as YAML; the raw text where it is not YAML)."""
+    key, _, value = item.partition("=")
+    try:
+        return key, yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        return key, value
+
+
 def override_keys(item: str) -> list[str]:
     """The dotted leaf keys a ``key=value`` override sets: ``seg.steps=3`` -> [seg.steps];
     ``seg={steps: 3, lr: 0.1}`` -> [seg.steps, seg.lr] (a mapping value is merged leaf by leaf)."""
-    key, _, value = item.partition("=")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
+    key, parsed = _parse_override(item)
 
     def leaves(prefix: str, v: Any) -> list[str]:
         if isinstance(v, dict) and v:
