@@ -396,6 +396,17 @@ def test_a_recipe_change_blocks_only_the_runs_that_read_it(tmp_path):
         assert cfg.recipe_difference(older) == []
 
 
+def test_one_worker_runs_a_seeds_decouplednet_cells_first():
+    """--jobs 1 ran cells in grid order, so -Str k=5 (no classifier needed) went before DecoupledNet k=10."""
+    from hetseg.bench.table1 import sequential_order
+
+    todo = [(s, k, m) for s in (0, 1) for k in (5, 10, "full") for m in METHODS]
+    got = sequential_order(todo, 1)
+    assert got[:3] == [(1, 5, "decouplednet"), (1, 10, "decouplednet"), (1, "full", "decouplednet")]
+    assert sorted(got, key=str) == sorted((t for t in todo if t[0] == 1), key=str)
+    assert got[3:] == [t for t in todo if t[0] == 1 and t[2] != "decouplednet"]
+
+
 def test_decouplednet_cells_are_queued_before_the_cells_that_need_no_classifier():
     """--jobs 2, seeds 0 and 1: seed 0's classifier is already done (a rerun), seed 1's trains. A
     classifier's weights do not outlive a session, so its DecoupledNet cells go first -- but no

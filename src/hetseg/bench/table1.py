@@ -80,6 +80,14 @@ def queue_cells(submit_classifier: Callable[[int], Future], submit_cell: Callabl
     return futs
 
 
+def sequential_order(todo: Sequence[tuple], seed: int) -> list[tuple]:
+    """Seed ``seed``'s cells of ``todo`` in the order one worker runs them: its DecoupledNet cells first
+    (they need the seed's classifier weights, which do not outlive a session), then the rest in grid
+    order -- the same priority :func:`queue_cells` gives them under ``jobs`` > 1."""
+    mine = [t for t in todo if t[0] == seed]
+    return sorted(mine, key=lambda t: t[2] != "decouplednet")  # stable: k order kept within each group
+
+
 def evaluated(cfg: Config, method: str) -> bool:
     """True when a cell's val scores (and, for the label-classifier methods, its GT-label scores)
     are on disk: the cell needs no weights any more, so a runs dir kept without them (a committed
@@ -193,7 +201,7 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
     if jobs <= 1:
         for s in seeds:
             cls_run = ensure_classifier(bases[s], runs, progress, need_cls[s])
-            for seed, k, m in (t for t in todo if t[0] == s):
+            for seed, k, m in sequential_order(todo, s):
                 records[(seed, k, m)] = run_cell(cell_config(bases[s], m, k, runs), m, k, cls_run, progress)
     else:
         pool = cell_pool(jobs)
