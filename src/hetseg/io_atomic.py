@@ -20,6 +20,11 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+def _cannot_write(path: Path, e: OSError) -> HetsegError:
+    """The one line for a folder that refuses a new file or folder (no temporary could be made there)."""
+    return HetsegError(f"{path}: cannot write here ({e.strerror}); fix: {os_error_fix(e)}")
+
+
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` and rename the result to ``path``; on failure ``path`` is untouched."""
     path = Path(path)
@@ -28,7 +33,7 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
     except OSError as e:
-        raise HetsegError(f"{path}: cannot write here ({e.strerror}); fix: {os_error_fix(e)}") from None
+        raise _cannot_write(path, e) from None
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
@@ -72,7 +77,7 @@ def replaced_folder(path: str | Path) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         os.chmod(tmp, 0o777 & ~_UMASK)
     except OSError as e:
-        raise HetsegError(f"{path}: cannot write here ({e.strerror}); fix: {os_error_fix(e)}") from None
+        raise _cannot_write(path, e) from None
     try:
         yield tmp
     except BaseException:

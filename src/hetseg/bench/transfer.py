@@ -156,22 +156,21 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         write_json(root / "transfer_eval.json", {**rec, "config": cfg.to_dict(), "scores": {
             k: v.to_dict(class_names(cfg)) for k, v in res["scores"].items()}})
         per_seed.append(rec)
-    first = roots[seeds[0]] / "transfernet" if seeds else None
-    if figure is not None and first is not None and (first / "model.safetensors").is_file():
+    val = load_split(cfg, cfg.transfer.val_split)  # seeds differ in nothing the val split depends on
+    first = roots[seeds[0]] / "transfernet"
+    if figure is not None and (first / "model.safetensors").is_file():
         # Every seed came from its records, but the first seed's weights are still on this machine: the
         # figure then shows the recipe the tables report, not whatever an earlier invocation drew.
         from hetseg.engine.checkpoint import load_model
         from hetseg.methods.transfernet.evaluate import attention_figure
 
-        c = cfgs[seeds[0]]
         tn = load_model(first)[0]
-        attention_figure(tn, load_split(c, c.transfer.val_split), figure, tn.input_size, bg_scale=c.transfer.bg_scale)
+        attention_figure(tn, val, figure, tn.input_size, bg_scale=cfg.transfer.bg_scale)
         figure = None
     if figure is not None:
         log(f"[bench transfer] {figure}: not redrawn, every seed came from its records and seed "
-            f"{seeds[0] if seeds else '-'}'s weights are gone")
+            f"{seeds[0]}'s weights are gone")
     names = class_names(cfg)
-    val = load_split(cfg, cfg.transfer.val_split)
     splits = {}
     for key in ("source_split", "target_split", "val_split"):
         sp = load_split(cfg, getattr(cfg.transfer, key))

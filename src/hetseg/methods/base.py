@@ -67,12 +67,12 @@ class Method:
         mine = {self.stage_section(s) for s in self.stages + self.extra_stages}
         for item, key in ((item, key) for item in overrides for key in override_keys(item)):
             budget = next((sec for sec in STAGE_SECTIONS if key.startswith(sec + ".")), None)
-            readers = OWN_SECTIONS.get(key.split(".", 1)[0])
+            section = key.split(".", 1)[0]
+            readers = OWN_SECTIONS.get(section)
             if budget and budget not in mine:
                 raise HetsegError(f"{item}: method '{self.name}' has no stage reading {budget}.*, so it would be "
                                   f"ignored; fix: set its own stages' {', '.join(sorted(s + '.*' for s in mine))}")
             if not budget and readers and self.name not in readers:
-                section = key.split(".", 1)[0]
                 raise HetsegError(f"{item}: method '{self.name}' does not read {section}.*, so it would be ignored; "
                                   f"fix: drop it, or --method {' | '.join(sorted(readers))}")
 
