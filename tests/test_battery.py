@@ -121,3 +121,36 @@ def test_save_load_round_trip(name, tmp_path):
     a, b = net.predict(x), back.predict(x)
     torch.testing.assert_close(a.probs, b.probs)
     assert a.identified == b.identified
+
+
+def test_export_forward_is_predict_as_one_static_graph(name):
+    """export_forward (what `hetseg export` traces) gives predict's probs at every threshold: none,
+    some and all classes identified; a model without it says so instead of exporting something else."""
+    net = build(name).eval()
+    x = _x(net, n=3)
+    if not net.export_outputs:
+        with pytest.raises(NotImplementedError):
+            net.export_forward(x)
+        return
+    for thr in (0.0, 0.5, 1.0):
+        with torch.no_grad():
+            outs = net.export_forward(x, torch.tensor(thr))
+        ref = net.predict(x, threshold=thr)
+        assert len(outs) == len(net.export_outputs)
+        torch.testing.assert_close(outs[0], ref.probs, atol=1e-5, rtol=0)
+        if "class_scores" in net.export_outputs:
+            torch.testing.assert_close(outs[1], ref.class_scores)
+
+
+def test_export_forward_keeps_the_transfer_label_rule():
+    """DecoupledNet-transfer's identification (allowed classes only; none over the threshold -> the
+    allowed argmax) written with masks in identify_labels gives predict's maps in the static graph too."""
+    torch.manual_seed(0)
+    net = create_model("decouplednet", num_classes=K, scale="cpu", label_classes=[1, 2], label_fallback=True).eval()
+    x = _x(net, n=3)
+    for thr in (0.0, 1.0):  # 1.0: nothing passes, every image falls back to its best allowed class
+        ref = net.predict(x, threshold=thr)
+        assert all(ls and set(ls) <= {1, 2} for ls in ref.identified)
+        with torch.no_grad():
+            probs, _ = net.export_forward(x, torch.tensor(thr))
+        torch.testing.assert_close(probs, ref.probs, atol=1e-5, rtol=0)

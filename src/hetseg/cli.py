@@ -97,6 +97,20 @@ def _run(args: argparse.Namespace) -> int:
         recs = run_predict(args.checkpoint, args.input, args.output, args.overlay, args.threshold)
         print(f"predicted {len(recs)} image{'s' * (len(recs) != 1)} into {args.output}")
         return 0
+    if args.cmd == "export":
+        from hetseg.export import export_onnx
+
+        if args.model is not None:
+            from hetseg import zoo
+
+            args.checkpoint = str(zoo.resolve(args.model))
+        meta = export_onnx(args.checkpoint, args.out, args.replace, args.verbose)
+        p, s = meta["parity"], meta["input"]["shape"][2]
+        print(f"exported {meta['model']} -> {args.out}: inputs {', '.join(meta['inputs'])} (images N x 3 x {s} x {s}), "
+              f"outputs {', '.join(meta['outputs'])}; onnxruntime vs PyTorch on {p['images']} images: labels differ on "
+              f"{p['label_disagreement']:.2%} of pixels, probs off by > {p['atol']:g} on {p['probs_off']:.2%}; "
+              f"contract: {args.out}.json")
+        return 0
     if args.cmd == "models":
         from hetseg import zoo
 

@@ -144,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--overlay", action="store_true", help="also write figures/<name>.png: image | prediction + legend")
     pr.add_argument("--threshold", type=float, default=None)
 
+    ex = sub.add_parser("export", help="a trained run as one ONNX file (checked against the model with onnxruntime)")
+    which = ex.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="a run directory written by 'hetseg train'")
+    which.add_argument("--model", help="a shipped model's name ('hetseg models' lists them)")
+    ex.add_argument("--out", required=True, help="the .onnx file; its contract goes to <out>.json beside it")
+    ex.add_argument("--replace", action="store_true", help="overwrite an existing --out and its .json")
+
     sub.add_parser("models", help="list the shipped models (hetseg predict --model NAME)")
     sh = sub.add_parser("ship", help="copy a trained run into the package as a shipped model (float16)")
     sh.add_argument("--run", required=True)

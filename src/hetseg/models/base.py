@@ -76,6 +76,20 @@ class Segmenter(nn.Module):
         """images (N, 3, S, S), normalised, S a multiple of the model's stride -> :class:`SegOutput`."""
         raise NotImplementedError
 
+    # What export_forward returns, by name (the exported graph's outputs); empty: not exportable.
+    export_outputs: tuple[str, ...] = ()
+
+    def export_forward(self, images: Tensor, threshold: float = 0.5) -> tuple[Tensor, ...]:
+        """:meth:`predict` as one static graph, for ONNX / ``torch.export`` (``hetseg export``).
+
+        images (N, 3, S, S) normalised -> the tensors named by ``export_outputs``: ``probs``
+        (N, K+1, S, S), equal to ``predict(images, threshold=threshold).probs`` to float tolerance,
+        and, for models with image-level scores, ``class_scores`` (N, K). No Python branching on
+        data and no per-image lists: every class is computed and the unidentified ones are masked
+        out, so the graph's shapes depend only on N (docs/ARCHITECTURE.md, "Export").
+        """
+        raise NotImplementedError(f"model {self.model_name or type(self).__name__!r} has no static export graph")
+
 
 MODELS = Registry("model")  # name -> Segmenter subclass
 
@@ -110,6 +124,12 @@ def labels_to_mask(labels: list[list[int]], n: int, k: int, device: torch.device
     return active
 
 
+def present_classes(probs: Tensor) -> list[list[int]]:
+    """A masks-only model's "identified" labels: probs (N, K+1, H, W) -> per image the ascending
+    object indices that win at least one pixel of the argmax."""
+    return [sorted(int(c) - 1 for c in torch.unique(row) if c > 0) for row in probs.argmax(dim=1).flatten(1)]
+
+
 def index_lists(active: Tensor) -> list[list[int]]:
     """(N, K) bool -> per image the ascending indices that are set."""
     return [row.nonzero().flatten().tolist() for row in active.cpu()]
@@ -130,11 +150,12 @@ def identify_labels(scores: Tensor, threshold: float, allowed: list[int] | None 
         ok[[int(c) for c in allowed]] = True
     active = (scores > threshold) & ok
     if fallback:
+        # Masks, not boolean indexing: the rule stays one static graph (Segmenter.export_forward).
         best = scores.masked_fill(~ok, -1.0).argmax(dim=1)
-        none = ~active.any(dim=1)
-        active[none, best[none]] = True
+        none = ~active.any(dim=1, keepdim=True)
+        active = active | (none & torch.nn.functional.one_hot(best, scores.shape[1]).bool())
     return active
 
 
 __all__ = ["MODELS", "SegOutput", "Segmenter", "create_model", "identify_labels", "index_lists", "labels_to_mask",
-           "register"]
+           "present_classes", "register"]

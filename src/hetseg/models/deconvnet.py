@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import SegOutput, Segmenter, register
+from .base import SegOutput, Segmenter, present_classes, register
 from .decoder import DeconvDecoder
 from .scales import Scale, get_scale
 from .vgg import ConvBlock, VGGEncoder, init_conv_
@@ -60,6 +60,10 @@ class DeconvNet(Segmenter):
         "-GT" variant is the same as its plain one).
         """
         probs = torch.softmax(self.forward(images).float(), dim=1)
-        present = probs.argmax(dim=1).flatten(1)
-        identified = [sorted(int(c) - 1 for c in torch.unique(row) if c > 0) for row in present]
-        return SegOutput(probs, None, identified)
+        return SegOutput(probs, None, present_classes(probs))
+
+    export_outputs = ("probs",)
+
+    def export_forward(self, images: Tensor, threshold: float = 0.5) -> tuple[Tensor]:
+        """images (N, C, S, S) -> (softmax probs (N, K+1, S, S),); ``threshold`` is not read."""
+        return (torch.softmax(self.forward(images).float(), dim=1),)

@@ -64,10 +64,35 @@ def assemble_probs(seg: Tensor | None, row_img: Tensor, row_ch: Tensor, active: 
     if seg is not None and len(row_img) > 0:
         picked = torch.where((row_ch == 0)[:, None, None], seg[:, 0], seg[:, 1])
         probs[row_img, row_ch] = picked.to(dtype)
+    return _normalise(probs, active)
+
+
+def _normalise(probs: Tensor, active: Tensor) -> Tensor:
+    """probs (N, K+1, H, W) >= 0: pixels where all are 0 get +1 on the active channels (background
+    always), then each pixel is normalised."""
     ch_active = torch.cat([torch.ones_like(active[:, :1]), active], dim=1)[:, :, None, None]
     degenerate = probs.sum(dim=1, keepdim=True) == 0
-    probs = probs + (degenerate & ch_active).to(dtype)
+    probs = probs + (degenerate & ch_active).to(probs.dtype)
     return probs / probs.sum(dim=1, keepdim=True)
+
+
+def dense_rows(scores: Tensor, active: Tensor) -> Tensor:
+    """The static-shape version of :func:`inference_rows` (for export): K+1 rows per image whatever
+    is active, [g*, g_0 .. g_{K-1}]; scores (N, K), active (N, K) bool -> weights (N*(K+1), K)."""
+    n, k = scores.shape
+    w_star = scores * active
+    w_lab = torch.eye(k, dtype=scores.dtype, device=scores.device)[None] * scores[:, None, :]
+    return torch.cat([w_star[:, None], w_lab], dim=1).reshape(n * (k + 1), k)
+
+
+def dense_probs(seg: Tensor, active: Tensor) -> Tensor:
+    """:func:`assemble_probs` for :func:`dense_rows`' rows: seg (N*(K+1), 2, H, W) softmax -> probs
+    (N, K+1, H, W); rows that :func:`inference_rows` would not have built count as 0."""
+    n, k = active.shape
+    seg = seg.reshape(n, k + 1, 2, *seg.shape[-2:])
+    probs = torch.cat([seg[:, :1, 0], seg[:, 1:, 1]], dim=1)
+    built = torch.cat([active.any(dim=1, keepdim=True), active], dim=1)
+    return _normalise(probs * built[:, :, None, None].to(probs.dtype), active)
 
 
 @register("decouplednet")
@@ -187,3 +212,14 @@ class DecoupledNet(Segmenter):
         probs = assemble_probs(seg, row_img, row_ch, active, tuple(images.shape[-2:]), images.dtype)
         identified = index_lists(active)
         return SegOutput(probs, scores, identified, None if acts is None else {"activations": acts})
+
+    export_outputs = ("probs", "class_scores")
+
+    def export_forward(self, images: Tensor, threshold: float = 0.5) -> tuple[Tensor, Tensor]:
+        """:meth:`predict` as a static graph (base class doc): all K+1 rows of every image are decoded,
+        the rows of unidentified classes masked. images (N, C, S, S) -> probs (N, K+1, S, S), scores (N, K)."""
+        cls_out = self.classifier(images)
+        scores = torch.sigmoid(cls_out.logits_avg)
+        active = self.active_labels(scores, None, threshold)
+        logits, _ = self._decode(cls_out, dense_rows(scores, active), self.num_classes + 1)
+        return dense_probs(torch.softmax(logits, dim=1), active), scores

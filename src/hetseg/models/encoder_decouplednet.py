@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SegOutput, Segmenter, index_lists, register
+from .base import SegOutput, Segmenter, index_lists, present_classes, register
 from .bridge import Bridge
-from .decouplednet import assemble_probs, inference_rows
+from .decouplednet import assemble_probs, dense_probs, dense_rows, inference_rows
 from .saliency import score_gradient
 from .encoders import EncoderFeatures, create_encoder
 from .vgg import ConvBlock, init_conv_
@@ -246,6 +246,16 @@ class EncoderDecoupledNet(Segmenter):
         probs = assemble_probs(seg, row_img, row_ch, active, tuple(images.shape[-2:]), images.dtype)
         return SegOutput(probs, scores, index_lists(active))
 
+    export_outputs = ("probs", "class_scores")
+
+    def export_forward(self, images: Tensor, threshold: float = 0.5) -> tuple[Tensor, Tensor]:
+        """Static :meth:`predict` (as ``DecoupledNet.export_forward``) -> probs (N, K+1, S, S), scores (N, K)."""
+        cls_out = self.classifier(images)
+        scores = torch.sigmoid(cls_out.logits_avg)
+        active = self.active_labels(scores, None, threshold)
+        logits = self._decode(cls_out, dense_rows(scores, active), self.num_classes + 1, images.shape[-2:])
+        return dense_probs(torch.softmax(logits, dim=1), active), scores
+
 
 @register("maskonly_enc")
 class EncoderMaskOnly(Segmenter):
@@ -282,9 +292,13 @@ class EncoderMaskOnly(Segmenter):
         """Softmax probs (N, K+1, H, W); class_scores None; identified = classes in the argmax.
         ``labels`` and ``threshold`` are ignored (a masks-only model identifies nothing)."""
         probs = torch.softmax(self.forward(images).float(), dim=1)
-        present = probs.argmax(dim=1).flatten(1)
-        identified = [sorted(int(c) - 1 for c in torch.unique(row) if c > 0) for row in present]
-        return SegOutput(probs, None, identified)
+        return SegOutput(probs, None, present_classes(probs))
+
+    export_outputs = ("probs",)
+
+    def export_forward(self, images: Tensor, threshold: float = 0.5) -> tuple[Tensor]:
+        """images (N, C, S, S) -> (softmax probs (N, K+1, S, S),); ``threshold`` is not read."""
+        return (torch.softmax(self.forward(images).float(), dim=1),)
 
 
 __all__ = ["EncoderClassifier", "EncoderDecoupledNet", "EncoderMaskOnly", "HeadOutput", "UpDecoder",

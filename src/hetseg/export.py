@@ -1,0 +1,186 @@
+"""``hetseg export``: a trained run as one ONNX file that gives ``hetseg predict``'s maps.
+
+The graph is the model's :meth:`~hetseg.models.base.Segmenter.export_forward`, a static version of
+``predict`` (every class decoded, the unidentified ones masked). Its contract, written into the
+sidecar ``<out>.json`` as well:
+
+* input ``images`` (N, 3, S, S) float32: the image padded bottom/right to a square, resized to S x S
+  and normalised with ImageNet mean/std (``hetseg.data.transforms.prepare``); N is dynamic, S is the
+  model's input size. S is fixed because fc6 is a k x k convolution without padding -- a fully
+  connected layer at the paper's 224 px (docs/REFERENCE.md §1.5) -- so each model is defined at one
+  input size, and ``hetseg predict`` resizes to it as well.
+* input ``threshold`` (a 0-d float32 tensor), for models with image-level scores: the label
+  identification threshold (the sidecar's ``threshold`` is the run's own).
+* outputs ``probs`` (N, K+1, S, S) (argmax = label map, channel 0 background) and, for models with
+  image-level scores, ``class_scores`` (N, K).
+
+Before the file is put in place it is run with onnxruntime on a batch size other than the traced one
+and compared with the eager model (``export_forward`` and ``predict``); a mismatch writes nothing.
+Which models export, and why the others do not yet: docs/ARCHITECTURE.md, "Export".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from hetseg.data.transforms import MEAN, STD
+from hetseg.engine.checkpoint import load_model
+from hetseg.errors import HetsegError
+from hetseg.io_atomic import write_atomic, write_json
+
+OPSET = 18
+ATOL = 1e-4  # probs are in [0, 1]; float32 graphs of a few hundred ops agree to ~1e-6
+# Max-pool switches are argmaxes: where two activations tie to float rounding, onnxruntime may pick the
+# neighbouring cell, and the unpooled decoder value moves by one pixel there. So a small share of
+# pixels may differ outright (seen: 0.6 % with random weights, none with trained ones); an export bug
+# changes far more. class_scores involve no switch and must agree everywhere.
+MAX_OFF = 0.01
+
+
+class _Graph(nn.Module):
+    """The exported module: (images, threshold) -> ``net.export_forward(images, threshold)``; the
+    threshold is an input (a 0-d float32 tensor) so one file serves any threshold."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: Tensor, threshold: Tensor | None = None) -> tuple[Tensor, ...]:
+        return self.net.export_forward(images, 0.5 if threshold is None else threshold)
+
+
+def graph_inputs(net: nn.Module) -> list[str]:
+    """The exported graph's input names: a masks-only model identifies no labels, so takes no threshold."""
+    return ["images", "threshold"] if "class_scores" in net.export_outputs else ["images"]
+
+
+def _need_onnx() -> None:
+    for mod in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            __import__(mod)
+        except ImportError:
+            raise HetsegError(f"{mod}: not installed (hetseg export needs onnx, onnxscript and onnxruntime); "
+                              "fix: pip install 'hetseg[export]'") from None
+
+
+def _label_disagreement(a: Tensor, b: Tensor, margin: float = ATOL) -> float:
+    """Share of pixels whose argmax differs between probs a and b (N, C, H, W), counting only pixels
+    whose top-two margin in ``a`` exceeds ``margin`` (a tie may fall either way in float32)."""
+    top2 = a.topk(2, dim=1).values
+    decided = (top2[:, 0] - top2[:, 1]) > margin
+    differ = (a.argmax(1) != b.argmax(1)) & decided
+    return float(differ.float().mean())
+
+
+def parity(path: Path, graph: _Graph, thresholds: list[float], size: int, batch: int = 3) -> dict:
+    """Run the ONNX file at ``path`` with onnxruntime on ``batch`` seeded images (N, 3, S, S) at each
+    threshold and compare with the eager graph and with ``predict``. Threshold 0 identifies every
+    class, so every row of the decoder is live (random images rarely pass 0.5). Returns the worst
+    numbers over the thresholds. ``ok``: class_scores and the eager graph vs ``predict`` within ``ATOL``
+    everywhere; probs within ``ATOL`` and labels equal on all but ``MAX_OFF`` of the pixels (switch ties)."""
+    import onnxruntime as ort
+
+    net = graph.net
+    names = graph_inputs(net)
+    images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    diffs, off, to_predict, disagree = [0.0] * len(net.export_outputs), 0.0, 0.0, 0.0
+    for thr in thresholds if "threshold" in names else thresholds[:1]:
+        t = torch.tensor(thr, dtype=torch.float32)
+        with torch.no_grad():
+            eager = graph(images, t)
+            pred = net.predict(images, threshold=thr).probs
+        feed = {"images": images.numpy(), "threshold": t.numpy()}
+        outs = [torch.from_numpy(o) for o in sess.run(None, {k: feed[k] for k in names})]
+        if len(outs) != len(eager):
+            return {"ok": False, "outputs": len(outs), "expected": len(eager)}
+        diffs = [max(d, float((o - e).abs().max())) for d, o, e in zip(diffs, outs, eager)]
+        off = max(off, float(((outs[0] - eager[0]).abs() > ATOL).float().mean()))
+        to_predict = max(to_predict, float((eager[0] - pred).abs().max()))
+        disagree = max(disagree, _label_disagreement(eager[0], outs[0]))
+    report = {"images": batch, "seed": 0, "thresholds": thresholds if "threshold" in names else [],
+              "max_abs_diff": dict(zip(net.export_outputs, diffs)), "probs_off": off,
+              "max_abs_diff_predict": to_predict, "label_disagreement": disagree, "atol": ATOL, "max_off": MAX_OFF}
+    report["ok"] = (max(diffs[1:], default=0.0) <= ATOL and to_predict <= ATOL and off <= MAX_OFF
+                    and disagree <= MAX_OFF)
+    return report
+
+
+def _export(graph: _Graph, example: Tensor, tmp: str, verbose: bool) -> None:
+    """torch.onnx (dynamo exporter) with a dynamic batch; its progress chatter only with -v."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnx_ir", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    if not verbose:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            if not verbose:
+                warnings.simplefilter("ignore")
+            batch = torch.export.Dim("batch", min=1)
+            names = graph_inputs(graph.net)
+            args, shapes = (example, torch.tensor(0.5))[:len(names)], ({0: batch}, None)[:len(names)]
+            program = torch.onnx.export(graph, args, None, dynamo=True, input_names=names,
+                                        output_names=list(graph.net.export_outputs), dynamic_shapes=shapes,
+                                        opset_version=OPSET, verbose=False)
+            program.save(tmp)
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def export_onnx(run: str | Path, out: str | Path, replace: bool = False, verbose: bool = False) -> dict:
+    """Export ``run`` (a run directory or shipped model dir) to ``out`` (.onnx) plus ``<out>.json``.
+
+    Returns the sidecar's dict. Raises HetsegError for a model without a static graph, an existing
+    ``out`` without ``replace``, a missing onnx package or a failed parity check (nothing written).
+    """
+    _need_onnx()
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise HetsegError(f"{out}: --out must end in .onnx; fix: e.g. --out model.onnx")
+    if out.is_dir():
+        raise HetsegError(f"{out}: --out is a folder; fix: name a file, e.g. {out / 'model.onnx'}")
+    sidecar = out.with_name(out.name + ".json")
+    for p in (out, sidecar):
+        if (p.exists() or p.is_symlink()) and not replace:
+            raise HetsegError(f"{p}: already exists; fix: choose another --out, or pass --replace to overwrite it")
+    net, cfg, info = load_model(run)
+    if not net.export_outputs:
+        raise HetsegError(f"{run}: model '{info['model']}' has no static export graph yet (see docs/ARCHITECTURE.md, "
+                          "Export); fix: export a DecoupledNet or DeconvNet run, or use hetseg predict")
+    net = net.float().to(memory_format=torch.contiguous_format).eval()
+    thr = float(info.get("threshold", cfg.eval.threshold))
+    graph = _Graph(net).eval()
+    size = int(net.input_size)
+    example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    checked: dict = {}
+
+    def write(tmp: str) -> None:
+        _export(graph, example, tmp, verbose)
+        checked.update(parity(Path(tmp), graph, sorted({thr, 0.0}), size))
+        if not checked["ok"]:
+            raise HetsegError(f"{out}: the exported graph does not reproduce the model (parity {checked}); fix: "
+                              "report this with the run's model.json -- nothing was written")
+
+    write_atomic(out, write)
+    meta = {"onnx": out.name, "sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "opset": OPSET,
+            "source_run": str(run), "model": info["model"], "model_kwargs": info["model_kwargs"],
+            "input": {"name": "images", "shape": ["N", 3, size, size], "dtype": "float32",
+                      "preprocess": "pad bottom/right to a square, resize to S x S (bilinear), RGB / 255, "
+                                    "minus mean, divided by std", "mean": MEAN.flatten().tolist(),
+                      "std": STD.flatten().tolist()},
+            "inputs": graph_inputs(net), "outputs": list(net.export_outputs),
+            "threshold": thr if "threshold" in graph_inputs(net) else None, "class_names": info["class_names"],
+            "palette": info.get("palette"), "parity": checked}
+    write_json(sidecar, meta)
+    return meta
+
+
+__all__ = ["export_onnx", "parity"]
