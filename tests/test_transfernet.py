@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from hetseg.models import BaselineNet, TransferNet, create_model
-from hetseg.models.transfernet import (AttentionModel, attend, decision_scores, densify, densify_gram,
-                                       foreground_probability)
+from hetseg.models.transfer_inference import decision_scores, foreground_probability
+from hetseg.models.transfernet import AttentionModel, attend, densify, densify_gram
 
 from conftest import make_scenes
 

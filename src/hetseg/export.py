@@ -16,7 +16,7 @@ sidecar ``<out>.json`` as well:
 
 Before the file is put in place it is run with onnxruntime on a batch size other than the traced one
 and compared with the eager model (``export_forward`` and ``predict``); a mismatch writes nothing.
-Which models export, and why the others do not yet: docs/ARCHITECTURE.md, "Export".
+Which models export, and why DIS does not yet: docs/ARCHITECTURE.md, "Export".
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def export_onnx(run: str | Path, out: str | Path, replace: bool = False, verbose
     net, cfg, info = load_model(run)
     if not net.export_outputs:
         raise HetsegError(f"{run}: model '{info['model']}' has no static export graph yet (see docs/ARCHITECTURE.md, "
-                          "Export); fix: export a DecoupledNet or DeconvNet run, or use hetseg predict")
+                          "Export); fix: use hetseg predict for this run (every other method exports)")
     net = net.float().to(memory_format=torch.contiguous_format).eval()
     thr = float(info.get("threshold", cfg.eval.threshold))
     graph = _Graph(net).eval()

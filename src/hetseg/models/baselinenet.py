@@ -25,7 +25,8 @@ from .base import SegOutput, Segmenter, register
 from .classifier import Classifier, ClassifierOutput
 from .decoder import DeconvDecoder, repeat_switches
 from .scales import Scale, get_scale
-from .transfernet import ForegroundOutput, caffe_xavier_, foreground_from_rows, transfer_predict
+from .transfer_inference import ForegroundOutput, foreground_from_rows, transfer_export, transfer_predict
+from .transfernet import caffe_xavier_
 
 
 @register("baselinenet")
@@ -37,7 +38,7 @@ class BaselineNet(Segmenter):
         scale: "paper", "cpu" or a :class:`Scale`.
         in_channels: image channels.
         input_size: the fixed input side (default ``scale.input_size``): it fixes the FC's shape.
-        label_classes / label_fallback / bg_scale: inference rule (``transfernet.transfer_predict``).
+        label_classes / label_fallback / bg_scale: inference rule (``transfer_inference.transfer_predict``).
     """
 
     def __init__(self, num_classes: int, scale: str | Scale = "cpu", in_channels: int = 3,
@@ -85,7 +86,7 @@ class BaselineNet(Segmenter):
     @torch.no_grad()
     def foreground(self, images: Tensor, labels: list[list[int]], bg_scale: float = 0.5,
                    return_maps: bool = False) -> ForegroundOutput:
-        """Per-label foreground probabilities (see ``transfernet.foreground_from_rows``); maps =
+        """Per-label foreground probabilities (see ``transfer_inference.foreground_from_rows``); maps =
         (decoder input (1, h5, w5),)."""
         cls_out = self.classify(images)
 
@@ -96,5 +97,11 @@ class BaselineNet(Segmenter):
         return foreground_from_rows(run, images, labels, self.num_classes, bg_scale, return_maps)
 
     def predict(self, images: Tensor, labels: list[list[int]] | None = None, threshold: float = 0.6) -> SegOutput:
-        """See ``transfernet.transfer_predict``; the frozen classifier also picks the labels."""
+        """See ``transfer_inference.transfer_predict``; the frozen classifier also picks the labels."""
         return transfer_predict(self, images, labels, threshold)
+
+    export_outputs = ("probs", "class_scores")
+
+    def export_forward(self, images: Tensor, threshold: float | Tensor = 0.6) -> tuple[Tensor, Tensor]:
+        """See ``transfer_inference.transfer_export``."""
+        return transfer_export(self, images, threshold)

@@ -42,10 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SegOutput, Segmenter, index_lists, register
+from .base import SegOutput, Segmenter, register
 from .classifier import Classifier
 from .decoder import DeconvDecoder, repeat_switches
 from .scales import Scale, get_scale
+from .transfer_inference import ForegroundOutput, foreground_from_rows, transfer_export, transfer_predict
 from .vgg import EncoderOutput, VGGEncoder
 
 ATTENTION_VARIANTS = ("code", "paper")
@@ -156,7 +157,7 @@ class TransferNet(Segmenter):
         embed_dim: factors d; None -> :func:`default_embed_dim`.
         input_size: training/inference side (default ``scale.input_size``); it fixes the attention's
             number of locations, (input_size / 16)^2.
-        label_classes / label_fallback / bg_scale: inference rule (see :func:`transfer_predict`).
+        label_classes / label_fallback / bg_scale: inference rule (see ``transfer_inference.transfer_predict``).
     """
 
     def __init__(self, num_classes: int, scale: str | Scale = "cpu", in_channels: int = 3,
@@ -237,7 +238,7 @@ class TransferNet(Segmenter):
                    return_maps: bool = False) -> ForegroundOutput:
         """Per-label foreground probability for the given object indices (one batched decoder pass).
 
-        See :func:`foreground_from_rows`; call ``.eval()`` first.
+        See ``transfer_inference.foreground_from_rows``; call ``.eval()`` first.
         """
         enc = self.encode(images)
 
@@ -248,86 +249,11 @@ class TransferNet(Segmenter):
         return foreground_from_rows(run, images, labels, self.num_classes, bg_scale, return_maps)
 
     def predict(self, images: Tensor, labels: list[list[int]] | None = None, threshold: float = 0.6) -> SegOutput:
-        """See :func:`transfer_predict`; extras: attention alpha and densified attention per label."""
+        """See ``transfer_inference.transfer_predict``; extras: attention alpha and densified attention per label."""
         return transfer_predict(self, images, labels, threshold, maps=("alpha", "dense"))
 
+    export_outputs = ("probs", "class_scores")
 
-@torch.no_grad()
-def transfer_predict(net, images: Tensor, labels: list[list[int]] | None, threshold: float,
-                     maps: tuple[str, ...] = ()) -> SegOutput:
-    """Inference of TransferNet and BaselineNet (docs/REFERENCE.md §3.9), one batched decoder pass.
-
-    Labels: ``labels`` (object indices) or the model's ``classifier``: {k in label_classes :
-    sigmoid(avg score_k) > threshold}, else the allowed argmax. probs (N, K+1, H, W) are
-    :func:`decision_scores` (background = the constant 0.5 decision threshold, channel k+1 = P(fg_k)
-    after the background prior ``bg_scale``); class_scores (N, K) the classifier's sigmoid scores.
-    """
-    scores = torch.sigmoid(net.classifier(images).logits_avg.float())
-    active = net.active_labels(scores, labels, threshold)
-    identified = index_lists(active)
-    fo = net.foreground(images, identified, net.bg_scale, return_maps=bool(maps))
-    extras = dict(zip(maps, fo.maps)) if maps and fo.maps is not None else None
-    return SegOutput(decision_scores(fo.fg, fo.active), scores, identified, extras)
-
-
-@dataclass
-class ForegroundOutput:
-    """fg (N, K, H, W): foreground probability of each queried label (0 for the others), after the
-    background prior; active (N, K) bool: the queried labels; maps: per-label (N, K, ...) tuples of
-    the model's intermediate maps (TransferNet: alpha (h, w), dense (1, h, w)) when requested."""
-
-    fg: Tensor
-    active: Tensor
-    maps: tuple[Tensor, ...] | None = None
-
-
-def label_rows(labels: list[list[int]], num_classes: int, device=None) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-image object index lists -> (row image index, row class, rows per image), image-grouped."""
-    for i, ls in enumerate(labels):
-        if any(not 0 <= c < num_classes for c in ls):
-            raise ValueError(f"labels[{i}] = {ls} outside 0..{num_classes - 1}")
-    img = [i for i, ls in enumerate(labels) for _ in sorted(set(ls))]
-    cls = [c for ls in labels for c in sorted(set(ls))]
-    counts = torch.tensor([len(set(ls)) for ls in labels], dtype=torch.long, device=device)
-    return (torch.tensor(img, dtype=torch.long, device=device), torch.tensor(cls, dtype=torch.long, device=device),
-            counts)
-
-
-def foreground_probability(seg_logits: Tensor, bg_scale: float = 0.5) -> Tensor:
-    """2-way logits (B, 2, H, W) -> P(fg) (B, H, W) after multiplying P(bg) by ``bg_scale`` and
-    renormalising: the original's inference prior (§3.9 step 4: halve the background, 0.5)."""
-    p = torch.softmax(seg_logits.float(), dim=1)
-    return p[:, 1] / (p[:, 1] + bg_scale * p[:, 0])
-
-
-def foreground_from_rows(run, images: Tensor, labels: list[list[int]], num_classes: int, bg_scale: float,
-                         return_maps: bool) -> ForegroundOutput:
-    """Shared by TransferNet and BaselineNet: ``run(index, cls, counts) -> (seg_logits, maps)``."""
-    n, (h, w) = images.shape[0], images.shape[-2:]
-    if len(labels) != n:
-        raise ValueError(f"labels has {len(labels)} entries for {n} images")
-    index, cls, counts = label_rows(labels, num_classes, images.device)
-    fg = images.new_zeros(n, num_classes, h, w)
-    active = torch.zeros(n, num_classes, dtype=torch.bool, device=images.device)
-    active[index, cls] = True
-    maps = None
-    if len(index):
-        seg, row_maps = run(index, cls, counts)
-        fg[index, cls] = foreground_probability(seg, bg_scale).to(fg.dtype)
-        if return_maps:
-            maps = tuple(m.new_zeros(n, num_classes, *m.shape[1:]).index_put_((index, cls), m) for m in row_maps)
-    return ForegroundOutput(fg, active, maps)
-
-
-def decision_scores(fg: Tensor, active: Tensor, threshold: float = 0.5) -> Tensor:
-    """Background rule without CRF -> (N, K+1, H, W) scores whose per-pixel argmax is the label map.
-
-    Channel 0 is the constant ``threshold``; channel k+1 is fg_k for queried labels, 0 otherwise.
-    The argmax is thus: background where no queried label has fg_k > threshold, else the label
-    with the highest fg_k. With the halved background prior and threshold 0.5 this is the
-    original's per-class binary decision with the dense CRF replaced by its unary term (fg wins
-    where p_fg > p_bg / 2), then "score = fg-prob x [fg]" and the argmax over classes (§3.9 steps
-    4-8). Scores stay per-pixel maps, so they can be resized to the image before the argmax.
-    """
-    bg = torch.full_like(fg[:, :1], threshold)
-    return torch.cat([bg, fg * active[:, :, None, None].to(fg.dtype)], dim=1)
+    def export_forward(self, images: Tensor, threshold: float | Tensor = 0.6) -> tuple[Tensor, Tensor]:
+        """See ``transfer_inference.transfer_export``."""
+        return transfer_export(self, images, threshold)
