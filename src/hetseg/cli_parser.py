@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from hetseg.config import SEED_MAX
+from hetseg.config_check import SEED_MAX
 
 
 class UsageError(Exception):

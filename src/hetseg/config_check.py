@@ -1,0 +1,104 @@
+"""Validation of config values and the deep merge that every load and override goes through.
+
+Split from ``config.py`` (the dataclasses and ``Config``) so that each stays one screen: a leaf is
+type- and range-checked by name (``_MIN`` / ``_MAX`` apply to a field name wherever it appears,
+``_CHOICES`` to one dotted key, ``_STAGE_CHOICES`` to a field of any stage section), and ``merge``
+builds a new dataclass from a mapping, refusing unknown keys. Errors are one line naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import typing
+from typing import Any
+
+from hetseg.errors import HetsegError
+
+SEED_MAX = 2**32 - 1  # numpy's seeding accepts [0, 2**32 - 1]; the CLI's --seed(s) use the same bound
+
+_CHOICES = {
+    "model.scale": ("cpu", "paper"), "model.weight_pool": ("avg", "max"),
+    "crops.proposals": ("auto", "none", "selective-search"), "transfer.attention": ("code", "paper"),
+    "model.decoder_stride": (0, 2, 4, 8, 16),
+}
+_STAGE_CHOICES = {"optimizer": ("sgd", "adam"),
+                  "precision": ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64", "64-true")}
+# (minimum, exclusive?) per field name, wherever it appears
+_MIN = {"steps": (1, False), "batch_size": (1, False), "accumulate": (1, False), "checkpoint_every": (1, False),
+        "num_classes": (2, False), "lr": (0.0, True), "momentum": (0.0, False), "weight_decay": (0.0, False),
+        "lr_step": (0.0, True), "val_every": (0, False), "workers": (0, False), "crops_per_subset": (1, False),
+        "full_image_prob": (0.0, False), "max_scale": (0.0, True), "pretrain_holdout": (0, False),
+        "seg_weight": (0.0, False), "t_train": (0, False), "t_test": (0, False),
+        "infer_lr": (0.0, True), "recon_weight": (0.0, False), "input_size": (0, False), "width": (0, False), "bridge_kernel": (0, False), "bg_scale": (0.0, True), "feature_scale": (0.0, False), "embed_dim": (0, False),
+        "pretrained_lr_mult": (0.0, False), "seed": (0, False)}
+_MAX = {"lr_step": 1.0, "full_image_prob": 1.0, "momentum": 1.0, "threshold": 1.0, "seed": SEED_MAX}
+
+
+def check_value(t: Any, v: Any, key: str, where: str) -> Any:
+    """Type- and range-check one leaf value; returns it converted (int -> float for float fields)."""
+    def bad(expect: str):
+        return HetsegError(f"{where}: {key}: expected {expect}, got {v!r}; fix: set {key} to {expect}")
+
+    origin = typing.get_origin(t)
+    if t is bool:
+        if not isinstance(v, bool):
+            raise bad("true or false")
+    elif t is int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise bad("an integer")
+    elif t is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+            raise bad("a number")
+        v = float(v)
+    elif t is str:
+        if not isinstance(v, str):
+            raise bad("a string")
+    elif origin is list:
+        (item_t,) = typing.get_args(t)
+        if not isinstance(v, list):
+            raise bad("a list")
+        v = [check_value(item_t, x, f"{key}[]", where) for x in v]
+    name = key.rsplit(".", 1)[-1]
+    if name in _MIN and isinstance(v, (int, float)) and not isinstance(v, bool):
+        lo, strict = _MIN[name]
+        if v < lo or (strict and v == lo):
+            raise bad(f"a value {'>' if strict else '>='} {lo}")
+    if name in _MAX and isinstance(v, (int, float)) and v > _MAX[name]:
+        raise bad(f"a value <= {_MAX[name]}")
+    choices = _CHOICES.get(key) or (_STAGE_CHOICES.get(name) if key.count(".") >= 1 else None)
+    if choices and isinstance(v, (str, int)) and v not in choices:
+        raise bad("one of " + " | ".join(map(str, choices)))
+    return v
+
+
+def merge(base: Any, d: dict[str, Any], where: str, prefix: str) -> Any:
+    """A copy of dataclass ``base`` with ``d`` merged in, recursively; unknown keys refused."""
+    hints = typing.get_type_hints(type(base))
+    names = [f.name for f in dataclasses.fields(base)]
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        key = prefix + str(unknown[0])
+        raise HetsegError(f"{where}: unknown config key '{key}'; fix: see config.json of a run for the keys "
+                          f"(section '{prefix.rstrip('.') or 'top'}' has {', '.join(names)})")
+    kwargs = {}
+    for name in names:
+        cur = getattr(base, name)
+        key = prefix + name
+        if name not in d:
+            kwargs[name] = copy.deepcopy(cur)
+            continue
+        v = d[name]
+        if dataclasses.is_dataclass(hints[name]):
+            if v is None:
+                v = {}
+            if not isinstance(v, dict):
+                raise HetsegError(f"{where}: {key}: expected a section (mapping), got {v!r}; fix: write "
+                                  f"{key}.<field>=... or a '{name}:' mapping")
+            kwargs[name] = merge(cur, v, where, key + ".")
+        else:
+            kwargs[name] = check_value(hints[name], v, key, where)
+    return type(base)(**kwargs)
+
+
+__all__ = ["SEED_MAX", "check_value", "merge"]
