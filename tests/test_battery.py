@@ -124,22 +124,29 @@ def test_save_load_round_trip(name, tmp_path):
 
 
 def test_export_forward_is_predict_as_one_static_graph(name):
-    """export_forward (what `hetseg export` traces) gives predict's probs at every threshold: none,
-    some and all classes identified; a model without it says so instead of exporting something else."""
+    """export_forward (what `hetseg export` traces) gives predict's probs with every class identified
+    (threshold 0), with none (1.0; the transfer family falls back to its best class) and in between,
+    at batch 3 and 1, the threshold as `hetseg export` passes it (a 0-d tensor) or as a float; a model
+    without it says so instead of exporting something else."""
     net = build(name).eval()
-    x = _x(net, n=3)
     if not net.export_outputs:
         with pytest.raises(NotImplementedError):
-            net.export_forward(x)
+            net.export_forward(_x(net))
         return
-    for thr in (0.0, 0.5, 1.0):
+    for n, thr in ((3, 0.0), (3, 0.5), (3, 1.0), (1, 0.5)):
+        x = _x(net, n=n)
         with torch.no_grad():
-            outs = net.export_forward(x, torch.tensor(thr))
+            outs = net.export_forward(x, torch.tensor(thr) if n > 1 else thr)
         ref = net.predict(x, threshold=thr)
         assert len(outs) == len(net.export_outputs)
         torch.testing.assert_close(outs[0], ref.probs, atol=1e-5, rtol=0)
-        if "class_scores" in net.export_outputs:
-            torch.testing.assert_close(outs[1], ref.class_scores)
+        if "class_scores" not in net.export_outputs:
+            continue
+        torch.testing.assert_close(outs[1], ref.class_scores)
+        if thr == 0.0:
+            assert all(ls == list(range(K)) for ls in ref.identified)
+        if thr == 1.0:
+            assert all(len(ls) == int(net.label_fallback) for ls in ref.identified)
 
 
 def test_export_forward_keeps_the_transfer_label_rule():

@@ -22,11 +22,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 K = 4
 
 
+KW = {"decouplednet_enc": {"encoder": "efficientnet_lite0_tiny", "input_size": 96}}  # the shipped voc-lite0's kind
+
+
 def _run(tmp_path: Path, name: str) -> Path:
     torch.manual_seed(0)
     # The seeded init, not perturbed weights: perturbed ones blow activations up until float32 rounding
     # flips max-pool switches (hetseg.export.MAX_OFF), which trained weights do not do.
-    net = create_model(name, num_classes=K, scale="cpu").eval()
+    net = create_model(name, num_classes=K, **KW.get(name, {"scale": "cpu"})).eval()
     run = tmp_path / name
     save_model(run, net, Config(), ["background"] + [f"c{i}" for i in range(K)], {"threshold": 0.5})
     return run
@@ -38,7 +41,7 @@ def _one_error_line(capsys, starts: str) -> str:
     return err
 
 
-@pytest.mark.parametrize("name", ["decouplednet", "deconvnet", "transfernet"])
+@pytest.mark.parametrize("name", ["decouplednet", "deconvnet", "transfernet", "decouplednet_enc"])  # baselinenet: transfernet's ops
 def test_exported_file_reproduces_predict_at_any_batch_and_threshold(tmp_path, name, capsys):
     run, out = _run(tmp_path, name), tmp_path / "m.onnx"
     assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
@@ -94,3 +97,37 @@ def test_a_failed_parity_check_writes_nothing(tmp_path, capsys, monkeypatch):
     assert "does not reproduce the model" in _one_error_line(capsys, str(out))
     assert out.read_bytes() == b"the previous export" and not (tmp_path / "m.onnx.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deconvnet", "m.onnx"]  # no temporary left
+
+
+def test_replace_swaps_the_file_and_its_contract_together(tmp_path, capsys, monkeypatch):
+    run, out = _run(tmp_path, "deconvnet"), tmp_path / "m.onnx"
+    out.write_bytes(b"an older export")
+    (tmp_path / "m.onnx.json").write_text('{"sha256": "of the older export"}')
+    from hetseg import zoo
+
+    monkeypatch.setattr(zoo, "resolve", lambda name: run)  # --model NAME goes through the zoo
+    assert main(["export", "--model", "tiny", "--out", str(out), "--replace"]) == 0
+    meta = json.loads((tmp_path / "m.onnx.json").read_text())
+    import hashlib
+
+    assert meta["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest() and meta["parity"]["ok"]
+    side = tmp_path / "side.onnx.json"
+    side.mkdir()  # a folder where the contract would go: refused before anything is exported
+    assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "side.onnx")]) == 2
+    _one_error_line(capsys, str(side))
+    assert not (tmp_path / "side.onnx").exists()
+
+
+def test_an_exporter_failure_is_one_line_and_keeps_the_previous_export(tmp_path, capsys, monkeypatch):
+    run, out = _run(tmp_path, "deconvnet"), tmp_path / "m.onnx"
+    out.write_bytes(b"the previous export")
+    (tmp_path / "m.onnx.json").write_text("{}")
+
+    def boom(graph, example, tmp, verbose):
+        raise RuntimeError("Failed to export the model with torch.export\nlong exporter report")
+
+    monkeypatch.setattr(export_mod, "_export", boom)
+    assert main(["export", "--checkpoint", str(run), "--out", str(out), "--replace"]) == 2
+    assert "ONNX export failed (RuntimeError: Failed to export" in _one_error_line(capsys, str(out))
+    assert out.read_bytes() == b"the previous export" and (tmp_path / "m.onnx.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deconvnet", "m.onnx", "m.onnx.json"]

@@ -129,17 +129,28 @@ def _export(graph: _Graph, example: Tensor, tmp: str, verbose: bool) -> None:
             program = torch.onnx.export(graph, args, None, dynamo=True, input_names=names,
                                         output_names=list(graph.net.export_outputs), dynamic_shapes=shapes,
                                         opset_version=OPSET, verbose=False)
-            program.save(tmp)
+            # One file: a model over 2 GB is refused before this (export_onnx), so no external data file
+            # appears whose name would point at this temporary.
+            program.save(tmp, external_data=False)
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
 
 
+def _refuse_existing(out: Path, sidecar: Path, replace: bool) -> None:
+    for p in (out, sidecar):
+        if (p.exists() or p.is_symlink()) and not replace:
+            raise HetsegError(f"{p}: already exists; fix: choose another --out, or pass --replace to overwrite it")
+
+
 def export_onnx(run: str | Path, out: str | Path, replace: bool = False, verbose: bool = False) -> dict:
     """Export ``run`` (a run directory or shipped model dir) to ``out`` (.onnx) plus ``<out>.json``.
 
-    Returns the sidecar's dict. Raises HetsegError for a model without a static graph, an existing
-    ``out`` without ``replace``, a missing onnx package or a failed parity check (nothing written).
+    The sidecar is the completion marker: with ``replace`` the old one is removed just before the new
+    ``.onnx`` is renamed into place, and the new one is written after it, so a ``.onnx`` never sits
+    beside a sidecar that describes another file. Returns the sidecar's dict. Raises HetsegError (one
+    line; no file at ``out`` changes) for a model without a static graph or over 2 GB, an existing
+    ``out`` without ``replace``, a missing onnx package, an exporter failure or a failed parity check.
     """
     _need_onnx()
     out = Path(out)
@@ -148,34 +159,55 @@ def export_onnx(run: str | Path, out: str | Path, replace: bool = False, verbose
     if out.is_dir():
         raise HetsegError(f"{out}: --out is a folder; fix: name a file, e.g. {out / 'model.onnx'}")
     sidecar = out.with_name(out.name + ".json")
-    for p in (out, sidecar):
-        if (p.exists() or p.is_symlink()) and not replace:
-            raise HetsegError(f"{p}: already exists; fix: choose another --out, or pass --replace to overwrite it")
+    if sidecar.is_dir():
+        raise HetsegError(f"{sidecar}: a folder where the export's .json goes; fix: move it, or choose another --out")
+    _refuse_existing(out, sidecar, replace)
     net, cfg, info = load_model(run)
     if not net.export_outputs:
         raise HetsegError(f"{run}: model '{info['model']}' has no static export graph yet (see docs/ARCHITECTURE.md, "
                           "Export); fix: use hetseg predict for this run (every other method exports)")
     net = net.float().to(memory_format=torch.contiguous_format).eval()
+    weight_bytes = sum(t.numel() * 4 for t in net.state_dict().values())
+    if weight_bytes > 1.9e9:  # protobuf's 2 GB limit on one .onnx file
+        raise HetsegError(f"{run}: {weight_bytes / 1e9:.2f} GB of weights, too large for one ONNX file (2 GB); "
+                          "fix: export a smaller model (every paper-scale model here is under it)")
     thr = float(info.get("threshold", cfg.eval.threshold))
     graph = _Graph(net).eval()
     size = int(net.input_size)
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     checked: dict = {}
 
+    digest = hashlib.sha256()
+
     def write(tmp: str) -> None:
-        _export(graph, example, tmp, verbose)
-        checked.update(parity(Path(tmp), graph, sorted({thr, 0.0}), size))
+        try:
+            _export(graph, example, tmp, verbose)
+            checked.update(parity(Path(tmp), graph, sorted({thr, 0.0}), size))
+        except HetsegError:
+            raise
+        except Exception as e:  # the exporter's or onnxruntime's own failure: one line, not their traceback
+            first = (str(e).strip().splitlines() or [""])[0][:160]
+            raise HetsegError(f"{out}: ONNX export failed ({type(e).__name__}: {first}); fix: rerun with -v for "
+                              "the exporter's log and report it with the run's model.json") from None
         if not checked["ok"]:
             raise HetsegError(f"{out}: the exported graph does not reproduce the model (parity {checked}); fix: "
                               "report this with the run's model.json -- nothing was written")
+        with open(tmp, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _refuse_existing(out, sidecar, replace)  # again: export took a while, a file may have appeared
+        sidecar.unlink(missing_ok=True)  # only with replace; the marker goes before the file it describes
 
     write_atomic(out, write)
-    meta = {"onnx": out.name, "sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "opset": OPSET,
+    meta = {"onnx": out.name, "sha256": digest.hexdigest(), "opset": OPSET,
             "source_run": str(run), "model": info["model"], "model_kwargs": info["model_kwargs"],
             "input": {"name": "images", "shape": ["N", 3, size, size], "dtype": "float32",
-                      "preprocess": "pad bottom/right to a square, resize to S x S (bilinear), RGB / 255, "
-                                    "minus mean, divided by std", "mean": MEAN.flatten().tolist(),
+                      "preprocess": "RGB / 255; pad bottom/right with black to a square; resize to S x S "
+                                    "(bilinear, antialiased when shrinking); minus mean, divided by std "
+                                    "(hetseg.data.transforms.prepare)", "mean": MEAN.flatten().tolist(),
                       "std": STD.flatten().tolist()},
+            "postprocess": "resize probs (bilinear) to the padded square's side, crop to the image, argmax over channels "
+                           "(hetseg.data.transforms.restore_argmax)",
             "inputs": graph_inputs(net), "outputs": list(net.export_outputs),
             "threshold": thr if "threshold" in graph_inputs(net) else None, "class_names": info["class_names"],
             "palette": info.get("palette"), "parity": checked}

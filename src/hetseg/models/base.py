@@ -60,7 +60,7 @@ class Segmenter(nn.Module):
     label_classes: list[int] | None = None  # object indices identification may return (None: all)
     label_fallback: bool = False            # no class over the threshold -> the allowed argmax
 
-    def active_labels(self, scores: Tensor, labels: list[list[int]] | None, threshold: float) -> Tensor:
+    def active_labels(self, scores: Tensor, labels: list[list[int]] | None, threshold: float | Tensor) -> Tensor:
         """scores (N, K) -> (N, K) bool: ``labels`` when given, else this model's identification rule."""
         if labels is not None:
             return labels_to_mask(labels, scores.shape[0], scores.shape[1], scores.device)
@@ -79,7 +79,7 @@ class Segmenter(nn.Module):
     # What export_forward returns, by name (the exported graph's outputs); empty: not exportable.
     export_outputs: tuple[str, ...] = ()
 
-    def export_forward(self, images: Tensor, threshold: float = 0.5) -> tuple[Tensor, ...]:
+    def export_forward(self, images: Tensor, threshold: float | Tensor = 0.5) -> tuple[Tensor, ...]:
         """:meth:`predict` as one static graph, for ONNX / ``torch.export`` (``hetseg export``).
 
         images (N, 3, S, S) normalised -> the tensors named by ``export_outputs``: ``probs``
@@ -135,8 +135,8 @@ def index_lists(active: Tensor) -> list[list[int]]:
     return [row.nonzero().flatten().tolist() for row in active.cpu()]
 
 
-def identify_labels(scores: Tensor, threshold: float, allowed: list[int] | None = None, fallback: bool = False
-                    ) -> Tensor:
+def identify_labels(scores: Tensor, threshold: float | Tensor, allowed: list[int] | None = None,
+                    fallback: bool = False) -> Tensor:
     """Label identification shared by every model with image-level scores.
 
     scores (N, K) in [0, 1] -> active (N, K) bool: {k in allowed : scores_k > threshold}; with

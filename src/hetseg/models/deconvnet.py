@@ -64,6 +64,6 @@ class DeconvNet(Segmenter):
 
     export_outputs = ("probs",)
 
-    def export_forward(self, images: Tensor, threshold: float = 0.5) -> tuple[Tensor]:
+    def export_forward(self, images: Tensor, threshold: float | Tensor = 0.5) -> tuple[Tensor]:
         """images (N, C, S, S) -> (softmax probs (N, K+1, S, S),); ``threshold`` is not read."""
         return (torch.softmax(self.forward(images).float(), dim=1),)

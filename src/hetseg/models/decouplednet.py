@@ -215,7 +215,7 @@ class DecoupledNet(Segmenter):
 
     export_outputs = ("probs", "class_scores")
 
-    def export_forward(self, images: Tensor, threshold: float = 0.5) -> tuple[Tensor, Tensor]:
+    def export_forward(self, images: Tensor, threshold: float | Tensor = 0.5) -> tuple[Tensor, Tensor]:
         """:meth:`predict` as a static graph (base class doc): all K+1 rows of every image are decoded,
         the rows of unidentified classes masked. images (N, C, S, S) -> probs (N, K+1, S, S), scores (N, K)."""
         cls_out = self.classifier(images)

@@ -248,7 +248,7 @@ class EncoderDecoupledNet(Segmenter):
 
     export_outputs = ("probs", "class_scores")
 
-    def export_forward(self, images: Tensor, threshold: float = 0.5) -> tuple[Tensor, Tensor]:
+    def export_forward(self, images: Tensor, threshold: float | Tensor = 0.5) -> tuple[Tensor, Tensor]:
         """Static :meth:`predict` (as ``DecoupledNet.export_forward``) -> probs (N, K+1, S, S), scores (N, K)."""
         cls_out = self.classifier(images)
         scores = torch.sigmoid(cls_out.logits_avg)
@@ -296,7 +296,7 @@ class EncoderMaskOnly(Segmenter):
 
     export_outputs = ("probs",)
 
-    def export_forward(self, images: Tensor, threshold: float = 0.5) -> tuple[Tensor]:
+    def export_forward(self, images: Tensor, threshold: float | Tensor = 0.5) -> tuple[Tensor]:
         """images (N, C, S, S) -> (softmax probs (N, K+1, S, S),); ``threshold`` is not read."""
         return (torch.softmax(self.forward(images).float(), dim=1),)
 
