@@ -208,6 +208,18 @@ def test_an_override_the_method_would_ignore_is_refused(tmp_path, capsys, method
     assert names in err and "fix:" in err and not run.exists()
 
 
+def test_a_budget_of_a_stage_the_config_skips_is_refused(tmp_path, capsys):
+    """transfer.classifier_run skips the transfer family's stage cls, so cls.* would be ignored there."""
+    run = tmp_path / "run"
+    item = "cls.steps=3"
+    args = ["train", "--method", "transfernet", "--run-dir", str(run), "--no-progress",
+            f"transfer.classifier_run={tmp_path / 'cls_run'}", item]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"hetseg: error: {item}: method 'transfernet' skips the stage reading cls.*") and "\n" not in err
+    assert "it trains att, joint" in err and not run.exists()
+
+
 def test_overrides_of_the_methods_own_stages_pass_the_check():
     from hetseg.methods import get_method
 

@@ -69,8 +69,8 @@ def _run(args: argparse.Namespace) -> int:
         cfg = Config.load(args.config) if args.config else Config()
         pre = ([f"run_dir={args.run_dir}"] if args.run_dir else []) + ([f"model.name={args.method}"] if args.method else [])
         cfg = cfg.override(pre + args.overrides)
-        get_method(cfg.model.name).check_overrides(args.overrides)
         stages = None if args.stage == "all" else (args.stage,)
+        get_method(cfg.model.name).check_overrides(args.overrides, cfg if stages is None else None)
         for name, summary in train(cfg, stages, args.resume, args.init_from, not args.no_progress).items():
             m = summary.get("metrics") or {}
             extra = ", ".join(f"{k} {v:.4f}" for k, v in m.items())

@@ -60,15 +60,22 @@ class Method:
             node = getattr(node, part)
         return node
 
-    def check_overrides(self, overrides: Sequence[str]) -> None:
+    def check_overrides(self, overrides: Sequence[str], cfg: Config | None = None) -> None:
         """Refuse a ``key=value`` override this method would silently ignore: a stage budget of a stage it
-        does not have (``seg.steps`` for DeconvNet, which reads ``deconv.*``), or a key of a section only
-        other methods read (:data:`hetseg.config.OWN_SECTIONS`). One line, naming the sections it does read."""
+        does not have (``seg.steps`` for DeconvNet, which reads ``deconv.*``), or -- given the run's ``cfg``
+        for a whole-method run -- of a stage that config skips (``cls.*`` for TransferNet with
+        ``transfer.classifier_run``), or a key of a section only other methods read
+        (:data:`hetseg.config.OWN_SECTIONS`). One line, naming the sections it does read."""
         mine = {self.stage_section(s) for s in self.stages + self.extra_stages}
+        runs = mine if cfg is None else {self.stage_section(s) for s in self.default_stages(cfg) + self.extra_stages}
         for item, key in ((item, key) for item in overrides for key in override_keys(item)):
             budget = next((sec for sec in STAGE_SECTIONS if key.startswith(sec + ".")), None)
             section = key.split(".", 1)[0]
             readers = OWN_SECTIONS.get(section)
+            if budget in mine - runs:
+                raise HetsegError(f"{item}: method '{self.name}' skips the stage reading {budget}.* with this config "
+                                  f"(it trains {', '.join(self.default_stages(cfg))}), so it would be ignored; fix: "
+                                  "drop it, or the setting that skips the stage (e.g. transfer.classifier_run)")
             if budget and budget not in mine:
                 raise HetsegError(f"{item}: method '{self.name}' has no stage reading {budget}.*, so it would be "
                                   f"ignored; fix: set its own stages' {', '.join(sorted(s + '.*' for s in mine))}")
