@@ -106,8 +106,9 @@ def _run(args: argparse.Namespace) -> int:
             args.checkpoint = str(zoo.resolve(args.model))
         meta = export_onnx(args.checkpoint, args.out, args.replace, args.verbose)
         p, s = meta["parity"], meta["input"]["shape"][2]
+        images = f"{p['images']} image{'s' * (p['images'] != 1)}"
         print(f"exported {meta['model']} -> {args.out}: inputs {', '.join(meta['inputs'])} (images N x 3 x {s} x {s}), "
-              f"outputs {', '.join(meta['outputs'])}; onnxruntime vs PyTorch on {p['images']} image{'s' * (p['images'] != 1)}: labels differ on "
+              f"outputs {', '.join(meta['outputs'])}; onnxruntime vs PyTorch on {images}: labels differ on "
               f"{p['label_disagreement']:.2%} of pixels, probs off by > {p['atol']:g} on {p['probs_off']:.2%}; "
               f"contract: {args.out}.json")
         return 0
