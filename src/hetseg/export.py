@@ -82,8 +82,9 @@ def parity(path: Path, graph: _Graph, thresholds: list[float], size: int, batch:
     """Run the ONNX file at ``path`` with onnxruntime on ``batch`` seeded images (N, 3, S, S) at each
     threshold and compare with the eager graph and with ``predict``. One image by default: it differs
     from the traced batch of 2 (so the dynamic batch is exercised), and at paper scale with threshold 0
-    one image is already K+1 = 21 decoder rows at 320 px, about a third of the memory of three. Threshold 0 identifies every
-    class, so every row of the decoder is live (random images rarely pass 0.5). Returns the worst
+    one image is already K+1 = 21 decoder rows at 320 px, about a third of the memory of three.
+    Threshold 0 identifies every class, so every row of the decoder is live (random images rarely
+    pass 0.5). Returns the worst
     numbers over the thresholds. ``ok``: class_scores and the eager graph vs ``predict`` within ``ATOL``
     everywhere; probs within ``ATOL`` and labels equal on all but ``MAX_OFF`` of the pixels (switch ties)."""
     import onnxruntime as ort
@@ -178,7 +179,6 @@ def export_onnx(run: str | Path, out: str | Path, replace: bool = False, verbose
     size = int(net.input_size)
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     checked: dict = {}
-
     digest = hashlib.sha256()
 
     def write(tmp: str) -> None:
@@ -201,6 +201,7 @@ def export_onnx(run: str | Path, out: str | Path, replace: bool = False, verbose
         sidecar.unlink(missing_ok=True)  # only with replace; the marker goes before the file it describes
 
     write_atomic(out, write)
+    inputs = graph_inputs(net)
     meta = {"onnx": out.name, "sha256": digest.hexdigest(), "opset": OPSET,
             "source_run": str(run), "model": info["model"], "model_kwargs": info["model_kwargs"],
             "input": {"name": "images", "shape": ["N", 3, size, size], "dtype": "float32",
@@ -208,10 +209,10 @@ def export_onnx(run: str | Path, out: str | Path, replace: bool = False, verbose
                                     "(bilinear, antialiased when shrinking); minus mean, divided by std "
                                     "(hetseg.data.transforms.prepare)", "mean": MEAN.flatten().tolist(),
                       "std": STD.flatten().tolist()},
-            "postprocess": "resize probs (bilinear) to the padded square's side, crop to the image, argmax over channels "
-                           "(hetseg.data.transforms.restore_argmax)",
-            "inputs": graph_inputs(net), "outputs": list(net.export_outputs),
-            "threshold": thr if "threshold" in graph_inputs(net) else None, "class_names": info["class_names"],
+            "postprocess": "resize probs (bilinear) to the padded square's side, crop to the image, argmax over "
+                           "channels (hetseg.data.transforms.restore_argmax)",
+            "inputs": inputs, "outputs": list(net.export_outputs),
+            "threshold": thr if "threshold" in inputs else None, "class_names": info["class_names"],
             "palette": info.get("palette"), "parity": checked}
     write_json(sidecar, meta)
     return meta

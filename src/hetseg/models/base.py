@@ -91,6 +91,26 @@ class Segmenter(nn.Module):
         raise NotImplementedError(f"model {self.model_name or type(self).__name__!r} has no static export graph")
 
 
+class MasksOnlySegmenter(Segmenter):
+    """A model trained on masks alone (DeconvNet, the masks-only encoder model): ``forward(images)`` ->
+    logits (N, K+1, H, W), channel 0 background. It has no image-level scores, so ``predict`` and
+    ``export_forward`` are both the softmax of ``forward``: ``class_scores`` is None, ``identified``
+    lists the classes present in the argmax, and ``labels`` / ``threshold`` are ignored (its "-GT"
+    variant is the same as its plain one)."""
+
+    export_outputs = ("probs",)
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, labels: list[list[int]] | None = None, threshold: float = 0.5) -> SegOutput:
+        """images (N, C, H, W) -> softmax probs (N, K+1, H, W); call ``.eval()`` first."""
+        probs = self.export_forward(images)[0]
+        return SegOutput(probs, None, present_classes(probs))
+
+    def export_forward(self, images: Tensor, threshold: float | Tensor = 0.5) -> tuple[Tensor]:
+        """images (N, C, S, S) -> (softmax probs (N, K+1, S, S),); ``threshold`` is not read."""
+        return (torch.softmax(self.forward(images).float(), dim=1),)
+
+
 MODELS = Registry("model")  # name -> Segmenter subclass
 
 
@@ -157,5 +177,5 @@ def identify_labels(scores: Tensor, threshold: float | Tensor, allowed: list[int
     return active
 
 
-__all__ = ["MODELS", "SegOutput", "Segmenter", "create_model", "identify_labels", "index_lists", "labels_to_mask",
-           "present_classes", "register"]
+__all__ = ["MODELS", "MasksOnlySegmenter", "SegOutput", "Segmenter", "create_model", "identify_labels", "index_lists",
+           "labels_to_mask", "present_classes", "register"]

@@ -9,17 +9,16 @@ not say which inference gave its baseline numbers).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from .base import SegOutput, Segmenter, present_classes, register
+from .base import MasksOnlySegmenter, register
 from .decoder import DeconvDecoder
 from .scales import Scale, get_scale
 from .vgg import ConvBlock, VGGEncoder, init_conv_
 
 
 @register("deconvnet")
-class DeconvNet(Segmenter):
+class DeconvNet(MasksOnlySegmenter):
     """Encoder-decoder semantic segmentation network.
 
     Args:
@@ -50,20 +49,3 @@ class DeconvNet(Segmenter):
         enc = self.encoder(images)
         x = self.fc6_deconv(self.fc7(self.fc6(enc.features)))
         return self.decoder(x, enc.switches, enc.sizes)
-
-    @torch.no_grad()
-    def predict(self, images: Tensor, labels: list[list[int]] | None = None, threshold: float = 0.5) -> SegOutput:
-        """images (N, C, H, W) -> softmax probs (N, K+1, H, W); call ``.eval()`` first.
-
-        A masks-only model has no image-level scores: ``class_scores`` is None, ``identified`` lists
-        the classes present in the argmax, and ``labels``/``threshold`` are ignored (DeconvNet's
-        "-GT" variant is the same as its plain one).
-        """
-        probs = torch.softmax(self.forward(images).float(), dim=1)
-        return SegOutput(probs, None, present_classes(probs))
-
-    export_outputs = ("probs",)
-
-    def export_forward(self, images: Tensor, threshold: float | Tensor = 0.5) -> tuple[Tensor]:
-        """images (N, C, S, S) -> (softmax probs (N, K+1, S, S),); ``threshold`` is not read."""
-        return (torch.softmax(self.forward(images).float(), dim=1),)

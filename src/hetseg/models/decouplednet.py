@@ -23,6 +23,8 @@ Decisions among docs/REFERENCE.md §7's ambiguities (to be mirrored in docs/ARCH
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -93,6 +95,19 @@ def dense_probs(seg: Tensor, active: Tensor) -> Tensor:
     probs = torch.cat([seg[:, :1, 0], seg[:, 1:, 1]], dim=1)
     built = torch.cat([active.any(dim=1, keepdim=True), active], dim=1)
     return _normalise(probs * built[:, :, None, None].to(probs.dtype), active)
+
+
+def dense_predict(net: Segmenter, images: Tensor, threshold: float | Tensor,
+                  decode: Callable[[object, Tensor, int], Tensor]) -> tuple[Tensor, Tensor]:
+    """The static ``export_forward`` of both DecoupledNets (this file's and ``encoder_decouplednet``):
+    classifier -> scores -> identified set -> :func:`dense_rows` -> ``decode(cls_out, weights (R, K),
+    rows per image)`` -> logits (R, 2, S, S) -> :func:`dense_probs`. images (N, C, S, S) -> probs
+    (N, K+1, S, S), scores (N, K)."""
+    cls_out = net.classifier(images)
+    scores = torch.sigmoid(cls_out.logits_avg)
+    active = net.active_labels(scores, None, threshold)
+    logits = decode(cls_out, dense_rows(scores, active), net.num_classes + 1)
+    return dense_probs(torch.softmax(logits, dim=1), active), scores
 
 
 @register("decouplednet")
@@ -217,9 +232,6 @@ class DecoupledNet(Segmenter):
 
     def export_forward(self, images: Tensor, threshold: float | Tensor = 0.5) -> tuple[Tensor, Tensor]:
         """:meth:`predict` as a static graph (base class doc): all K+1 rows of every image are decoded,
-        the rows of unidentified classes masked. images (N, C, S, S) -> probs (N, K+1, S, S), scores (N, K)."""
-        cls_out = self.classifier(images)
-        scores = torch.sigmoid(cls_out.logits_avg)
-        active = self.active_labels(scores, None, threshold)
-        logits, _ = self._decode(cls_out, dense_rows(scores, active), self.num_classes + 1)
-        return dense_probs(torch.softmax(logits, dim=1), active), scores
+        the rows of unidentified classes masked (:func:`dense_predict`). images (N, C, S, S) -> probs
+        (N, K+1, S, S), scores (N, K)."""
+        return dense_predict(self, images, threshold, lambda cls_out, w, rows: self._decode(cls_out, w, rows)[0])

@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SegOutput, Segmenter, index_lists, present_classes, register
+from .base import MasksOnlySegmenter, SegOutput, Segmenter, index_lists, register
 from .bridge import Bridge
-from .decouplednet import assemble_probs, dense_probs, dense_rows, inference_rows
+from .decouplednet import assemble_probs, dense_predict, inference_rows
 from .saliency import score_gradient
 from .encoders import EncoderFeatures, create_encoder
 from .vgg import ConvBlock, init_conv_
@@ -249,16 +249,13 @@ class EncoderDecoupledNet(Segmenter):
     export_outputs = ("probs", "class_scores")
 
     def export_forward(self, images: Tensor, threshold: float | Tensor = 0.5) -> tuple[Tensor, Tensor]:
-        """Static :meth:`predict` (as ``DecoupledNet.export_forward``) -> probs (N, K+1, S, S), scores (N, K)."""
-        cls_out = self.classifier(images)
-        scores = torch.sigmoid(cls_out.logits_avg)
-        active = self.active_labels(scores, None, threshold)
-        logits = self._decode(cls_out, dense_rows(scores, active), self.num_classes + 1, images.shape[-2:])
-        return dense_probs(torch.softmax(logits, dim=1), active), scores
+        """Static :meth:`predict` (``decouplednet.dense_predict``) -> probs (N, K+1, S, S), scores (N, K)."""
+        return dense_predict(self, images, threshold,
+                             lambda cls_out, w, rows: self._decode(cls_out, w, rows, images.shape[-2:]))
 
 
 @register("maskonly_enc")
-class EncoderMaskOnly(Segmenter):
+class EncoderMaskOnly(MasksOnlySegmenter):
     """Masks-only baseline: encoder -> neck (3x3 conv + BN + ReLU) -> the same UpDecoder, K+1 logits.
 
     Same kwargs as :class:`EncoderDecoupledNet` where they apply; ``bridge_dim`` is the neck width.
@@ -285,20 +282,6 @@ class EncoderMaskOnly(Segmenter):
         enc = self.encoder(images)
         skips = [enc.features[i] for i in self.skip_levels]
         return self.decoder(self.neck(enc.last), skips, None, images.shape[-2:])
-
-    @torch.no_grad()
-    def predict(self, images: Tensor, labels: list[list[int]] | None = None, threshold: float = 0.5
-                ) -> SegOutput:
-        """Softmax probs (N, K+1, H, W); class_scores None; identified = classes in the argmax.
-        ``labels`` and ``threshold`` are ignored (a masks-only model identifies nothing)."""
-        probs = torch.softmax(self.forward(images).float(), dim=1)
-        return SegOutput(probs, None, present_classes(probs))
-
-    export_outputs = ("probs",)
-
-    def export_forward(self, images: Tensor, threshold: float | Tensor = 0.5) -> tuple[Tensor]:
-        """images (N, C, S, S) -> (softmax probs (N, K+1, S, S),); ``threshold`` is not read."""
-        return (torch.softmax(self.forward(images).float(), dim=1),)
 
 
 __all__ = ["EncoderClassifier", "EncoderDecoupledNet", "EncoderMaskOnly", "HeadOutput", "UpDecoder",
