@@ -138,6 +138,9 @@ def test_bench_dis_tiny_writes_results(scenes, tmp_path):
     assert set(rec["train_loss"]) == {"labelmap", "recon"} and list(cell["train_loss"]) == ["joint"]
     assert all(pts and pts[-1][1] > 0 for pts in [*rec["train_loss"].values(), *cell["train_loss"].values()])
     assert "## Training loss per stage" in md and "| 0 | 5 | base | labelmap |" in md
+    first, s30 = rec["cells"][0], r["summary"][0]["values"]["30"]  # one seed: the mean is that seed's value
+    assert s30["mean"] == pytest.approx(100 * first["miou"]["30"], abs=1e-4) and s30["std"] is None
+    assert r["claims"] and all(c["holds"] in (True, False) for c in r["claims"])  # one seed: every claim judged
     # Started from the shipped ResNet backbone, named by checksum; k = full trains one joint run.
     from hetseg.zoo import RESNET_BACKBONE_DIR
 
@@ -146,3 +149,38 @@ def test_bench_dis_tiny_writes_results(scenes, tmp_path):
     full = r["records"][1]["cells"]
     assert [c["t_train"] for c in full] == r["t_trains"] and full[1]["same_as"] == full[0]["run"]
     assert not (tmp_path / "runs" / "seed0" / f"dis_kfull_ttr{r['t_trains'][1]}").exists()
+
+
+def _dis_record(seed: int, k, cells: list[tuple[int, float, float]]) -> dict:
+    """A bench record with the fields the report reads: cells (t_tr, mIoU at t_ts=0, at t_ts=30)."""
+    return {"seed": seed, "k": k, "cells": [{"t_train": t, "miou": {"0": a, "30": b}, "miou_gt_labels_t0": a + 0.1}
+                                            for t, a, b in cells]}
+
+
+def test_dis_seed_summary_and_claims():
+    """Mean ± sample std per (k, t_tr, t_ts) across seeds; a claim that holds on the means but not on
+    every seed is 'not shown' (None), one that fails on the means is False."""
+    from hetseg.bench.dis_report import claims, markdown, summarise
+
+    recs = [_dis_record(0, 5, [(0, 0.30, 0.20), (5, 0.20, 0.25)]), _dis_record(0, "full", [(0, 0.3, 0.5), (5, 0.3, 0.5)]),
+            _dis_record(1, 5, [(0, 0.32, 0.22), (5, 0.22, 0.23)]), _dis_record(1, "full", [(0, 0.45, 0.4), (5, 0.45, 0.4)])]
+    summary = summarise(recs, [0, 30])
+    assert [(r["k"], r["t_train"]) for r in summary] == [(5, 0), (5, 5), ("full", 0), ("full", 5)]
+    v = summary[0]["values"]["0"]
+    assert v["mean"] == pytest.approx(31.0) and v["std"] == pytest.approx(2 ** 0.5) and v["seeds"] == {"0": 30.0, "1": 32.0}
+    assert summary[1]["values"]["gt_t0"]["mean"] == pytest.approx(31.0)
+    c = {x["claim"]: x["holds"] for x in claims(summary, [0, 30])}
+    assert c == {"k = 5, t_tr = 0: mIoU at t_ts = 30 > t_ts = 0": False,  # 21 vs 31
+                 "k = 5, t_tr = 5: mIoU at t_ts = 30 > t_ts = 0": True,  # 24 vs 21, and on both seeds
+                 "k = full, one joint run: mIoU at t_ts = 30 > t_ts = 0": None,  # 45 vs 37.5, seed 1 40 < 45
+                 "k = 5: t_tr = 5 > t_tr = 0 at t_ts = 30": True}  # 24 vs 21; 25 > 20 and 23 > 22
+    one = {x["claim"]: x["holds"] for x in claims(summarise(recs[:2], [0, 30]), [0, 30])}
+    assert one["k = full, one joint run: mIoU at t_ts = 30 > t_ts = 0"] is True  # one seed: judged on its values
+    report = {"scale": "cpu", "command": "hetseg bench dis", "seeds": [0, 1], "wall_s": 60, "t_test": [0, 30],
+              "machine": {"usable_cpus": 2, "cpu": "x"}, "dataset": {"splits": {}, "meta_sha256": "ab"},
+              "budgets": {}, "records": [{**r, "cells": [{**c, "ms_per_image": {"0": 1.0, "30": 9.0}} for c in r["cells"]]}
+                                         for r in recs],
+              "summary": summary, "claims": claims(summary, [0, 30]), "parameters": {}}
+    md = markdown(report)
+    assert "| 5 | 0 | 31.0 ± 1.4 | 21.0 ± 1.4 | 41.0 ± 1.4 |" in md and "| not shown |" in md
+    assert "| 1 | full | 5 | 45.0 | 40.0 | 55.0 | -5.0 |" in md
