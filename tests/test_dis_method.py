@@ -13,6 +13,7 @@ from PIL import Image
 
 from hetseg.cli import main
 from hetseg.config import Config
+from hetseg.errors import HetsegError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -149,6 +150,21 @@ def test_bench_dis_tiny_writes_results(scenes, tmp_path):
     full = r["records"][1]["cells"]
     assert [c["t_train"] for c in full] == r["t_trains"] and full[1]["same_as"] == full[0]["run"]
     assert not (tmp_path / "runs" / "seed0" / f"dis_kfull_ttr{r['t_trains'][1]}").exists()
+    # Seeds across sessions: each (seed, k) left its record beside its base run; with the weights gone
+    # (a clean clone of the committed records) the same command reports from the records alone.
+    for w in (tmp_path / "runs").rglob("model.safetensors"):
+        w.unlink()
+    (out / "dis.png").unlink()
+    assert run_dis("cpu", [0], str(out), str(scenes), str(tmp_path / "runs"), budget="tiny", jobs=1,
+                   figure_images=1) == 0
+    again = json.loads((out / "dis.json").read_text())
+    assert again["records"] == r["records"] and again["summary"] == r["summary"] and again["claims"] == r["claims"]
+    assert not (out / "dis.png").exists() and "No figure" in (out / "dis.md").read_text()
+    assert not list((tmp_path / "runs").rglob("model.safetensors"))  # nothing was retrained
+    # ... and a record of another recipe is refused, not mixed in.
+    with pytest.raises(HetsegError, match="trained with another recipe"):
+        run_dis("cpu", [0], str(out), str(scenes), str(tmp_path / "runs"), budget="tiny", jobs=1,
+                overrides=["dis.joint.lr=0.1"], figure_images=0)
 
 
 def _dis_record(seed: int, k, cells: list[tuple[int, float, float]]) -> dict:

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from hetseg.bench.curves import run_losses
-from hetseg.bench.provenance import check_recipe
+from hetseg.bench.provenance import check_recipe, read_json
 from hetseg.bench.table1_recipe import strong_split_file
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
@@ -78,13 +78,29 @@ def time_inference(run: Path, split, steps: Sequence[int], images: int = 64, bat
     return out
 
 
+def record_file(base: Config) -> Path:
+    """Where one (seed, k)'s evaluated record is kept: ``RUNS/seed<S>/dis_k<k>_base/dis_record.json``."""
+    return Path(base.run_dir) / "dis_record.json"
+
+
 def run_k(base: Config, k: int | str, t_trains: Sequence[int], runs: str, progress: bool) -> dict:
-    """Train base + joint runs of one (seed, k), evaluate each at every t_ts; returns its record."""
+    """Train base + joint runs of one (seed, k), evaluate each at every t_ts; returns its record.
+
+    The record is written last (atomically) beside the base run; a later invocation with the same
+    recipe and t_tr grid reports it from that file alone, so seeds can be trained in separate
+    sessions and committed without their weights (docs/BENCHMARKS.md, "Seeds across sessions")."""
+    from hetseg.io_atomic import write_json
     from hetseg.methods import evaluate_run, get_method, load_split
 
     method = get_method("dis")
     t0 = time.perf_counter()
     check_recipe(base)
+    for t_tr in t_trains:
+        check_recipe(joint_config(base, k, t_tr, runs))
+    saved = read_json(record_file(base))
+    if saved.get("t_trains") == list(t_trains) and saved.get("t_test") == list(T_TEST):
+        print(f"[dis] k={k} seed {base.seed}: reported from {record_file(base)}", flush=True)
+        return saved
     method.train(base, ("labelmap", "recon"), progress=progress)
     rec = {"k": k, "seed": base.seed, "base_run": base.run_dir, "base_wall_s": round(time.perf_counter() - t0, 1),
            "cells": [], "train_loss": run_losses(base.run_dir)}  # labelmap, recon: per tenth of their steps
@@ -111,6 +127,8 @@ def run_k(base: Config, k: int | str, t_trains: Sequence[int], runs: str, progre
         print(f"[dis] k={k} seed {base.seed} t_tr={t_tr}: mIoU " +
               " ".join(f"t{t}={100 * m:.1f}" for t, m in cell["miou"].items()), flush=True)
         rec["cells"].append(cell)
+    rec.update(t_trains=list(t_trains), t_test=list(T_TEST))
+    write_json(record_file(base), rec)
     return rec
 
 

@@ -185,7 +185,8 @@ def markdown(r: dict) -> str:
             lines.append(f"| {row['k']} | {row['values'][str(ts[-1])]['mean']:.1f} | {dn if dn is None else f'{dn:.1f}'} | "
                          f"{dc if dc is None else f'{dc:.1f}'} |")
         lines.append("")
-    lines += [f"Figure: `dis.png` (val images {r.get('figure_ids')}).", ""]
+    lines += [f"Figure: `dis.png` (run `{r.get('figure_run')}`, val images {r['figure_ids']})." if r.get("figure_ids")
+              else "No figure: no evaluated run's weights were on disk (records only).", ""]
     return "\n".join(lines)
 
 
@@ -210,8 +211,10 @@ def write_results(records: list[dict], out: str | Path, command: str, scale: str
               "beside": beside(out, sorted({r["k"] for r in records}, key=str)), "paper": PAPER}
     report["summary"] = summarise(records, t_test)
     report["claims"] = claims(report["summary"], t_test)
-    fig_run = next((c["run"] for r in records for c in r["cells"] if c["t_train"] == max(t_trains)), None)
+    # the figure needs weights: the first run with the largest t_tr still on disk (records may come without)
+    fig_run = next((c["run"] for r in records for c in r["cells"] if c["t_train"] == max(t_trains)
+                    and Path(c["run"], "model.safetensors").is_file()), None)
     if fig_run is not None and figure_images > 0:
-        report["figure_ids"] = figure(fig_run, cfg, out / "dis.png", figure_images)
+        report["figure_run"], report["figure_ids"] = fig_run, figure(fig_run, cfg, out / "dis.png", figure_images)
     paths = [write_json(out / "dis.json", report), write_text(out / "dis.md", markdown(report))]
     return paths + ([out / "dis.png"] if (out / "dis.png").is_file() else [])
