@@ -53,7 +53,7 @@ bench-transfer: venv fashion-mnist
 	$(PY) -m hetseg bench transfer --scale cpu --seeds 0 1 2
 
 bench-dis: venv fashion-mnist
-	$(PY) -m hetseg bench dis --scale cpu
+	$(PY) -m hetseg bench dis --scale cpu --seeds 0 1 2
 
 VOC_ROOT ?= ../shared/voc-real/VOC2012
 bench-voc-real: venv-imagenet
