@@ -135,6 +135,20 @@ def test_foreground_batched_equals_per_label_forward():
             model.foreground(x, [[K], [], []])
 
 
+def test_baselinenet_runs_its_classifier_once_per_inference():
+    """BaselineNet's decoder reads the classifier that also picks the labels: predict and the export
+    graph hand its output on instead of running it again (TransferNet's decoder reads its own encoder)."""
+    torch.manual_seed(0)
+    net, x, calls = BaselineNet(K, "cpu").eval(), torch.randn(2, 3, 96, 96), []
+    net.classifier.register_forward_hook(lambda *_: calls.append(1))
+    out = net.predict(x, threshold=0.0)  # every label identified: every decoder row runs
+    assert len(calls) == 1 and all(len(ls) == K for ls in out.identified)
+    with torch.no_grad():
+        probs, _ = net.export_forward(x, 0.0)
+    assert len(calls) == 2
+    torch.testing.assert_close(probs, out.probs, atol=1e-5, rtol=1e-4)
+
+
 def test_background_rule():
     # halving the background: p_fg = 1/3 becomes exactly 0.5
     logits = torch.log(torch.tensor([2 / 3, 1 / 3]))[None, :, None, None]

@@ -76,19 +76,22 @@ class BaselineNet(Segmenter):
         n = images.shape[0]
         return self.rows(self.classify(images), torch.arange(n, device=images.device), labels.long())[0]
 
-    def segment(self, images: Tensor, labels: Tensor) -> Tensor:
-        """labels (N, M) object indices -> (N, M, 2, H, W) in one batched decoder pass."""
+    def segment(self, images: Tensor, labels: Tensor, classified: ClassifierOutput | None = None) -> Tensor:
+        """labels (N, M) object indices -> (N, M, 2, H, W) in one batched decoder pass. ``classified``:
+        this classifier's output on ``images`` when the caller already has it (inference reads the
+        image labels from it first), so the classifier runs once per image."""
         n, m = labels.shape
         index = torch.arange(n, device=images.device).repeat_interleave(m)
-        seg, _ = self.rows(self.classify(images), index, labels.reshape(-1).long(), m)
+        cls_out = classified if classified is not None else self.classify(images)
+        seg, _ = self.rows(cls_out, index, labels.reshape(-1).long(), m)
         return seg.reshape(n, m, *seg.shape[1:])
 
     @torch.no_grad()
     def foreground(self, images: Tensor, labels: list[list[int]], bg_scale: float = 0.5,
-                   return_maps: bool = False) -> ForegroundOutput:
+                   return_maps: bool = False, classified: ClassifierOutput | None = None) -> ForegroundOutput:
         """Per-label foreground probabilities (see ``transfer_inference.foreground_from_rows``); maps =
-        (decoder input (1, h5, w5),)."""
-        cls_out = self.classify(images)
+        (decoder input (1, h5, w5),). ``classified``: as in :meth:`segment`."""
+        cls_out = classified if classified is not None else self.classify(images)
 
         def run(index, cls, counts):
             seg, x = self.rows(cls_out, index, cls, counts)

@@ -3,7 +3,8 @@ identification, one batched decoder pass over the queried labels, the halved bac
 background rule -- and the same as one static graph for export (:func:`transfer_export`).
 
 ``net`` is either model: it answers ``classifier``, ``active_labels``, ``foreground``, ``segment``,
-``num_classes`` and ``bg_scale``.
+``num_classes`` and ``bg_scale``; ``foreground`` and ``segment`` take the classifier's output
+(``classified``) so a model whose decoder reads that classifier (BaselineNet) runs it once per image.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ def transfer_predict(net, images: Tensor, labels: list[list[int]] | None, thresh
     :func:`decision_scores` (background = the constant 0.5 decision threshold, channel k+1 = P(fg_k)
     after the background prior ``bg_scale``); class_scores (N, K) the classifier's sigmoid scores.
     """
-    scores = torch.sigmoid(net.classifier(images).logits_avg.float())
+    classified = net.classifier(images)  # handed on: BaselineNet's decoder reads the same classifier
+    scores = torch.sigmoid(classified.logits_avg.float())
     active = net.active_labels(scores, labels, threshold)
     identified = index_lists(active)
-    fo = net.foreground(images, identified, net.bg_scale, return_maps=bool(maps))
+    fo = net.foreground(images, identified, net.bg_scale, return_maps=bool(maps), classified=classified)
     extras = dict(zip(maps, fo.maps)) if maps and fo.maps is not None else None
     return SegOutput(decision_scores(fo.fg, fo.active), scores, identified, extras)
 
@@ -39,10 +41,11 @@ def transfer_export(net, images: Tensor, threshold: float | Tensor) -> tuple[Ten
     queried for every image through ``net.segment`` (N*K decoder rows) and the labels identification
     did not pick are zeroed by :func:`decision_scores`. images (N, C, S, S) -> (probs (N, K+1, S, S),
     class_scores (N, K))."""
-    scores = torch.sigmoid(net.classifier(images).logits_avg.float())
+    classified = net.classifier(images)
+    scores = torch.sigmoid(classified.logits_avg.float())
     active = net.active_labels(scores, None, threshold)
     n, k = scores.shape
-    seg = net.segment(images, torch.arange(k, device=images.device).expand(n, k))  # (N, K, 2, S, S)
+    seg = net.segment(images, torch.arange(k, device=images.device).expand(n, k), classified)  # (N, K, 2, S, S)
     fg = foreground_probability(seg.flatten(0, 1), net.bg_scale).reshape(n, k, *seg.shape[-2:])
     return decision_scores(fg, active), scores
 

@@ -222,10 +222,12 @@ class TransferNet(Segmenter):
         """images (N, C, H, W) with one label each ((N,) indices or (N, K) one-hot) -> all outputs."""
         return self.rows(self.encode(images), labels)
 
-    def segment(self, images: Tensor, labels: Tensor) -> Tensor:
+    def segment(self, images: Tensor, labels: Tensor, classified: object = None) -> Tensor:
         """Figure/ground logits for M labels per image in one batched pass.
 
         images (N, C, H, W); labels (N, M) object indices or (N, M, K) vectors -> (N, M, 2, H, W).
+        ``classified`` (the label classifier's output) is unused: TransferNet's decoder reads its own
+        encoder, not the classifier (BaselineNet's reads the classifier and takes it).
         """
         n, m = labels.shape[:2]
         enc = self.encode(images)
@@ -235,10 +237,11 @@ class TransferNet(Segmenter):
 
     @torch.no_grad()
     def foreground(self, images: Tensor, labels: list[list[int]], bg_scale: float = 0.5,
-                   return_maps: bool = False) -> ForegroundOutput:
+                   return_maps: bool = False, classified: object = None) -> ForegroundOutput:
         """Per-label foreground probability for the given object indices (one batched decoder pass).
 
-        See ``transfer_inference.foreground_from_rows``; call ``.eval()`` first.
+        See ``transfer_inference.foreground_from_rows``; call ``.eval()`` first. ``classified``: unused,
+        as in :meth:`segment`.
         """
         enc = self.encode(images)
 
