@@ -25,11 +25,11 @@ K = 4
 KW = {"decouplednet_enc": {"encoder": "efficientnet_lite0_tiny", "input_size": 96}}  # the shipped voc-lite0's kind
 
 
-def _run(tmp_path: Path, name: str) -> Path:
+def _run(tmp_path: Path, name: str, **kwargs) -> Path:
     torch.manual_seed(0)
     # The seeded init, not perturbed weights: perturbed ones blow activations up until float32 rounding
     # flips max-pool switches (hetseg.export.MAX_OFF), which trained weights do not do.
-    net = create_model(name, num_classes=K, **KW.get(name, {"scale": "cpu"})).eval()
+    net = create_model(name, num_classes=K, **KW.get(name, {"scale": "cpu"}), **kwargs).eval()
     run = tmp_path / name
     save_model(run, net, Config(), ["background"] + [f"c{i}" for i in range(K)], {"threshold": 0.5})
     return run
@@ -80,12 +80,38 @@ def test_refusals_are_one_line_and_keep_what_was_there(tmp_path, capsys):
     (tmp_path / "d.onnx").mkdir()
     assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "d.onnx")]) == 2
     _one_error_line(capsys, str(tmp_path / "d.onnx"))
-    dis = _run(tmp_path, "dis")  # no static graph yet: refused, not exported half-right
-    assert main(["export", "--checkpoint", str(dis), "--out", str(tmp_path / "t.onnx")]) == 2
-    assert "no static export graph" in _one_error_line(capsys, str(dis))
+    assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "t.onnx"), "--inference-steps", "0"]) == 2
+    assert "no iterative inference" in _one_error_line(capsys, "--inference-steps")
     assert not (tmp_path / "t.onnx").exists()
     assert main(["export", "--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "n.onnx")]) == 2
     _one_error_line(capsys, str(tmp_path / "none"))
+
+
+def test_dis_exports_its_t0_labelmap_only(tmp_path, capsys):
+    """DIS's t_ts > 0 inference takes gradient steps on the features: a run trained with t_ts = 30 is
+    refused (nothing written) unless --inference-steps 0 asks for its t_ts = 0 labelmap, which the
+    file then reproduces (predict at steps=0), the sidecar naming the steps."""
+    run, out = _run(tmp_path, "dis", infer_steps=30), tmp_path / "d.onnx"
+    assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 2
+    assert "--inference-steps 0" in _one_error_line(capsys, str(run))
+    assert not out.exists() and not (tmp_path / "d.onnx.json").exists()
+    for bad in ("5", "-1"):
+        assert main(["export", "--checkpoint", str(run), "--out", str(out), "--inference-steps", bad]) == 2
+        _one_error_line(capsys, str(run) if bad == "5" else "--inference-steps")
+        assert not out.exists()
+    assert main(["export", "--checkpoint", str(run), "--out", str(out), "--inference-steps", "0"]) == 0
+    meta = json.loads((tmp_path / "d.onnx.json").read_text())
+    assert meta["inference_steps"] == 0 and meta["parity"]["ok"] and meta["outputs"] == ["probs", "class_scores"]
+    from hetseg.engine.checkpoint import load_model
+
+    net = load_model(run)[0]
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for n, thr in ((1, 0.0), (3, 0.5)):
+        x = torch.randn(n, 3, net.input_size, net.input_size, generator=torch.Generator().manual_seed(n))
+        probs, scores = sess.run(None, {"images": x.numpy(), "threshold": torch.tensor(thr).numpy()})
+        ref = net.predict(x, threshold=thr, steps=0)
+        torch.testing.assert_close(torch.from_numpy(probs), ref.probs, atol=1e-4, rtol=0)
+        torch.testing.assert_close(torch.from_numpy(scores), ref.class_scores, atol=1e-5, rtol=0)
 
 
 def test_a_failed_parity_check_writes_nothing(tmp_path, capsys, monkeypatch):

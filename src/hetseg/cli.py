@@ -104,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
             from hetseg import zoo
 
             args.checkpoint = str(zoo.resolve(args.model))
-        meta = export_onnx(args.checkpoint, args.out, args.replace, args.verbose)
+        meta = export_onnx(args.checkpoint, args.out, args.replace, args.verbose, args.inference_steps)
         p, s = meta["parity"], meta["input"]["shape"][2]
         images = f"{p['images']} image{'s' * (p['images'] != 1)}"
         print(f"exported {meta['model']} -> {args.out}: inputs {', '.join(meta['inputs'])} (images N x 3 x {s} x {s}), "

@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--model", help="a shipped model's name ('hetseg models' lists them)")
     ex.add_argument("--out", required=True, help="the .onnx file; its contract goes to <out>.json beside it")
     ex.add_argument("--replace", action="store_true", help="overwrite an existing --out and its .json")
+    ex.add_argument("--inference-steps", type=int, default=None, metavar="T",
+                    help="DIS: export at t_ts = T iterative-inference steps instead of the run's (only 0 exports)")
 
     sub.add_parser("models", help="list the shipped models (hetseg predict --model NAME)")
     sh = sub.add_parser("ship", help="copy a trained run into the package as a shipped model (float16)")

@@ -16,7 +16,7 @@ sidecar ``<out>.json`` as well:
 
 Before the file is put in place it is run with onnxruntime on a batch size other than the traced one
 and compared with the eager model (``export_forward`` and ``predict``); a mismatch writes nothing.
-Which models export, and why DIS does not yet: docs/ARCHITECTURE.md, "Export".
+Which models export, and why DIS exports only at t_ts = 0: docs/ARCHITECTURE.md, "Export".
 """
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ def _refuse_existing(out: Path, sidecar: Path, replace: bool) -> None:
             raise HetsegError(f"{p}: already exists; fix: choose another --out, or pass --replace to overwrite it")
 
 
-def export_onnx(run: str | Path, out: str | Path, replace: bool = False, verbose: bool = False) -> dict:
+def export_onnx(run: str | Path, out: str | Path, replace: bool = False, verbose: bool = False,
+                inference_steps: int | None = None) -> dict:
     """Export ``run`` (a run directory or shipped model dir) to ``out`` (.onnx) plus ``<out>.json``.
 
     The sidecar is the completion marker: with ``replace`` the old one is removed just before the new
@@ -154,6 +155,8 @@ def export_onnx(run: str | Path, out: str | Path, replace: bool = False, verbose
     beside a sidecar that describes another file. Returns the sidecar's dict. Raises HetsegError (one
     line; no file at ``out`` changes) for a model without a static graph or over 2 GB, an existing
     ``out`` without ``replace``, a missing onnx package, an exporter failure or a failed parity check.
+    ``inference_steps``: for a model with iterative inference (DIS's ``infer_steps``, t_ts), export at
+    that many steps instead of the run's; only 0 has a static graph.
     """
     _need_onnx()
     out = Path(out)
@@ -166,6 +169,17 @@ def export_onnx(run: str | Path, out: str | Path, replace: bool = False, verbose
         raise HetsegError(f"{sidecar}: a folder where the export's .json goes; fix: move it, or choose another --out")
     _refuse_existing(out, sidecar, replace)
     net, cfg, info = load_model(run)
+    if inference_steps is not None:
+        if inference_steps < 0:
+            raise HetsegError(f"--inference-steps: {inference_steps} is negative; fix: --inference-steps 0")
+        if not hasattr(net, "infer_steps"):
+            raise HetsegError(f"--inference-steps: model '{info['model']}' has no iterative inference; "
+                              "fix: drop --inference-steps")
+        net.infer_steps = int(inference_steps)
+    if getattr(net, "infer_steps", 0):
+        raise HetsegError(f"{run}: model '{info['model']}' infers with {net.infer_steps} gradient steps on its "
+                          "features (t_ts), which no static graph holds; fix: --inference-steps 0 exports its "
+                          "t_ts = 0 labelmap (the sidecar records the steps)")
     if not net.export_outputs:
         raise HetsegError(f"{run}: model '{info['model']}' has no static export graph yet (see docs/ARCHITECTURE.md, "
                           "Export); fix: use hetseg predict for this run (every other method exports)")
@@ -213,6 +227,7 @@ def export_onnx(run: str | Path, out: str | Path, replace: bool = False, verbose
                            "channels (hetseg.data.transforms.restore_argmax)",
             "inputs": inputs, "outputs": list(net.export_outputs),
             "threshold": thr if "threshold" in inputs else None, "class_names": info["class_names"],
+            "inference_steps": getattr(net, "infer_steps", None),
             "palette": info.get("palette"), "parity": checked}
     write_json(sidecar, meta)
     return meta

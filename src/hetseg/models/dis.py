@@ -291,5 +291,22 @@ class DIS(Segmenter):
         return SegOutput(probs=probs, class_scores=class_scores, identified=identified,
                          extras={"recon": recon, "recon_loss": losses})
 
+    @property
+    def export_outputs(self) -> tuple[str, ...]:
+        """Exportable only without iterative inference (``infer_steps`` = t_ts = 0): t_ts > 0 takes
+        gradient steps on the features, which no static graph holds (docs/ARCHITECTURE.md, "Export")."""
+        return ("probs", "class_scores") if self.infer_steps == 0 else ()
+
+    def export_forward(self, images: Tensor, threshold: float | Tensor = 0.5) -> tuple[Tensor, Tensor]:
+        """:meth:`predict` at t_ts = 0 as one static graph: images (N, C, S, S) -> (probs (N, K+1, S, S),
+        class_scores (N, K)); the unidentified classes are masked (-inf logits), as in predict."""
+        if self.infer_steps:
+            raise NotImplementedError(f"DIS at t_ts = {self.infer_steps} has no static graph; set infer_steps = 0")
+        u1, v1 = self.encode(images)
+        class_scores = torch.sigmoid(self.tag_logits(u1, v1))
+        logits = self.labelmap_logits(u1, v1, self.active_labels(class_scores, None, threshold))
+        return F.interpolate(logits.softmax(dim=1), size=images.shape[-2:], mode="bilinear",
+                             align_corners=False), class_scores
+
 
 __all__ = ["DIS", "DISOutput", "DISScale", "DIS_SCALES", "reconstruction_loss"]
