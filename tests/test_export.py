@@ -114,6 +114,46 @@ def test_dis_exports_its_t0_labelmap_only(tmp_path, capsys):
         torch.testing.assert_close(torch.from_numpy(scores), ref.class_scores, atol=1e-5, rtol=0)
 
 
+class _Noisy(torch.nn.Module):
+    """A masks-only stand-in for parity(): softmax of a 1x1 conv, plus ``shift`` on channel 1 (traced
+    into the file as a constant when set at export) and ``wobble`` when fed channels_last images (a
+    model whose float32 result moves with the memory layout, as a deep one does)."""
+
+    export_outputs = ("probs",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.shift, self.wobble = torch.nn.Conv2d(3, 3, 1), 0.0, 0.0
+
+    def export_forward(self, images, threshold=0.5):
+        p = self.conv(images).softmax(1)
+        bump = self.shift + (self.wobble if not images.is_contiguous() else 0.0)  # channels_last images
+        return (p + bump * torch.nn.functional.one_hot(torch.tensor(1), 3).view(1, 3, 1, 1),)
+
+    def predict(self, images, threshold=0.5):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(probs=self.export_forward(images)[0])
+
+
+@pytest.mark.parametrize("wobble, ok", [(0.0, False), (1e-3, True)])
+def test_parity_tolerance_follows_float32s_own_spread(tmp_path, wobble, ok):
+    """The file differs from the eager model by 1e-3 on every pixel: refused for a model whose own
+    float32 result does not move with the memory layout (tolerance ATOL), accepted for one whose result
+    moves by 1e-3 (tolerance 4x that), and the sidecar's parity names both numbers."""
+    net = _Noisy().eval()
+    graph, path = export_mod._Graph(net).eval(), tmp_path / "n.onnx"
+    net.shift = 1e-3  # traced into the file as a constant ...
+    export_mod._export(graph, torch.randn(2, 3, 8, 8), str(path), verbose=False)
+    net.shift, net.wobble = 0.0, wobble  # ... while the eager model no longer adds it
+    rep = export_mod.parity(path, graph, [0.5], 8)
+    assert rep["max_abs_diff"]["probs"] == pytest.approx(1e-3, rel=1e-3)
+    assert rep["float32_layout_spread"]["probs"] == pytest.approx(wobble, abs=1e-6)
+    assert rep["tolerance"]["probs"] == pytest.approx(max(export_mod.ATOL, 4 * wobble), rel=1e-3)
+    assert rep["ok"] is ok and rep["probs_off"] == pytest.approx(0.0 if ok else 1 / 3)  # channel 1 of 3
+
+
 def test_a_failed_parity_check_writes_nothing(tmp_path, capsys, monkeypatch):
     run, out = _run(tmp_path, "deconvnet"), tmp_path / "m.onnx"
     out.write_bytes(b"the previous export")

@@ -109,7 +109,8 @@ def _run(args: argparse.Namespace) -> int:
         images = f"{p['images']} image{'s' * (p['images'] != 1)}"
         print(f"exported {meta['model']} -> {args.out}: inputs {', '.join(meta['inputs'])} (images N x 3 x {s} x {s}), "
               f"outputs {', '.join(meta['outputs'])}; onnxruntime vs PyTorch on {images}: labels differ on "
-              f"{p['label_disagreement']:.2%} of pixels, probs off by > {p['atol']:g} on {p['probs_off']:.2%}; "
+              f"{p['label_disagreement']:.2%} of pixels, probs off by > {p['tolerance']['probs']:.2g} on "
+              f"{p['probs_off']:.2%}; "
               f"contract: {args.out}.json")
         return 0
     if args.cmd == "models":

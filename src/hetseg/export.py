@@ -41,6 +41,11 @@ ATOL = 1e-4  # probs are in [0, 1]; float32 graphs of a few hundred ops agree to
 # pixels may differ outright (seen: 0.6 % with random weights, none with trained ones); an export bug
 # changes far more. class_scores involve no switch and must agree everywhere.
 MAX_OFF = 0.01
+# A deep float32 graph is only as exact as float32 itself: PyTorch's own result moves when only the
+# memory layout changes (other conv kernels), e.g. by 8e-4 in DIS's probs at paper scale (ResNet-101,
+# seeded weights, BN statistics calibrated), and float64 lies 1.0e-3 away. So the tolerance is
+# max(ATOL, SPREAD_FACTOR x that layout spread), measured on the same images at every check.
+SPREAD_FACTOR = 4.0
 
 
 class _Graph(nn.Module):
@@ -78,39 +83,57 @@ def _label_disagreement(a: Tensor, b: Tensor, margin: float = ATOL) -> float:
     return float(differ.float().mean())
 
 
+def _layout_spread(graph: _Graph, images: Tensor, t: Tensor, eager: tuple[Tensor, ...]) -> list[float]:
+    """Max |difference| per output between ``eager`` (contiguous) and the same graph run channels_last:
+    float32's own spread at this model. The net goes back to contiguous (what was exported)."""
+    try:
+        graph.net.to(memory_format=torch.channels_last)
+        with torch.no_grad():
+            other = graph(images.contiguous(memory_format=torch.channels_last), t)
+    finally:
+        graph.net.to(memory_format=torch.contiguous_format)
+    return [float((o - e).abs().max()) for o, e in zip(other, eager)]
+
+
 def parity(path: Path, graph: _Graph, thresholds: list[float], size: int, batch: int = 1) -> dict:
     """Run the ONNX file at ``path`` with onnxruntime on ``batch`` seeded images (N, 3, S, S) at each
     threshold and compare with the eager graph and with ``predict``. One image by default: it differs
     from the traced batch of 2 (so the dynamic batch is exercised), and at paper scale with threshold 0
     one image is already K+1 = 21 decoder rows at 320 px, about a third of the memory of three.
     Threshold 0 identifies every class, so every row of the decoder is live (random images rarely
-    pass 0.5). Returns the worst
-    numbers over the thresholds. ``ok``: class_scores and the eager graph vs ``predict`` within ``ATOL``
-    everywhere; probs within ``ATOL`` and labels equal on all but ``MAX_OFF`` of the pixels (switch ties)."""
+    pass 0.5). Returns the worst numbers over the thresholds. Tolerance ``tol`` per output:
+    max(ATOL, SPREAD_FACTOR x float32's own layout spread, :func:`_layout_spread`). ``ok``:
+    class_scores and the eager graph vs ``predict`` within ``tol`` everywhere; probs within ``tol``
+    and labels equal on all but ``MAX_OFF`` of the pixels (switch ties)."""
     import onnxruntime as ort
 
     net = graph.net
     names = graph_inputs(net)
     images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    diffs, off, to_predict, disagree = [0.0] * len(net.export_outputs), 0.0, 0.0, 0.0
+    n_out = len(net.export_outputs)
+    diffs, spread, off, to_predict, disagree = [0.0] * n_out, [0.0] * n_out, 0.0, 0.0, 0.0
     for thr in thresholds if "threshold" in names else thresholds[:1]:
         t = torch.tensor(thr, dtype=torch.float32)
         with torch.no_grad():
             eager = graph(images, t)
             pred = net.predict(images, threshold=thr).probs
+        spread = [max(a, b) for a, b in zip(spread, _layout_spread(graph, images, t, eager))]
+        tol = [max(ATOL, SPREAD_FACTOR * s) for s in spread]
         feed = {"images": images.numpy(), "threshold": t.numpy()}
         outs = [torch.from_numpy(o) for o in sess.run(None, {k: feed[k] for k in names})]
         if len(outs) != len(eager):
             return {"ok": False, "outputs": len(outs), "expected": len(eager)}
         diffs = [max(d, float((o - e).abs().max())) for d, o, e in zip(diffs, outs, eager)]
-        off = max(off, float(((outs[0] - eager[0]).abs() > ATOL).float().mean()))
+        off = max(off, float(((outs[0] - eager[0]).abs() > tol[0]).float().mean()))
         to_predict = max(to_predict, float((eager[0] - pred).abs().max()))
-        disagree = max(disagree, _label_disagreement(eager[0], outs[0]))
+        disagree = max(disagree, _label_disagreement(eager[0], outs[0], tol[0]))
     report = {"images": batch, "seed": 0, "thresholds": thresholds if "threshold" in names else [],
               "max_abs_diff": dict(zip(net.export_outputs, diffs)), "probs_off": off,
-              "max_abs_diff_predict": to_predict, "label_disagreement": disagree, "atol": ATOL, "max_off": MAX_OFF}
-    report["ok"] = (max(diffs[1:], default=0.0) <= ATOL and to_predict <= ATOL and off <= MAX_OFF
+              "max_abs_diff_predict": to_predict, "label_disagreement": disagree, "atol": ATOL, "max_off": MAX_OFF,
+              "float32_layout_spread": dict(zip(net.export_outputs, spread)),
+              "tolerance": dict(zip(net.export_outputs, tol))}
+    report["ok"] = (all(d <= x for d, x in zip(diffs[1:], tol[1:])) and to_predict <= tol[0] and off <= MAX_OFF
                     and disagree <= MAX_OFF)
     return report
 
