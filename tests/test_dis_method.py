@@ -114,7 +114,7 @@ def test_eval_and_predict_open_a_dis_run(dis_run, tmp_path):
     assert Image.open(tmp_path / "out" / "p.png").size == (50, 70)
 
 
-def test_bench_dis_tiny_writes_results(scenes, tmp_path):
+def test_bench_dis_tiny_writes_results(scenes, tmp_path, capsys):
     from hetseg.bench.dis import T_TEST, run_dis
 
     out = tmp_path / "res"
@@ -152,19 +152,30 @@ def test_bench_dis_tiny_writes_results(scenes, tmp_path):
     assert not (tmp_path / "runs" / "seed0" / f"dis_kfull_ttr{r['t_trains'][1]}").exists()
     # Seeds across sessions: each (seed, k) left its record beside its base run; with the weights gone
     # (a clean clone of the committed records) the same command reports from the records alone.
+    assert r["compute_wall_s"] > 0 and r["record_machines"] and rec["config"]["model"]["name"] == "dis"
     for w in (tmp_path / "runs").rglob("model.safetensors"):
         w.unlink()
-    (out / "dis.png").unlink()
+    capsys.readouterr()
     assert run_dis("cpu", [0], str(out), str(scenes), str(tmp_path / "runs"), budget="tiny", jobs=1,
                    figure_images=1) == 0
     again = json.loads((out / "dis.json").read_text())
     assert again["records"] == r["records"] and again["summary"] == r["summary"] and again["claims"] == r["claims"]
-    assert not (out / "dis.png").exists() and "No figure" in (out / "dis.md").read_text()
+    assert again["compute_wall_s"] == r["compute_wall_s"]  # the records' time, not this invocation's
+    assert "No figure" in (out / "dis.md").read_text() and "dis.png" not in capsys.readouterr().out  # old png unlisted
     assert not list((tmp_path / "runs").rglob("model.safetensors"))  # nothing was retrained
-    # ... and a record of another recipe is refused, not mixed in.
+    # ... a record of another recipe is refused, not mixed in (by the record's own config too) ...
     with pytest.raises(HetsegError, match="trained with another recipe"):
         run_dis("cpu", [0], str(out), str(scenes), str(tmp_path / "runs"), budget="tiny", jobs=1,
                 overrides=["dis.joint.lr=0.1"], figure_images=0)
+    rf = tmp_path / "runs" / "seed0" / "dis_k5_base" / "dis_record.json"
+    saved = json.loads(rf.read_text())
+    rf.write_text(json.dumps({**saved, "config": {**saved["config"], "dis": {**saved["config"]["dis"], "infer_lr": 9.0}}}))
+    with pytest.raises(HetsegError, match="a record of another recipe"):
+        run_dis("cpu", [0], str(out), str(scenes), str(tmp_path / "runs"), budget="tiny", jobs=1, figure_images=0)
+    # ... and one that does not parse is one error, not a traceback.
+    rf.write_text("<<<<<<< HEAD")
+    with pytest.raises(HetsegError, match="not a readable DIS bench record"):
+        run_dis("cpu", [0], str(out), str(scenes), str(tmp_path / "runs"), budget="tiny", jobs=1, figure_images=0)
 
 
 def _dis_record(seed: int, k, cells: list[tuple[int, float, float]]) -> dict:

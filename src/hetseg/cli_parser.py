@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--model", help="a shipped model's name ('hetseg models' lists them)")
     ex.add_argument("--out", required=True, help="the .onnx file; its contract goes to <out>.json beside it")
     ex.add_argument("--replace", action="store_true", help="overwrite an existing --out and its .json")
-    ex.add_argument("--inference-steps", type=int, default=None, metavar="T",
+    ex.add_argument("--inference-steps", type=_int_in(0), default=None, metavar="T",
                     help="DIS: export at t_ts = T iterative-inference steps instead of the run's (only 0 exports)")
 
     sub.add_parser("models", help="list the shipped models (hetseg predict --model NAME)")

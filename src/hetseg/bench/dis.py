@@ -29,10 +29,11 @@ from pathlib import Path
 import torch
 
 from hetseg.bench.curves import run_losses
-from hetseg.bench.provenance import check_recipe, read_json
+from hetseg.bench.provenance import check_recipe, machine_info, read_json
 from hetseg.bench.table1_recipe import strong_split_file
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
+from hetseg.errors import HetsegError
 
 KS: tuple = (5, "full")
 T_TEST: tuple[int, ...] = (0, 1, 5, 10, 30)
@@ -97,8 +98,8 @@ def run_k(base: Config, k: int | str, t_trains: Sequence[int], runs: str, progre
     check_recipe(base)
     for t_tr in t_trains:
         check_recipe(joint_config(base, k, t_tr, runs))
-    saved = read_json(record_file(base))
-    if saved.get("t_trains") == list(t_trains) and saved.get("t_test") == list(T_TEST):
+    saved = saved_record(base, k, t_trains, runs)
+    if saved:
         print(f"[dis] k={k} seed {base.seed}: reported from {record_file(base)}", flush=True)
         return saved
     method.train(base, ("labelmap", "recon"), progress=progress)
@@ -116,6 +117,7 @@ def run_k(base: Config, k: int | str, t_trains: Sequence[int], runs: str, progre
                      else base.run_dir, progress=progress)
         cell = {"t_train": t_tr, "run": cfg.run_dir, "joint_wall_s": round(time.perf_counter() - t1, 1),
                 "miou": {}, "iou": {}}
+        t1 = time.perf_counter()
         for t in T_TEST:
             scores, report = evaluate_run(cfg.run_dir, "val", predict_kwargs={"steps": t}, suffix=f"_t{t}")
             cell["miou"][t] = scores.miou
@@ -124,12 +126,41 @@ def run_k(base: Config, k: int | str, t_trains: Sequence[int], runs: str, progre
         cell["miou_gt_labels_t0"] = gt.miou
         cell["ms_per_image"] = time_inference(Path(cfg.run_dir), val, T_TEST)
         cell["train_loss"] = run_losses(cfg.run_dir)  # joint
+        cell["eval_wall_s"] = round(time.perf_counter() - t1, 1)  # every t_ts, GT labels and the timing
         print(f"[dis] k={k} seed {base.seed} t_tr={t_tr}: mIoU " +
               " ".join(f"t{t}={100 * m:.1f}" for t, m in cell["miou"].items()), flush=True)
         rec["cells"].append(cell)
-    rec.update(t_trains=list(t_trains), t_test=list(T_TEST))
+    rec.update(t_trains=list(t_trains), t_test=list(T_TEST), config=base.to_dict(), machine=machine_info())
     write_json(record_file(base), rec)
     return rec
+
+
+def saved_record(base: Config, k: int | str, t_trains: Sequence[int], runs: str | Path) -> dict:
+    """The record :func:`run_k` left for (seed, k), or {} when there is none or it was made for another
+    t_tr / t_ts grid (then the runs are evaluated again). A record of another recipe (by its own saved
+    config, else the base run's config.json, which must then exist) or one that does not parse is
+    refused in one line. Run paths are rebased on ``runs``, where the record now lies."""
+    path = record_file(base)
+    try:
+        saved = read_json(path)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise HetsegError(f"{path}: not a readable DIS bench record ({type(e).__name__}); fix: delete it, and "
+                          "the runs beside it are evaluated again") from None
+    if not saved or saved.get("t_trains") != list(t_trains) or saved.get("t_test") != list(T_TEST):
+        return {}
+    if saved.get("config"):
+        diff = base.recipe_difference(saved["config"])
+    else:  # an earlier record without its config: the base run's config.json (check_recipe) must vouch
+        diff = [] if Path(base.run_dir, "config.json").is_file() else ["config (neither saved nor beside it)"]
+    if diff:
+        raise HetsegError(f"{path}: a record of another recipe (differs in {diff}); fix: pass another --runs "
+                          "directory or delete the record")
+    saved["base_run"] = base.run_dir
+    for c in saved["cells"]:
+        c["run"] = joint_config(base, k, c["t_train"] if not c.get("same_as") else t_trains[0], runs).run_dir
+        if c.get("same_as"):
+            c["same_as"] = c["run"]
+    return saved
 
 
 def run_dis(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benchmarks/results",
