@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 
 from hetseg.bench.curves import tenths_cells, tenths_header
 from hetseg.bench.provenance import dataset_info, machine_info, read_json
+from hetseg.bench.table1_report import fmt_mean_std, mean_std, ordering
 from hetseg.config import Config
 from hetseg.io_atomic import write_json, write_text
 
@@ -86,9 +86,8 @@ def summarise(records: list[dict], t_test: list[int]) -> list[dict]:
                 row["values"].setdefault(key, {})[str(rec["seed"])] = 100 * v
     for row in rows.values():
         for key, by_seed in row["values"].items():
-            v = list(by_seed.values())
-            row["values"][key] = {"mean": statistics.fmean(v), "seeds": by_seed,
-                                  "std": statistics.stdev(v) if len(v) > 1 else None}
+            mean, std = mean_std(list(by_seed.values()))
+            row["values"][key] = {"mean": mean, "std": std, "seeds": by_seed}
     return list(rows.values())
 
 
@@ -97,8 +96,6 @@ def claims(summary: list[dict], t_test: list[int]) -> list[dict]:
     (:func:`hetseg.bench.table1_report.ordering`): more test-time steps raise mIoU (t_ts = last > 0,
     per (k, t_tr)), and training with iterative inference beats t_tr = 0 (t_ts = last) at every k that
     has tag-only images (the paper's ablation as docs/DIS.md restates it)."""
-    from hetseg.bench.table1_report import ordering
-
     def judge(claim: str, a: dict, b: dict) -> dict:
         seeds = sorted(set(a["seeds"]) & set(b["seeds"]))
         holds, note = ordering([a["mean"], b["mean"]], [[a["seeds"][s], b["seeds"][s]] for s in seeds])
@@ -121,10 +118,6 @@ def claims(summary: list[dict], t_test: list[int]) -> list[dict]:
     return out
 
 
-def _fmt(v: dict) -> str:
-    return f"{v['mean']:.1f}" + (f" ± {v['std']:.1f}" if v.get("std") is not None else "")
-
-
 def markdown(r: dict) -> str:
     ts = r["t_test"]
     lines = [f"# DIS as specified here: labelmap vs inference steps (scale {r['scale']})", "",
@@ -144,8 +137,8 @@ def markdown(r: dict) -> str:
              "|---|---|" + "---|" * (len(ts) + 1)]
     for row in r["summary"]:
         v = row["values"]
-        lines.append(f"| {row['k']} | {row['t_train']} | " + " | ".join(_fmt(v[str(t)]) for t in ts)
-                     + f" | {_fmt(v['gt_t0'])} |")
+        lines.append(f"| {row['k']} | {row['t_train']} | " + " | ".join(fmt_mean_std(v[str(t)]) for t in ts)
+                     + f" | {fmt_mean_std(v['gt_t0'])} |")
     lines += ["", "Claims of the paper's ablation (an ordering that holds on the means but not on every seed "
               "is *not shown*):", "", "| claim | here (mean) | holds |", "|---|---|---|",
               *(f"| {c['claim']} | {c['here']} | {'not shown' if c['holds'] is None else c['holds']} |"

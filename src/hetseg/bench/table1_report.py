@@ -7,7 +7,7 @@ exactly as the run that trained them.
 
 from __future__ import annotations
 
-import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,11 +72,23 @@ def summarise(cells: list[dict], key: str = "miou") -> dict:
         out.setdefault(c["method"], {}).setdefault(str(c["k"]), []).append(100 * c[key])
     for by_k in out.values():
         for k, vals in by_k.items():
-            n, mean = len(vals), sum(vals) / len(vals)
-            std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else None
+            mean, std = mean_std(vals)
             by_k[k] = {"mean": round(mean, 4), "std": None if std is None else round(std, 4),  # no double rounding in .md
-                       "min": round(min(vals), 4), "max": round(max(vals), 4), "n": n}
+                       "min": round(min(vals), 4), "max": round(max(vals), 4), "n": len(vals)}
     return out
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample std of per-seed values; std None for one seed (no spread measured, not 0).
+    Every bench's tables use it (Table 1, transfer, DIS)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def fmt_mean_std(s: dict | None) -> str:
+    """{"mean", "std"} -> "51.0 ± 0.5" ("51.0" for one seed, "-" for a cell not run)."""
+    if not s:
+        return "-"
+    return f"{s['mean']:.1f}" + (f" ± {s['std']:.1f}" if s.get("std") is not None else "")
 
 
 def ordering(means: Sequence[float], per_seed: Sequence[Sequence[float]] = ()) -> tuple[bool | None, str]:
@@ -133,12 +145,6 @@ def claims(summary: dict, per_seed: dict | None = None) -> list[dict]:
     return out
 
 
-def _fmt(s: dict | None) -> str:
-    if not s:
-        return "-"
-    return f"{s['mean']:.1f}" + (f" ± {s['std']:.1f}" if s.get("std") is not None else "")
-
-
 def _backbone_line(b: dict | None) -> str:
     if not b:
         return ": every network from random weights."
@@ -170,7 +176,7 @@ def _gt_table(report: dict, ks: list[str]) -> list[str]:
              "| strong / class | " + " | ".join(f"{LABELS[m]} | {LABELS[m]}, true labels" for m in methods) + " |",
              "|---|" + "---|---|" * len(methods)]
     for k in ks:
-        lines.append(f"| {k} | " + " | ".join(f"{_fmt(report['summary'].get(m, {}).get(k))} | {_fmt(gt[m].get(k))}"
+        lines.append(f"| {k} | " + " | ".join(f"{fmt_mean_std(report['summary'].get(m, {}).get(k))} | {fmt_mean_std(gt[m].get(k))}"
                                               for m in methods) + " |")
     return [*lines, ""]
 
@@ -213,7 +219,7 @@ def markdown(report: dict) -> str:
              "| strong / class | " + " | ".join(f"{LABELS[x]} | paper" for x in PAPER) + " |",
              "|---|" + "---|---|" * len(PAPER)]
     for k in ks:
-        row = [f"{_fmt(summ.get(x, {}).get(k))} | {PAPER[x][k if k == 'full' else int(k)]:.1f}"
+        row = [f"{fmt_mean_std(summ.get(x, {}).get(k))} | {PAPER[x][k if k == 'full' else int(k)]:.1f}"
                + ("*" if k == "full" else "") for x in PAPER]
         lines.append(f"| {k} | " + " | ".join(row) + " |")
     lines += ["", f"Paper: {PAPER_NOTE} (* approximate). Ours: fashion-scenes val, "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hetseg.bench.curves import stage_losses, tenths_cells, tenths_header
 from hetseg.bench.provenance import backbone_record, read_json
-from hetseg.bench.table1_report import claim_lines, ordering
+from hetseg.bench.table1_report import claim_lines, mean_std, ordering
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config, describe_difference
 from hetseg.engine.context import backbone_file
@@ -184,8 +184,8 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         key = next(k for k in per_seed[0]["scores"] if k.split("+")[0] == m)
         mious = [s["scores"][key].miou for s in per_seed]
         ious = [s["scores"][key].to_dict(names)["iou"] for s in per_seed]
-        methods[m] = {"name": NAMES[m], "key": key, "miou": mious, "mean": statistics.fmean(mious),
-                      "std": statistics.stdev(mious) if len(mious) > 1 else 0.0, "paper_val_miou": PAPER_VAL[m],
+        mean, std = mean_std(mious)
+        methods[m] = {"name": NAMES[m], "key": key, "miou": mious, "mean": mean, "std": std, "paper_val_miou": PAPER_VAL[m],
                       "iou_mean": {n: _mean([d[n] for d in ious]) for n in names},
                       "per_seed": [s["scores"][key].to_dict(names) for s in per_seed]}
     claims = _claims(methods)
