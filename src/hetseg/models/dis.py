@@ -90,6 +90,13 @@ def _mask_logits(logits: Tensor, allowed: Tensor | None) -> Tensor:
     return logits.masked_fill(~keep[:, :, None, None], float("-inf"))
 
 
+def _label_probs(logits: Tensor, size) -> Tensor:
+    """u3 logits (N, K+1, h, w), -inf on excluded classes -> probs (N, K+1, H, W). The softmax first:
+    -inf logits == zeroing those probabilities and renormalising; probabilities (not logits, which
+    hold -inf) are what gets interpolated, bilinearly."""
+    return F.interpolate(logits.softmax(dim=1), size=size, mode="bilinear", align_corners=False)
+
+
 def _rms(x: Tensor) -> Tensor:
     """x (N, ...) -> (N, 1, ..., 1) root-mean-square per image, broadcastable against x."""
     return x.pow(2).flatten(1).mean(1).sqrt().view(-1, *([1] * (x.dim() - 1)))
@@ -283,10 +290,7 @@ class DIS(Segmenter):
         u1, v1, losses = self.refine_features(u1, v1, images, steps, active)
         with torch.no_grad():
             logits, recon, _ = self.heads(u1, v1, active)
-            # -inf logits before the softmax == zeroing those probabilities and renormalising;
-            # probabilities (not logits, which hold -inf) are what gets interpolated.
-            probs = F.interpolate(logits.softmax(dim=1), size=images.shape[-2:], mode="bilinear",
-                                  align_corners=False)
+            probs = _label_probs(logits, images.shape[-2:])
         identified = index_lists(active)
         return SegOutput(probs=probs, class_scores=class_scores, identified=identified,
                          extras={"recon": recon, "recon_loss": losses})
@@ -305,8 +309,7 @@ class DIS(Segmenter):
         u1, v1 = self.encode(images)
         class_scores = torch.sigmoid(self.tag_logits(u1, v1))
         logits = self.labelmap_logits(u1, v1, self.active_labels(class_scores, None, threshold))
-        return F.interpolate(logits.softmax(dim=1), size=images.shape[-2:], mode="bilinear",
-                             align_corners=False), class_scores
+        return _label_probs(logits, images.shape[-2:]), class_scores
 
 
 __all__ = ["DIS", "DISOutput", "DISScale", "DIS_SCALES", "reconstruction_loss"]
