@@ -126,14 +126,15 @@ def parity(path: Path, graph: _Graph, thresholds: list[float], size: int, batch:
     images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     n_out = len(net.export_outputs)
-    diffs, spread, off, to_predict, disagree = [0.0] * n_out, [0.0] * n_out, 0.0, 0.0, 0.0
+    diffs, spread, off, to_predict, disagree = [0.0] * n_out, None, 0.0, 0.0, 0.0
     for thr in thresholds if "threshold" in names else thresholds[:1]:
         t = torch.tensor(thr, dtype=torch.float32)
         with torch.no_grad():
             eager = graph(images, t)
             pred = net.predict(images, threshold=thr).probs
-        spread = [max(a, b) for a, b in zip(spread, _layout_spread(graph, images, t, eager))]
-        tol = [min(TOL_CAP, max(ATOL, SPREAD_FACTOR * s)) for s in spread]
+        if spread is None:  # once: the graph computes every row at any threshold, so float32's spread is one
+            spread = _layout_spread(graph, images, t, eager)
+            tol = [min(TOL_CAP, max(ATOL, SPREAD_FACTOR * s)) for s in spread]
         feed = {"images": images.numpy(), "threshold": t.numpy()}
         outs = [torch.from_numpy(o) for o in sess.run(None, {k: feed[k] for k in names})]
         if len(outs) != len(eager):
@@ -211,11 +212,11 @@ def export_onnx(run: str | Path, out: str | Path, replace: bool = False, verbose
             raise HetsegError(f"--inference-steps: model '{info['model']}' has no iterative inference; "
                               "fix: drop --inference-steps")
         net.infer_steps = int(inference_steps)
-    if getattr(net, "infer_steps", 0):
-        raise HetsegError(f"{run}: model '{info['model']}' infers with {net.infer_steps} gradient steps on its "
-                          "features (t_ts), which no static graph holds; fix: --inference-steps 0 exports its "
-                          "t_ts = 0 labelmap (the sidecar records the steps)")
-    if not net.export_outputs:
+    if not net.export_outputs:  # the model says whether it has a static graph; the message says why not
+        if getattr(net, "infer_steps", 0):
+            raise HetsegError(f"{run}: model '{info['model']}' infers with {net.infer_steps} gradient steps on its "
+                              "features (t_ts), which no static graph holds; fix: --inference-steps 0 exports its "
+                              "t_ts = 0 labelmap (the sidecar records the steps)")
         raise HetsegError(f"{run}: model '{info['model']}' has no static export graph (see docs/ARCHITECTURE.md, "
                           "Export); fix: use hetseg predict for this run")
     net = net.float().to(memory_format=torch.contiguous_format).eval()

@@ -110,8 +110,7 @@ def run_k(base: Config, k: int | str, t_trains: Sequence[int], runs: str, progre
         if k == "full" and rec["cells"]:  # no tag-only image: the joint stage is the same for every t_tr
             rec["cells"].append({**rec["cells"][0], "t_train": t_tr, "same_as": rec["cells"][0]["run"]})
             continue
-        cfg = joint_config(base, k, t_tr, runs)
-        check_recipe(cfg)
+        cfg = joint_config(base, k, t_tr, runs)  # its recipe was checked above, with every t_tr's
         t1 = time.perf_counter()
         method.train(cfg, ("joint",), init_from=None if Path(cfg.run_dir, "model.safetensors").is_file()
                      else base.run_dir, progress=progress)

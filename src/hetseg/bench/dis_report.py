@@ -176,8 +176,7 @@ def markdown(r: dict) -> str:
                   "shipped VGG backbone; DIS's initial weights: see above). Not an equal-effort comparison: "
                   f"their optimizer steps per stage were {b.get('steps')}, DIS's are in the budgets above.", "",
                   f"| k | DIS (t_tr default, t_ts={ts[-1]}, mean) | DecoupledNet | DeconvNet |", "|---|---|---|---|"]
-        last_ttr = r["summary"][-1]["t_train"]
-        for row in (w for w in r["summary"] if w["t_train"] == last_ttr):
+        for row in (w for w in r["summary"] if w["t_train"] == max(r["t_trains"])):
             dn, dc = b["miou"]["decouplednet"].get(str(row["k"])), b["miou"]["deconvnet"].get(str(row["k"]))
             lines.append(f"| {row['k']} | {row['values'][str(ts[-1])]['mean']:.1f} | {dn if dn is None else f'{dn:.1f}'} | "
                          f"{dc if dc is None else f'{dc:.1f}'} |")
