@@ -1,0 +1,125 @@
+"""Held-out scenes of *unseen items*: a recipe-selection set that mimics val without touching it (issue 12).
+
+Why: the recipe probe (scripts/fashion_recipe_probe.py) reads classifier mAP on 500 held-out *training
+scenes*. Their items are Fashion-MNIST train items, and the shipped VGG backbone was pretrained to
+classify the first 58,000 train items one by one (docs/DECISIONS.md, "shipped backbone") -- so on
+those scenes the network recognises items it has already been taught, while every val scene is built
+from t10k items it has never seen. This script renders scenes, with the generator's own renderer and
+item-count law, from the train items that neither the backbone (its 2,000 held-out items) nor any
+training scene (``items.json``) uses, and scores classifier runs on them beside the probe's held-out
+scenes. Training data only: no val image or label is read unless ``--with-val`` asks for the
+comparison (a diagnostic, never a selection).
+
+    python scripts/unseen_item_scenes.py render --data data/fashion-scenes
+    python scripts/unseen_item_scenes.py score RUN [RUN ...] --out F.json
+
+The scenes go into the data set's own folders as ``unseen_<n>`` (no existing file is touched), listed in
+``splits/unseen_items.txt`` with a record ``splits/unseen_items.json``; so a probe can also validate on
+them every few steps (``data.val_split=splits/unseen_items.txt``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+NUM_SCENES = 1000
+SEED_CODE = 7  # distinct from the generator's split codes (train 0, val 1), so no rendering is shared
+
+
+def unseen_pool(data: Path, holdout: int = 2000) -> np.ndarray:
+    """Train-item indices in the backbone's held-out tail that no training scene uses (sorted)."""
+    from hetseg.data.scenes import load_fashion_mnist
+
+    used = set()
+    for sid, items in json.loads((data / "items.json").read_text()).items():
+        if sid.startswith("train_"):
+            used.update(items)
+    n = len(load_fashion_mnist(None)[0])
+    return np.array([i for i in range(n - holdout, n) if i not in used], np.int64)
+
+
+def render(data: Path, num: int = NUM_SCENES, seed: int = 0) -> dict:
+    """Render ``num`` scenes into ``data`` as ``unseen_<n>`` + splits/unseen_items.{txt,json}; the record."""
+    from PIL import Image
+
+    from hetseg.data.records import Record, split_checksum, write_split
+    from hetseg.data.scenes import CANDIDATES, load_fashion_mnist
+    from hetseg.data.scenes_render import VOID, render_scene
+    from hetseg.palette import save_index_png
+
+    x, y, _, _ = load_fashion_mnist(None)
+    pool = unseen_pool(data)
+    rng = np.random.default_rng([seed, SEED_CODE, 0])
+    reps = -(-num * CANDIDATES // len(pool))
+    order = np.concatenate([rng.permutation(pool) for _ in range(reps)])[: num * CANDIDATES].reshape(num, CANDIDATES)
+    out, recs = data, []
+    for i, idx in enumerate(order):
+        sc = render_scene(np.random.default_rng([seed, SEED_CODE, 1, i]), x[idx], y[idx], 96)
+        sid = f"unseen_{i:06d}"
+        buf = io.BytesIO()
+        Image.fromarray(sc.image).save(buf, "JPEG", quality=95)  # as the generator stores scenes
+        (out / "JPEGImages" / f"{sid}.jpg").write_bytes(buf.getvalue())
+        save_index_png(out / "SegmentationClass" / f"{sid}.png", sc.mask)
+        labels = tuple(sorted({int(v) for v in np.unique(sc.mask) if v not in (0, VOID)}))
+        recs.append(Record(sid, f"JPEGImages/{sid}.jpg", labels, f"SegmentationClass/{sid}.png"))
+    write_split(out / "splits" / "unseen_items.txt", recs)
+    rec = {"scenes": num, "seed": seed, "pool_items": len(pool), "split_checksum": split_checksum(recs),
+           "items": "Fashion-MNIST train items in the backbone's 2,000 held-out tail used by no training scene"}
+    (out / "splits" / "unseen_items.json").write_text(json.dumps(rec, indent=1) + "\n")
+    return rec
+
+
+def classifier_map(run: str, split_file: Path, root: Path) -> float:
+    """Macro mAP of a run's classifier (avg-pooled score, as ClsStage validates) on a split file."""
+    import torch
+    from torchmetrics.classification import MultilabelAveragePrecision
+
+    from hetseg.data.datasets import ImageLabelDataset
+    from hetseg.data.records import read_split
+    from hetseg.engine.checkpoint import load_model
+
+    net, cfg, _ = load_model(run, "cpu")
+    sp = read_split(split_file, root, num_classes=cfg.data.num_classes)
+    ds = ImageLabelDataset(sp.weak(), cfg.data.num_classes, net.input_size, train=False)
+    metric = MultilabelAveragePrecision(num_labels=cfg.data.num_classes - 1, average="macro")
+    with torch.no_grad():
+        for s in range(0, len(ds), 64):
+            xs, ys = zip(*(ds[i] for i in range(s, min(s + 64, len(ds)))))
+            logits = net.classifier(torch.stack(xs)).logits_avg
+            metric.update(torch.sigmoid(logits.float()), torch.stack(ys).long())
+    return round(float(metric.compute()), 4)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("render")
+    r.add_argument("--data", default="data/fashion-scenes")
+    r.add_argument("--num", type=int, default=NUM_SCENES)
+    s = sub.add_parser("score")
+    s.add_argument("runs", nargs="+")
+    s.add_argument("--data", default="data/fashion-scenes")
+    s.add_argument("--with-val", action="store_true", help="also score val (diagnostic only)")
+    s.add_argument("--out", required=True)
+    a = ap.parse_args()
+    if a.cmd == "render":
+        print(json.dumps(render(Path(a.data), a.num)))
+        return
+    data = Path(a.data)
+    sets = {"unseen_items": (data / "splits/unseen_items.txt", data),
+            "probe_heldout": (data / "splits/probe_heldout_masks.txt", data)}
+    if a.with_val:
+        sets["val"] = (data / "splits/val.txt", data)
+    res = {run: {name: classifier_map(run, f, root) for name, (f, root) in sets.items()} for run in a.runs}
+    Path(a.out).write_text(json.dumps({"unseen": json.loads((data / "splits/unseen_items.json").read_text()),
+                                       "scores": res}, indent=1) + "\n")
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
