@@ -31,19 +31,17 @@ NUM_SCENES = 1000
 SEED_CODE = 7  # distinct from the generator's split codes (train 0, val 1), so no rendering is shared
 
 
-def unseen_pool(data: Path, holdout: int = 2000) -> np.ndarray:
-    """Train-item indices in the backbone's held-out tail that no training scene uses (sorted)."""
-    from hetseg.data.scenes import load_fashion_mnist
-
+def unseen_pool(data: Path, n_items: int, holdout: int = 2000) -> np.ndarray:
+    """Train-item indices in the backbone's held-out tail (the last ``holdout`` of ``n_items``, as
+    hetseg.data.items.item_splits holds them out) that no training scene of ``data`` uses; sorted."""
     used = set()
     for sid, items in json.loads((data / "items.json").read_text()).items():
         if sid.startswith("train_"):
             used.update(items)
-    n = len(load_fashion_mnist(None)[0])
-    return np.array([i for i in range(n - holdout, n) if i not in used], np.int64)
+    return np.array([i for i in range(n_items - holdout, n_items) if i not in used], np.int64)
 
 
-def render(data: Path, num: int = NUM_SCENES, seed: int = 0) -> dict:
+def render(data: Path, num: int = NUM_SCENES, seed: int = 0, fashion_mnist_dir: str | None = None) -> dict:
     """Render ``num`` scenes into ``data`` as ``unseen_<n>`` + splits/unseen_items.{txt,json}; the record."""
     from PIL import Image
 
@@ -52,14 +50,15 @@ def render(data: Path, num: int = NUM_SCENES, seed: int = 0) -> dict:
     from hetseg.data.scenes_render import VOID, render_scene
     from hetseg.palette import save_index_png
 
-    x, y, _, _ = load_fashion_mnist(None)
-    pool = unseen_pool(data)
+    x, y, _, _ = load_fashion_mnist(fashion_mnist_dir)
+    pool = unseen_pool(data, len(x))
+    size = json.loads((data / "meta.json").read_text())["size"]
     rng = np.random.default_rng([seed, SEED_CODE, 0])
     reps = -(-num * CANDIDATES // len(pool))
     order = np.concatenate([rng.permutation(pool) for _ in range(reps)])[: num * CANDIDATES].reshape(num, CANDIDATES)
-    out, recs = data, []
+    out, recs, items = data, [], {}
     for i, idx in enumerate(order):
-        sc = render_scene(np.random.default_rng([seed, SEED_CODE, 1, i]), x[idx], y[idx], 96)
+        sc = render_scene(np.random.default_rng([seed, SEED_CODE, 1, i]), x[idx], y[idx], size)
         sid = f"unseen_{i:06d}"
         buf = io.BytesIO()
         Image.fromarray(sc.image).save(buf, "JPEG", quality=95)  # as the generator stores scenes
@@ -67,10 +66,11 @@ def render(data: Path, num: int = NUM_SCENES, seed: int = 0) -> dict:
         save_index_png(out / "SegmentationClass" / f"{sid}.png", sc.mask)
         labels = tuple(sorted({int(v) for v in np.unique(sc.mask) if v not in (0, VOID)}))
         recs.append(Record(sid, f"JPEGImages/{sid}.jpg", labels, f"SegmentationClass/{sid}.png"))
+        items[sid] = [int(idx[j]) for j in sc.slots]
     write_split(out / "splits" / "unseen_items.txt", recs)
     rec = {"scenes": num, "seed": seed, "pool_items": len(pool), "split_checksum": split_checksum(recs),
            "items": "Fashion-MNIST train items in the backbone's 2,000 held-out tail used by no training scene"}
-    (out / "splits" / "unseen_items.json").write_text(json.dumps(rec, indent=1) + "\n")
+    (out / "splits" / "unseen_items.json").write_text(json.dumps({**rec, "scene_items": items}) + "\n")
     return rec
 
 
@@ -116,7 +116,8 @@ def main() -> None:
     if a.with_val:
         sets["val"] = (data / "splits/val.txt", data)
     res = {run: {name: classifier_map(run, f, root) for name, (f, root) in sets.items()} for run in a.runs}
-    Path(a.out).write_text(json.dumps({"unseen": json.loads((data / "splits/unseen_items.json").read_text()),
+    Path(a.out).write_text(json.dumps({"unseen": {k: v for k, v in json.loads((data / "splits/unseen_items.json").read_text()).items()
+                                                  if k != "scene_items"},
                                        "scores": res}, indent=1) + "\n")
     print(json.dumps(res, indent=1))
 

@@ -212,3 +212,34 @@ def test_a_killed_regeneration_is_never_taken_for_a_complete_set(gen, tmp_path, 
     assert not scenes.is_complete(root) and not scenes.is_complete(tmp_path / "absent")
     generate_scenes(root, seed=0, num_train=N_TRAIN, num_val=N_VAL, size=SIZE, fashion_mnist_dir=FMNIST_DIR)
     assert scenes.is_complete(root) and dataset_info(root)["meta_sha256"] == dataset_info(gen["a"][0])["meta_sha256"]
+
+
+def test_unseen_item_scenes_use_only_items_no_one_trained_on(gen, tmp_path):
+    """scripts/unseen_item_scenes.py: every item is in the backbone's held-out tail and in no training
+    scene; no file of the data set changes; the same call renders the same bytes."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "unseen_item_scenes.py"
+    spec = importlib.util.spec_from_file_location("unseen_item_scenes", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    roots = [tmp_path / "one", tmp_path / "two"]
+    for r in roots:
+        shutil.copytree(gen["a"][0], r)
+    before = files(roots[0], "**/*.*")  # files only: the data set's folders have no dot
+    recs = [mod.render(r, num=30, seed=0, fashion_mnist_dir=str(FMNIST_DIR)) for r in roots]
+    after = files(roots[0], "**/*.*")
+    assert all(after[k] == v for k, v in before.items())  # nothing of the data set is touched
+    new = sorted(set(after) - set(before))
+    assert sum(k.startswith("JPEGImages/unseen_") for k in new) == 30
+    assert recs[0] == recs[1] and files(roots[1], "**/unseen_*") == files(roots[0], "**/unseen_*")
+    used = {i for k, v in json.loads((roots[0] / "items.json").read_text()).items() if k.startswith("train_")
+            for i in v}
+    n = len(load_fashion_mnist(FMNIST_DIR)[0])
+    scene_items = json.loads((roots[0] / "splits/unseen_items.json").read_text())["scene_items"]
+    drawn = [i for v in scene_items.values() for i in v]
+    assert len(scene_items) == 30 and drawn and all(n - 2000 <= i < n and i not in used for i in drawn)
+    sp = read_split(roots[0] / "splits/unseen_items.txt", roots[0])
+    assert len(sp.strong()) == 30 and all(r.labels for r in sp.records)  # every scene has an item
