@@ -243,7 +243,7 @@ def verdict(stages: dict) -> str:
         r[f"gap_{m}_vs_fp32"]["mean_abs"] <= 3 * r["gap_channels_last_vs_fp32 (noise floor)"]["mean_abs"] + 0.01
         for r in stages.values()) for m in MODES[1:]}
     speed = ", ".join(f"{m} x{lo[m]}..x{hi[m]}" for m in MODES[1:])
-    acc = "bf16 loss curves " + ("within" if ok["bf16"] else "outside") + " the fp32 noise floor"
+    acc = "bf16 loss curves " + ("within" if ok["bf16"] else "outside") + " 3x the fp32 noise floor + 0.01"
     use = sorted((m for m in MODES[1:] if lo[m] >= 1.15 and ok[m]), key=lambda m: -lo[m])
     if not use:
         return f"keep fp32, contiguous (no mode >= 1.15x on every stage): speed-ups vs fp32 {speed}; {acc}"

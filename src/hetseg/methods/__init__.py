@@ -23,6 +23,7 @@ def train(cfg: Config, stages: Sequence[str] | None = None, resume: str | None =
     return get_method(cfg.model.name).train(cfg, stages, resume, init_from, progress, callbacks)
 
 
-# The public API benches and apps use (they import methods, never engine internals).
+# What benches and apps train and score through (never a stage directly); they read finished runs with
+# the engine's public helpers (engine.checkpoint.load_model, engine.evaluate, engine.context).
 __all__ = ["METHODS", "Method", "class_names", "evaluate_run", "get_method", "load_split", "register_method",
            "stage_done", "train"]
