@@ -153,6 +153,29 @@ def test_bench_dis_tiny_writes_results(scenes, tmp_path, capsys):
     # Seeds across sessions: each (seed, k) left its record beside its base run; with the weights gone
     # (a clean clone of the committed records) the same command reports from the records alone.
     assert r["compute_wall_s"] > 0 and r["record_machines"] and rec["config"]["model"]["name"] == "dis"
+    # Training walls are the stages' own (done.json), not a clock around a call that may skip them.
+    base_done = [json.loads((tmp_path / "runs/seed0/dis_k5_base" / s / "done.json").read_text())["wall_s"]
+                 for s in ("labelmap", "recon")]
+    assert rec["base_wall_s"] == pytest.approx(sum(base_done), abs=0.11) and rec["base_wall_s"] > 0
+    # A record made for another t_ts grid is not reported: its runs are evaluated again on this grid,
+    # from their weights (nothing retrained), with the same scores and the training's walls.
+    rf = tmp_path / "runs" / "seed0" / "dis_k5_base" / "dis_record.json"
+    rf.write_text(json.dumps({**json.loads(rf.read_text()), "t_test": [0, 99]}))
+    weights = {w: w.stat().st_mtime_ns for w in (tmp_path / "runs").rglob("model.safetensors")}
+    assert run_dis("cpu", [0], str(out), str(scenes), str(tmp_path / "runs"), budget="tiny", jobs=1,
+                   figure_images=0) == 0
+    regraded = json.loads((out / "dis.json").read_text())["records"][0]
+    assert json.loads(rf.read_text())["t_test"] == list(T_TEST)
+    assert [c["miou"] for c in regraded["cells"]] == [c["miou"] for c in rec["cells"]]
+    assert {w: w.stat().st_mtime_ns for w in weights} == weights
+    assert regraded["base_wall_s"] == rec["base_wall_s"]
+    assert [c["joint_wall_s"] for c in regraded["cells"]] == [c["joint_wall_s"] for c in rec["cells"]]
+    # ... and a record whose walls were clocked around such a re-evaluation reports the stages' walls.
+    rf.write_text(json.dumps({**json.loads(rf.read_text()), "base_wall_s": 0.1}))
+    assert run_dis("cpu", [0], str(out), str(scenes), str(tmp_path / "runs"), budget="tiny", jobs=1,
+                   figure_images=1) == 0
+    r = json.loads((out / "dis.json").read_text())
+    assert r["records"][0]["base_wall_s"] == rec["base_wall_s"]
     for w in (tmp_path / "runs").rglob("model.safetensors"):
         w.unlink()
     capsys.readouterr()
@@ -167,7 +190,6 @@ def test_bench_dis_tiny_writes_results(scenes, tmp_path, capsys):
     with pytest.raises(HetsegError, match="trained with another recipe"):
         run_dis("cpu", [0], str(out), str(scenes), str(tmp_path / "runs"), budget="tiny", jobs=1,
                 overrides=["dis.joint.lr=0.1"], figure_images=0)
-    rf = tmp_path / "runs" / "seed0" / "dis_k5_base" / "dis_record.json"
     saved = json.loads(rf.read_text())
     rf.write_text(json.dumps({**saved, "config": {**saved["config"], "dis": {**saved["config"]["dis"], "infer_lr": 9.0}}}))
     with pytest.raises(HetsegError, match="a record of another recipe"):

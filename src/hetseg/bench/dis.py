@@ -79,6 +79,20 @@ def time_inference(run: Path, split, steps: Sequence[int], images: int = 64, bat
     return out
 
 
+BASE_STAGES = ("labelmap", "recon")
+
+
+def stage_wall(run: str | Path, stages: Sequence[str]) -> float | None:
+    """Training seconds of ``stages`` as each stage's done.json recorded them when it ran, or None if one
+    is missing. Why not a clock around ``train``: a re-evaluation skips finished stages in ~0 s, and the
+    record must still say what the training cost."""
+    try:
+        walls = [read_json(Path(run, s, "done.json")).get("wall_s") for s in stages]
+    except (OSError, ValueError, AttributeError):  # unreadable: the record's own value stands
+        return None
+    return None if any(not isinstance(w, (int, float)) for w in walls) else round(sum(walls), 1)
+
+
 def record_file(base: Config) -> Path:
     """Where one (seed, k)'s evaluated record is kept: ``RUNS/seed<S>/dis_k<k>_base/dis_record.json``."""
     return Path(base.run_dir) / "dis_record.json"
@@ -94,7 +108,6 @@ def run_k(base: Config, k: int | str, t_trains: Sequence[int], runs: str, progre
     from hetseg.methods import evaluate_run, get_method, load_split
 
     method = get_method("dis")
-    t0 = time.perf_counter()
     check_recipe(base)
     for t_tr in t_trains:
         check_recipe(joint_config(base, k, t_tr, runs))
@@ -103,7 +116,7 @@ def run_k(base: Config, k: int | str, t_trains: Sequence[int], runs: str, progre
         print(f"[dis] k={k} seed {base.seed}: reported from {record_file(base)}", flush=True)
         return saved
     method.train(base, ("labelmap", "recon"), progress=progress)
-    rec = {"k": k, "seed": base.seed, "base_run": base.run_dir, "base_wall_s": round(time.perf_counter() - t0, 1),
+    rec = {"k": k, "seed": base.seed, "base_run": base.run_dir, "base_wall_s": stage_wall(base.run_dir, BASE_STAGES),
            "cells": [], "train_loss": run_losses(base.run_dir)}  # labelmap, recon: per tenth of their steps
     val = load_split(base, "val")
     for t_tr in t_trains:
@@ -111,10 +124,9 @@ def run_k(base: Config, k: int | str, t_trains: Sequence[int], runs: str, progre
             rec["cells"].append({**rec["cells"][0], "t_train": t_tr, "same_as": rec["cells"][0]["run"]})
             continue
         cfg = joint_config(base, k, t_tr, runs)  # its recipe was checked above, with every t_tr's
-        t1 = time.perf_counter()
         method.train(cfg, ("joint",), init_from=None if Path(cfg.run_dir, "model.safetensors").is_file()
                      else base.run_dir, progress=progress)
-        cell = {"t_train": t_tr, "run": cfg.run_dir, "joint_wall_s": round(time.perf_counter() - t1, 1),
+        cell = {"t_train": t_tr, "run": cfg.run_dir, "joint_wall_s": stage_wall(cfg.run_dir, ("joint",)),
                 "miou": {}, "iou": {}}
         t1 = time.perf_counter()
         for t in T_TEST:
@@ -155,8 +167,12 @@ def saved_record(base: Config, k: int | str, t_trains: Sequence[int], runs: str 
         raise HetsegError(f"{path}: a record of another recipe (differs in {diff}); fix: pass another --runs "
                           "directory or delete the record")
     saved["base_run"] = base.run_dir
+    # Training walls from the stages' own done.json where they lie beside the record (records written
+    # before stage_wall clocked a re-evaluation, ~0 s, instead of the training).
+    saved["base_wall_s"] = stage_wall(base.run_dir, BASE_STAGES) or saved.get("base_wall_s")
     for c in saved["cells"]:
         c["run"] = joint_config(base, k, c["t_train"] if not c.get("same_as") else t_trains[0], runs).run_dir
+        c["joint_wall_s"] = stage_wall(c["run"], ("joint",)) or c.get("joint_wall_s")
         if c.get("same_as"):
             c["same_as"] = c["run"]
     return saved

@@ -206,9 +206,9 @@ def write_results(records: list[dict], out: str | Path, command: str, scale: str
               "parameters": parameter_counts(cfg.data.num_classes - 1), "records": records,
               "beside": beside(out, sorted({r["k"] for r in records}, key=str)), "paper": PAPER}
     # time and place of the work behind the numbers, not of this invocation (records may be older)
-    report["compute_wall_s"] = round(sum(r.get("base_wall_s", 0) + sum(c.get("joint_wall_s", 0) + c.get("eval_wall_s", 0)
-                                                                        for c in r["cells"] if not c.get("same_as"))
-                                         for r in records), 1)
+    walls = [r.get("base_wall_s") for r in records] + [c.get(f) for r in records for c in r["cells"]
+                                                       if not c.get("same_as") for f in ("joint_wall_s", "eval_wall_s")]
+    report["compute_wall_s"] = round(sum(w or 0 for w in walls), 1)
     report["record_machines"] = sorted({m["cpu"] for r in records if (m := r.get("machine"))})
     report["summary"] = summarise(records, t_test)
     report["claims"] = claims(report["summary"], t_test)
