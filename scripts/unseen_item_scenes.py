@@ -48,6 +48,7 @@ def render(data: Path, num: int = NUM_SCENES, seed: int = 0, fashion_mnist_dir: 
     from hetseg.data.records import Record, split_checksum, write_split
     from hetseg.data.scenes import CANDIDATES, load_fashion_mnist
     from hetseg.data.scenes_render import VOID, render_scene
+    from hetseg.io_atomic import write_json
     from hetseg.palette import save_index_png
 
     x, y, _, _ = load_fashion_mnist(fashion_mnist_dir)
@@ -70,7 +71,7 @@ def render(data: Path, num: int = NUM_SCENES, seed: int = 0, fashion_mnist_dir: 
     write_split(out / "splits" / "unseen_items.txt", recs)
     rec = {"scenes": num, "seed": seed, "pool_items": len(pool), "split_checksum": split_checksum(recs),
            "items": "Fashion-MNIST train items in the backbone's 2,000 held-out tail used by no training scene"}
-    (out / "splits" / "unseen_items.json").write_text(json.dumps({**rec, "scene_items": items}) + "\n")
+    write_json(out / "splits" / "unseen_items.json", {**rec, "scene_items": items})
     return rec
 
 
@@ -110,15 +111,18 @@ def main() -> None:
     if a.cmd == "render":
         print(json.dumps(render(Path(a.data), a.num)))
         return
+    from hetseg.io_atomic import write_json
+
     data = Path(a.data)
-    sets = {"unseen_items": (data / "splits/unseen_items.txt", data),
-            "probe_heldout": (data / "splits/probe_heldout_masks.txt", data)}
+    if not (data / "splits/unseen_items.json").is_file():
+        raise SystemExit(f"{data}: no unseen-item scenes yet; run `{Path(__file__).name} render --data {data}` first")
+    # probe_heldout_masks.txt exists once scripts/fashion_recipe_probe.py has run on this data set
+    sets = {"unseen_items": data / "splits/unseen_items.txt", "probe_heldout": data / "splits/probe_heldout_masks.txt"}
     if a.with_val:
-        sets["val"] = (data / "splits/val.txt", data)
-    res = {run: {name: classifier_map(run, f, root) for name, (f, root) in sets.items()} for run in a.runs}
-    Path(a.out).write_text(json.dumps({"unseen": {k: v for k, v in json.loads((data / "splits/unseen_items.json").read_text()).items()
-                                                  if k != "scene_items"},
-                                       "scores": res}, indent=1) + "\n")
+        sets["val"] = data / "splits/val.txt"
+    res = {run: {name: classifier_map(run, f, data) for name, f in sets.items() if f.is_file()} for run in a.runs}
+    meta = json.loads((data / "splits/unseen_items.json").read_text())
+    write_json(a.out, {"unseen": {k: v for k, v in meta.items() if k != "scene_items"}, "scores": res})
     print(json.dumps(res, indent=1))
 
 
