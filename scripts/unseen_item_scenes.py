@@ -31,9 +31,18 @@ NUM_SCENES = 1000
 SEED_CODE = 7  # distinct from the generator's split codes (train 0, val 1), so no rendering is shared
 
 
-def unseen_pool(data: Path, n_items: int, holdout: int = 2000) -> np.ndarray:
+def backbone_holdout() -> int:
+    """How many train items the shipped VGG backbone held out (its backbone.json), the last ones."""
+    from hetseg.zoo import BACKBONE_DIR
+
+    return int(json.loads((BACKBONE_DIR / "backbone.json").read_text())["data"]["held_out_items"])
+
+
+def unseen_pool(data: Path, n_items: int, holdout: int) -> np.ndarray:
     """Train-item indices in the backbone's held-out tail (the last ``holdout`` of ``n_items``, as
     hetseg.data.items.item_splits holds them out) that no training scene of ``data`` uses; sorted."""
+    if not 0 < holdout < n_items:
+        raise SystemExit(f"holdout {holdout}: not in (0, {n_items}); fix: use the backbone's own held-out count")
     used = set()
     for sid, items in json.loads((data / "items.json").read_text()).items():
         if sid.startswith("train_"):
@@ -51,8 +60,11 @@ def render(data: Path, num: int = NUM_SCENES, seed: int = 0, fashion_mnist_dir: 
     from hetseg.io_atomic import write_json
     from hetseg.palette import save_index_png
 
+    if not ((data / "items.json").is_file() and (data / "meta.json").is_file()):
+        raise SystemExit(f"{data}: not a fashion-scenes folder (no items.json / meta.json); "
+                         "fix: give the folder `hetseg data scenes` wrote")
     x, y, _, _ = load_fashion_mnist(fashion_mnist_dir)
-    pool = unseen_pool(data, len(x))
+    pool = unseen_pool(data, len(x), backbone_holdout())
     size = json.loads((data / "meta.json").read_text())["size"]
     rng = np.random.default_rng([seed, SEED_CODE, 0])
     reps = -(-num * CANDIDATES // len(pool))
@@ -75,8 +87,9 @@ def render(data: Path, num: int = NUM_SCENES, seed: int = 0, fashion_mnist_dir: 
     return rec
 
 
-def classifier_map(run: str, split_file: Path, root: Path) -> float:
-    """Macro mAP of a run's classifier (avg-pooled score, as ClsStage validates) on a split file."""
+def classifier_map(run: str, split_file: Path, root: Path) -> tuple[float, list[float]]:
+    """(macro mAP, per-class AP in class order 1..K) of a run's classifier on a split file: sigmoid of
+    the avg-pooled score, as ClsStage validates."""
     import torch
     from torchmetrics.classification import MultilabelAveragePrecision
 
@@ -87,13 +100,14 @@ def classifier_map(run: str, split_file: Path, root: Path) -> float:
     net, cfg, _ = load_model(run, "cpu")
     sp = read_split(split_file, root, num_classes=cfg.data.num_classes)
     ds = ImageLabelDataset(sp.weak(), cfg.data.num_classes, net.input_size, train=False)
-    metric = MultilabelAveragePrecision(num_labels=cfg.data.num_classes - 1, average="macro")
+    metric = MultilabelAveragePrecision(num_labels=cfg.data.num_classes - 1, average=None)
     with torch.no_grad():
         for s in range(0, len(ds), 64):
             xs, ys = zip(*(ds[i] for i in range(s, min(s + 64, len(ds)))))
             logits = net.classifier(torch.stack(xs)).logits_avg
             metric.update(torch.sigmoid(logits.float()), torch.stack(ys).long())
-    return round(float(metric.compute()), 4)
+    ap = metric.compute()
+    return round(float(ap.mean()), 4), [round(float(v), 4) for v in ap]
 
 
 def main() -> None:
@@ -115,14 +129,20 @@ def main() -> None:
 
     data = Path(a.data)
     if not (data / "splits/unseen_items.json").is_file():
-        raise SystemExit(f"{data}: no unseen-item scenes yet; run `{Path(__file__).name} render --data {data}` first")
+        raise SystemExit(f"{data}: no unseen-item scenes yet; fix: run `{Path(__file__).name} render --data {data}`")
     # probe_heldout_masks.txt exists once scripts/fashion_recipe_probe.py has run on this data set
     sets = {"unseen_items": data / "splits/unseen_items.txt", "probe_heldout": data / "splits/probe_heldout_masks.txt"}
     if a.with_val:
         sets["val"] = data / "splits/val.txt"
-    res = {run: {name: classifier_map(run, f, data) for name, f in sets.items() if f.is_file()} for run in a.runs}
+    res, per_class = {}, {}
+    for run in a.runs:
+        scores = {name: classifier_map(run, f, data) for name, f in sets.items() if f.is_file()}
+        res[run] = {name: m for name, (m, _) in scores.items()}
+        per_class[run] = {name: ap for name, (_, ap) in scores.items()}
     meta = json.loads((data / "splits/unseen_items.json").read_text())
-    write_json(a.out, {"unseen": {k: v for k, v in meta.items() if k != "scene_items"}, "scores": res})
+    write_json(a.out, {"unseen": {k: v for k, v in meta.items() if k != "scene_items"}, "scores": res,
+                       "per_class_ap": per_class, "note": "a run trained on train_weak.txt has trained on the "
+                       "probe_heldout scenes (they are held out only from the probe's own runs)"})
     print(json.dumps(res, indent=1))
 
 

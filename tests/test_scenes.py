@@ -214,17 +214,34 @@ def test_a_killed_regeneration_is_never_taken_for_a_complete_set(gen, tmp_path, 
     assert scenes.is_complete(root) and dataset_info(root)["meta_sha256"] == dataset_info(gen["a"][0])["meta_sha256"]
 
 
-def test_unseen_item_scenes_use_only_items_no_one_trained_on(gen, tmp_path):
-    """scripts/unseen_item_scenes.py: every item is in the backbone's held-out tail and in no training
-    scene; no file of the data set changes; the same call renders the same bytes."""
+def _unseen_script():
     import importlib.util
-    import shutil
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "scripts" / "unseen_item_scenes.py"
     spec = importlib.util.spec_from_file_location("unseen_item_scenes", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_unseen_pool_keeps_the_tail_items_no_training_scene_uses(tmp_path):
+    """Only train scenes' items are excluded (a val scene's indices are t10k items: another pool),
+    only from the last ``holdout`` items, and a holdout outside (0, n) is refused."""
+    mod = _unseen_script()
+    (tmp_path / "items.json").write_text(json.dumps({"train_000000": [95, 3], "train_000001": [97],
+                                                     "val_000000": [96, 98]}))
+    assert mod.unseen_pool(tmp_path, 100, 6).tolist() == [94, 96, 98, 99]
+    with pytest.raises(SystemExit, match="fix:"):
+        mod.unseen_pool(tmp_path, 100, 100)
+
+
+def test_unseen_item_scenes_use_only_items_no_one_trained_on(gen, tmp_path):
+    """scripts/unseen_item_scenes.py: every item is in the backbone's held-out tail and in no training
+    scene; no file of the data set changes; the same call renders the same bytes."""
+    import shutil
+
+    mod = _unseen_script()
     roots = [tmp_path / "one", tmp_path / "two"]
     for r in roots:
         shutil.copytree(gen["a"][0], r)
@@ -243,3 +260,5 @@ def test_unseen_item_scenes_use_only_items_no_one_trained_on(gen, tmp_path):
     assert len(scene_items) == 30 and drawn and all(n - 2000 <= i < n and i not in used for i in drawn)
     sp = read_split(roots[0] / "splits/unseen_items.txt", roots[0])
     assert len(sp.strong()) == 30 and all(r.labels for r in sp.records)  # every scene has an item
+    with pytest.raises(SystemExit, match="not a fashion-scenes folder"):
+        mod.render(tmp_path, num=1, fashion_mnist_dir=str(FMNIST_DIR))
