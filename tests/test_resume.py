@@ -8,6 +8,7 @@ and during the final save (model file written, done marker not).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -60,6 +61,11 @@ def test_killed_and_resumed_run_is_bit_identical(scenes, reference, tmp_path, fa
     assert final.keys() == reference.keys()
     diff = [k for k in final if not torch.equal(final[k], reference[k])]
     assert not diff, f"{len(diff)} tensors differ after a kill at {fault}, e.g. {diff[:3]}"
+    # The stage killed mid-way reports the training time of both sessions, not of the last one only.
+    if fault.startswith("step:"):
+        done = json.loads((run / fault.split(":")[1] / "done.json").read_text())
+        assert done["resumed_from"] and done["wall_s_before_resume"] > 0
+        assert done["wall_s"] >= round(done["wall_s_before_resume"], 1)
 
 
 def test_same_command_twice_with_two_threads_is_bit_identical(scenes, tmp_path):

@@ -83,9 +83,9 @@ BASE_STAGES = ("labelmap", "recon")
 
 
 def stage_wall(run: str | Path, stages: Sequence[str]) -> float | None:
-    """Training seconds of ``stages`` as each stage's done.json recorded them when it ran, or None if one
-    is missing. Why not a clock around ``train``: a re-evaluation skips finished stages in ~0 s, and the
-    record must still say what the training cost."""
+    """Training seconds of ``stages`` as each stage's done.json recorded them when it ran (every session
+    of a resumed stage, docs/GUARANTEES.md), or None if one is missing. Why not a clock around
+    ``train``: a re-evaluation skips finished stages in ~0 s, and the record must say what training cost."""
     try:
         walls = [read_json(Path(run, s, "done.json")).get("wall_s") for s in stages]
     except (OSError, ValueError, AttributeError):  # unreadable: the record's own value stands

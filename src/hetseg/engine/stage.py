@@ -11,6 +11,7 @@ epoch-aware datasets the epoch.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import lightning as L
@@ -72,6 +73,9 @@ class Stage(L.LightningModule):
                     m.requires_grad_(False)
                     self.frozen.append(m)
         self.stage_name = ""  # set by run_stage (names fault points)
+        # Training seconds of the sessions before a resume (from the checkpoint), and this session's start:
+        # a stage killed and resumed reports the time of all its sessions, not of the last one only.
+        self.wall_before, self._t_start = 0.0, time.perf_counter()
         self._set_modes()
 
     def _set_modes(self) -> None:
@@ -100,6 +104,7 @@ class Stage(L.LightningModule):
         return self
 
     def on_train_start(self) -> None:
+        self._t_start = time.perf_counter()  # after any checkpoint restore, before the first step
         self._set_modes()
         # After a checkpoint restore (global_step > 0), continue the data order where it stopped.
         if self.trainer.global_step > 0:
@@ -115,6 +120,11 @@ class Stage(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["hetseg_stage"] = self.stage_name  # engine.resume.check_checkpoint: resumed by this stage only
+        checkpoint["hetseg_wall_s"] = self.wall_before + time.perf_counter() - self._t_start
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Steps after the last checkpoint of a killed session are redone and counted once more, as they cost.
+        self.wall_before = float(checkpoint.get("hetseg_wall_s", 0.0))
 
     def on_fit_start(self) -> None:
         if self.sc.channels_last:
