@@ -52,6 +52,7 @@ def test_results_files_have_the_required_fields(bench):
     assert rep["dataset"]["meta_sha256"] and rep["machine"]["cpu_count"] and rep["machine"]["torch"]
     assert rep["paper"]["decouplednet"]["5"] == 53.1 and rep["paper"]["deconvnet"]["25"] == 38.6
     assert len(rep["cells"]) == len(METHODS) * len(TEST_KS)
+    assert rep["stages_wall_last_session_only"] == 0  # nothing was resumed
     names = (bench["data"] / "classes.txt").read_text().split("\n")[:11]
     for c in rep["cells"]:
         assert 0.0 <= c["miou"] <= 1.0 and list(c["iou"]) == names
@@ -251,6 +252,21 @@ def test_summary_and_markdown_with_several_seeds():
            "equal_effort": "rule", "cells": cells}
     md = markdown(rep)
     assert "55.0 ± 7.1" in md and "| 5 | 55.0 ± 7.1 | 53.1 |" in md and f"{PAPER['deconvnet'][5]}" in md
+    assert "lower bound" not in md
+    assert "(a lower bound: 2 resumed stages count their last session only)" in markdown(
+        {**rep, "stages_wall_last_session_only": 2})
+
+
+def test_a_stage_resumed_before_walls_spanned_sessions_is_marked(tmp_path):
+    """cell_record names the stages whose done.json wall is one session's: resumed, without the
+    wall_s_before_resume that the engine now writes (docs/GUARANTEES.md)."""
+    from hetseg.bench.table1_report import cell_record
+
+    stages = {"seg": {"wall_s": 9.0, "resumed_from": "last.ckpt"},
+              "cls": {"wall_s": 5.0, "resumed_from": "last.ckpt", "wall_s_before_resume": 2.0},
+              "pre": {"wall_s": 1.0, "resumed_from": None}}
+    (tmp_path / "model.json").write_text(json.dumps({"stages": stages}))
+    assert cell_record(tmp_path, "decouplednet", 5, 0)["wall_last_session_only"] == ["seg"]
 
 
 def test_claims_are_judged_on_the_means_and_only_where_run():

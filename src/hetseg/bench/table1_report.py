@@ -53,6 +53,9 @@ def cell_record(run: Path, method: str, k: int | str, seed: int, cls_run: Path |
                        **({last: loss_by_parts(run / last)} if last else {})}, "mean_acc": sc.get("mean_acc"),
         "pixel_acc": sc.get("pixel_acc"), "absent": sc.get("absent", []),
         "wall_s": wall, "cls_shared": cls_run is not None,
+        # resumed before done.json's wall spanned sessions (docs/GUARANTEES.md): last session only
+        "wall_last_session_only": sorted(n for n, s in stages.items()
+                                         if s.get("resumed_from") and "wall_s_before_resume" not in s),
         "steps": {name: s.get("steps") for name, s in stages.items()},
         "effective_batch": {name: s.get("effective_batch") for name, s in stages.items()},
         "cls_val_metrics": stages.get("cls", {}).get("metrics", {}),
@@ -213,7 +216,9 @@ def markdown(report: dict) -> str:
              f"Scale `{report['scale']}`, seeds {seeds}, dataset `{report['dataset']['root']}` (data checksum: meta.json content sha256 "
              f"{(report['dataset']['meta_sha256'] or '-')[:12]}), {m['cpu']}, {m['usable_cpus']} CPUs, torch "
              f"{m['torch']}; wall time {report['total_wall_s'] / 60:.1f} min this invocation, "
-             f"{report['compute_wall_s'] / 60:.1f} min of training + evaluation in all.", "",
+             f"{report['compute_wall_s'] / 60:.1f} min of training + evaluation in all"
+             + (f" (a lower bound: {n} resumed stages count their last session only)"
+                if (n := report.get("stages_wall_last_session_only")) else "") + ".", "",
              f"Initialisation `{report.get('init', 'scratch')}`" + _backbone_line(report.get("backbone")), "",
              "## mIoU (%) on val" + (" (mean ± sample std over seeds)" if len(seeds) > 1 else ""), "",
              "| strong / class | " + " | ".join(f"{LABELS[x]} | paper" for x in PAPER) + " |",
@@ -287,7 +292,7 @@ def write_results(cells: list[dict], out: str | Path, command: str, scale: str, 
     out.mkdir(parents=True, exist_ok=True)
     # Compute time in all, counting a shared classifier once per seed and an aliased cell not at all.
     seen: set = set()
-    compute = 0.0  # the backbone is made once, by its own command (not timed here)
+    compute, partial = 0.0, 0  # the backbone is made once, by its own command (not timed here)
     for c in cells:
         if c.get("same_as"):
             continue
@@ -296,9 +301,11 @@ def write_results(cells: list[dict], out: str | Path, command: str, scale: str, 
             if w is not None and key not in seen:
                 seen.add(key)
                 compute += w
+                partial += stage in c.get("wall_last_session_only", ())
     report = {"command": command, "scale": scale, "seeds": seeds, **extra, "runs": str(runs),
               "dataset": dataset_info(data), "machine": machine_info(), "total_wall_s": round(wall_s, 1),
-              "compute_wall_s": round(compute, 1), "equal_effort": equal_effort,
+              "compute_wall_s": round(compute, 1), "stages_wall_last_session_only": partial,
+              "equal_effort": equal_effort,
               "paper": {m: {str(k): v for k, v in d.items()} for m, d in PAPER.items()}, "paper_note": PAPER_NOTE,
               "summary": summarise(cells), "summary_gt": summarise(cells, "miou_gt"), "cells": cells}
     per_seed: dict = {}
