@@ -21,7 +21,6 @@ them every few steps (``data.val_split=splits/unseen_items.txt``).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
 
@@ -52,13 +51,10 @@ def unseen_pool(data: Path, n_items: int, holdout: int) -> np.ndarray:
 
 def render(data: Path, num: int = NUM_SCENES, seed: int = 0, fashion_mnist_dir: str | None = None) -> dict:
     """Render ``num`` scenes into ``data`` as ``unseen_<n>`` + splits/unseen_items.{txt,json}; the record."""
-    from PIL import Image
-
     from hetseg.data.records import Record, split_checksum, write_split
-    from hetseg.data.scenes import CANDIDATES, load_fashion_mnist
-    from hetseg.data.scenes_render import VOID, render_scene
+    from hetseg.data.scenes import candidate_order, load_fashion_mnist, write_scene
+    from hetseg.data.scenes_render import render_scene
     from hetseg.io_atomic import write_json
-    from hetseg.palette import save_index_png
 
     if not ((data / "items.json").is_file() and (data / "meta.json").is_file()):
         raise SystemExit(f"{data}: not a fashion-scenes folder (no items.json / meta.json); "
@@ -66,24 +62,18 @@ def render(data: Path, num: int = NUM_SCENES, seed: int = 0, fashion_mnist_dir: 
     x, y, _, _ = load_fashion_mnist(fashion_mnist_dir)
     pool = unseen_pool(data, len(x), backbone_holdout())
     size = json.loads((data / "meta.json").read_text())["size"]
-    rng = np.random.default_rng([seed, SEED_CODE, 0])
-    reps = -(-num * CANDIDATES // len(pool))
-    order = np.concatenate([rng.permutation(pool) for _ in range(reps)])[: num * CANDIDATES].reshape(num, CANDIDATES)
-    out, recs, items = data, [], {}
+    order = pool[candidate_order(np.random.default_rng([seed, SEED_CODE, 0]), len(pool), num)]
+    recs, items = [], {}
     for i, idx in enumerate(order):
         sc = render_scene(np.random.default_rng([seed, SEED_CODE, 1, i]), x[idx], y[idx], size)
         sid = f"unseen_{i:06d}"
-        buf = io.BytesIO()
-        Image.fromarray(sc.image).save(buf, "JPEG", quality=95)  # as the generator stores scenes
-        (out / "JPEGImages" / f"{sid}.jpg").write_bytes(buf.getvalue())
-        save_index_png(out / "SegmentationClass" / f"{sid}.png", sc.mask)
-        labels = tuple(sorted({int(v) for v in np.unique(sc.mask) if v not in (0, VOID)}))
-        recs.append(Record(sid, f"JPEGImages/{sid}.jpg", labels, f"SegmentationClass/{sid}.png"))
+        _, labels = write_scene(data, sid, sc)  # as the generator stores every scene
+        recs.append(Record(sid, f"JPEGImages/{sid}.jpg", tuple(labels), f"SegmentationClass/{sid}.png"))
         items[sid] = [int(idx[j]) for j in sc.slots]
-    write_split(out / "splits" / "unseen_items.txt", recs)
+    write_split(data / "splits" / "unseen_items.txt", recs)
     rec = {"scenes": num, "seed": seed, "pool_items": len(pool), "split_checksum": split_checksum(recs),
            "items": "Fashion-MNIST train items in the backbone's 2,000 held-out tail used by no training scene"}
-    write_json(out / "splits" / "unseen_items.json", {**rec, "scene_items": items})
+    write_json(data / "splits" / "unseen_items.json", {**rec, "scene_items": items})
     return rec
 
 

@@ -86,9 +86,11 @@ def stage_wall(run: str | Path, stages: Sequence[str]) -> float | None:
     """Training seconds of ``stages`` as each stage's done.json recorded them when it ran (every session
     of a resumed stage, docs/GUARANTEES.md), or None if one is missing. Why not a clock around
     ``train``: a re-evaluation skips finished stages in ~0 s, and the record must say what training cost."""
+    from hetseg.methods import stage_done
+
     try:
-        walls = [read_json(Path(run, s, "done.json")).get("wall_s") for s in stages]
-    except (OSError, ValueError, AttributeError):  # unreadable: the record's own value stands
+        walls = [(stage_done(run, s) or {}).get("wall_s") for s in stages]
+    except (HetsegError, OSError, AttributeError):  # an unreadable marker: the record's own value stands
         return None
     return None if any(not isinstance(w, (int, float)) for w in walls) else round(sum(walls), 1)
 

@@ -26,7 +26,7 @@ from PIL import Image
 
 from hetseg.data.classes import FASHION_CLASSES, FASHION_SOURCE, FASHION_TARGET
 from hetseg.data.records import Record, per_class_subset, save_labels_json, write_split
-from hetseg.data.scenes_render import (ITEM_COUNT_P, ITEM_SIDE, MASK_THRESHOLD, MIN_VISIBLE, VOID,
+from hetseg.data.scenes_render import (ITEM_COUNT_P, ITEM_SIDE, MASK_THRESHOLD, MIN_VISIBLE, VOID, Scene,
                                        render_scene)
 from hetseg.data.scenes_stats import best_global_threshold, summarise, threshold_histograms
 from hetseg.errors import DataError
@@ -81,6 +81,24 @@ def scene_id(split: str, index: int) -> str:
     return f"{split}_{index:06d}"
 
 
+def write_scene(out: Path, sid: str, sc: Scene) -> tuple[bytes, list[int]]:
+    """Store one rendered scene as every fashion-scenes image is stored (JPEG quality 95, palette PNG
+    mask) under ``out``; returns (the JPEG bytes, the scene's labels: mask indices but 0 and void)."""
+    buf = io.BytesIO()
+    Image.fromarray(sc.image).save(buf, "JPEG", quality=95)
+    (out / "JPEGImages" / f"{sid}.jpg").write_bytes(buf.getvalue())
+    save_index_png(out / "SegmentationClass" / f"{sid}.png", sc.mask)
+    return buf.getvalue(), sorted({int(v) for v in np.unique(sc.mask) if v not in (0, VOID)})
+
+
+def candidate_order(rng: np.random.Generator, n_items: int, n: int) -> np.ndarray:
+    """(n, CANDIDATES) indices into an item pool of ``n_items``: seeded permutations, concatenated
+    when there are more slots than items."""
+    reps = -(-n * CANDIDATES // n_items)
+    order = np.concatenate([rng.permutation(n_items) for _ in range(max(reps, 1))])[: n * CANDIDATES]
+    return order.reshape(n, CANDIDATES)
+
+
 def _render_chunk(task: tuple) -> tuple[list[dict], np.ndarray]:
     """Worker: render, write and summarise scenes ``start .. start+len(cands)-1`` of one split."""
     out, split, seed, size, start, cands, cand_labels, cand_idx = task
@@ -91,13 +109,9 @@ def _render_chunk(task: tuple) -> tuple[list[dict], np.ndarray]:
         rng = np.random.default_rng([seed, SPLIT_CODES[split], 1, index])
         sc = render_scene(rng, cands[k], cand_labels[k], size)
         sid = scene_id(split, index)
-        buf = io.BytesIO()
-        Image.fromarray(sc.image).save(buf, "JPEG", quality=95)
-        (out / "JPEGImages" / f"{sid}.jpg").write_bytes(buf.getvalue())
-        save_index_png(out / "SegmentationClass" / f"{sid}.png", sc.mask)
+        jpeg, labels = write_scene(out, sid, sc)
         if split == "val":  # threshold measure on the pixels as stored (decoded JPEG)
-            hist += threshold_histograms(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")), sc.mask)
-        labels = sorted({int(v) for v in np.unique(sc.mask) if v not in (0, VOID)})
+            hist += threshold_histograms(np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")), sc.mask)
         summaries.append({"id": sid, "labels": labels, "objects": len(sc.classes), "dropped": sc.dropped,
                           "pixels": np.bincount(sc.mask[sc.mask != VOID], minlength=NUM_CLASSES)[:NUM_CLASSES],
                           "void": int((sc.mask == VOID).sum()),
@@ -107,10 +121,7 @@ def _render_chunk(task: tuple) -> tuple[list[dict], np.ndarray]:
 
 def _tasks(out: Path, split: str, seed: int, size: int, n: int, x: np.ndarray, y: np.ndarray):
     """Chunks of candidate items: one seeded permutation of the item pool per split."""
-    rng = np.random.default_rng([seed, SPLIT_CODES[split], 0])
-    reps = -(-n * CANDIDATES // len(x))  # more slots than items: concatenate fresh permutations
-    order = np.concatenate([rng.permutation(len(x)) for _ in range(max(reps, 1))])[: n * CANDIDATES]
-    order = order.reshape(n, CANDIDATES)
+    order = candidate_order(np.random.default_rng([seed, SPLIT_CODES[split], 0]), len(x), n)
     for s in range(0, n, _CHUNK):
         idx = order[s:s + _CHUNK]
         yield (str(out), split, seed, size, s, x[idx], y[idx], idx)

@@ -128,7 +128,8 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
     world = trainer.world_size
     return {  # wall_s: every session of the stage (a resumed one adds what its checkpoint carried)
         "stage": name, "steps": trainer.global_step, "wall_s": round(module.wall_before + wall, 1),
-        "wall_s_before_resume": round(module.wall_before, 3), "resumed_from": ckpt_path, "effective_batch": sc.batch_size * sc.accumulate * world,
+        "wall_s_before_resume": round(module.wall_before, 3), "resumed_from": ckpt_path,
+        "effective_batch": sc.batch_size * sc.accumulate * world,
         "world_size": world, "train_samples": len(train_ds), "metrics": metrics, "precision": precision,
     }
 
