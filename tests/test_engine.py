@@ -220,6 +220,20 @@ def test_a_budget_of_a_stage_the_config_skips_is_refused(tmp_path, capsys):
     assert "it trains att, joint" in err and not run.exists()
 
 
+def test_a_config_file_gets_a_note_for_each_setting_its_method_ignores(tmp_path, capsys):
+    """A config file may serve several methods, so it is not refused: each ignored setting is named, one
+    note line per reason, before the run starts (here it then stops at the missing data root)."""
+    cfg = tmp_path / "shared.yaml"
+    cfg.write_text("model: {name: deconvnet}\nseg: {steps: 9, lr: 0.1}\ndis: {t_train: 2}\ndeconv: {steps: 3}\n"
+                   f"data: {{root: {tmp_path / 'nowhere'}}}\n")
+    assert main(["train", "--config", str(cfg), "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and lines[2].startswith("hetseg: error: ")
+    assert lines[0].startswith(f"hetseg: note: {cfg}: dis.t_train: method 'deconvnet' does not read dis.*")
+    assert lines[1] == (f"hetseg: note: {cfg}: seg.lr, seg.steps: method 'deconvnet' has no stage reading seg.*, "
+                        "so it would be ignored; fix: set its own stages' deconv.*")
+
+
 def test_overrides_of_the_methods_own_stages_pass_the_check():
     from hetseg.methods import get_method
 

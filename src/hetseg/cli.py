@@ -70,7 +70,11 @@ def _run(args: argparse.Namespace) -> int:
         pre = ([f"run_dir={args.run_dir}"] if args.run_dir else []) + ([f"model.name={args.method}"] if args.method else [])
         cfg = cfg.override(pre + args.overrides)
         stages = None if args.stage == "all" else (args.stage,)
-        get_method(cfg.model.name).check_overrides(args.overrides, cfg if stages is None else None)
+        method = get_method(cfg.model.name)
+        method.check_overrides(args.overrides, cfg if stages is None else None)
+        if args.config:  # a config file may serve several methods: name what this one ignores, do not refuse
+            for line in method.unread_settings(Config.load(args.config), cfg if stages is None else None):
+                print(f"hetseg: note: {args.config}: {line}", file=sys.stderr)
         for name, summary in train(cfg, stages, args.resume, args.init_from, not args.no_progress).items():
             m = summary.get("metrics") or {}
             extra = ", ".join(f"{k} {v:.4f}" for k, v in m.items())

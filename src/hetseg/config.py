@@ -180,10 +180,7 @@ class Config:
         reader = reader or self.model.name
         skip = {"run_dir"} | {sec for sec, readers in OWN_SECTIONS.items() if reader not in readers}
 
-        def leaves(d: Any, prefix: str = "") -> dict[str, Any]:
-            if not isinstance(d, dict):
-                return {prefix.rstrip("."): d}
-            return {k: v for key, sub in d.items() for k, v in leaves(sub, f"{prefix}{key}.").items()}
+        leaves = _leaves
 
         def runtime(key: str) -> bool:
             return key in RUNTIME_KEYS or key.rsplit(".", 1)[-1] in RUNTIME_FIELDS
@@ -194,6 +191,11 @@ class Config:
         defaults = leaves({k: v for k, v in Config().to_dict().items() if k not in skip})
         old = {**defaults, **leaves({k: v for k, v in saved.items() if k not in skip})}
         return sorted(k for k in set(old) | set(new) if not runtime(k) and old.get(k, ...) != new.get(k, ...))
+
+    def changed_keys(self) -> list[str]:
+        """The dotted leaf keys whose value differs from the defaults (``Config()``), sorted."""
+        mine, defaults = _leaves(self.to_dict()), _leaves(Config().to_dict())
+        return sorted(k for k in mine if mine[k] != defaults.get(k, ...))
 
     def recipe_difference_from(self, path: str | Path, reader: str | None = None) -> list[str]:
         """:meth:`recipe_difference` against the config saved at ``path`` ([] when there is none); a
@@ -257,6 +259,13 @@ class Config:
 # them nor is blocked by their change (DIS's budgets changing must not refuse a finished Table 1 cell).
 OWN_SECTIONS = {"deconv": {"deconvnet"}, "dis": {"dis"},
                 "transfer": {"transfernet", "baselinenet", "decouplednet_transfer"}}
+
+
+def _leaves(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts flattened to ``{dotted key: leaf value}``."""
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    return {k: v for key, sub in d.items() for k, v in _leaves(sub, f"{prefix}{key}.").items()}
 
 
 def _stage_sections(cls: type, prefix: str = "") -> tuple[str, ...]:

@@ -60,28 +60,47 @@ class Method:
             node = getattr(node, part)
         return node
 
-    def check_overrides(self, overrides: Sequence[str], cfg: Config | None = None) -> None:
-        """Refuse a ``key=value`` override this method would silently ignore: a stage budget of a stage it
-        does not have (``seg.steps`` for DeconvNet, which reads ``deconv.*``), or -- given the run's ``cfg``
-        for a whole-method run -- of a stage that config skips (``cls.*`` for TransferNet with
-        ``transfer.classifier_run``), or a key of a section only other methods read
-        (:data:`hetseg.config.OWN_SECTIONS`). One line, naming the sections it does read."""
+    def unread(self, key: str, cfg: Config | None = None) -> str | None:
+        """Why this method would silently ignore the dotted config leaf ``key``, or None if it reads it: a
+        stage budget of a stage it does not have (``seg.steps`` for DeconvNet, which reads ``deconv.*``),
+        or -- given the run's ``cfg`` for a whole-method run -- of a stage that config skips (``cls.*`` for
+        TransferNet with ``transfer.classifier_run``), or a key of a section only other methods read
+        (:data:`hetseg.config.OWN_SECTIONS`). The reason ends with a ``fix:`` naming what it does read."""
         mine = {self.stage_section(s) for s in self.stages + self.extra_stages}
         runs = mine if cfg is None else {self.stage_section(s) for s in self.default_stages(cfg) + self.extra_stages}
-        for item, key in ((item, key) for item in overrides for key in override_keys(item)):
-            budget = next((sec for sec in STAGE_SECTIONS if key.startswith(sec + ".")), None)
-            section = key.split(".", 1)[0]
-            readers = OWN_SECTIONS.get(section)
-            if budget in mine - runs:
-                raise HetsegError(f"{item}: method '{self.name}' skips the stage reading {budget}.* with this config "
-                                  f"(it trains {', '.join(self.default_stages(cfg))}), so it would be ignored; fix: "
-                                  "drop it, or the setting that skips the stage (e.g. transfer.classifier_run)")
-            if budget and budget not in mine:
-                raise HetsegError(f"{item}: method '{self.name}' has no stage reading {budget}.*, so it would be "
-                                  f"ignored; fix: set its own stages' {', '.join(sorted(s + '.*' for s in mine))}")
-            if not budget and readers and self.name not in readers:
-                raise HetsegError(f"{item}: method '{self.name}' does not read {section}.*, so it would be ignored; "
-                                  f"fix: drop it, or --method {' | '.join(sorted(readers))}")
+        budget = next((sec for sec in STAGE_SECTIONS if key.startswith(sec + ".")), None)
+        section = key.split(".", 1)[0]
+        readers = OWN_SECTIONS.get(section)
+        if budget in mine - runs:
+            return (f"method '{self.name}' skips the stage reading {budget}.* with this config (it trains "
+                    f"{', '.join(self.default_stages(cfg))}), so it would be ignored; fix: drop it, or the "
+                    "setting that skips the stage (e.g. transfer.classifier_run)")
+        if budget and budget not in mine:
+            return (f"method '{self.name}' has no stage reading {budget}.*, so it would be ignored; fix: set its "
+                    f"own stages' {', '.join(sorted(s + '.*' for s in mine))}")
+        if not budget and readers and self.name not in readers:
+            return (f"method '{self.name}' does not read {section}.*, so it would be ignored; fix: drop it, or "
+                    f"--method {' | '.join(sorted(readers))}")
+        return None
+
+    def check_overrides(self, overrides: Sequence[str], cfg: Config | None = None) -> None:
+        """Refuse a ``key=value`` override this method would silently ignore (:meth:`unread`), in one line."""
+        for item in overrides:
+            for key in override_keys(item):
+                why = self.unread(key, cfg)
+                if why:
+                    raise HetsegError(f"{item}: {why}")
+
+    def unread_settings(self, file_cfg: Config, cfg: Config | None = None) -> list[str]:
+        """One line per reason for the settings of a config file (``file_cfg``: the file merged on the
+        defaults) that differ from the defaults and that this method would not read (:meth:`unread`):
+        ``"deconv.lr, deconv.steps: method 'decouplednet' does not read deconv.*, ..."``."""
+        why_keys: dict[str, list[str]] = {}
+        for key in file_cfg.changed_keys():
+            why = self.unread(key, cfg)
+            if why:
+                why_keys.setdefault(why, []).append(key)
+        return [f"{describe_difference(keys)}: {why}" for why, keys in why_keys.items()]
 
     def threshold(self, cfg: Config) -> float:
         """The label-identification threshold this method's runs evaluate and predict with."""
