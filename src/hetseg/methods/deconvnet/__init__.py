@@ -35,8 +35,8 @@ class DeconvNetMethod(Method):
     def run_stage(self, stage: str, net: nn.Module, cfg: Config, resume: str | None, callbacks: Sequence,
                   progress: bool) -> tuple[dict, dict]:
         train_ds, record, props = crop_dataset(cfg, "strong", "multiclass", net.input_size)
-        summary = run_stage("deconv", DeconvStage(net, cfg.deconv), cfg, cfg.deconv, train_ds, None, resume,
-                            callbacks, progress)
+        sc = self.stage_config(cfg, stage)
+        summary = run_stage(stage, DeconvStage(net, sc), cfg, sc, train_ds, None, resume, callbacks, progress)
         return {**summary, "proposals": props}, {"strong": record}
 
 

@@ -70,7 +70,8 @@ class DecoupledNetMethod(Method):
         if stage == "cls":
             return train_cls(net, cfg, "weak", resume, callbacks, progress)
         train_ds, record, props = crop_dataset(cfg, "strong", "binary", net.input_size)
-        summary = run_stage("seg", SegStage(net, cfg.seg), cfg, cfg.seg, train_ds, None, resume, callbacks, progress)
+        sc = self.stage_config(cfg, stage)
+        summary = run_stage(stage, SegStage(net, sc), cfg, sc, train_ds, None, resume, callbacks, progress)
         return {**summary, "proposals": props}, {"strong": record}
 
     def after_stage(self, stage: str, net: nn.Module, cfg: Config) -> None:

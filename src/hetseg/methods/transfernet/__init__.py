@@ -167,7 +167,8 @@ class DecoupledNetTransferMethod(_TransferFamily):
             return self.train_cls(net, cfg, resume, callbacks, progress)
         scfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, strong_split=cfg.transfer.source_split))
         train_ds, record, props = crop_dataset(scfg, "strong", "binary", net.input_size)
-        summary = run_stage("seg", SegStage(net, cfg.seg), cfg, cfg.seg, train_ds, None, resume, callbacks, progress)
+        sc = self.stage_config(cfg, stage)
+        summary = run_stage(stage, SegStage(net, sc), cfg, sc, train_ds, None, resume, callbacks, progress)
         return {**summary, "proposals": props}, {"strong": record}
 
 
