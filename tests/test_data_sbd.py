@@ -100,6 +100,31 @@ def test_build_voc_aug(tmp_path, nested):
         ("2007_000032", (1, 15)), ("2007_000039", (20,)), ("2007_000063", (9, 12)), ("2008_000783", (13, 15))]
 
 
+def test_train_aug_bare_ids_read_their_masks_from_segmentationclassaug(tmp_path):
+    """The documented pipeline: voc-aug writes train_aug.txt as bare ids, and the SBD-only id's mask exists only in
+    SegmentationClassAug -- it used to be read as a weak image without labels, so `data splits` and training on
+    train_aug.txt stopped with "weak image ... has no image-level labels"."""
+    from hetseg.cli import main
+    from hetseg.data.records import read_split
+
+    voc, sbd = _layout(tmp_path, True)
+    for link in [p for p in voc.rglob("*") if p.is_symlink()]:  # a root's file links may not lead outside it
+        target = link.resolve()
+        link.unlink()
+        shutil.copytree(target, link) if target.is_dir() else shutil.copyfile(target, link)
+    build_voc_aug(voc, sbd)
+    s = read_split(voc / "ImageSets" / "Segmentation" / "train_aug.txt")
+    assert [(r.id, r.mask, r.labels) for r in s.records] == [
+        ("2007_000032", "SegmentationClass/2007_000032.png", (1, 15)),
+        ("2007_000039", "SegmentationClass/2007_000039.png", (20,)),
+        ("2007_000063", "SegmentationClass/2007_000063.png", (9, 12)),
+        ("2008_000783", "SegmentationClassAug/2008_000783.png", (13, 15))]
+    out = tmp_path / "strong_1.txt"
+    assert main(["data", "splits", "--split", str(voc / "ImageSets" / "Segmentation" / "train_aug.txt"),
+                 "--per-class", "1", "--seed", "0", "--out", str(out)]) == 0
+    assert out.is_file()
+
+
 def test_build_voc_aug_count_check_writes_nothing(tmp_path):
     voc, sbd = _layout(tmp_path, True)
     with pytest.raises(DataError) as e:

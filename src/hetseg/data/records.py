@@ -142,6 +142,10 @@ def read_list_text(path: str | Path, what: str = "split file") -> str:
                            f"really a {what}?", "save the list as UTF-8 text, one image per line") from None
 
 
+# Where a bare id's mask is looked up, in order (VOC layout; SegmentationClassAug: hetseg data voc-aug).
+BARE_ID_MASK_DIRS = ("SegmentationClass", "SegmentationClassAug")
+
+
 def _parse(text: str, split_path: Path, root: Path) -> list[tuple[int, str, str | None]]:
     """(line number, image_rel, mask_rel | None) per record line; see :func:`parse_split_lines`."""
     out: list[tuple[int, str, str | None]] = []
@@ -157,8 +161,9 @@ def _parse(text: str, split_path: Path, root: Path) -> list[tuple[int, str, str 
         first = toks[0]
         if len(toks) == 1 and "/" not in first and not first.lower().endswith(IMAGE_EXTS):
             img = _safe_rel(f"JPEGImages/{first}.jpg", root, split_path, lineno)
-            mask = f"SegmentationClass/{first}.png"
-            mask = mask if (root / mask).exists() else None
+            # VOC's own masks first, then the SBD-augmented ones `hetseg data voc-aug` writes (train_aug's SBD
+            # ids have no SegmentationClass PNG); an id with neither is a weak image.
+            mask = next((m for d in BARE_ID_MASK_DIRS if (root / (m := f"{d}/{first}.png")).exists()), None)
         else:
             img = _safe_rel(first, root, split_path, lineno)
             mask = _safe_rel(toks[1], root, split_path, lineno) if len(toks) == 2 else None
@@ -181,8 +186,9 @@ def _parse(text: str, split_path: Path, root: Path) -> list[tuple[int, str, str 
 def parse_split_lines(text: str, split_path: Path, root: Path) -> list[tuple[str, str | None]]:
     """Parse any supported list format into (image_rel, mask_rel | None) pairs.
 
-    Bare ids (no '/' and no image extension) map to ``JPEGImages/<id>.jpg`` and, if it exists,
-    ``SegmentationClass/<id>.png`` (VOC layout). Raises :class:`DataError` for more than two
+    Bare ids (no '/' and no image extension) map to ``JPEGImages/<id>.jpg`` and the first of
+    ``SegmentationClass/<id>.png`` and ``SegmentationClassAug/<id>.png`` that exists (VOC layout;
+    :data:`BARE_ID_MASK_DIRS`), else no mask (a weak image). Raises :class:`DataError` for more than two
     fields, paths escaping the root, repeated or colliding ids and a list without any image.
     """
     return [(img, mask) for _, img, mask in _parse(text, split_path, root)]
