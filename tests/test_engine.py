@@ -287,3 +287,23 @@ def test_a_batch_larger_than_the_training_set_is_refused_in_one_line(tiny_scenes
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("hetseg: error: stage 'deconv': ") and "fewer than its batch_size 16" in err
     assert not (run / "deconv" / "checkpoints").exists()
+
+
+def test_eval_refuses_a_split_where_some_images_have_no_mask(tiny_scenes, tmp_path):
+    """A val list whose mask went missing used to be scored on the other images without a word (7 of 8)."""
+    from hetseg.data.records import read_split
+    from hetseg.engine.evaluate import evaluate_split
+    from hetseg.models import create_model
+
+    val = read_split(tiny_scenes / "splits" / "val.txt")
+    a, b = val.records[:2]
+    mixed = tiny_scenes / "splits" / "mixed_masks.txt"
+    mixed.write_text(f"{a.image} {a.mask}\n{b.image}\n")
+    try:
+        split = read_split(mixed)  # b's labels come from labels.json
+    finally:
+        mixed.unlink()
+    net = create_model("decouplednet", num_classes=10, scale="cpu").eval()
+    with pytest.raises(HetsegError, match=rf"mixed_masks.txt: 1 of 2 images have no mask \(first: {b.image}\)"):
+        evaluate_split(net, split, 11)
+    evaluate_split(net, read_split(tiny_scenes / "splits" / "val.txt"), 11)  # all masked: scored

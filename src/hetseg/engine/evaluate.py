@@ -65,7 +65,8 @@ def predict_images(net: nn.Module, images: Sequence[np.ndarray], threshold: floa
 def evaluate_split(net: nn.Module, split: Split, num_classes: int, threshold: float = 0.5, batch_size: int = 16,
                    pred_dir: str | Path | None = None, use_gt_labels: bool = False,
                    predict_kwargs: dict | None = None) -> Scores:
-    """Devkit scoring over the masked records of ``split`` at original resolution.
+    """Devkit scoring over the records of ``split`` at original resolution; every one needs a mask (a
+    split with some images unmasked is refused rather than scored on the rest without a word).
 
     Labels: the model's own (default) or the ground truth (``use_gt_labels``).
     Writes palette PNG predictions into ``pred_dir`` when given (re-scorable by ``hetseg score``).
@@ -75,6 +76,12 @@ def evaluate_split(net: nn.Module, split: Split, num_classes: int, threshold: fl
     recs = [r for r in split.records if r.mask is not None]
     if not recs:
         raise HetsegError(f"{split.name}: no image with a mask to score; fix: evaluate on a split with masks")
+    if len(recs) < len(split.records):
+        first = next(r for r in split.records if r.mask is None)
+        raise HetsegError(f"{split.meta.get('split_file', split.name)}: {len(split.records) - len(recs)} of "
+                          f"{len(split.records)} images have no mask (first: {first.image}), so the score would "
+                          "leave them out; fix: restore their masks (a bare id's: SegmentationClass/<id>.png or "
+                          "SegmentationClassAug/<id>.png) or list only images with masks")
     cm = ConfusionMatrix(num_classes)
     for start in range(0, len(recs), batch_size):
         chunk = recs[start:start + batch_size]
