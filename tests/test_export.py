@@ -202,3 +202,18 @@ def test_an_exporter_failure_is_one_line_and_keeps_the_previous_export(tmp_path,
     assert "ONNX export or its check failed (RuntimeError: Failed to export" in _one_error_line(capsys, str(out))
     assert out.read_bytes() == b"the previous export" and (tmp_path / "m.onnx.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["deconvnet", "m.onnx", "m.onnx.json"]
+
+
+def test_scores_that_underflow_differently_do_not_fail_the_check(tmp_path, capsys):
+    """Scores of 1e-34 (a briefly trained classifier's) are > 0 in PyTorch and 0 in onnxruntime, so a check at
+    threshold 0 "identified" other classes on each side and refused a faithful file; it checks at -1 now."""
+    run = _run(tmp_path, "decouplednet")
+    from hetseg.engine.checkpoint import load_model
+
+    net, cfg, info = load_model(run)
+    with torch.no_grad():
+        net.classifier.score.bias[:2] -= 78.0  # sigmoid(-78) ~ 1e-34: representable, below onnxruntime's floor
+    save_model(run, net, cfg, info["class_names"], {"threshold": 0.5})
+    assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "m.onnx")]) == 0, capsys.readouterr().err
+    meta = json.loads((tmp_path / "m.onnx.json").read_text())
+    assert meta["parity"]["ok"] and meta["parity"]["thresholds"] == [-1.0, 0.5]
