@@ -171,3 +171,34 @@ def test_rle_of_wrong_size():
 def test_panoptic_png_not_rgb(tmp_path):
     Image.new("P", (2, 2)).save(tmp_path / "pan.png")
     raises_one_line(read_panoptic_png, tmp_path / "pan.png", name="pan.png", contains="expected RGB")
+
+
+def test_score_json_never_overwrites_a_file_it_did_not_write(tmp_path, capsys):
+    """`hetseg score --json` pointed at a run's model.json or a mask is refused before the table is
+    printed, and the file is kept; its own earlier scores file is replaced (atomically) on a rerun."""
+    from hetseg.cli import main
+    from hetseg.palette import save_index_png
+
+    for d in ("pred", "gt"):
+        save_index_png(tmp_path / d / "a.png", np.array([[0, 1], [1, 1]], np.uint8))
+    argv = ["score", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--num-classes", "2", "--json"]
+    model_json = tmp_path / "run" / "model.json"
+    model_json.parent.mkdir()
+    model_json.write_text('{"name": "decouplednet"}\n')
+    mask_bytes = (tmp_path / "gt" / "a.png").read_bytes()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for target, contains in ((model_json, "not a scores file written by hetseg score"),
+                             (tmp_path / "gt" / "a.png", "not a scores file written by hetseg score"),
+                             (tmp_path / "gt", "--json is a folder"),
+                             (blocker / "s.json", "not a writable folder")):
+        assert main(argv + [str(target)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and err.startswith("hetseg: error: ") and "; fix: " in err, err
+        assert contains in err, err
+    assert model_json.read_text() == '{"name": "decouplednet"}\n'
+    assert (tmp_path / "gt" / "a.png").read_bytes() == mask_bytes
+    scores = tmp_path / "new" / "scores.json"
+    assert main(argv + [str(scores)]) == 0 and main(argv + [str(scores)]) == 0  # a rerun replaces its own file
+    assert json.loads(scores.read_text())["written_by"] == "hetseg score"
+    assert sorted(p.name for p in scores.parent.iterdir()) == ["scores.json"]  # no temporary left

@@ -469,3 +469,83 @@ def test_fixes_name_the_real_cause(tmp_path, capsys):
     (tmp_path / "labels.json").write_text('{"a": [0]}')
     raises_one_line(load_labels_json, tmp_path / "labels.json", 11, name="labels.json",
                     contains="0 is background and is never an image label")
+
+
+# `data splits` and `data voc-aug` never lose an existing list ---------------------------------------
+
+
+def _masked_pool(tmp_path):
+    """A root whose splits/pool.txt holds 6 masked images: class 1 in all of them, class 2 in two."""
+    from hetseg.palette import save_index_png
+
+    root = tmp_path / "ds"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "splits").mkdir()
+    lines = []
+    for i in range(6):
+        mask = np.ones((4, 4), np.uint8)
+        mask[0] = 2 if i < 2 else 1
+        save_index_png(root / "SegmentationClass" / f"im{i}.png", mask)
+        (root / "JPEGImages" / f"im{i}.jpg").write_bytes(b"")  # only existence is checked
+        lines.append(f"JPEGImages/im{i}.jpg SegmentationClass/im{i}.png")
+    (root / "splits" / "pool.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_data_splits_refuses_an_existing_out_and_says_what_it_drew(tmp_path, capsys):
+    root = _masked_pool(tmp_path)
+    pool = root / "splits" / "pool.txt"
+    argv = ["data", "splits", "--split", str(pool), "--per-class", "1", "--num-classes", "3"]
+    before = pool.read_bytes()
+    cli_one_line(argv + ["--out", str(pool)], capsys, contains=f"{pool}: already exists with other content")
+    assert pool.read_bytes() == before and not (root / "splits" / "pool.sha256").exists()
+    (root / "splits" / "val.sha256").write_text("someone else's checksum\n")
+    cli_one_line(argv + ["--out", str(root / "splits" / "val.txt")], capsys, contains="val.sha256: already exists")
+    assert not (root / "splits" / "val.txt").exists()
+    assert main(argv) == 0 and main(argv) == 0  # rerunning the same draw rewrites the same bytes: allowed
+    assert "at least 1 per class" in capsys.readouterr().out
+    assert main(["data", "splits", "--split", str(pool), "--per-class", "1000", "--num-classes", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "1000 per class where a class has that many; classes 1, 2 have fewer masked images" in out, out
+    assert "images per class: 1:6, 2:2" in out, out
+
+
+def test_voc_aug_writes_train_aug_atomically_and_says_it_replaced_one(tmp_path, capsys, monkeypatch):
+    from hetseg.errors import HetsegError
+
+    voc, sbd = _voc_sbd(tmp_path)
+    lst = voc / "ImageSets" / "Segmentation" / "train_aug.txt"
+    # a list the build cannot write is one line and leaves the old list (written in place, it was emptied)
+    lst.write_text("/JPEGImages/old.jpg /SegmentationClassAug/old.png\n")
+
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", no_space)
+        with pytest.raises(HetsegError, match="train_aug.txt: write failed"):
+            build_voc_aug(voc, sbd)
+    assert lst.read_text() == "/JPEGImages/old.jpg /SegmentationClassAug/old.png\n"
+    # a symlinked list is replaced, never written through into the file it points to
+    other = tmp_path / "other_list.txt"
+    other.write_text("kept\n")
+    lst.unlink()
+    lst.symlink_to(other)
+    assert main(["data", "voc-aug", "--voc-root", str(voc), "--sbd-root", str(sbd), "--expect-count", "0"]) == 0
+    assert "(replaced an earlier list with other ids or lines)" in capsys.readouterr().out
+    assert other.read_text() == "kept\n" and not lst.is_symlink()
+    assert lst.read_text() == "2007_000032\n2008_000783\n"
+    # a folder in the way of the list is refused before any mask moves in
+    shutil.rmtree(voc / "SegmentationClassAug")
+    lst.unlink()
+    lst.mkdir()
+    cli_one_line(["data", "voc-aug", "--voc-root", str(voc), "--sbd-root", str(sbd), "--expect-count", "0"], capsys,
+                 contains="train_aug.txt: a folder is in the way of the output")
+    assert not (voc / "SegmentationClassAug").exists()
+
+
+def test_voc_aug_count_fix_names_the_real_flag(tmp_path, capsys):
+    voc, sbd = _voc_sbd(tmp_path)
+    err = cli_one_line(["data", "voc-aug", "--voc-root", str(voc), "--sbd-root", str(sbd)], capsys,
+                       contains="train_aug has 2 ids, expected 10582")
+    assert "pass --expect-count 0 to skip the check" in err and "expect_count" not in err.replace("--expect-count", "")

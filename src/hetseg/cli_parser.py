@@ -82,7 +82,8 @@ def _add_data(sub) -> None:
     sp.add_argument("--seed", type=_SEED, default=0)
     sp.add_argument("--root", default=None, help="dataset root (default: inferred from the split path)")
     sp.add_argument("--num-classes", type=_int_in(2), default=None)
-    sp.add_argument("--out", default=None, help="output split file (default: <root>/splits/strong_<K>_s<S>.txt)")
+    sp.add_argument("--out", default=None, help="output split file, refused if it exists with other lines "
+                    "(default: <root>/splits/strong_<K>_s<S>.txt); its checksum goes beside it as <name>.sha256")
     va = data.add_parser("voc-aug", help="SegmentationClassAug + train_aug from VOC2012 and SBD")
     va.add_argument("--voc-root", required=True, help=".../VOCdevkit/VOC2012")
     va.add_argument("--sbd-root", required=True, help=".../benchmark_RELEASE (or its dataset/ folder)")
@@ -114,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--num-classes", type=_int_in(2))
     g.add_argument("--classes", help="file with one class name per line (index = line number)")
-    s.add_argument("--json", default=None)
+    s.add_argument("--json", default=None, help="also write the scores as JSON (an existing file is replaced "
+                   "only if an earlier 'hetseg score' wrote it)")
 
     t = sub.add_parser("train", help="train a method (all its stages, or one with --stage)")
     t.add_argument("--config", default=None, help="YAML/JSON config (see configs/)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,9 +190,46 @@ def read_classes_file(path: str | Path) -> list[str]:
     return [n.strip() for n in names]
 
 
+SCORE_FILE_MARK = "hetseg score"  # the "written_by" value: an existing --json with it may be replaced
+
+
+def check_json_out(path: str | Path) -> None:
+    """Refuse a ``--json`` path that a scores write would destroy or could not make, before any work.
+
+    An existing file is replaced only if it is a scores file ``hetseg score`` wrote (its
+    ``"written_by"`` marker): ``--json`` pointed at a run's model.json or a mask must not eat it.
+    The nearest existing folder above it must be a writable folder (checked first so a full table is
+    not printed before a late refusal); the atomic write still names any failure it meets.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(path, "--json is a folder", "give a file name, e.g. scores.json")
+    if path.exists() or path.is_symlink():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+            # files from before the marker: score's own top-level keys (eval nests its scores)
+            ours = old.get("written_by") == SCORE_FILE_MARK or {"pred", "gt", "classes", "protocol"} <= old.keys()
+        except (OSError, ValueError, AttributeError):  # unreadable, not UTF-8/JSON, or not an object
+            ours = False
+        if not ours:
+            raise DataError(path, "already exists and is not a scores file written by hetseg score, "
+                            "nothing was overwritten", "choose another --json path, or move that file away")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(parent, "cannot write --json here (not a writable folder)",
+                        "choose a place you may write to, or fix its permissions")
+
+
 def cli_score(pred: str | Path, gt: str | Path, num_classes: int | None = None,
               classes_file: str | Path | None = None, json_out: str | Path | None = None) -> int:
-    """``hetseg score --pred DIR --gt DIR (--num-classes N | --classes FILE) [--json OUT]``."""
+    """``hetseg score --pred DIR --gt DIR (--num-classes N | --classes FILE) [--json OUT]``.
+
+    ``--json`` is written atomically and only over a scores file of an earlier ``hetseg score``.
+    """
+    if json_out is not None:
+        check_json_out(json_out)
     names = read_classes_file(classes_file) if classes_file is not None else None
     if names is not None and num_classes is not None and num_classes != len(names):
         raise DataError(classes_file, f"has {len(names)} classes but --num-classes is {num_classes}",
@@ -203,7 +241,7 @@ def cli_score(pred: str | Path, gt: str | Path, num_classes: int | None = None,
     scores = score_dirs(pred, gt, len(names))
     print(format_table(scores, names))
     if json_out is not None:
-        out = {"pred": str(pred), "gt": str(gt), "classes": names, **scores.to_dict(names)}
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        write_text(json_out, json.dumps(out, indent=1) + "\n")
+        out = {"written_by": SCORE_FILE_MARK, "pred": str(pred), "gt": str(gt), "classes": names,
+               **scores.to_dict(names)}
+        write_text(json_out, json.dumps(out, indent=1) + "\n")  # atomic; makes missing parent folders
     return 0

@@ -20,6 +20,7 @@ from hetseg.data.io import check_sizes, image_size, read_mask
 from hetseg.data.records import parse_split_lines, read_list_text, record_id
 from hetseg.data.staging import staged
 from hetseg.errors import DataError, HetsegError
+from hetseg.io_atomic import write_text
 from hetseg.palette import save_index_png
 
 VOC_AUG_COUNT = 10582  # |train_aug| on the full VOC2012 + SBD release (mmseg asserts the same number)
@@ -107,7 +108,8 @@ def build_voc_aug(voc_root: str | Path, sbd_root: str | Path, out_mask_dir: str 
     for every train_aug id *and* every VOC val id (so val can be read from the same folder, as in
     the usual SegmentationClassAug download): the VOC ``SegmentationClass`` PNG when it exists
     (copied byte for byte: keeps its 255 border), else the SBD ``cls/<id>.mat`` as a VOC-palette
-    PNG (no border). Writes ``ImageSets/Segmentation/train_aug.txt`` (sorted bare ids). The count is
+    PNG (no border). Writes ``ImageSets/Segmentation/train_aug.txt`` (sorted bare ids; atomically, last,
+    replacing an earlier list as the masks replace earlier masks). The count is
     checked against ``expect_count`` before anything is written. Every mask must have its image's
     size (from the JPEG header). All or nothing: masks are written to a staging folder and moved
     into ``<out_mask_dir>`` only once every id passed, so a refusal (:class:`DataError`) leaves the
@@ -126,13 +128,18 @@ def build_voc_aug(voc_root: str | Path, sbd_root: str | Path, out_mask_dir: str 
         raise DataError(sbd, f"train_aug has {len(train_aug)} ids, expected {expect_count} (VOC train "
                         f"{len(voc_train)} + SBD train {len(sbd_train)} + SBD val {len(sbd_val)}, minus overlaps "
                         f"and {stats['removed_voc_val']} VOC val ids)",
-                        "use the full VOC2012 trainval (1464/1449) and SBD (8498/2857) lists, or drop expect_count")
+                        "use the full VOC2012 trainval (1464/1449) and SBD (8498/2857) lists, or pass "
+                        "--expect-count 0 to skip the check (a partial data set)")
     missing_img = [i for i in train_aug if not (voc / "JPEGImages" / f"{i}.jpg").is_file()]
     if missing_img:
         raise DataError(voc / "JPEGImages", f"{len(missing_img)} train_aug images are missing, e.g. "
                         f"{missing_img[0]}.jpg", "extract the full VOC2012 trainval JPEGImages "
                         "(SBD's images are a subset of it)")
     out = voc / out_mask_dir
+    list_path = sets / "train_aug.txt"
+    if list_path.is_dir():  # checked before the masks move in, as staged() checks the mask folder
+        raise DataError(list_path, "a folder is in the way of the output, nothing was written",
+                        f"move or delete {list_path} and rerun")
     from_voc = from_sbd = 0
     with staged(out) as tmp:  # a refusal below leaves <out_mask_dir> exactly as it was
         for rid in sorted(set(train_aug) | voc_val):
@@ -163,9 +170,16 @@ def build_voc_aug(voc_root: str | Path, sbd_root: str | Path, out_mask_dir: str 
                                     "annotated on; nothing was written")
                 save_index_png(tmp / f"{rid}.png", seg)
                 from_sbd += 1
-    list_path = sets / "train_aug.txt"
-    list_path.write_text("".join(f"{i}\n" for i in train_aug))
-    stats.update(from_voc=from_voc, from_sbd=from_sbd, mask_dir=str(out), list=str(list_path))
+    # Atomic, and after the masks: a train_aug.txt never names a mask that is not there. Like the masks
+    # in <out_mask_dir>, it is this command's output and a rerun replaces it.
+    text = "".join(f"{i}\n" for i in train_aug)
+    try:  # told in the summary, so a replaced list of another origin is not replaced silently
+        replaced = list_path.is_file() and list_path.read_bytes() != text.encode()
+    except OSError:
+        replaced = True
+    write_text(list_path, text)
+    stats.update(from_voc=from_voc, from_sbd=from_sbd, mask_dir=str(out), list=str(list_path),
+                 list_replaced=replaced)
     return stats
 
 
@@ -181,5 +195,5 @@ def cli_voc_aug(voc_root: str, sbd_root: str, out_mask_dir: str = "SegmentationC
           f"SBD val {s['sbd_val']}, minus {s['removed_voc_val']} VOC val ids)")
     print(f"masks: {s['from_voc']} copied from VOC SegmentationClass, {s['from_sbd']} converted from SBD "
           f"-> {s['mask_dir']}")
-    print(f"list: {s['list']}")
+    print(f"list: {s['list']}" + (" (replaced an earlier list with other ids or lines)" if s["list_replaced"] else ""))
     return 0

@@ -5,14 +5,32 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from hetseg.data.records import per_class_subset, read_split, write_split
+from hetseg.data.records import per_class_subset, read_split, split_checksum, write_split
 from hetseg.errors import DataError
 from hetseg.io_atomic import write_text
 
 
+def _refuse_other_file(path: Path, text: str, what: str) -> None:
+    """Refuse an existing ``path`` unless it already holds exactly ``text``: ``--out`` may name a file
+    the data set or a run trusts (its own val split), while a rerun of the same draw rewrites the same
+    bytes and may go ahead."""
+    if path.is_dir():
+        raise DataError(path, f"a folder is in the way of the {what}, nothing was written", "choose another --out")
+    if path.exists() or path.is_symlink():
+        try:
+            same = path.read_text(encoding="utf-8") == text
+        except (OSError, ValueError):  # unreadable or not UTF-8: certainly not this split
+            same = False
+        if not same:
+            raise DataError(path, f"already exists with other content ({what}), nothing was written",
+                            f"choose another --out, or move {path.name} away")
+
+
 def cli_splits(split: str, per_class: int, seed: int, root: str | None = None, num_classes: int | None = None,
                out: str | None = None) -> int:
-    """``hetseg data splits``: k strong images per class of ``split``; writes the split and its .sha256."""
+    """``hetseg data splits``: k strong images per class of ``split``; writes the split and its .sha256.
+
+    Both files are written atomically and never over a file holding something else."""
     src = read_split(split, root, num_classes=num_classes)
     n = num_classes or (max((c for r in src.records for c in r.labels), default=0) + 1)
     if not any(r.strong for r in src.records):
@@ -20,9 +38,20 @@ def cli_splits(split: str, per_class: int, seed: int, root: str | None = None, n
                         "pass a split of image + mask lines (e.g. train_full or train_aug)")
     chosen = per_class_subset(src.records, per_class, n, seed)
     dest = Path(out) if out else src.root / "splits" / f"strong_{per_class}_s{seed}.txt"
+    sidecar = dest.with_suffix(".sha256")
+    if sidecar == dest:
+        raise DataError(dest, "a .sha256 name is where the split's checksum goes", "name the split file .txt")
+    # write_split's format (every chosen record has a mask), to compare with a file already there
+    _refuse_other_file(dest, "\n".join(f"{r.image} {r.mask}" for r in chosen) + "\n", "split file")
+    _refuse_other_file(sidecar, f"{split_checksum(chosen)}  {dest.name}\n", "its checksum file")
     checksum = write_split(dest, chosen)
     counts = Counter(c for r in chosen for c in r.labels)
-    print(f"{dest}: {len(chosen)} images, {per_class} per class (seed {seed}), sha256 {checksum}")
+    # a class with fewer masked images than asked gets all it has: say so instead of "K per class"
+    short = [c for c in range(1, n) if counts[c] < per_class]
+    drawn = (f"at least {per_class} per class" if not short else
+             f"{per_class} per class where a class has that many; class{'es' * (len(short) > 1)} "
+             f"{', '.join(map(str, short))} {'have' if len(short) > 1 else 'has'} fewer masked images, all taken")
+    print(f"{dest}: {len(chosen)} images, {drawn} (seed {seed}), sha256 {checksum}")
     print("images per class: " + ", ".join(f"{c}:{counts[c]}" for c in range(1, n)))
-    write_text(dest.with_suffix(".sha256"), f"{checksum}  {dest.name}\n")
+    write_text(sidecar, f"{checksum}  {dest.name}\n")
     return 0
