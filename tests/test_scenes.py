@@ -262,3 +262,27 @@ def test_unseen_item_scenes_use_only_items_no_one_trained_on(gen, tmp_path):
     assert len(sp.strong()) == 30 and all(r.labels for r in sp.records)  # every scene has an item
     with pytest.raises(SystemExit, match="not a fashion-scenes folder"):
         mod.render(tmp_path, num=1, fashion_mnist_dir=str(FMNIST_DIR))
+
+
+def test_a_finished_set_is_never_replaced_by_one_of_other_settings(gen, tmp_path, capsys):
+    """`data scenes` on a finished set used to delete it first (split files made from it too) and draw one of
+    the new size under the runs trained on it. Other settings: refused, nothing touched; the same settings:
+    drawn again byte for byte, and a split file of the user's in splits/ stays."""
+    import shutil
+
+    from hetseg.cli import main
+
+    root = tmp_path / "a"
+    shutil.copytree(gen["a"][0], root)
+    (root / "splits" / "mine.txt").write_text("JPEGImages/train_000000.jpg\n")
+    before = {k: v for k, v in files(root, "**/*.*").items()}
+    args = ["data", "scenes", "--out", str(root), "--seed", "0", "--num-val", str(N_VAL), "--size", str(SIZE),
+            "--fashion-mnist-dir", str(FMNIST_DIR)]
+    assert main(args + ["--num-train", str(N_TRAIN // 2)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"num_train {N_TRAIN}); nothing was changed; fix: " in err
+    assert files(root, "**/*.*") == before
+    generate_scenes(root, seed=0, num_train=N_TRAIN, num_val=N_VAL, size=SIZE, fashion_mnist_dir=FMNIST_DIR)
+    after = files(root, "**/*.*")
+    assert after.pop("meta.json") != b"" and before.pop("meta.json") != b""  # its generation time differs
+    assert after == before

@@ -136,20 +136,29 @@ def is_complete(root: str | Path) -> bool:
     return isinstance(meta, dict) and not meta.get("incomplete")
 
 
-def _prepare_out(out: Path) -> None:
-    """Create ``out``; refuse a non-empty folder that is not an earlier fashion-scenes output."""
+def _prepare_out(out: Path, params: dict) -> None:
+    """Create ``out``; refuse a non-empty folder that is not an earlier fashion-scenes output, and a
+    finished set made with other ``params`` (seed, num_train, num_val, size): runs trained on it and
+    split files made from it (``hetseg data splits`` writes into its ``splits/``) would lose their data.
+    A set with the same parameters is drawn again (the same bytes) and the user's split files stay."""
     if out.exists() and not out.is_dir():
         raise DataError(out, "exists and is not a directory", "choose another --out")
     if out.is_dir() and any(out.iterdir()):
         try:
-            prev = json.loads((out / "meta.json").read_text()).get("dataset")
-        except (OSError, ValueError, AttributeError):
-            prev = None
-        if prev != "fashion-scenes":
+            prev = json.loads((out / "meta.json").read_text())
+            prev = prev if isinstance(prev, dict) else {}
+        except (OSError, ValueError):
+            prev = {}
+        if prev.get("dataset") != "fashion-scenes":
             raise DataError(out, "is not empty and holds no fashion-scenes meta.json",
                             "choose an empty or new --out directory")
-        for sub in ("JPEGImages", "SegmentationClass", "ImageSets", "splits"):
-            shutil.rmtree(out / sub, ignore_errors=True)  # stale scenes from a larger earlier run
+        other = {k: prev.get(k) for k in params if prev.get(k) != params[k]}
+        if not prev.get("incomplete") and other:
+            raise DataError(out, "holds a finished fashion-scenes set made with other settings ("
+                            + ", ".join(f"{k} {v}" for k, v in other.items()) + "); nothing was changed",
+                            "choose another --out, or delete that folder first")
+        for sub in ("JPEGImages", "SegmentationClass", "ImageSets"):
+            shutil.rmtree(out / sub, ignore_errors=True)  # stale scenes of a killed larger run
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation", "splits"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     # Until the full meta.json replaces it at the end, a stub says "ours, unfinished": a killed run's
@@ -174,7 +183,7 @@ def generate_scenes(out_dir: str | Path, seed: int = 0, num_train: int = 10000, 
     t0 = time.perf_counter()
     out = Path(out_dir)
     train_x, train_y, test_x, test_y = load_fashion_mnist(fashion_mnist_dir)
-    _prepare_out(out)
+    _prepare_out(out, {"seed": seed, "num_train": num_train, "num_val": num_val, "size": size})
     tasks = [*_tasks(out, "train", seed, size, num_train, train_x, train_y),
              *_tasks(out, "val", seed, size, num_val, test_x, test_y)]
     if workers > 1:
