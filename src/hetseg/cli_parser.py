@@ -31,9 +31,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{what}: {problem}; fix: see '{self.prog} --help'")
 
     def parse_args(self, args=None, namespace=None) -> argparse.Namespace:
-        """As argparse's, but leftovers are blamed on the subcommand that did not take them (argparse
-        reports them from the top-level parser, whose --help does not list that command's options)."""
+        """As argparse's, but overrides may sit between options, and other leftovers are blamed on the
+        subcommand that did not take them (argparse reports them from the top-level parser, whose --help
+        does not list that command's options)."""
         ns, extras = self.parse_known_args(args, namespace)
+        # argparse takes one run of positionals, so key=value overrides after an option (train --method m
+        # a=1 --run-dir r b=2) come back as leftovers: they are overrides too, in command-line order.
+        if extras and isinstance(getattr(ns, "overrides", None), list) and all(
+                "=" in e and not e.startswith("-") for e in extras):
+            ns.overrides, extras = ns.overrides + extras, []
         if extras:
             cmd = " ".join(str(c) for c in (self.prog, getattr(ns, "cmd", None), getattr(ns, "data_cmd", None)) if c)
             raise UsageError(f"{' '.join(extras)}: not an argument of '{cmd}'; fix: see '{cmd} --help'")
