@@ -462,13 +462,16 @@ def test_fixes_name_the_real_cause(tmp_path, capsys):
 
     nothere = tmp_path / "nothere"
     cli_one_line(["train", "--run-dir", str(tmp_path / "r"), f"data.root={nothere}"], capsys,
-                 contains=f"fix: build it (fashion-scenes: hetseg data scenes --out {nothere}) or set data.root")
+                 contains=f"fix: set data.root to your data set, or build fashion-scenes there (hetseg data scenes --out {nothere})")
     (tmp_path / "labels.json").write_text('{"a": [3, 12]}')
     raises_one_line(load_labels_json, tmp_path / "labels.json", 11, name="labels.json",
                     contains="data.num_classes counts background too (11 now)")
     (tmp_path / "labels.json").write_text('{"a": [0]}')
     raises_one_line(load_labels_json, tmp_path / "labels.json", 11, name="labels.json",
                     contains="0 is background and is never an image label")
+    (tmp_path / "labels.json").write_text('{"a": [-1]}')  # not a num_classes matter, whatever num_classes is
+    raises_one_line(load_labels_json, tmp_path / "labels.json", 4, name="labels.json",
+                    contains="fix: labels are mask indices >= 1; fix the labels")
 
 
 # `data splits` and `data voc-aug` never lose an existing list ---------------------------------------

@@ -121,7 +121,7 @@ def record_id(image_rel: str) -> str:
 
 def build_root_fix(root: str | Path) -> str:
     """The fix for a dataset root that does not exist (the default one is generated fashion-scenes)."""
-    return f"build it (fashion-scenes: hetseg data scenes --out {root}) or set data.root"
+    return f"set data.root to your data set, or build fashion-scenes there (hetseg data scenes --out {root})"
 
 
 def read_list_text(path: str | Path, what: str = "split file") -> str:

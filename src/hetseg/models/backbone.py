@@ -73,7 +73,8 @@ def load_backbone(model: nn.Module, state: dict[str, Tensor] | str | Path) -> li
            if k in state and state[k].shape != v.shape]
     if missing or bad:
         raise ValueError(f"backbone does not fit {type(model).__name__}: missing {missing[:3]}, "
-                         f"shape mismatch {bad[:3]}; fix: pretrain at the same model.scale")
+                         f"shape mismatch {bad[:3]}; fix: give a backbone pretrained by the same method family at the same "
+                         "model.scale ('hetseg train --stage pre' with this method, or model.backbone=shipped)")
     with torch.no_grad():
         for k, dst in targets.items():
             dst.copy_(state[k])
