@@ -217,3 +217,17 @@ def test_scores_that_underflow_differently_do_not_fail_the_check(tmp_path, capsy
     assert main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "m.onnx")]) == 0, capsys.readouterr().err
     meta = json.loads((tmp_path / "m.onnx.json").read_text())
     assert meta["parity"]["ok"] and meta["parity"]["thresholds"] == [-1.0, 0.5]
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_the_export(tmp_path, capsys, monkeypatch):
+    """It used to run the exporter and the parity check (15 s at CPU scale) and only then fail to write."""
+    run, blocker = _run(tmp_path, "deconvnet"), tmp_path / "file"
+    blocker.write_text("not a folder\n")
+
+    def never(*args, **kwargs):
+        raise AssertionError("exported before checking --out")
+
+    monkeypatch.setattr(export_mod, "_export", never)
+    assert main(["export", "--checkpoint", str(run), "--out", str(blocker / "sub" / "m.onnx")]) == 2
+    assert "cannot write --out here" in _one_error_line(capsys, str(blocker))
+    assert blocker.read_text() == "not a folder\n"

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from hetseg.data.transforms import MEAN, STD
 from hetseg.engine.checkpoint import load_model
 from hetseg.errors import HetsegError
-from hetseg.io_atomic import write_atomic, write_json
+from hetseg.io_atomic import check_can_write, write_atomic, write_json
 
 OPSET = 18
 ATOL = 1e-4  # probs are in [0, 1]; float32 graphs of a few hundred ops agree to ~1e-6
@@ -210,6 +210,7 @@ def export_onnx(run: str | Path, out: str | Path, replace: bool = False, verbose
     if sidecar.is_dir():
         raise HetsegError(f"{sidecar}: a folder where the export's .json goes; fix: move it, or choose another --out")
     _refuse_existing(out, sidecar, replace)
+    check_can_write(out, "--out")  # before the export and its parity run, not after
     net, cfg, info = load_model(run)
     if inference_steps is not None:
         if not hasattr(net, "infer_steps"):

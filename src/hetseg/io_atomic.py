@@ -25,6 +25,17 @@ def _cannot_write(path: Path, e: OSError) -> HetsegError:
     return HetsegError(f"{path}: cannot write here ({e.strerror}); fix: {os_error_fix(e)}")
 
 
+def check_can_write(path: str | Path, flag: str) -> None:
+    """Refuse, before any work, an output ``path`` whose nearest existing folder is not a writable folder
+    (a long export or a printed table must not end in a late refusal). One line naming that folder."""
+    parent = Path(path).parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise HetsegError(f"{parent}: cannot write {flag} here (not a writable folder); fix: choose a place you "
+                          "may write to, or fix its permissions")
+
+
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` and rename the result to ``path``; on failure ``path`` is untouched."""
     path = Path(path)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from hetseg.data.io import read_mask
 from hetseg.errors import DataError
-from hetseg.io_atomic import write_text
+from hetseg.io_atomic import check_can_write, write_text
 
 
 def _as_numpy(a) -> np.ndarray:
@@ -214,12 +213,7 @@ def check_json_out(path: str | Path) -> None:
         if not ours:
             raise DataError(path, "already exists and is not a scores file written by hetseg score, "
                             "nothing was overwritten", "choose another --json path, or move that file away")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise DataError(parent, "cannot write --json here (not a writable folder)",
-                        "choose a place you may write to, or fix its permissions")
+    check_can_write(path, "--json")
 
 
 def cli_score(pred: str | Path, gt: str | Path, num_classes: int | None = None,
