@@ -375,3 +375,81 @@ def test_replaced_folder_puts_the_old_folder_back_when_the_swap_fails(tmp_path, 
         (tmp / "b.png").write_bytes(b"b")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions_val"]
     assert sorted(p.name for p in dest.iterdir()) == ["a.png"]
+
+
+def test_a_stopped_predict_can_be_rerun_into_its_folder(trained, tmp_path, capsys, monkeypatch):
+    """A corrupt input is refused before any PNG is written, and a run stopped half-way (here a full
+    disk) claimed its PNGs in scores.json first: the rerun replaces them (it used to refuse them as
+    "not a prediction of hetseg's"), while a PNG no run wrote is still refused."""
+    import hetseg.engine.predict as predict
+    from hetseg.errors import HetsegError
+
+    _, run, _ = trained
+    inp, out = tmp_path / "mix", tmp_path / "mix_out"
+    inp.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        Image.fromarray(rng.integers(0, 255, (40, 60, 3), np.uint8)).save(inp / name)
+    (inp / "zzz.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    argv = ["predict", "--checkpoint", str(run), "--input", str(inp), "--output", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("hetseg: error: ") and "zzz.jpg" in err and not out.exists()
+    with pytest.raises(HetsegError, match="zzz.jpg"):  # batches of one: a, b and c would come first
+        predict.run_predict(str(run), [str(inp)], str(out), batch_size=1)
+    assert not out.exists()
+    (inp / "zzz.jpg").unlink()
+    real, calls = predict.save_index_png, []
+
+    def disk_full_at_the_second(tmp, label_map):
+        calls.append(tmp)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real(tmp, label_map)
+
+    monkeypatch.setattr(predict, "save_index_png", disk_full_at_the_second)
+    assert main(argv) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png"]  # stopped half-way
+    monkeypatch.setattr(predict, "save_index_png", real)
+    assert main(argv) == 0
+    data = json.loads((out / "scores.json").read_text())
+    assert sorted(Path(r["image"]).name for r in data["images"]) == ["a.jpg", "b.jpg", "c.jpg"]
+    assert "unfinished" not in data and sorted(p.name for p in out.glob("*.png")) == ["a.png", "b.png", "c.png"]
+    (out / "d.png").write_bytes(b"a mask")
+    Image.fromarray(rng.integers(0, 255, (40, 60, 3), np.uint8)).save(inp / "d.jpg")
+    assert main(argv) == 2
+    assert f"{out / 'd.png'}: already in --output" in capsys.readouterr().err
+    assert (out / "d.png").read_bytes() == b"a mask"
+
+
+def test_a_num_classes_the_class_list_does_not_have_is_refused(trained, scenes, tmp_path, capsys):
+    """data.num_classes=30 on an 11-class data set trained, then crashed eval and predict (a class index
+    with no name): train refuses it in one line before writing anything, and predict of a run trained
+    so refuses it in one line before writing anything."""
+    import shutil
+
+    run = tmp_path / "nc"
+    assert main(["train", "--run-dir", str(run), "--no-progress", f"data.root={scenes}", "data.num_classes=30",
+                 "cls.steps=1", "seg.steps=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"hetseg: error: {scenes / 'classes.txt'}: names 11 classes")
+    assert "fix: set data.num_classes=11" in err and not run.exists()
+    _, src, _ = trained
+    shutil.copytree(src, run)
+    info = json.loads((run / "model.json").read_text())
+    info["class_names"] = info["class_names"][:5]  # what such a run recorded: fewer names than classes
+    (run / "model.json").write_text(json.dumps(info))
+    photo = tmp_path / "a.jpg"
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(photo)
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(run), "--input", str(photo), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "names 5 classes but the model predicts 11" in err and not out.exists()
+    preds = run / "predictions_val"
+    preds.mkdir(exist_ok=True)
+    (preds / "kept.png").write_bytes(b"an earlier evaluation")
+    assert main(["eval", "--checkpoint", str(run)]) == 2  # it used to replace predictions_val/, then crash
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "names 5 classes but the model predicts 11" in err
+    assert (preds / "kept.png").read_bytes() == b"an earlier evaluation"

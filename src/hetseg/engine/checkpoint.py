@@ -103,6 +103,10 @@ def load_model(run: str | Path, device: str | None = None) -> tuple[nn.Module, C
     except (TypeError, ValueError) as e:
         raise HetsegError(f"{run / 'model.json'}: cannot build model '{info['model']}' ({e}); "
                           "fix: retrain the run with this hetseg") from None
+    names, k = info["class_names"], getattr(net, "num_classes", None)  # k object classes + background
+    if isinstance(k, int) and len(names) < k + 1:  # trained before train refused it: a class index with no name
+        raise HetsegError(f"{run / 'model.json'}: names {len(names)} classes but the model predicts {k + 1} "
+                          f"(data.num_classes); fix: retrain the run with data.num_classes={len(names)}")
     load_weights(net, run / "model.safetensors")
     if device is not None:
         net.to(device)

@@ -15,14 +15,24 @@ from hetseg.data.records import Split, default_root, read_split
 from hetseg.errors import HetsegError
 
 
-def class_names(cfg: Config) -> list[str]:
-    """Config names, else ``<root>/classes.txt``, else generic ``class<i>`` names."""
+def class_names(cfg: Config, check: bool = True) -> list[str]:
+    """Config names, else ``<root>/classes.txt``, else generic ``class<i>`` names.
+
+    With ``check``, a given list must have ``data.num_classes`` names (background first): one of
+    another length is refused in one line, since a run trained that way would crash every ``eval``
+    and ``predict`` (a class index with no name) after training has been paid for."""
     if cfg.data.class_names:
-        return list(cfg.data.class_names)
-    p = Path(cfg.data.root) / "classes.txt"
-    if p.is_file():
-        return [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    return ["background"] + [f"class{i}" for i in range(1, cfg.data.num_classes)]
+        names, where = list(cfg.data.class_names), "data.class_names"
+    else:
+        p = Path(cfg.data.root) / "classes.txt"
+        if not p.is_file():
+            return ["background"] + [f"class{i}" for i in range(1, cfg.data.num_classes)]
+        names, where = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()], str(p)
+    if check and len(names) != cfg.data.num_classes:
+        raise HetsegError(f"{where}: names {len(names)} classes (background included) but data.num_classes="
+                          f"{cfg.data.num_classes}; fix: set data.num_classes={len(names)}, or a class list of "
+                          f"{cfg.data.num_classes} names (data.class_names)")
+    return names
 
 
 def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split:

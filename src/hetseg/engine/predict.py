@@ -1,11 +1,13 @@
 """``hetseg predict``: label maps (palette PNGs of the input's size), figures and class scores.
 
 Never loses data: an output folder that holds (or is) an input is refused, two inputs that would
-write one output name (``a.jpg`` and ``a.png``) are refused before anything is written, a PNG in the
-output folder that an earlier ``hetseg predict`` did not write is never overwritten (its scores.json
-says which it wrote; predicting more images into a folder adds to that file), and every file is
-written atomically. Memory stays flat over any number of images (one batch at a time) and
-bounded for any image size (docs/GUARANTEES.md).
+write one output name (``a.jpg`` and ``a.png``) and an unreadable input are refused before anything
+is written, a PNG in the output folder that an earlier ``hetseg predict`` did not write is never
+overwritten (its scores.json says which it wrote; predicting more images into a folder adds to that
+file), and every file is written atomically. scores.json claims a run's PNGs (``unfinished``) before
+the first is written, so a run stopped half-way (a kill, a full disk) can be rerun into its folder.
+Memory stays flat over any number of images (one batch at a time) and bounded for any image size
+(docs/GUARANTEES.md).
 """
 
 from __future__ import annotations
@@ -42,23 +44,29 @@ def collect_inputs(inputs: Sequence[str]) -> list[Path]:
     return out
 
 
-def previous_predictions(out_dir: Path) -> list[dict]:
-    """The per-image records of an earlier ``hetseg predict`` into ``out_dir`` (its scores.json), or []."""
+def previous_predictions(out_dir: Path) -> tuple[list[dict], list[str]]:
+    """What earlier ``hetseg predict`` runs into ``out_dir`` wrote, from its scores.json: (the
+    per-image records of finished runs, the images of runs stopped before they finished, whose PNGs
+    may or may not be there); ([], []) without a scores.json."""
     path = out_dir / "scores.json"
     if not path.is_file():
-        return []
+        return [], []
     try:
-        images = json.loads(path.read_text(encoding="utf-8"))["images"]
-        return [r for r in images if isinstance(r, dict) and isinstance(r.get("image"), str)]
-    except (OSError, ValueError, KeyError, TypeError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        images, unfinished = data["images"], data.get("unfinished", [])
+        if not isinstance(images, list) or not isinstance(unfinished, list):
+            raise TypeError
+        return ([r for r in images if isinstance(r, dict) and isinstance(r.get("image"), str)],
+                [i for i in unfinished if isinstance(i, str)])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise HetsegError(f"{path}: not a scores.json written by hetseg predict; fix: choose an empty --output "
                           "folder") from None
 
 
-def check_outputs(paths: Sequence[Path], out_dir: Path) -> list[dict]:
+def check_outputs(paths: Sequence[Path], out_dir: Path) -> tuple[list[dict], list[str]]:
     """Refuse an output folder that is a file or holds an input, colliding output names, and a
     prediction that would overwrite a PNG an earlier ``hetseg predict`` there did not write (e.g.
-    ``--output`` pointed at a mask folder). Returns those earlier predictions' records."""
+    ``--output`` pointed at a mask folder). Returns :func:`previous_predictions` of the folder."""
     if out_dir.exists() and not out_dir.is_dir():
         raise HetsegError(f"{out_dir}: --output is a file; fix: give a folder for the predictions")
     out_res = out_dir.resolve()
@@ -72,14 +80,14 @@ def check_outputs(paths: Sequence[Path], out_dir: Path) -> list[dict]:
             raise HetsegError(f"{p}: writes the same {p.stem}.png as {seen[p.stem]}; fix: predict them into "
                               "separate folders or rename one")
         seen[p.stem] = p
-    earlier = previous_predictions(out_dir)
-    ours = {Path(r["image"]).stem for r in earlier}
+    earlier, unfinished = previous_predictions(out_dir)
+    ours = {Path(r["image"]).stem for r in earlier} | {Path(i).stem for i in unfinished}
     for p in paths:
         target = out_dir / f"{p.stem}.png"
         if p.stem not in ours and (target.exists() or target.is_symlink()):
             raise HetsegError(f"{target}: already in --output and not a prediction of hetseg's; fix: predict into "
                               "an empty folder (it would be overwritten)")
-    return earlier
+    return earlier, unfinished
 
 
 def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bool = False,
@@ -95,7 +103,16 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
     thr = float(info.get("threshold", cfg.eval.threshold)) if threshold is None else threshold
     out_dir = Path(output)
     paths = collect_inputs(inputs)
-    earlier = check_outputs(paths, out_dir)  # kept: predicting more images into a folder adds to it
+    earlier, unfinished = check_outputs(paths, out_dir)  # kept: predicting more images into a folder adds to it
+    for p in paths:  # a corrupt input is refused before anything is written (decoded again below: flat memory)
+        read_image(p)
+    stems = {p.stem for p in paths}
+    kept = [r for r in earlier if Path(r["image"]).stem not in stems]
+    left = [i for i in unfinished if Path(i).stem not in stems]  # another stopped run's claims stay
+    # Claim every PNG before writing the first: a run stopped half-way leaves them listed, so a rerun
+    # replaces them instead of refusing them as another program's files.
+    write_json(out_dir / "scores.json", {"threshold": thr, "images": kept,
+                                         "unfinished": left + [str(p) for p in paths]})
     records = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
@@ -108,7 +125,6 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
                 names[k + 1]: round(float(s), 4) for k, s in enumerate(pred.class_scores)}
             records.append({"image": str(p), "size": [int(img.shape[0]), int(img.shape[1])], "threshold": thr,
                             "identified": [names[c] for c in pred.identified], "class_scores": scores})
-    stems = {p.stem for p in paths}
-    kept = [r for r in earlier if Path(r["image"]).stem not in stems]
-    write_json(out_dir / "scores.json", {"threshold": thr, "images": kept + records})
+    write_json(out_dir / "scores.json", {"threshold": thr, "images": kept + records,
+                                         **({"unfinished": left} if left else {})})
     return records
