@@ -232,6 +232,14 @@ def test_a_config_file_gets_a_note_for_each_setting_its_method_ignores(tmp_path,
     assert lines[0].startswith(f"hetseg: note: {cfg}: dis.t_train: method 'deconvnet' does not read dis.*")
     assert lines[1] == (f"hetseg: note: {cfg}: seg.lr, seg.steps: method 'deconvnet' has no stage reading seg.*, "
                         "so it would be ignored; fix: set its own stages' deconv.*")
+    # a rerun with the run's own config.json (which records every section) gets no notes
+    run = tmp_path / "run"
+    assert not run.exists()  # the refused run above left no folder
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(Config.load(cfg).to_dict()))
+    assert main(["train", "--config", str(run / "config.json"), "--run-dir", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hetseg: error: ") and "hetseg: note" not in err
 
 
 def test_overrides_of_the_methods_own_stages_pass_the_check():
@@ -286,7 +294,7 @@ def test_a_batch_larger_than_the_training_set_is_refused_in_one_line(tiny_scenes
                  "crops.crops_per_subset=1", "crops.proposals=none"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("hetseg: error: stage 'deconv': ") and "fewer than its batch_size 16" in err
-    assert not (run / "deconv" / "checkpoints").exists()
+    assert not (run / "deconv" / "checkpoints").exists() and not run.exists()  # refused: no run dir left behind
 
 
 def test_eval_refuses_a_split_where_some_images_have_no_mask(tiny_scenes, tmp_path):
@@ -307,3 +315,28 @@ def test_eval_refuses_a_split_where_some_images_have_no_mask(tiny_scenes, tmp_pa
     with pytest.raises(HetsegError, match=rf"mixed_masks.txt: 1 of 2 images have no mask \(first: {b.image}\)"):
         evaluate_split(net, split, 11)
     evaluate_split(net, read_split(tiny_scenes / "splits" / "val.txt"), 11)  # all masked: scored
+
+
+def test_eval_refuses_options_and_data_sets_that_do_not_fit_the_run(tiny_scenes, tmp_path, capsys):
+    """--gt-labels / --threshold on a masks-only run changed nothing without a word, and an 11-class run was scored
+    on another root's masks whatever that root's classes were."""
+    import shutil
+
+    from hetseg.engine.checkpoint import save_model
+    from hetseg.metrics import read_classes_file
+    from hetseg.models import create_model
+
+    cfg = Config(run_dir=str(tmp_path / "run")).override([f"data.root={tiny_scenes}", "model.name=deconvnet"])
+    names = read_classes_file(tiny_scenes / "classes.txt")
+    save_model(tmp_path / "run", create_model("deconvnet", num_classes=10, scale="cpu").eval(), cfg, names, {})
+    for flag in (["--gt-labels"], ["--threshold", "0.3"]):
+        assert main(["eval", "--checkpoint", str(tmp_path / "run"), *flag]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"hetseg: error: {' '.join(flag)}: a deconvnet run identifies no image labels" in err
+    other = tmp_path / "other"
+    shutil.copytree(tiny_scenes, other)
+    (other / "classes.txt").write_text("background\ncat\ndog\nbird\n")
+    assert main(["eval", "--checkpoint", str(tmp_path / "run"), "--split", str(other / "splits" / "val.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {other / 'classes.txt'}: 4 classes (background, cat")
+    assert not list((tmp_path / "run").glob("eval_*"))

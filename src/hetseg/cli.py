@@ -72,7 +72,10 @@ def _run(args: argparse.Namespace) -> int:
         stages = None if args.stage == "all" else (args.stage,)
         method = get_method(cfg.model.name)
         method.check_overrides(args.overrides, cfg if stages is None else None)
-        if args.config:  # a config file may serve several methods: name what this one ignores, do not refuse
+        # A config file may serve several methods: name what this one ignores, do not refuse. Not for the run's
+        # own config.json (a rerun): it records every section, and the run was told when it started.
+        own = Path(cfg.run_dir) / "config.json"
+        if args.config and not (own.exists() and own.resolve() == Path(args.config).resolve()):
             for line in method.unread_settings(Config.load(args.config), cfg if stages is None else None):
                 print(f"hetseg: note: {args.config}: {line}", file=sys.stderr)
         for name, summary in train(cfg, stages, args.resume, args.init_from, not args.no_progress).items():

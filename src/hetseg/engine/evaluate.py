@@ -115,16 +115,27 @@ def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = 
     from hetseg.engine.context import class_names, command_line, load_split
     from hetseg.errors import HetsegError
     from hetseg.io_atomic import replaced_folder, write_json, write_text
-    from hetseg.metrics import format_table
+    from hetseg.metrics import format_table, read_classes_file
+    from hetseg.models.base import MasksOnlySegmenter
 
     if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
         raise HetsegError(f"--threshold {threshold}: must be a number in [0, 1]; fix: e.g. --threshold 0.5")
     net, cfg, info = load_model(run, device or ("cuda" if torch.cuda.is_available() else "cpu"))
     run = Path(run)
     names = info.get("class_names") or class_names(cfg)
+    if isinstance(net, MasksOnlySegmenter) and (use_gt_labels or threshold is not None):
+        flag = "--gt-labels" if use_gt_labels else f"--threshold {threshold}"
+        raise HetsegError(f"{flag}: a {cfg.model.name} run identifies no image labels (trained on masks alone), so "
+                          "it would change nothing; fix: drop it")
     sp = load_split(cfg, split, root)
     # Another dataset's split is named after its root too, so its val.txt never replaces the run's eval_val.json.
     foreign = Path(sp.root).resolve() != Path(cfg.data.root).resolve()
+    theirs = Path(sp.root) / "classes.txt"
+    if foreign and theirs.is_file() and read_classes_file(theirs) != list(names):
+        other = read_classes_file(theirs)
+        raise HetsegError(f"{theirs}: {len(other)} classes ({', '.join(other[:3])}, ...) where the run predicts "
+                          f"{len(names)} ({', '.join(names[:3])}, ...), so mask indices would mean other classes; "
+                          "fix: evaluate on a data set with the run's classes")
     tag = (f"{Path(sp.root).name}_" if foreign else "") + Path(split).stem + ("_gt" if use_gt_labels else "") + suffix
     thr = float(info.get("threshold", cfg.eval.threshold)) if threshold is None else threshold
     with replaced_folder(run / f"predictions_{tag}") as pred_dir:  # no stale PNG of an earlier evaluation

@@ -158,7 +158,9 @@ class Method:
                                   f"fix: pick one of them or 'all'")
         run = Path(cfg.run_dir)
         refuse_other_recipe(run, cfg, allowed)  # read-only: every rank stops, not only rank 0
-        names = class_names(cfg)
+        # Checked against data.num_classes before anything is written; a pretraining-only run (extra stages,
+        # e.g. pre on Fashion-MNIST items) reads no class list of the data set, so its own checks speak.
+        names = class_names(cfg, check=bool(set(stages) & set(self.stages)))
         marked = [s for s in allowed if (run / s / "done.json").is_file()]
         if marked and not (run / "model.safetensors").is_file():
             # A finished stage whose weights are gone must not be replaced by fresh weights.
@@ -168,8 +170,19 @@ class Method:
         fresh = not (run / "model.safetensors").is_file() and not init_from
         init_weights(net, cfg, init_from)
         self.prepare(net, cfg, fresh)
+        new_run = not run.exists()
         if is_rank_zero():  # only now: a run refused above (bad data, bad --init-from) leaves no run dir behind
             cfg.save(run / "config.json")
+        try:
+            return self._train_stages(run, net, cfg, stages, names, resume, callbacks, progress)
+        except HetsegError:
+            if new_run and is_rank_zero():
+                _remove_if_untrained(run)  # a run refused at its first stage's data leaves no folder either
+            raise
+
+    def _train_stages(self, run: Path, net: nn.Module, cfg: Config, stages: Sequence[str], names: list[str],
+                      resume: str | None, callbacks: Sequence, progress: bool) -> dict:
+        """The stage loop of :meth:`train`: skip finished stages, train the others, model file then marker."""
         prev = read_model_json(run) if (run / "model.json").is_file() else {}
         stages_meta, splits_meta = dict(prev.get("stages", {})), dict(prev.get("splits", {}))
         summaries: dict = {}
@@ -198,6 +211,18 @@ class Method:
             mark_done(run, summary)
             fault_point(f"done:{stage}")
         return summaries
+
+
+def _remove_if_untrained(run: Path) -> None:
+    """Remove a run dir this command created when it holds nothing but its config.json and empty folders
+    (e.g. a stage's data was refused before any step); anything else in it stays."""
+    files = [p for p in run.rglob("*") if not p.is_dir()]
+    if files != [run / "config.json"] and files:
+        return
+    for p in files:
+        p.unlink()
+    for d in sorted((p for p in run.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [run]:
+        d.rmdir()
 
 
 def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str]) -> None:
