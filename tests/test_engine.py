@@ -333,6 +333,12 @@ def test_eval_refuses_options_and_data_sets_that_do_not_fit_the_run(tiny_scenes,
         assert main(["eval", "--checkpoint", str(tmp_path / "run"), *flag]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"hetseg: error: {' '.join(flag)}: a deconvnet run identifies no image labels" in err
+    photo = tmp_path / "a.jpg"
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(photo)
+    assert main(["predict", "--checkpoint", str(tmp_path / "run"), "--input", str(photo), "--output",
+                 str(tmp_path / "out"), "--threshold", "0.3"]) == 2
+    assert "--threshold 0.3: a deconvnet run identifies no image labels" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
     other = tmp_path / "other"
     shutil.copytree(tiny_scenes, other)
     (other / "classes.txt").write_text("background\ncat\ndog\nbird\n")

@@ -153,6 +153,18 @@ def test_a_checkpoint_of_another_stage_is_refused(trained, tmp_path, capsys):
     assert not (tmp_path / "fresh" / "cls" / "checkpoints").exists()
 
 
+def test_a_checkpoint_for_a_run_with_nothing_left_to_train_is_refused(trained, capsys):
+    """--resume on a run whose stages are all done used to skip them and drop the checkpoint without a word."""
+    cfg, run, _ = trained
+    before = (run / "model.safetensors").read_bytes()
+    ckpt = run / "seg" / "checkpoints" / "last.ckpt"
+    assert main(["train", "--run-dir", str(run), "--config", str(run / "config.json"), "--no-progress",
+                 "--stage", "seg", "--resume", str(ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--resume {ckpt}: stage seg of {run} is already trained" in err, err
+    assert (run / "model.safetensors").read_bytes() == before and (run / "seg" / "done.json").is_file()
+
+
 def test_killed_between_model_file_and_marker_finishes_the_marker(trained):
     from hetseg.methods import train
 

@@ -9,6 +9,7 @@ and its per-pixel class scores are resized back to the padded square, cropped an
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from torch import nn
 
 from hetseg.data.io import check_pair, read_image, read_mask
 from hetseg.data.records import Split
+from hetseg.errors import HetsegError
 from hetseg.data.transforms import prepare, restore_argmax
 from hetseg.metrics import ConfusionMatrix, Scores
 from hetseg.palette import save_index_png
@@ -71,8 +73,6 @@ def evaluate_split(net: nn.Module, split: Split, num_classes: int, threshold: fl
     Labels: the model's own (default) or the ground truth (``use_gt_labels``).
     Writes palette PNG predictions into ``pred_dir`` when given (re-scorable by ``hetseg score``).
     """
-    from hetseg.errors import HetsegError
-
     recs = [r for r in split.records if r.mask is not None]
     if not recs:
         raise HetsegError(f"{split.name}: no image with a mask to score; fix: evaluate on a split with masks")
@@ -99,6 +99,23 @@ def evaluate_split(net: nn.Module, split: Split, num_classes: int, threshold: fl
 __all__ = ["Prediction", "evaluate_split", "evaluate_run", "model_device", "predict_images"]
 
 
+def check_threshold(threshold: float | None) -> None:
+    """Refuse a ``--threshold`` outside [0, 1] (or not finite) in one line, before the model is loaded."""
+    if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise HetsegError(f"--threshold {threshold}: must be a number in [0, 1]; fix: e.g. --threshold 0.5")
+
+
+def check_label_options(net: nn.Module, method: str, threshold: float | None, use_gt_labels: bool = False) -> None:
+    """Refuse ``--threshold`` / ``--gt-labels`` for a model that identifies no image labels (a masks-only
+    :class:`hetseg.models.base.MasksOnlySegmenter` ignores both), instead of changing nothing silently."""
+    from hetseg.models.base import MasksOnlySegmenter
+
+    if isinstance(net, MasksOnlySegmenter) and (use_gt_labels or threshold is not None):
+        flag = "--gt-labels" if use_gt_labels else f"--threshold {threshold}"
+        raise HetsegError(f"{flag}: a {method} run identifies no image labels (trained on masks alone), so it "
+                          "would change nothing; fix: drop it")
+
+
 def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = None, use_gt_labels: bool = False,
                  batch_size: int = 16, root: str | Path | None = None, device: str | None = None,
                  predict_kwargs: dict | None = None, suffix: str = "") -> tuple[Scores, dict]:
@@ -109,24 +126,16 @@ def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = 
     The threshold defaults to the one the run's method recorded in model.json. ``suffix`` tells
     apart evaluations of one run with other ``predict_kwargs`` (eval_<split><suffix>.json).
     """
-    import math
-
     from hetseg.engine.checkpoint import load_model
     from hetseg.engine.context import class_names, command_line, load_split
-    from hetseg.errors import HetsegError
     from hetseg.io_atomic import replaced_folder, write_json, write_text
     from hetseg.metrics import format_table, read_classes_file
-    from hetseg.models.base import MasksOnlySegmenter
 
-    if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-        raise HetsegError(f"--threshold {threshold}: must be a number in [0, 1]; fix: e.g. --threshold 0.5")
+    check_threshold(threshold)
     net, cfg, info = load_model(run, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_label_options(net, cfg.model.name, threshold, use_gt_labels)
     run = Path(run)
     names = info.get("class_names") or class_names(cfg)
-    if isinstance(net, MasksOnlySegmenter) and (use_gt_labels or threshold is not None):
-        flag = "--gt-labels" if use_gt_labels else f"--threshold {threshold}"
-        raise HetsegError(f"{flag}: a {cfg.model.name} run identifies no image labels (trained on masks alone), so "
-                          "it would change nothing; fix: drop it")
     sp = load_split(cfg, split, root)
     # Another dataset's split is named after its root too, so its val.txt never replaces the run's eval_val.json.
     foreign = Path(sp.root).resolve() != Path(cfg.data.root).resolve()

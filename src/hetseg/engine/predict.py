@@ -13,7 +13,6 @@ Memory stays flat over any number of images (one batch at a time) and bounded fo
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 from hetseg.data.io import read_image
 from hetseg.data.records import IMAGE_EXTS
 from hetseg.engine.checkpoint import load_model
-from hetseg.engine.evaluate import predict_images
+from hetseg.engine.evaluate import check_label_options, check_threshold, predict_images
 from hetseg.errors import HetsegError
 from hetseg.io_atomic import write_atomic, write_json
 from hetseg.palette import save_index_png
@@ -96,9 +95,9 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
     ``overlay``) and ``OUTPUT/scores.json`` (class scores and identified labels per image)."""
     from hetseg.viz import save_prediction_figure
 
-    if threshold is not None and not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-        raise HetsegError(f"--threshold {threshold}: must be a number in [0, 1]; fix: e.g. --threshold 0.5")
+    check_threshold(threshold)
     net, cfg, info = load_model(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
+    check_label_options(net, cfg.model.name, threshold)
     names = info["class_names"]
     thr = float(info.get("threshold", cfg.eval.threshold)) if threshold is None else threshold
     out_dir = Path(output)

@@ -210,6 +210,10 @@ class Method:
             fault_point(f"saved:{stage}")
             mark_done(run, summary)
             fault_point(f"done:{stage}")
+        if resume is not None:  # every stage asked for was trained already: the checkpoint was not used
+            raise HetsegError(f"--resume {resume}: stage {', '.join(stages)} of {run} is already trained, so the "
+                              f"checkpoint would be ignored; fix: drop --resume, or delete {run / stages[-1] / 'done.json'}"
+                              " to train that stage again from it")
         return summaries
 
 
