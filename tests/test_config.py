@@ -106,3 +106,15 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"hetseg {__version__}"
+
+
+def test_small_floats_load_from_yaml_json_and_overrides(tmp_path):
+    """PyYAML reads YAML 1.1, where 1e-3 is a string: `lr: 1e-3`, `seg.lr=1e-3` and a run's own config.json
+    with an lr below 1e-4 (json writes 1e-05) were all refused as "expected a number"."""
+    cfg = Config().override(["seg.lr=0.00001", "cls.lr=1e-3", "seg.weight_decay=5E-4", "deconv.lr=2.5e+2"])
+    assert (cfg.seg.lr, cfg.cls.lr, cfg.seg.weight_decay, cfg.deconv.lr) == (1e-5, 1e-3, 5e-4, 250.0)
+    cfg.save(tmp_path / "config.json")
+    assert "1e-05" in (tmp_path / "config.json").read_text() and Config.load(tmp_path / "config.json") == cfg
+    (tmp_path / "c.yaml").write_text("seg: {lr: 1e-3, weight_decay: 5e-4}\nrun_dir: runs/1e-3\n")
+    c = Config.load(tmp_path / "c.yaml")
+    assert (c.seg.lr, c.seg.weight_decay, c.run_dir) == (1e-3, 5e-4, "runs/1e-3")
