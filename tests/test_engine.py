@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import lightning as L
@@ -346,3 +347,32 @@ def test_eval_refuses_options_and_data_sets_that_do_not_fit_the_run(tiny_scenes,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {other / 'classes.txt'}: 4 classes (background, cat")
     assert not list((tmp_path / "run").glob("eval_*"))
+
+
+def test_predict_images_uses_the_models_threshold_and_refuses_what_it_cannot_read():
+    """It passed 0.5 to every model (TransferNet's own default, and its runs', is 0.6), cast float images to
+    near-black without a word, and reported a background label in internal indices."""
+    import torch
+
+    from hetseg.data.transforms import prepare
+    from hetseg.engine.evaluate import predict_images
+    from hetseg.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("transfernet", num_classes=10, scale="cpu").eval()
+    img = np.random.default_rng(0).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    x = prepare(img, net.input_size)[0][None]
+    with torch.no_grad():
+        net.classifier.score.bias[0] += 1.51  # class 1 scores 0.55 here: identified at 0.5, not at 0.6
+        scores = net.predict(x).class_scores[0]
+    assert 0.5 < scores[0] <= 0.6
+    for thr in (0.6, 0.5):  # the model's default, then a chosen one
+        want = [k + 1 for k in range(10) if scores[k] > thr] or [int(scores.argmax()) + 1]
+        got = predict_images(net, [img])[0] if thr == 0.6 else predict_images(net, [img], threshold=thr)[0]
+        assert got.identified == want, (thr, scores)
+    for bad, where in ((img / 255.0, "images[0]: expected an (H, W, 3) uint8 RGB array, got a float64"),
+                       (img[..., 0], "images[0]"), (img, "images: expected a non-empty list")):
+        with pytest.raises(HetsegError, match=re.escape(where)):
+            predict_images(net, bad if bad is img else [bad])
+    with pytest.raises(HetsegError, match=re.escape("labels[0] = [0]: mask indices must be in 1..10")):
+        predict_images(net, [img], labels=[[0]])

@@ -40,20 +40,42 @@ def model_device(net: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict_images(net: nn.Module, images: Sequence[np.ndarray], threshold: float = 0.5,
+def _check_images(images: Sequence[np.ndarray]) -> None:
+    if isinstance(images, np.ndarray) or not isinstance(images, Sequence) or not images:
+        raise HetsegError(f"images: expected a non-empty list of (H, W, 3) uint8 arrays, got {type(images).__name__}; "
+                          "fix: pass [array] for one image")
+    for i, im in enumerate(images):
+        if not isinstance(im, np.ndarray) or im.dtype != np.uint8 or im.ndim != 3 or im.shape[2] != 3:
+            what = (f"{im.dtype} array of shape {im.shape}" if isinstance(im, np.ndarray) else type(im).__name__)
+            raise HetsegError(f"images[{i}]: expected an (H, W, 3) uint8 RGB array, got a {what}; fix: e.g. "
+                              "hetseg.data.io.read_image(path), or np.asarray(pil_image.convert('RGB'))")
+
+
+def predict_images(net: nn.Module, images: Sequence[np.ndarray], threshold: float | None = None,
                    labels: Sequence[Sequence[int]] | None = None, predict_kwargs: dict | None = None
                    ) -> list[Prediction]:
-    """Label maps for RGB uint8 images of any size, in one ``predict`` call on the model's device.
+    """Label maps for RGB uint8 images (each (H, W, 3), any size), in one ``predict`` call on the model's
+    device. ``threshold``: None uses the model's own default (0.5; 0.6 for the transfer family), a trained
+    run's is ``load_model(run)[2]["threshold"]`` (what ``hetseg predict`` and ``hetseg eval`` use).
 
-    ``labels`` (mask indices per image) replaces the model's label identification (the "-GT"
-    variants, or labels chosen by a shared classifier).
+    ``labels`` (mask indices 1..K per image) replaces the model's label identification (the "-GT"
+    variants, or labels chosen by a shared classifier). Other inputs (float or grey images, a PIL image,
+    one array not in a list) are refused in one line: a float image was silently cast to near-black.
     """
+    _check_images(images)
+    check_threshold(threshold)
+    k = getattr(net, "num_classes", None)
+    for i, ls in enumerate(labels or []):
+        if isinstance(k, int) and any(not 1 <= int(c) <= k for c in ls):
+            raise HetsegError(f"labels[{i}] = {list(ls)}: mask indices must be in 1..{k} (0 is background, never a "
+                              "label); fix: pass each image's object classes as mask indices")
     net.eval()
     device = model_device(net)
     prepped = [prepare(im, net.input_size) for im in images]
     x = torch.stack([t for t, _ in prepped]).to(device).contiguous(memory_format=torch.channels_last)
     obj = None if labels is None else [[int(c) - 1 for c in ls] for ls in labels]
-    out = net.predict(x, labels=obj, threshold=threshold, **(predict_kwargs or {}))
+    thr = {} if threshold is None else {"threshold": threshold}
+    out = net.predict(x, labels=obj, **thr, **(predict_kwargs or {}))
     results = []
     for i, (_, geom) in enumerate(prepped):
         results.append(Prediction(
