@@ -238,3 +238,15 @@ def test_predict_contract(trained, val_batch):
 
     none = trained.predict(images, threshold=1.0)
     assert none.identified == [[]] * n and (none.label_map == 0).all()
+
+
+def test_refining_predict_runs_under_inference_mode(trained, val_batch):
+    """torch.inference_mode() is the usual way to serve a model; DIS's refinement needs gradients on its
+    features and failed there ("element 0 of tensors does not require grad"), with the run default t_ts = 30."""
+    images = val_batch[0][:2]
+    want = trained.predict(images, threshold=0.5, steps=3)
+    with torch.inference_mode():
+        got = trained.predict(images, threshold=0.5, steps=3)
+        inside = trained.predict(images.clone(), threshold=0.5, steps=3)  # an inference tensor as input
+    torch.testing.assert_close(got.probs, want.probs)
+    torch.testing.assert_close(inside.probs, want.probs)

@@ -231,8 +231,10 @@ class DIS(Segmenter):
             with torch.no_grad():
                 loss = reconstruction_loss(self.reconstruct(self.labelmap_logits(u1, v1, allowed)), images)
             return u1.detach(), v1.detach(), loss[None]
-        with torch.enable_grad():
-            u, v = u1.detach().clone(), v1.detach().clone()
+        # Gradients on the features even under torch.inference_mode (whose tensors autograd refuses): leave it
+        # for the refinement and clone the inputs there, which makes them ordinary tensors.
+        with torch.inference_mode(False), torch.enable_grad():
+            u, v, images = u1.detach().clone(), v1.detach().clone(), images.clone()
             loss, g_u, g_v = self._objective(u, v, images, allowed)
             history = [loss]
             a = torch.full_like(loss, self.infer_lr)
