@@ -91,6 +91,29 @@ def test_predict_contract(name):
         assert (none.label_map == 0).all()
 
 
+def test_predict_is_eval_mode_and_refuses_what_is_not_an_image_batch(name):
+    """As segmentation_models_pytorch's predict: train mode is switched off first (every call used to move the
+    BatchNorm running statistics), and a grey, unbatched or integer input is one ValueError (the EfficientNet
+    models broadcast a grey image to three channels without a word)."""
+    net = build(name).train()
+    bn = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    before = [m.running_mean.clone() for m in bn]
+    x = _x(net)
+    net.predict(x)
+    assert not net.training and all(torch.equal(a, m.running_mean) for a, m in zip(before, bn))
+    torch.testing.assert_close(net.predict(x).probs, build(name).eval().predict(x).probs)
+    for bad in (x[:, :1], x[0], (x * 255).to(torch.uint8)):
+        with pytest.raises(ValueError, match=r"images: expected a normalised float tensor \(N, 3, H, W\)"):
+            net.predict(bad)
+
+
+def test_create_model_refuses_a_class_count_that_is_not_one(name):
+    """num_classes=0 built a model for some, "10" was stored as a string, -1 ended in torch's "negative dimension"."""
+    for bad in (0, -1, "10", 2.0, True):
+        with pytest.raises(ValueError, match=r"num_classes=.*: expected an integer >= 1"):
+            create_model(name, num_classes=bad)
+
+
 def test_paper_scale_builds(name):
     with torch.device("meta"):
         paper = build(name, paper=True)

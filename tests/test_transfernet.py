@@ -441,3 +441,10 @@ def test_cli_trains_a_transfernet_run_that_eval_and_predict_open(tiny_scenes, tm
     img = next((tiny_scenes / "JPEGImages").iterdir())
     assert main(["predict", "--checkpoint", str(run), "--input", str(img), "--output", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / f"{img.stem}.png").is_file()
+
+
+def test_baselinenet_names_its_fixed_input_size():
+    """Another input size used to end in torch's "mat1 and mat2 shapes cannot be multiplied" from its fc."""
+    net = create_model("baselinenet", num_classes=4, scale="cpu").eval()
+    with pytest.raises(ValueError, match="BaselineNet's fully connected layer is built for 96 x 96 images"):
+        net.predict(torch.randn(1, 3, 128, 128))

@@ -89,7 +89,9 @@ def read_model_json(run: Path) -> dict:
 def load_model(run: str | Path, device: str | None = None) -> tuple[nn.Module, Config, dict]:
     """Rebuild a trained model from a run directory (``model.json`` + ``model.safetensors``).
 
-    Returns (net in eval mode, on ``device`` when given, the run's Config, the model.json dict).
+    Returns (net in eval mode, on ``device`` when given, in channels_last memory format -- the
+    inference layout, so ``net.state_dict()`` holds non-contiguous tensors: ``.contiguous()`` them before
+    ``safetensors`` -- the run's Config, the model.json dict).
     """
     from hetseg.models import create_model
 

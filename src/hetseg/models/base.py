@@ -14,6 +14,7 @@ label map in mask indices (what the VOC devkit scores).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,13 +47,39 @@ class SegOutput:
         return self.probs.argmax(dim=1)
 
 
+def _predict_entry(predict: Callable) -> Callable:
+    """What every model's ``predict`` does first (wrapped in by :meth:`Segmenter.__init_subclass__`):
+    refuse input that is not an (N, 3, H, W) floating-point tensor in one line (a grey or unbatched
+    image was broadcast by the EfficientNet models and failed deep inside torch elsewhere), and switch
+    to eval mode, as segmentation_models_pytorch's ``predict`` does (in train mode every call moved the
+    BatchNorm running statistics)."""
+    @functools.wraps(predict)
+    def entry(self: Segmenter, images: Tensor, *args, **kwargs) -> SegOutput:
+        if not (isinstance(images, Tensor) and images.ndim == 4 and images.shape[1] == 3
+                and images.is_floating_point()):
+            got = f"{images.dtype} tensor {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f"images: expected a normalised float tensor (N, 3, H, W), got a {got}; fix: "
+                             "hetseg.engine.evaluate.predict_images takes RGB uint8 arrays and prepares them")
+        if self.training:
+            self.eval()
+        return predict(self, images, *args, **kwargs)
+
+    return entry
+
+
 class Segmenter(nn.Module):
     """Base class of every segmentation model.
 
     Subclasses set ``num_classes`` (K object classes, no background) and implement
     :meth:`predict`. ``labels`` (object indices per image) replaces the model's own label
-    identification (the "-GT" evaluations, or labels chosen by a shared classifier).
+    identification (the "-GT" evaluations, or labels chosen by a shared classifier). Every
+    subclass's ``predict`` checks its input and puts the model in eval mode first (:func:`_predict_entry`).
     """
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "predict" in cls.__dict__:
+            cls.predict = _predict_entry(cls.__dict__["predict"])
 
     num_classes: int
     model_name: str = ""
@@ -102,7 +129,7 @@ class MasksOnlySegmenter(Segmenter):
 
     @torch.no_grad()
     def predict(self, images: Tensor, labels: list[list[int]] | None = None, threshold: float = 0.5) -> SegOutput:
-        """images (N, C, H, W) -> softmax probs (N, K+1, H, W); call ``.eval()`` first."""
+        """images (N, C, H, W) -> softmax probs (N, K+1, H, W) (in eval mode, as every predict)."""
         probs = self.export_forward(images)[0]
         return SegOutput(probs, None, present_classes(probs))
 
@@ -122,8 +149,12 @@ def register(name: str) -> Callable[[type], type]:
 def create_model(name: str, **kwargs) -> Segmenter:
     """Build a registered model; the only factory (saving and loading go through it).
 
-    kwargs must be JSON-serialisable (they are stored in model.json and passed back on load).
+    kwargs must be JSON-serialisable (they are stored in model.json and passed back on load);
+    ``num_classes`` (K object classes, background not counted) must be an integer >= 1.
     """
+    k = kwargs.get("num_classes")
+    if "num_classes" in kwargs and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise ValueError(f"num_classes={k!r}: expected an integer >= 1 (object classes, background not counted)")
     net = MODELS.lookup(name)(**kwargs)
     net.model_name = name.lower()
     net.model_kwargs = dict(kwargs)

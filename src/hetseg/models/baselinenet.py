@@ -67,6 +67,10 @@ class BaselineNet(Segmenter):
     def rows(self, cls_out: ClassifierOutput, index: Tensor, cls: Tensor, repeats: Tensor | int = 1
              ) -> tuple[Tensor, Tensor]:
         """Rows (image ``index[r]``, class ``cls[r]``), grouped per image -> (seg logits, decoder input)."""
+        if tuple(cls_out.score_map.shape[-2:]) != (self.score_side, self.score_side):
+            raise ValueError(f"score map {tuple(cls_out.score_map.shape[-2:])}, but BaselineNet's fully connected "
+                             f"layer is built for {self.input_size} x {self.input_size} images: it needs its fixed "
+                             "input size")
         score = cls_out.score_map[index, cls].flatten(1)  # (B, s*s)
         x = self.fc(score).view(-1, 1, self.conv5_side, self.conv5_side)
         return self.decoder(x, repeat_switches(cls_out.switches, repeats), cls_out.sizes), x

@@ -200,7 +200,7 @@ class DecoupledNet(Segmenter):
         threshold: float = 0.5,
         return_activations: bool = False,
     ) -> SegOutput:
-        """Label map of each image (docs/REFERENCE.md §1.10); call ``.eval()`` first.
+        """Label map of each image (docs/REFERENCE.md §1.10); puts the model in eval mode first (every predict does).
 
         Returns :class:`SegOutput`: probs (N, K+1, H, W) normalised per pixel (channel 0 = background
         map of g*, channel k+1 = foreground map of class k, 0 where k was not identified);
