@@ -186,3 +186,12 @@ def test_score_dirs_bad_inputs_name_the_file(pngs):
     Image.fromarray(np.zeros((9, 11, 3), np.uint8)).save(pred_dir / "b.png")
     with pytest.raises(DataError, match=r"b\.png: mask is RGB"):
         score_dirs(pred_dir, gt_dir, 4)
+
+
+def test_float_label_maps_are_refused_not_truncated():
+    """0.7 used to count as class 0."""
+    cm = ConfusionMatrix(3)
+    with pytest.raises(ValueError, match="prediction must be an integer label map, got dtype float64"):
+        cm.update(np.full((2, 2), 0.7), np.zeros((2, 2), np.uint8))
+    with pytest.raises(ValueError, match="ground truth must be an integer label map"):
+        cm.update(np.zeros((2, 2), np.int64), np.zeros((2, 2), np.float32))

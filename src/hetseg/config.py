@@ -238,9 +238,11 @@ class Config:
             raise HetsegError(f"{p}: cannot read config ({why}); fix: give a YAML or JSON file") from None
         return cls.from_dict(d, str(p))
 
-    def override(self, items: list[str]) -> Config:
+    def override(self, items: list[str] | str) -> Config:
         """Apply dotted ``key=value`` overrides, e.g. ``seg.steps=100 model.scale=paper``: the
         same deep merge and validation as :meth:`load` (a test checks both give one config)."""
+        if isinstance(items, str):  # one override given bare would be read character by character
+            items = [items]
         cfg = self
         for item in items:
             if "=" not in item:

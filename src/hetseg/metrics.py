@@ -77,6 +77,9 @@ class ConfusionMatrix:
             raise ValueError(f"prediction shape {p.shape} != ground-truth shape {g.shape}")
         if p.ndim not in (2, 3):
             raise ValueError(f"expected (H, W) or (N, H, W) label maps, got shape {p.shape}")
+        for what, a in (("prediction", p), ("ground truth", g)):  # a float map was truncated (0.7 -> 0)
+            if not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_):
+                raise ValueError(f"{what} must be an integer label map, got dtype {a.dtype}")
         C = self.num_classes
         if p.size and (p.min() < 0 or p.max() >= C):
             raise ValueError(f"prediction values must lie in [0, {C}), got min {p.min()} max {p.max()}")

@@ -62,7 +62,9 @@ def load_weights(net: nn.Module, path: str | Path, strict: bool = True) -> None:
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     bad = [k for k in own if k in state and own[k].shape != state[k].shape]
-    if (strict and (missing or unexpected)) or bad:
+    # Not strict still needs a common name: a file of another model family matched nothing and loaded
+    # nothing without a word.
+    if (strict and (missing or unexpected)) or bad or not set(own) & set(state):
         raise HetsegError(f"{p}: weights do not fit this model (missing {missing[:2]}, unexpected {unexpected[:2]}, "
                           f"other shape {bad[:2]}); fix: check model.name/model.scale/data.num_classes")
     net.load_state_dict(state, strict=False)
