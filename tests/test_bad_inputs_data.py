@@ -79,6 +79,8 @@ def test_crop_dataset_refuses_mask_of_another_size(tmp_path):
     good = Split(root, [Record("a", "JPEGImages/a.jpg", (1,), "SegmentationClass/a.png")], "train", 21)
     shutil.copyfile(JPG32, root / "JPEGImages" / "a.jpg")
     assert len(CropDataset(good, 21, 32, crops_per_subset=2)) == 2  # the matching pair is accepted
+    with pytest.raises(ValueError, match="target='bogus': expected 'binary' or 'multiclass'"):
+        CropDataset(good, 21, 32, crops_per_subset=2, target="bogus")  # used to act as "multiclass"
 
 
 def test_crop_dataset_without_masks_is_a_data_error(tmp_path):

@@ -191,7 +191,9 @@ def test_score_dirs_bad_inputs_name_the_file(pngs):
 def test_float_label_maps_are_refused_not_truncated():
     """0.7 used to count as class 0."""
     cm = ConfusionMatrix(3)
-    with pytest.raises(ValueError, match="prediction must be an integer label map, got dtype float64"):
+    with pytest.raises(ValueError, match="prediction must hold integer class indices, got float64 values such as 0.7"):
         cm.update(np.full((2, 2), 0.7), np.zeros((2, 2), np.uint8))
-    with pytest.raises(ValueError, match="ground truth must be an integer label map"):
-        cm.update(np.zeros((2, 2), np.int64), np.zeros((2, 2), np.float32))
+    with pytest.raises(ValueError, match="ground truth must hold integer class indices"):
+        cm.update(np.zeros((2, 2), np.int64), np.full((2, 2), 1.5, np.float32))
+    cm.update(np.ones((2, 2)), np.zeros((2, 2), np.float32))  # whole numbers in a float array are indices
+    assert cm.matrix[0, 1] == 4

@@ -78,8 +78,9 @@ class ConfusionMatrix:
         if p.ndim not in (2, 3):
             raise ValueError(f"expected (H, W) or (N, H, W) label maps, got shape {p.shape}")
         for what, a in (("prediction", p), ("ground truth", g)):  # a float map was truncated (0.7 -> 0)
-            if not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_):
-                raise ValueError(f"{what} must be an integer label map, got dtype {a.dtype}")
+            if not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_) and not np.array_equal(a, np.round(a)):
+                raise ValueError(f"{what} must hold integer class indices, got {a.dtype} values such as "
+                                 f"{a[a != np.round(a)].flat[0]}")
         C = self.num_classes
         if p.size and (p.min() < 0 or p.max() >= C):
             raise ValueError(f"prediction values must lie in [0, {C}), got min {p.min()} max {p.max()}")

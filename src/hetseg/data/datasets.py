@@ -81,6 +81,8 @@ class CropDataset(SeededDataset):
             check_pair_files(split.path(r.image), split.path(r.mask))
         self.split, self.num_classes, self.size = split, num_classes, size
         self.n_p, self.full_image_prob, self.max_scale = crops_per_subset, full_image_prob, max_scale
+        if target not in ("binary", "multiclass"):  # anything else used to act as "multiclass"
+            raise ValueError(f"target={target!r}: expected 'binary' or 'multiclass'")
         self.target = target
         subsets_of = (lambda r: label_subsets(r.labels)) if target == "binary" else (lambda r: [r.labels])
         self.pairs = [(r, s) for r in strong for s in subsets_of(r) if s]
