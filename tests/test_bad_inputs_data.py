@@ -473,7 +473,7 @@ def test_fixes_name_the_real_cause(tmp_path, capsys):
                     contains="0 is background and is never an image label")
     (tmp_path / "labels.json").write_text('{"a": [-1]}')  # not a num_classes matter, whatever num_classes is
     raises_one_line(load_labels_json, tmp_path / "labels.json", 4, name="labels.json",
-                    contains="fix: labels are mask indices >= 1; fix the labels")
+                    contains="; fix: use mask indices >= 1 (0 is background)")
 
 
 # `data splits` and `data voc-aug` never lose an existing list ---------------------------------------

@@ -105,6 +105,9 @@ def test_predict_is_eval_mode_and_refuses_what_is_not_an_image_batch(name):
     for bad in (x[:, :1], x[0], (x * 255).to(torch.uint8)):
         with pytest.raises(ValueError, match=r"images: expected a normalised float tensor \(N, 3, H, W\)"):
             net.predict(bad)
+    kw = (CPU_KW.get(name, {"scale": "cpu"}))
+    grey = create_model(name, num_classes=K, in_channels=1, **kw)
+    assert grey.predict(x[:, :1]).probs.shape == (2, K + 1, *x.shape[-2:])  # a 1-channel model takes 1 channel
 
 
 def test_create_model_refuses_a_class_count_that_is_not_one(name):

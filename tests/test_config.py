@@ -118,6 +118,8 @@ def test_small_floats_load_from_yaml_json_and_overrides(tmp_path):
     (tmp_path / "c.yaml").write_text("seg: {lr: 1e-3, weight_decay: 5e-4}\nrun_dir: runs/1e-3\n")
     c = Config.load(tmp_path / "c.yaml")
     assert (c.seg.lr, c.seg.weight_decay, c.run_dir) == (1e-3, 5e-4, "runs/1e-3")
+    c = Config().override(["run_dir=1e3", "seg.momentum=+.5e-1"])
+    assert (c.run_dir, c.seg.momentum) == ("1e3", 0.05)  # no signed exponent: a name; a signed leading dot
 
 
 def test_one_override_given_as_a_string_is_one_override():

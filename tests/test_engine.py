@@ -296,6 +296,12 @@ def test_a_batch_larger_than_the_training_set_is_refused_in_one_line(tiny_scenes
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("hetseg: error: stage 'deconv': ") and "fewer than its batch_size 16" in err
     assert not (run / "deconv" / "checkpoints").exists() and not run.exists()  # refused: no run dir left behind
+    run.mkdir()  # a folder that was there before a refused run stays, with what was in it
+    assert main(["train", "--method", "deconvnet", "--run-dir", str(run), "--no-progress", f"data.root={tiny_scenes}",
+                 "data.strong_split=splits/three.txt", "deconv.steps=2", "deconv.batch_size=16",
+                 "crops.crops_per_subset=1", "crops.proposals=none"]) == 2
+    capsys.readouterr()
+    assert run.is_dir()
 
 
 def test_eval_refuses_a_split_where_some_images_have_no_mask(tiny_scenes, tmp_path):
@@ -376,3 +382,20 @@ def test_predict_images_uses_the_models_threshold_and_refuses_what_it_cannot_rea
             predict_images(net, bad if bad is img else [bad])
     with pytest.raises(HetsegError, match=re.escape("labels[0] = [0]: mask indices must be in 1..10")):
         predict_images(net, [img], labels=[[0]])
+
+
+def test_the_one_recipe_rule_ignores_settings_the_method_never_reads(tmp_path):
+    """The transfer family's configs lost the other methods' budgets (seg.* for TransferNet); a run started with
+    the old file and resumed with the new one was refused on keys it never read."""
+    from hetseg.methods import get_method
+    from hetseg.methods.base import refuse_other_recipe
+
+    run = tmp_path / "run"
+    (run / "deconv").mkdir(parents=True)
+    (run / "deconv" / "done.json").write_text("{}")
+    cfg = Config(run_dir=str(run)).override(["model.name=deconvnet"])
+    cfg.save(run / "config.json")
+    method = get_method("deconvnet")
+    refuse_other_recipe(run, cfg.override(["seg.steps=5", "cls.lr=0.1", "dis.t_train=1"]), ("deconv",), method)
+    with pytest.raises(HetsegError, match=r"differs in deconv.steps"):
+        refuse_other_recipe(run, cfg.override(["seg.steps=5", "deconv.steps=7"]), ("deconv",), method)

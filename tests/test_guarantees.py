@@ -156,13 +156,14 @@ def test_a_checkpoint_of_another_stage_is_refused(trained, tmp_path, capsys):
 def test_a_checkpoint_for_a_run_with_nothing_left_to_train_is_refused(trained, capsys):
     """--resume on a run whose stages are all done used to skip them and drop the checkpoint without a word."""
     cfg, run, _ = trained
-    before = (run / "model.safetensors").read_bytes()
+    before, mtime = (run / "model.safetensors").read_bytes(), (run / "config.json").stat().st_mtime_ns
     ckpt = run / "seg" / "checkpoints" / "last.ckpt"
     assert main(["train", "--run-dir", str(run), "--config", str(run / "config.json"), "--no-progress",
                  "--stage", "seg", "--resume", str(ckpt)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--resume {ckpt}: stage seg of {run} is already trained" in err, err
     assert (run / "model.safetensors").read_bytes() == before and (run / "seg" / "done.json").is_file()
+    assert (run / "config.json").stat().st_mtime_ns == mtime  # refused before config.json is written again
 
 
 def test_killed_between_model_file_and_marker_finishes_the_marker(trained):

@@ -280,7 +280,7 @@ def test_a_finished_set_is_never_replaced_by_one_of_other_settings(gen, tmp_path
             "--fashion-mnist-dir", str(FMNIST_DIR)]
     assert main(args + ["--num-train", str(N_TRAIN // 2)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"num_train {N_TRAIN}); nothing was changed; fix: " in err
+    assert err.count("\n") == 1 and f"num_train {N_TRAIN}); nothing was changed; fix: choose another output folder" in err
     assert files(root, "**/*.*") == before
     generate_scenes(root, seed=0, num_train=N_TRAIN, num_val=N_VAL, size=SIZE, fashion_mnist_dir=FMNIST_DIR)
     after = files(root, "**/*.*")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from hetseg.config_check import merge
+from hetseg.config_check import YamlLoader, merge
 from hetseg.errors import HetsegError
 
 
@@ -232,7 +231,7 @@ class Config:
         """A YAML or JSON file merged onto the defaults, every key checked (one-line HetsegError)."""
         p = Path(path)
         try:
-            d = yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader) or {}
+            d = yaml.load(p.read_text(encoding="utf-8"), Loader=YamlLoader) or {}
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise HetsegError(f"{p}: cannot read config ({why}); fix: give a YAML or JSON file") from None
@@ -283,26 +282,11 @@ def _stage_sections(cls: type, prefix: str = "") -> tuple[str, ...]:
     return tuple(out)
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML with YAML 1.2's floats: PyYAML follows YAML 1.1, where ``1e-3`` and ``1e-05`` (json.dumps'
-    form of 0.00001, so a run's own config.json) are strings, and every lr below 1e-4 was refused."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                    |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
-
-
 def _parse_override(item: str) -> tuple[str, Any]:
     """``key=value`` -> (key, the value read as YAML; the raw text where it is not YAML)."""
     key, _, value = item.partition("=")
     try:
-        return key, yaml.load(value, Loader=_Loader) if value.strip() else ""
+        return key, yaml.load(value, Loader=YamlLoader) if value.strip() else ""
     except yaml.YAMLError:
         return key, value
 

@@ -4,14 +4,18 @@ Split from ``config.py`` (the dataclasses and ``Config``) so that each stays one
 type- and range-checked by name (``_MIN`` / ``_MAX`` apply to a field name wherever it appears,
 ``_CHOICES`` to one dotted key, ``_STAGE_CHOICES`` to a field of any stage section), and ``merge``
 builds a new dataclass from a mapping, refusing unknown keys. Errors are one line naming the key.
+:class:`YamlLoader` is the YAML reader every config file and override goes through.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import typing
 from typing import Any
+
+import yaml
 
 from hetseg.errors import HetsegError
 
@@ -33,6 +37,23 @@ _MIN = {"steps": (1, False), "batch_size": (1, False), "accumulate": (1, False),
         "infer_lr": (0.0, True), "recon_weight": (0.0, False), "input_size": (0, False), "width": (0, False), "bridge_kernel": (0, False), "bg_scale": (0.0, True), "feature_scale": (0.0, False), "embed_dim": (0, False),
         "pretrained_lr_mult": (0.0, False), "seed": (0, False)}
 _MAX = {"lr_step": 1.0, "full_image_prob": 1.0, "momentum": 1.0, "threshold": 1.0, "seed": SEED_MAX}
+
+
+class YamlLoader(yaml.SafeLoader):
+    """YAML with exponent floats: PyYAML follows YAML 1.1, where ``1e-3`` and ``1e-05`` (json.dumps'
+    form of 0.00001, so a run's own config.json) are strings, and every lr below 1e-4 was refused. Only
+    a signed exponent without a dot counts (json writes ``1e-05`` and ``1e+16``), so a name such as
+    ``1e3`` stays a string as before."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+][0-9]+)
+                    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
 
 
 def check_value(t: Any, v: Any, key: str, where: str) -> Any:
@@ -101,4 +122,4 @@ def merge(base: Any, d: dict[str, Any], where: str, prefix: str) -> Any:
     return type(base)(**kwargs)
 
 
-__all__ = ["SEED_MAX", "check_value", "merge"]
+__all__ = ["SEED_MAX", "YamlLoader", "check_value", "merge"]

@@ -252,12 +252,16 @@ def default_root(split_path: Path) -> Path:
     return split_path.absolute().parent
 
 
+def split_text(records: Sequence[Record], weak: bool = False) -> str:
+    """The text :func:`write_split` writes: one ``image [mask]`` line per record."""
+    return "\n".join(r.image if (weak or r.mask is None) else f"{r.image} {r.mask}" for r in records) + "\n"
+
+
 def write_split(path: str | Path, records: Sequence[Record], weak: bool = False) -> str:
     """Write records in the hetseg format (mask column dropped if ``weak``); return the checksum."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [r.image if (weak or r.mask is None) else f"{r.image} {r.mask}" for r in records]
-    write_text(path, "\n".join(lines) + "\n")  # atomic: runs trust a split by its checksum
+    write_text(path, split_text(records, weak))  # atomic: runs trust a split by its checksum
     recs = [Record(r.id, r.image, r.labels, None if weak else r.mask) for r in records]
     return split_checksum(recs)
 

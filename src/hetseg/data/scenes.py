@@ -156,7 +156,7 @@ def _prepare_out(out: Path, params: dict) -> None:
         if not prev.get("incomplete") and other:
             raise DataError(out, "holds a finished fashion-scenes set made with other settings ("
                             + ", ".join(f"{k} {v}" for k, v in other.items()) + "); nothing was changed",
-                            "choose another --out, or delete that folder first")
+                            "choose another output folder, or delete that one first")
         for sub in ("JPEGImages", "SegmentationClass", "ImageSets"):
             shutil.rmtree(out / sub, ignore_errors=True)  # stale scenes of a killed larger run
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation", "splits"):

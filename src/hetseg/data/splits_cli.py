@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from hetseg.data.records import per_class_subset, read_split, split_checksum, write_split
+from hetseg.data.records import per_class_subset, read_split, split_checksum, split_text, write_split
 from hetseg.errors import DataError
 from hetseg.io_atomic import write_text
 
@@ -41,8 +41,7 @@ def cli_splits(split: str, per_class: int, seed: int, root: str | None = None, n
     sidecar = dest.with_suffix(".sha256")
     if sidecar == dest:
         raise DataError(dest, "a .sha256 name is where the split's checksum goes", "name the split file .txt")
-    # write_split's format (every chosen record has a mask), to compare with a file already there
-    _refuse_other_file(dest, "\n".join(f"{r.image} {r.mask}" for r in chosen) + "\n", "split file")
+    _refuse_other_file(dest, split_text(chosen), "split file")
     _refuse_other_file(sidecar, f"{split_checksum(chosen)}  {dest.name}\n", "its checksum file")
     checksum = write_split(dest, chosen)
     counts = Counter(c for r in chosen for c in r.labels)

@@ -20,8 +20,8 @@ from torch import nn
 
 from hetseg.data.io import check_pair, read_image, read_mask
 from hetseg.data.records import Split
-from hetseg.errors import HetsegError
 from hetseg.data.transforms import prepare, restore_argmax
+from hetseg.errors import HetsegError
 from hetseg.metrics import ConfusionMatrix, Scores
 from hetseg.palette import save_index_png
 
@@ -39,7 +39,6 @@ def model_device(net: nn.Module) -> torch.device:
     return next(net.parameters()).device
 
 
-@torch.no_grad()
 def _check_images(images: Sequence[np.ndarray]) -> None:
     if isinstance(images, np.ndarray) or not isinstance(images, Sequence) or not images:
         raise HetsegError(f"images: expected a non-empty list of (H, W, 3) uint8 arrays, got {type(images).__name__}; "
@@ -51,6 +50,7 @@ def _check_images(images: Sequence[np.ndarray]) -> None:
                               "hetseg.data.io.read_image(path), or np.asarray(pil_image.convert('RGB'))")
 
 
+@torch.no_grad()
 def predict_images(net: nn.Module, images: Sequence[np.ndarray], threshold: float | None = None,
                    labels: Sequence[Sequence[int]] | None = None, predict_kwargs: dict | None = None
                    ) -> list[Prediction]:
@@ -85,6 +85,21 @@ def predict_images(net: nn.Module, images: Sequence[np.ndarray], threshold: floa
     return results
 
 
+def scored_records(split: Split) -> list:
+    """The records an evaluation scores: all of ``split``, each with a mask. A split with none, or with
+    some images unmasked, is refused in one line rather than scored on the rest without a word."""
+    recs = [r for r in split.records if r.mask is not None]
+    if not recs:
+        raise HetsegError(f"{split.name}: no image with a mask to score; fix: evaluate on a split with masks")
+    if len(recs) < len(split.records):
+        first = next(r for r in split.records if r.mask is None)
+        raise HetsegError(f"{split.meta.get('split_file', split.name)}: {len(split.records) - len(recs)} of "
+                          f"{len(split.records)} images have no mask (first: {first.image}), so the score would "
+                          "leave them out; fix: restore their masks (a bare id's: SegmentationClass/<id>.png or "
+                          "SegmentationClassAug/<id>.png) or list only images with masks")
+    return recs
+
+
 @torch.no_grad()
 def evaluate_split(net: nn.Module, split: Split, num_classes: int, threshold: float = 0.5, batch_size: int = 16,
                    pred_dir: str | Path | None = None, use_gt_labels: bool = False,
@@ -95,15 +110,7 @@ def evaluate_split(net: nn.Module, split: Split, num_classes: int, threshold: fl
     Labels: the model's own (default) or the ground truth (``use_gt_labels``).
     Writes palette PNG predictions into ``pred_dir`` when given (re-scorable by ``hetseg score``).
     """
-    recs = [r for r in split.records if r.mask is not None]
-    if not recs:
-        raise HetsegError(f"{split.name}: no image with a mask to score; fix: evaluate on a split with masks")
-    if len(recs) < len(split.records):
-        first = next(r for r in split.records if r.mask is None)
-        raise HetsegError(f"{split.meta.get('split_file', split.name)}: {len(split.records) - len(recs)} of "
-                          f"{len(split.records)} images have no mask (first: {first.image}), so the score would "
-                          "leave them out; fix: restore their masks (a bare id's: SegmentationClass/<id>.png or "
-                          "SegmentationClassAug/<id>.png) or list only images with masks")
+    recs = scored_records(split)
     cm = ConfusionMatrix(num_classes)
     for start in range(0, len(recs), batch_size):
         chunk = recs[start:start + batch_size]
@@ -118,7 +125,7 @@ def evaluate_split(net: nn.Module, split: Split, num_classes: int, threshold: fl
     return cm.compute()
 
 
-__all__ = ["Prediction", "evaluate_split", "evaluate_run", "model_device", "predict_images"]
+__all__ = ["Prediction", "evaluate_split", "evaluate_run", "model_device", "predict_images", "scored_records"]
 
 
 def check_threshold(threshold: float | None) -> None:

@@ -157,7 +157,7 @@ class Method:
                 raise HetsegError(f"--stage {s}: method '{self.name}' has stages {', '.join(allowed)}; "
                                   f"fix: pick one of them or 'all'")
         run = Path(cfg.run_dir)
-        refuse_other_recipe(run, cfg, allowed)  # read-only: every rank stops, not only rank 0
+        refuse_other_recipe(run, cfg, allowed, self)  # read-only: every rank stops, not only rank 0
         # Checked against data.num_classes before anything is written; a pretraining-only run (extra stages,
         # e.g. pre on Fashion-MNIST items) reads no class list of the data set, so its own checks speak.
         names = class_names(cfg, check=bool(set(stages) & set(self.stages)))
@@ -166,6 +166,12 @@ class Method:
             # A finished stage whose weights are gone must not be replaced by fresh weights.
             raise HetsegError(f"{run / 'model.safetensors'}: missing, but stage '{marked[0]}' is marked done; fix: "
                               f"restore the file, or delete {run / marked[0] / 'done.json'} to retrain that stage")
+        recorded = read_model_json(run).get("stages", {}) if (run / "model.json").is_file() else {}
+        if resume is not None and all(s in recorded or (run / s / "done.json").is_file() for s in stages):
+            # every stage asked for is trained: the checkpoint would be dropped without a word
+            raise HetsegError(f"--resume {resume}: stage {', '.join(stages)} of {run} is already trained, so the "
+                              f"checkpoint would be ignored; fix: drop --resume, or delete {run / stages[-1] / 'done.json'}"
+                              " to train that stage again from it")
         net = self.build(cfg)
         fresh = not (run / "model.safetensors").is_file() and not init_from
         init_weights(net, cfg, init_from)
@@ -210,26 +216,25 @@ class Method:
             fault_point(f"saved:{stage}")
             mark_done(run, summary)
             fault_point(f"done:{stage}")
-        if resume is not None:  # every stage asked for was trained already: the checkpoint was not used
-            raise HetsegError(f"--resume {resume}: stage {', '.join(stages)} of {run} is already trained, so the "
-                              f"checkpoint would be ignored; fix: drop --resume, or delete {run / stages[-1] / 'done.json'}"
-                              " to train that stage again from it")
         return summaries
 
 
 def _remove_if_untrained(run: Path) -> None:
     """Remove a run dir this command created when it holds nothing but its config.json and empty folders
     (e.g. a stage's data was refused before any step); anything else in it stays."""
-    files = [p for p in run.rglob("*") if not p.is_dir()]
-    if files != [run / "config.json"] and files:
-        return
-    for p in files:
-        p.unlink()
-    for d in sorted((p for p in run.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [run]:
-        d.rmdir()
+    try:
+        files = [p for p in run.rglob("*") if not p.is_dir()]
+        if files != [run / "config.json"] and files:
+            return
+        for p in files:
+            p.unlink()
+        for d in sorted((p for p in run.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [run]:
+            d.rmdir()
+    except OSError:  # a tidy-up only: the refusal being raised is what the user must see
+        pass
 
 
-def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str]) -> None:
+def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str], method: Method | None = None) -> None:
     """A run dir holds one recipe (docs/GUARANTEES.md). Once one of ``stages`` has trained there (done
     marker or checkpoint), another config would skip or resume that stage under settings it never
     trained with, and config.json would then claim them; refused in one line before anything is written."""
@@ -240,7 +245,8 @@ def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str]) -> None:
     if not trained:
         return
     p = run / "config.json"
-    diff = cfg.recipe_difference_from(p)
+    # Keys the method never reads (Method.unread: seg.* for TransferNet) cannot change what it trained.
+    diff = [k for k in cfg.recipe_difference_from(p) if method is None or method.unread(k, cfg) is None]
     if diff:
         raise HetsegError(f"{p}: stage '{trained[0]}' was trained in this run dir with another config (differs in "
                           f"{describe_difference(diff)}); fix: train with the settings recorded in {p}, or into "

@@ -15,6 +15,7 @@ label map in mask indices (what the VOC devkit scores).
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,10 +56,11 @@ def _predict_entry(predict: Callable) -> Callable:
     BatchNorm running statistics)."""
     @functools.wraps(predict)
     def entry(self: Segmenter, images: Tensor, *args, **kwargs) -> SegOutput:
-        if not (isinstance(images, Tensor) and images.ndim == 4 and images.shape[1] == 3
+        c = self.in_channels
+        if not (isinstance(images, Tensor) and images.ndim == 4 and images.shape[1] == c
                 and images.is_floating_point()):
             got = f"{images.dtype} tensor {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(f"images: expected a normalised float tensor (N, 3, H, W), got a {got}; fix: "
+            raise ValueError(f"images: expected a normalised float tensor (N, {c}, H, W), got a {got}; fix: "
                              "hetseg.engine.evaluate.predict_images takes RGB uint8 arrays and prepares them")
         if self.training:
             self.eval()
@@ -82,6 +84,7 @@ class Segmenter(nn.Module):
             cls.predict = _predict_entry(cls.__dict__["predict"])
 
     num_classes: int
+    in_channels: int = 3  # image channels (a model taking ``in_channels`` sets its own)
     model_name: str = ""
     model_kwargs: dict
     label_classes: list[int] | None = None  # object indices identification may return (None: all)
@@ -153,8 +156,10 @@ def create_model(name: str, **kwargs) -> Segmenter:
     ``num_classes`` (K object classes, background not counted) must be an integer >= 1.
     """
     k = kwargs.get("num_classes")
-    if "num_classes" in kwargs and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+    if "num_classes" in kwargs and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
         raise ValueError(f"num_classes={k!r}: expected an integer >= 1 (object classes, background not counted)")
+    if "num_classes" in kwargs:
+        kwargs["num_classes"] = int(k)  # numpy integers too; stored in model.json
     net = MODELS.lookup(name)(**kwargs)
     net.model_name = name.lower()
     net.model_kwargs = dict(kwargs)

@@ -45,6 +45,7 @@ class BaselineNet(Segmenter):
                  input_size: int | None = None, label_classes: list[int] | None = None,
                  label_fallback: bool = True, bg_scale: float = 0.5) -> None:
         super().__init__()
+        self.in_channels = in_channels  # what predict checks its input against
         self.label_classes, self.label_fallback, self.bg_scale = label_classes, label_fallback, bg_scale
         self.scale = s = get_scale(scale)
         self.num_classes = num_classes

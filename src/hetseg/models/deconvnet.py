@@ -30,6 +30,7 @@ class DeconvNet(MasksOnlySegmenter):
 
     def __init__(self, num_classes: int, scale: str | Scale = "cpu", in_channels: int = 3) -> None:
         super().__init__()
+        self.in_channels = in_channels  # what predict checks its input against
         self.scale = get_scale(scale)
         self.num_classes = num_classes
         self.input_size = self.scale.input_size

@@ -134,6 +134,7 @@ class DecoupledNet(Segmenter):
         label_fallback: bool = False,
     ) -> None:
         super().__init__()
+        self.in_channels = in_channels  # what predict checks its input against
         self.label_classes, self.label_fallback = label_classes, label_fallback
         if weight_pool not in ("avg", "max"):
             raise ValueError(f"weight_pool must be 'avg' or 'max', got {weight_pool!r}")

@@ -181,6 +181,7 @@ class EncoderDecoupledNet(Segmenter):
                  label_classes: list[int] | None = None, label_fallback: bool = False,
                  input_size: int = 320) -> None:
         super().__init__()
+        self.in_channels = in_channels  # what predict checks its input against
         if saliency_pool not in ("avg", "max"):
             raise ValueError(f"saliency_pool must be 'avg' or 'max', got {saliency_pool!r}")
         self.num_classes, self.saliency_pool, self.input_size = num_classes, saliency_pool, input_size
@@ -265,6 +266,7 @@ class EncoderMaskOnly(MasksOnlySegmenter):
                  in_channels: int = 3, bridge_dim: int = 256, decoder_width: int = 128, skips: bool = True,
                  decoder_stride: int = 2, input_size: int = 320) -> None:
         super().__init__()
+        self.in_channels = in_channels  # what predict checks its input against
         self.num_classes, self.input_size = num_classes, input_size
         self.encoder = create_encoder(encoder, pretrained=pretrained, in_channels=in_channels)
         self.skip_levels = _skip_levels(self.encoder, decoder_stride)

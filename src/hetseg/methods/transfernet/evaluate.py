@@ -21,7 +21,7 @@ from hetseg.data.records import Split
 from hetseg.data.transforms import prepare, restore
 from hetseg.engine.checkpoint import load_model
 from hetseg.engine.context import load_split
-from hetseg.engine.evaluate import evaluate_split, model_device
+from hetseg.engine.evaluate import evaluate_split, model_device, scored_records
 from hetseg.methods.base import get_method
 from hetseg.metrics import ConfusionMatrix, Scores
 from hetseg.methods.transfernet.data import transfer_classes
@@ -71,7 +71,7 @@ def _crf_scores_split(net: nn.Module, split: Split, num_classes: int, threshold:
                       batch_size: int = 16) -> Scores:
     """Like evaluate_split, with the per-class binary CRF on the fg maps (decision channels 1..K)."""
     cm = ConfusionMatrix(num_classes)
-    recs = [r for r in split.records if r.mask is not None]
+    recs = scored_records(split)  # the same images as evaluate_split, the same refusal
     for start in range(0, len(recs), batch_size):
         chunk = recs[start:start + batch_size]
         imgs = [read_image(split.path(r.image)) for r in chunk]
@@ -87,7 +87,8 @@ def _crf_scores_split(net: nn.Module, split: Split, num_classes: int, threshold:
 
 def evaluate_transfer(nets: dict[str, nn.Module], split: Split, num_classes: int, threshold: float = 0.6,
                       methods: Sequence[str] = METHODS, crf: bool = False) -> dict[str, Scores]:
-    """Devkit scores of each method on the masked records of ``split`` at original resolution.
+    """Devkit scores of each method on every record of ``split`` (each needs a mask: ``scored_records``)
+    at original resolution.
 
     ``nets`` maps transfernet / baselinenet / decouplednet_transfer to trained models; every one
     identifies labels with the same shared classifier and rule, so all methods see the same labels;
