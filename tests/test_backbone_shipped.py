@@ -43,12 +43,14 @@ def test_tiny_run_ships_float16_weights_with_a_matching_record(tiny):
     assert not any(k.startswith("score") for k in state)  # the item score layer is never shipped
     rec = json.loads((tiny / "zoo" / "backbone.json").read_text())
     assert rec["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
-    assert rec["command"] == "hetseg bench backbone --budget tiny" and rec["steps"] == 4
+    assert rec["command"] == f"hetseg bench backbone --budget tiny --runs {tiny / 'runs'}" and rec["steps"] == 4
     assert rec["data"]["held_out_items"] == 16 and "never t10k" in rec["data"]["items"]
     assert rec["curve"]["train_loss"] and rec["curve"]["held_out_acc"]
     for name in ("backbone.json", "backbone.md", "backbone.png"):
         assert (tiny / "out" / name).is_file(), name
-    assert "sha256" in (tiny / "out" / "backbone.md").read_text()
+    md = (tiny / "out" / "backbone.md").read_text()
+    assert "sha256" in md and str(tiny / "zoo" / "backbone.safetensors") in md  # the file it wrote, not the package's
+    assert "the shipped files are untouched" in md and "src/hetseg/zoo" not in md
 
 
 def test_model_backbone_shipped_loads_those_weights(tiny, monkeypatch):
@@ -112,7 +114,7 @@ def test_resnet_family_ships_dis_encoder_only(tiny_resnet, monkeypatch):
     assert state and all(k.startswith("encoder.") for k in state)
     assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
     rec = json.loads((tiny_resnet / "zoo" / "backbone.json").read_text())
-    assert rec["command"] == "hetseg bench backbone --family resnet --budget tiny" and rec["model"] == "dis"
+    assert rec["command"] == f"hetseg bench backbone --family resnet --budget tiny --runs {tiny_resnet / 'runs'}" and rec["model"] == "dis"
     assert (tiny_resnet / "out" / "backbone_resnet.md").is_file()
     assert (tiny_resnet / "runs" / "pre_head.safetensors").is_file()
     # model.backbone=shipped picks the family of the model: DIS gets these weights ...
@@ -136,3 +138,13 @@ def test_a_backbone_of_the_other_family_is_one_line(tiny_resnet):
             init_weights(net, cfg, None)
         assert "\n" not in str(e.value)
         assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_tiny_run_never_writes_the_committed_results(tmp_path, monkeypatch):
+    """With the default --out (benchmarks/results) a tiny run from the repository root replaced backbone.{json,md,png}."""
+    from hetseg.bench.backbone import run_backbone
+
+    monkeypatch.chdir(tmp_path)
+    assert run_backbone("runs/bb", "benchmarks/results", tmp_path / "zoo", budget="tiny",
+                        fashion_mnist_dir=str(FMNIST_DIR)) == 0
+    assert not (tmp_path / "benchmarks").exists() and (tmp_path / "runs" / "bb" / "results" / "backbone.md").is_file()

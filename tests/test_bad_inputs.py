@@ -202,3 +202,17 @@ def test_score_json_never_overwrites_a_file_it_did_not_write(tmp_path, capsys):
     assert main(argv + [str(scores)]) == 0 and main(argv + [str(scores)]) == 0  # a rerun replaces its own file
     assert json.loads(scores.read_text())["written_by"] == "hetseg score"
     assert sorted(p.name for p in scores.parent.iterdir()) == ["scores.json"]  # no temporary left
+
+
+@pytest.mark.parametrize("bench", ["table1", "dis", "transfer", "backbone"])
+def test_a_bench_out_that_is_a_file_is_refused_before_any_training(bench, tmp_path, capsys):
+    """table1, dis and backbone trained every cell and only then failed to write their results."""
+    from hetseg.cli import main
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("keep\n")
+    assert main(["bench", bench, "--out", str(blocker), "--runs", str(tmp_path / "runs"),
+                 *([] if bench == "backbone" else ["--data", str(tmp_path / "nodata")])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {blocker}: --out is a file"), err
+    assert blocker.read_text() == "keep\n" and not (tmp_path / "runs").exists() and not (tmp_path / "nodata").exists()

@@ -140,7 +140,10 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_demo(args.data, args.run_dir, args.seed, args.fashion_mnist_dir)
     if args.cmd == "bench":
+        from hetseg.io_atomic import check_out_dir
+
         _check_bench_options(args)
+        check_out_dir(args.out)  # before the training, not after it
         if args.name == "backbone":
             from hetseg.bench.backbone import run_backbone
 

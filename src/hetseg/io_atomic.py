@@ -36,6 +36,14 @@ def check_can_write(path: str | Path, flag: str) -> None:
                           "may write to, or fix its permissions")
 
 
+def check_out_dir(path: str | Path, flag: str = "--out") -> None:
+    """Refuse, before a long run, an output folder that is a file or cannot be made or written."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise HetsegError(f"{p}: {flag} is a file, not a folder; fix: give a folder for the results")
+    check_can_write(p / "results", flag)
+
+
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` and rename the result to ``path``; on failure ``path`` is untouched."""
     path = Path(path)

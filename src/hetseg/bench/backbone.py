@@ -48,7 +48,8 @@ def run_backbone(runs: str = "runs/backbone", out: str = "benchmarks/results", d
     """Train stage pre (or reuse the finished run), ship the backbone, write the results; exit status.
 
     ``dest`` defaults to the package's shipped backbone of ``family`` for the default budget and to
-    ``RUNS/shipped`` for any other budget, so a test-sized run never replaces the shipped weights.
+    ``RUNS/shipped`` for any other budget, so a test-sized run never replaces the shipped weights (nor,
+    with the default ``out``, the committed results: it writes ``RUNS/results``).
     """
     from safetensors.torch import save_file
 
@@ -60,6 +61,8 @@ def run_backbone(runs: str = "runs/backbone", out: str = "benchmarks/results", d
     from hetseg.methods.pretrain import item_logits
     from hetseg.models.backbone import backbone_state, load_backbone
 
+    if budget != "default" and Path(out) == Path("benchmarks/results"):
+        out = str(Path(runs) / "results")  # a test-sized run never replaces the committed results either
     recipe = RECIPES[family]
     cfg = Config(run_dir=runs, seed=0).override([*recipe, *BUDGETS[budget]])
     if fashion_mnist_dir:
@@ -76,12 +79,19 @@ def run_backbone(runs: str = "runs/backbone", out: str = "benchmarks/results", d
     load_backbone(net, {k: v.float() for k, v in halved.items()})  # the score layer / head stays the run's
     acc16 = accuracy(logits, held_out)
     dest = Path(dest) if dest is not None else (backbone_dir(family) if budget == "default" else Path(runs) / "shipped")
+    try:
+        file = (dest / "backbone.safetensors").resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        file = str(dest / "backbone.safetensors")
+    if budget == "default":  # the package's own file, however the command was run
+        file = f"src/hetseg/zoo/{backbone_dir(family).name}/backbone.safetensors"
     dest.mkdir(parents=True, exist_ok=True)
     write_atomic(dest / "backbone.safetensors", lambda tmp: save_file(halved, tmp))
     sha = hashlib.sha256((dest / "backbone.safetensors").read_bytes()).hexdigest()
     command = ("hetseg bench backbone" + ("" if family == "vgg" else f" --family {family}")
-               + ("" if budget == "default" else f" --budget {budget}"))
-    record = {"command": command, "family": family, "model": cfg.model.name, "seed": cfg.seed, "sha256": sha,
+               + ("" if budget == "default" else f" --budget {budget}")
+               + ("" if runs == ("runs/backbone" if family == "vgg" else f"runs/backbone_{family}") else f" --runs {runs}"))
+    record = {"command": command, "file": file, "family": family, "model": cfg.model.name, "seed": cfg.seed, "sha256": sha,
               "dtype": "float16", "recipe": recipe,
               "data": {"items": "Fashion-MNIST train items only (never t10k, which make the val scenes)",
                        "train_items": summary["train_samples"], "held_out_items": len(held_out),

@@ -24,7 +24,7 @@ def markdown(r: dict) -> str:
            if r.get("resumed") else "."), "",
         f"**Held-out item accuracy {r['held_out_acc'] * 100:.1f} %** (float32 run); "
         f"{r['held_out_acc_float16'] * 100:.1f} % with the shipped float16 weights.",
-        f"File: `src/hetseg/zoo/{folder}/backbone.safetensors`, sha256 `{r['sha256']}`.", "",
+        f"File: `{r.get('file') or f'src/hetseg/zoo/{folder}/backbone.safetensors'}`, sha256 `{r['sha256']}`.", "",
         "| step | train loss (mean of the last 100 steps) | held-out acc |", "|---:|---:|---:|",
     ]
     accs = dict((s, a) for s, a in acc)
@@ -33,7 +33,9 @@ def markdown(r: dict) -> str:
     for s in marks:
         lines.append(f"| {s} | {lmap.get(s, float('nan')):.3f} | "
                      f"{'' if s not in accs else f'{accs[s] * 100:.1f} %'} |")
-    lines += ["", f"Retrain: `{r['command']}` (then commit the two files under src/hetseg/zoo/{folder}/)."]
+    shipped = not r.get("file") or r["file"].startswith("src/hetseg/zoo/")
+    lines += ["", f"Retrain: `{r['command']}`" + (f" (then commit the two files under src/hetseg/zoo/{folder}/)."
+                                                  if shipped else " (a test-sized run: the shipped files are untouched).")]
     return "\n".join(lines) + "\n"
 
 
