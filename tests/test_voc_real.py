@@ -27,6 +27,21 @@ def test_division_is_fixed_disjoint_and_keeps_weak_masks_out(tmp_path):
     strong = {r.id for r in read_split(tmp_path / "a" / "splits" / "strong_1.txt", VOC_ROOT).records}
     assert a["n_eval"] == 1 and a["images"] == 5 and not ev & ({r.id for r in weak.records} | strong)
     assert all(r.mask is None and r.labels for r in weak.records) and strong <= {r.id for r in weak.records}
+    # the same root again: the same files; another root into that runs folder: refused, nothing changed
+    assert divide(VOC_ROOT, tmp_path / "a", ks=(1,)) == a
+    import shutil
+
+    from hetseg.errors import HetsegError
+
+    other = tmp_path / "voc4"
+    shutil.copytree(VOC_ROOT, other)
+    victim = sorted((other / "JPEGImages").iterdir())[0]
+    victim.unlink()
+    (other / "SegmentationClass" / f"{victim.stem}.png").unlink()
+    before = {p.name: p.read_bytes() for p in (tmp_path / "a" / "splits").iterdir()}
+    with pytest.raises(HetsegError, match="this runs folder holds another division"):
+        divide(other, tmp_path / "a", ks=(1,))
+    assert {p.name: p.read_bytes() for p in (tmp_path / "a" / "splits").iterdir()} == before
 
 
 def test_bench_voc_real_tiny(tmp_path):

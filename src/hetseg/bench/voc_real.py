@@ -28,7 +28,7 @@ import numpy as np
 from hetseg.bench.provenance import check_recipe
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
-from hetseg.errors import DataError
+from hetseg.errors import DataError, HetsegError
 
 KS: tuple[int, ...] = (3, 5, 10)
 METHODS = ("decouplednet", "decouplednet-str", "maskonly")
@@ -69,25 +69,39 @@ def voc_ids(root: Path) -> list[str]:
 
 
 def divide(root: str | Path, work: str | Path, ks: Sequence[int] = KS, seed: int = SPLIT_SEED) -> dict:
-    """Write eval / weak / strong_<k> split files and labels.json under ``work``; returns their records."""
+    """Write eval / weak / strong_<k> split files and labels.json under ``work``; returns their records.
+
+    Everything is drawn first: a ``work`` whose splits hold another division (another root) is refused
+    before any file changes, since its trained cells would otherwise sit beside new split files."""
+    import tempfile
+
     from hetseg.data.labels import save_labels_json
-    from hetseg.data.records import per_class_subset, read_split, write_split
+    from hetseg.data.records import per_class_subset, read_split, split_text, write_split
+    from hetseg.io_atomic import write_text
 
     root, work = Path(root), Path(work)
     ids = voc_ids(root)
     lines = "".join(f"JPEGImages/{i}.jpg SegmentationClass/{i}.png\n" for i in ids)
-    (work / "splits").mkdir(parents=True, exist_ok=True)
-    (work / "splits" / "all.txt").write_text(lines)
-    every = read_split(work / "splits" / "all.txt", root, num_classes=21)  # labels from the masks
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "all.txt").write_text(lines)
+        every = read_split(Path(tmp) / "all.txt", root, num_classes=21)  # labels from the masks
     order = np.random.default_rng(seed).permutation(len(every.records))
     n_eval = max(1, round(EVAL_FRACTION * len(order)))
     evals = [every.records[i] for i in sorted(order[:n_eval])]
     pool = [every.records[i] for i in sorted(order[n_eval:])]
+    strong = {k: per_class_subset(pool, k, 21, seed) for k in ks}
+    texts = {"all.txt": lines, "eval.txt": split_text(evals), "weak.txt": split_text(pool, weak=True),
+             **{f"strong_{k}.txt": split_text(chosen) for k, chosen in strong.items()}}
+    for name, text in texts.items():
+        old = work / "splits" / name
+        if old.is_file() and old.read_text(encoding="utf-8") != text:
+            raise HetsegError(f"{old}: this runs folder holds another division (of another --voc-root, or another "
+                              f"image set), nothing was changed; fix: give another --runs for {root}")
+    write_text(work / "splits" / "all.txt", lines)
     save_labels_json(work / "splits" / "labels.json", {r.id: list(r.labels) for r in every.records})
     out = {"images": len(ids), "eval": write_split(work / "splits" / "eval.txt", evals),
            "weak": write_split(work / "splits" / "weak.txt", pool, weak=True), "n_eval": len(evals), "n_weak": len(pool)}
-    for k in ks:
-        chosen = per_class_subset(pool, k, 21, seed)
+    for k, chosen in strong.items():
         out[f"strong_{k}"] = write_split(work / "splits" / f"strong_{k}.txt", chosen)
         out[f"n_strong_{k}"] = len(chosen)
     return out
