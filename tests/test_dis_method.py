@@ -120,6 +120,12 @@ def test_bench_dis_tiny_writes_results(scenes, tmp_path, capsys):
     out = tmp_path / "res"
     out.mkdir()  # Table 1's committed results beside it: DecoupledNet / DeconvNet at the same k, with their budgets
     t1 = json.loads(Path(__file__).parents[1].joinpath("benchmarks/results/table1.json").read_text())
+    from hetseg.bench.dis_report import beside
+    from hetseg.bench.provenance import dataset_info
+
+    (out / "table1.json").write_text(json.dumps(t1))  # as committed: another data set and seeds, so not beside
+    assert beside(out, [5], dataset_info(scenes), [0]) == {}
+    t1 = {**t1, "dataset": dataset_info(scenes), "seeds": [0]}  # a Table 1 made on these scenes with this seed
     (out / "table1.json").write_text(json.dumps(t1))
     assert run_dis("cpu", [0], str(out), str(scenes), str(tmp_path / "runs"), budget="tiny", jobs=1,
                    figure_images=1) == 0

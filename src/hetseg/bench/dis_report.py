@@ -30,11 +30,15 @@ def parameter_counts(num_classes: int) -> dict[str, int]:
     return out
 
 
-def beside(out: Path, ks: list) -> dict:
-    """DecoupledNet / DeconvNet mean mIoU (%) at the same k from OUT/table1.json, when present."""
+def beside(out: Path, ks: list, dataset: dict | None = None, seeds: list | None = None) -> dict:
+    """DecoupledNet / DeconvNet mean mIoU (%) at the same k from OUT/table1.json, when present and made on
+    the same data set (meta.json checksum) with the same seeds; another table1.json is not shown beside."""
     p = out / "table1.json"
     t1 = read_json(p)
     if not t1:
+        return {}
+    same_data = (dataset or {}).get("meta_sha256") == (t1.get("dataset") or {}).get("meta_sha256")
+    if dataset is not None and not same_data or seeds is not None and list(t1.get("seeds") or []) != list(seeds):
         return {}
     methods = ("decouplednet", "deconvnet")
     return {"source": str(p), "command": t1.get("command"), "init": t1.get("init"),
@@ -204,7 +208,8 @@ def write_results(records: list[dict], out: str | Path, command: str, scale: str
               "budgets": _stage_budget(cfg), "infer_lr": cfg.dis.infer_lr, "recon_weight": cfg.dis.recon_weight,
               "dataset": dataset_info(data), "machine": machine_info(), "backbone": _backbone(cfg),
               "parameters": parameter_counts(cfg.data.num_classes - 1), "records": records,
-              "beside": beside(out, sorted({r["k"] for r in records}, key=str)), "paper": PAPER}
+              "beside": beside(out, sorted({r["k"] for r in records}, key=str), dataset_info(data), seeds),
+              "paper": PAPER}
     # time and place of the work behind the numbers, not of this invocation (records may be older)
     walls = [r.get("base_wall_s") for r in records] + [c.get(f) for r in records for c in r["cells"]
                                                        if not c.get("same_as") for f in ("joint_wall_s", "eval_wall_s")]
