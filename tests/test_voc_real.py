@@ -51,6 +51,7 @@ def test_bench_voc_real_tiny(tmp_path):
     assert run_voc_real(str(VOC_ROOT), str(out), str(tmp_path / "runs"), ks=(1,), budget="tiny", jobs=1,
                         figure_images=1, overrides=TINY_ENCODER) == 0
     r = json.loads((out / "voc_real.json").read_text())
+    assert r["command"].endswith(" " + " ".join(TINY_ENCODER))  # the overrides that made the numbers are named
     assert {c["method"] for c in r["records"]} == set(METHODS) and all(0 <= c["miou"] <= 1 for c in r["records"])
     info = json.loads((tmp_path / "runs" / "seed0" / "maskonly_k1" / "model.json").read_text())
     assert info["model"] == "maskonly_enc" and "pretrained" not in info["model_kwargs"]

@@ -203,7 +203,7 @@ def run_dis(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benchma
             futs = [pool.submit(job, run_k, bases[key], key[1], t_trains, runs, progress) for key in bases]
             records = [f.result() for f in futs]
     command = (f"hetseg bench dis --scale {scale} --seeds {' '.join(map(str, seeds))} --out {out} --data {data} "
-               f"--runs {runs}")
+               f"--runs {runs}" + "".join(f" {o}" for o in overrides))  # the overrides too: they made the numbers
     first = bases[(seeds[0], ks[0])]
     paths = write_results(records, out, command, scale, list(seeds), data, runs, time.perf_counter() - t0, first,
                           list(T_TEST), t_trains, budget, list(overrides), figure_images)

@@ -225,7 +225,8 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
                           "DecoupledNet cell (reported for both)", flush=True)
                     cells.append({**records[(s, k, "decouplednet")], "method": m, "same_as": "decouplednet"})
     command = (f"hetseg bench table1 --scale {scale} --seeds {' '.join(map(str, seeds))} --init {init} "
-               f"--out {out} --data {data} --runs {runs}" + (f" --ks {' '.join(map(str, ks))}" if ks != KS else ""))
+               f"--out {out} --data {data} --runs {runs}" + (f" --ks {' '.join(map(str, ks))}" if ks != KS else "")
+               + "".join(f" {o}" for o in overrides))  # the overrides too: they made the numbers
     first = bases[seeds[0]] if seeds else Config()
     extra = {"init": init, "budget": budget, "speed": speed, "precision": first.seg.precision,
              "channels_last": first.seg.channels_last, "jobs": jobs, "ks": list(ks),

@@ -209,7 +209,8 @@ def run_voc_real(voc_root: str, out: str = "benchmarks/results", runs: str = "ru
         for r in records:
             if r["method"] == "decouplednet" and r["seed"] == seed:
                 r["cls_mAP_eval"], r["cls_wall_s"] = cls_map, cls_wall
-    command = f"hetseg bench voc-real --voc-root {voc_root} --out {out} --runs {runs} --seeds {' '.join(map(str, seeds))}"
+    command = (f"hetseg bench voc-real --voc-root {voc_root} --out {out} --runs {runs} --seeds {' '.join(map(str, seeds))}"
+               + "".join(f" {o}" for o in overrides))  # the overrides too: they made the numbers
     paths = write_results(records, division, out, command, voc_root, runs, time.perf_counter() - t0,
                           base_config(voc_root, runs, seeds[0], budget, overrides), list(ks), budget, list(overrides),
                           figure_images)
