@@ -79,13 +79,15 @@ def test_command_line_mistakes_are_one_line_and_start_nothing(tmp_path, monkeypa
 
 def test_overrides_may_sit_between_options():
     """argparse took only the first run of key=value positionals; the rest were refused as unknown arguments."""
-    from hetseg.cli_parser import build_parser
+    from hetseg.cli_parser import UsageError, build_parser
 
     ns = build_parser().parse_args(["train", "--method", "deconvnet", "cls.steps=2", "--run-dir", "r", "seg.steps=3",
                                     "--no-progress", "deconv.lr=0.1"])
     assert ns.overrides == ["cls.steps=2", "seg.steps=3", "deconv.lr=0.1"] and ns.run_dir == "r" and ns.method == "deconvnet"
     ns = build_parser().parse_args(["bench", "dis", "dis.t_train=2", "--jobs", "1", "dis.t_test=3", "--seeds", "0"])
     assert ns.overrides == ["dis.t_train=2", "dis.t_test=3"]
+    with pytest.raises(UsageError, match=r"^--bogus: not an argument of 'hetseg bench'"):  # not the overrides too
+        build_parser().parse_args(["bench", "dis", "--bogus", "dis.t_train=2"])
 
 
 def test_a_path_the_file_system_refuses_is_one_line(tmp_path, capsys):

@@ -37,9 +37,12 @@ class _Parser(argparse.ArgumentParser):
         ns, extras = self.parse_known_args(args, namespace)
         # argparse takes one run of positionals, so key=value overrides after an option (train --method m
         # a=1 --run-dir r b=2) come back as leftovers: they are overrides too, in command-line order.
-        if extras and isinstance(getattr(ns, "overrides", None), list) and all(
-                "=" in e and not e.startswith("-") for e in extras):
-            ns.overrides, extras = ns.overrides + extras, []
+        if extras and isinstance(getattr(ns, "overrides", None), list):
+            def is_override(e: str) -> bool:
+                return "=" in e and not e.startswith("-")
+
+            ns.overrides = ns.overrides + [e for e in extras if is_override(e)]
+            extras = [e for e in extras if not is_override(e)]  # only these are blamed
         if extras:
             cmd = " ".join(str(c) for c in (self.prog, getattr(ns, "cmd", None), getattr(ns, "data_cmd", None)) if c)
             raise UsageError(f"{' '.join(extras)}: not an argument of '{cmd}'; fix: see '{cmd} --help'")
