@@ -52,6 +52,7 @@ def test_bench_voc_real_tiny(tmp_path):
                         figure_images=1, overrides=TINY_ENCODER) == 0
     r = json.loads((out / "voc_real.json").read_text())
     assert r["command"].endswith(" " + " ".join(TINY_ENCODER))  # the overrides that made the numbers are named
+    assert r["jobs"] == 1 and "(each on one thread, one at a time)" in (out / "voc_real.md").read_text()
     assert {c["method"] for c in r["records"]} == set(METHODS) and all(0 <= c["miou"] <= 1 for c in r["records"])
     info = json.loads((tmp_path / "runs" / "seed0" / "maskonly_k1" / "model.json").read_text())
     assert info["model"] == "maskonly_enc" and "pretrained" not in info["model_kwargs"]

@@ -213,7 +213,7 @@ def run_voc_real(voc_root: str, out: str = "benchmarks/results", runs: str = "ru
                + "".join(f" {o}" for o in overrides))  # the overrides too: they made the numbers
     paths = write_results(records, division, out, command, voc_root, runs, time.perf_counter() - t0,
                           base_config(voc_root, runs, seeds[0], budget, overrides), list(ks), budget, list(overrides),
-                          figure_images)
+                          figure_images, jobs)
     from hetseg.io_atomic import write_json
 
     about = write_json(Path(runs) / "ship_about.json", ship_about(json.loads(Path(paths[0]).read_text())))

@@ -61,7 +61,9 @@ def markdown(r: dict) -> str:
     # One weak-set classifier per seed (its wall time is copied onto each of that seed's DecoupledNet records).
     cls_s = {c["seed"]: c["cls_wall_s"] for c in r["records"] if c.get("cls_wall_s")}
     train_s = sum(c.get("train_wall_s", 0.0) for c in r["records"]) + sum(cls_s.values())
-    lines += ["", f"Training time, summed over the cells (each on one thread, two at once): {train_s / 60:.1f} min."]
+    jobs = r.get("jobs", 2)  # the committed 2026-12-02 run predates the key; it ran two at once
+    at_once = "one at a time" if jobs == 1 else f"{jobs} at once"
+    lines += ["", f"Training time, summed over the cells (each on one thread, {at_once}): {train_s / 60:.1f} min."]
     maps = {c["k"]: c.get("cls_mAP_eval") for c in r["records"] if c["method"] == "decouplednet-str"}
     dn = next((c.get("cls_mAP_eval") for c in r["records"] if c["method"] == "decouplednet"), None)
     lines += ["", f"Classifier mAP on the evaluation images: weak-set classifier {dn if dn is None else f'{dn:.3f}'}; "
@@ -83,12 +85,13 @@ def markdown(r: dict) -> str:
 
 
 def write_results(records: list[dict], division: dict, out: str | Path, command: str, voc_root: str, runs: str,
-                  wall: float, cfg: Config, ks: list[int], budget: str, overrides: list[str], figure_images: int) -> list[Path]:
+                  wall: float, cfg: Config, ks: list[int], budget: str, overrides: list[str], figure_images: int,
+                  jobs: int = 2) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     from hetseg.bench.voc_real import SPLIT_SEED
 
-    report = {"command": command, "voc_root": voc_root, "runs": runs, "budget": budget, "overrides": overrides,
+    report = {"command": command, "voc_root": voc_root, "runs": runs, "budget": budget, "overrides": overrides, "jobs": jobs,
               "wall_s": round(wall, 1), "ks": ks, "division": division, "split_seed": SPLIT_SEED,
               "encoder": cfg.model.encoder, "imagenet": cfg.model.imagenet, "input_size": cfg.model.input_size,
               "budgets": {"cls": {"steps": cfg.cls.steps, "batch": cfg.cls.batch_size},
