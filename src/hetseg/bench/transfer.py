@@ -292,7 +292,9 @@ def _markdown(r: dict, names: list[str]) -> str:
         f"## Budgets (equal effort)\n\nshared classifier {b['classifier_steps']} steps x {b['classifier_batch']}; "
         f"TransferNet stage 1 {b['att_steps']} steps; every decoder {b['decoder_steps']} steps with "
         f"{b['source_rows_per_step']} source-mask rows per step. Seconds per step: {b['seconds_per_step']}. "
-        f"Wall time {r['wall_s']['total']:.0f} s. Initial weights: "
+        f"Training + evaluation, summed over the runs of every seed (as recorded when they ran): "
+        f"{sum(sum(w.values()) for w in r['wall_s']['per_seed']) / 60:.1f} min; this invocation "
+        f"{r['wall_s']['total']:.0f} s. Initial weights: "
         + (f"backbone `{r['backbone']['file']}` (sha256 `{r['backbone']['sha256'][:12]}…`)" if r.get("backbone")
            else "random") + ".\n\n" + "\n".join(loss) + "\n\n"
         f"Command: `{r['command']}`\n"
