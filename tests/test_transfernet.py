@@ -309,6 +309,7 @@ def test_tiny_end_to_end_recipe_and_bench(tiny_scenes, tmp_path):
     md = (out / "transfer.md").read_text()
     assert "TransferNet-GT" in md and "claims" in md.lower() and "hetseg bench transfer" in md
     assert "| BaselineNet-GT |" in md and "| DecoupledNet-transfer-GT |" in md  # every method beside its -GT
+    assert f"meta.json sha256 {report['dataset']['meta_sha256'][:12]}" in md  # the data set the numbers come from
     trained = sum(sum(w.values()) for w in report["wall_s"]["per_seed"]) / 60  # the runs' time, not the report's
     assert f"summed over the runs of every seed (as recorded when they ran): {trained:.1f} min" in md
     # Converged or not: every stage's loss per tenth of its steps (tiny: 3-4 points), in both files.

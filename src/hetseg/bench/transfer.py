@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hetseg.bench.curves import stage_losses, tenths_cells, tenths_header
-from hetseg.bench.provenance import backbone_record, read_json
+from hetseg.bench.provenance import backbone_record, dataset_info, read_json
 from hetseg.bench.table1_report import claim_lines, mean_std, ordering
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config, describe_difference
@@ -202,7 +202,7 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
     command = _command(scale, seeds, out, data, runs, jobs) + (" " + " ".join(overrides) if overrides else "")
     report = {
         "benchmark": "transfer (TransferNet CVPR 2016, Table 1 / Sec. 6.3)", "scale": scale, "seeds": list(seeds),
-        "data_root": data, "splits": splits, "val": {"file": cfg.transfer.val_split, "images": len(val.strong()),
+        "data_root": data, "dataset": dataset_info(data), "splits": splits, "val": {"file": cfg.transfer.val_split, "images": len(val.strong()),
                                                      "checksum": val.checksum()},
         "class_names": names, "target_classes": transfer_classes(cfg)[1],
         "source_classes": transfer_classes(cfg)[0],
@@ -283,7 +283,10 @@ def _markdown(r: dict, names: list[str]) -> str:
         f"Target val: `{r['val']['file']}` ({r['val']['images']} images, sha256 {r['val']['checksum'][:12]}); "
         f"source masks: `{r['splits']['source_split']['file']}` ({r['splits']['source_split']['images']} images); "
         f"target labels: `{r['splits']['target_split']['file']}` ({r['splits']['target_split']['images']} images). "
-        f"Seeds {r['seeds']}. {r['evaluation']}.\n\n" + "\n".join(lines) + "\n\n"
+        f"Seeds {r['seeds']}. "
+        + (f"Data set `{r['dataset']['root']}` (meta.json sha256 {r['dataset']['meta_sha256'][:12]}). "
+           if (r.get("dataset") or {}).get("meta_sha256") else "")
+        + f"{r['evaluation']}.\n\n" + "\n".join(lines) + "\n\n"
         f"Context on the same val set: all-background {r['context']['all_background'] * 100:.1f}, best global "
         f"intensity threshold with oracle labels {r['context']['best_global_threshold_oracle_labels'] * 100:.1f}.\n"
         f"Label identification (seed {r['seeds'][0]}): exact label set on {ident['exact'] * 100:.1f} % of images, "
