@@ -54,6 +54,12 @@ def test_bench_voc_real_tiny(tmp_path):
     assert r["command"].endswith(" " + " ".join(TINY_ENCODER))  # the overrides that made the numbers are named
     assert r["jobs"] == 1 and "(each on one thread, one at a time)" in (out / "voc_real.md").read_text()
     assert {c["method"] for c in r["records"]} == set(METHODS) and all(0 <= c["miou"] <= 1 for c in r["records"])
+    # A rerun reports every cell from its record: nothing is evaluated (or trained) again.
+    evals = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("eval_*.json")}
+    assert evals and run_voc_real(str(VOC_ROOT), str(out), str(tmp_path / "runs"), ks=(1,), budget="tiny", jobs=1,
+                                  figure_images=1, overrides=TINY_ENCODER) == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("eval_*.json")} == evals
+    assert json.loads((out / "voc_real.json").read_text())["records"] == r["records"]
     info = json.loads((tmp_path / "runs" / "seed0" / "maskonly_k1" / "model.json").read_text())
     assert info["model"] == "maskonly_enc" and "pretrained" not in info["model_kwargs"]
     assert info["model_kwargs"]["decoder_stride"] == 4  # the recipe's, for both decoders

@@ -136,10 +136,15 @@ def decoder_loss(run: str, stage: str, parts: int = 10) -> list[list[float]]:
 
 
 def run_cell(cfg: Config, method: str, k, cls_run: str | None, progress: bool) -> dict:
-    """Train (or reuse) and evaluate one cell on the evaluation images."""
+    """Train (or reuse) and evaluate one cell on the evaluation images. A cell with its record
+    (``RUN/voc_real_cell.json``, written after its evaluation) and this recipe is reported from it."""
+    from hetseg.io_atomic import write_json
     from hetseg.methods import evaluate_run, train
 
     check_recipe(cfg)
+    record_path = Path(cfg.run_dir) / "voc_real_cell.json"
+    if record_path.is_file():
+        return json.loads(record_path.read_text(encoding="utf-8"))
     t0 = time.perf_counter()
     stages = ("seg",) if method == "decouplednet" else None
     init = cls_run if method == "decouplednet" and not Path(cfg.run_dir, "model.safetensors").is_file() else None
@@ -147,12 +152,14 @@ def run_cell(cfg: Config, method: str, k, cls_run: str | None, progress: bool) -
     scores, report = evaluate_run(cfg.run_dir, "val", suffix="")
     # The classifier's cost: the same network with the evaluation images' true labels (-GT).
     gt = evaluate_run(cfg.run_dir, "val", use_gt_labels=True)[0].miou if method != "maskonly" else None
-    return {"method": method, "k": k, "seed": cfg.seed, "run": cfg.run_dir, "miou": scores.miou, "miou_gt": gt,
-            "iou": report["scores"]["iou"], "wall_s": round(time.perf_counter() - t0, 1),
-            "train_wall_s": round(sum(v.get("wall_s", 0.0) for v in summaries.values()), 1),
-            "steps": {s: v["steps"] for s, v in summaries.items()},
-            "decoder_loss": decoder_loss(cfg.run_dir, "deconv" if method == "maskonly" else "seg"),
-            "cls_mAP_eval": (summaries.get("cls") or {}).get("metrics", {}).get("val/mAP")}
+    record = {"method": method, "k": k, "seed": cfg.seed, "run": cfg.run_dir, "miou": scores.miou, "miou_gt": gt,
+              "iou": report["scores"]["iou"], "wall_s": round(time.perf_counter() - t0, 1),
+              "train_wall_s": round(sum(v.get("wall_s", 0.0) for v in summaries.values()), 1),
+              "steps": {s: v["steps"] for s, v in summaries.items()},
+              "decoder_loss": decoder_loss(cfg.run_dir, "deconv" if method == "maskonly" else "seg"),
+              "cls_mAP_eval": (summaries.get("cls") or {}).get("metrics", {}).get("val/mAP")}
+    write_json(record_path, record)  # a rerun reports from it instead of evaluating again
+    return record
 
 
 def ensure_classifier(base: Config, runs: str, progress: bool) -> tuple[str, float | None, float]:
