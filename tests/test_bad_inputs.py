@@ -212,7 +212,7 @@ def test_a_bench_out_that_is_a_file_is_refused_before_any_training(bench, tmp_pa
     blocker = tmp_path / "afile"
     blocker.write_text("keep\n")
     assert main(["bench", bench, "--out", str(blocker), "--runs", str(tmp_path / "runs"),
-                 *([] if bench == "backbone" else ["--data", str(tmp_path / "nodata")])]) == 2
+                 *(["--budget", "tiny"] if bench == "backbone" else ["--data", str(tmp_path / "nodata")])]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {blocker}: --out is a file"), err
     assert blocker.read_text() == "keep\n" and not (tmp_path / "runs").exists() and not (tmp_path / "nodata").exists()

@@ -66,7 +66,8 @@ def _run(args: argparse.Namespace) -> int:
         from hetseg.config import Config
         from hetseg.methods import get_method, train
 
-        cfg = Config.load(args.config) if args.config else Config()
+        file_cfg = Config.load(args.config) if args.config else None
+        cfg = file_cfg or Config()
         pre = ([f"run_dir={args.run_dir}"] if args.run_dir else []) + ([f"model.name={args.method}"] if args.method else [])
         cfg = cfg.override(pre + args.overrides)
         stages = None if args.stage == "all" else (args.stage,)
@@ -75,8 +76,8 @@ def _run(args: argparse.Namespace) -> int:
         # A config file may serve several methods: name what this one ignores, do not refuse. Not for the run's
         # own config.json (a rerun): it records every section, and the run was told when it started.
         own = Path(cfg.run_dir) / "config.json"
-        if args.config and not (own.exists() and own.resolve() == Path(args.config).resolve()):
-            for line in method.unread_settings(Config.load(args.config), cfg if stages is None else None):
+        if file_cfg and not (own.exists() and own.resolve() == Path(args.config).resolve()):
+            for line in method.unread_settings(file_cfg, cfg if stages is None else None):
                 print(f"hetseg: note: {args.config}: {line}", file=sys.stderr)
         for name, summary in train(cfg, stages, args.resume, args.init_from, not args.no_progress).items():
             m = summary.get("metrics") or {}
@@ -145,9 +146,9 @@ def _run(args: argparse.Namespace) -> int:
         _check_bench_options(args)
         check_out_dir(args.out)  # before the training, not after it
         if args.name == "backbone":
-            from hetseg.bench.backbone import run_backbone
+            from hetseg.bench.backbone import default_runs, run_backbone
 
-            runs = args.runs or ("runs/backbone" if args.family == "vgg" else f"runs/backbone_{args.family}")
+            runs = args.runs or default_runs(args.family)
             return run_backbone(runs, args.out, budget=args.budget, family=args.family)
         if args.name == "voc-real":
             from hetseg.bench.voc_real import run_voc_real

@@ -180,16 +180,14 @@ class Config:
         reader = reader or self.model.name
         skip = {"run_dir"} | {sec for sec, readers in OWN_SECTIONS.items() if reader not in readers}
 
-        leaves = _leaves
-
         def runtime(key: str) -> bool:
             return key in RUNTIME_KEYS or key.rsplit(".", 1)[-1] in RUNTIME_FIELDS
 
-        new = leaves({k: v for k, v in self.to_dict().items() if k not in skip})
+        new = _leaves({k: v for k, v in self.to_dict().items() if k not in skip})
         # A key the saved config lacks is a field added since that run: its default, which keeps the old
         # behaviour, is what the run trained with -- not a difference.
-        defaults = leaves({k: v for k, v in Config().to_dict().items() if k not in skip})
-        old = {**defaults, **leaves({k: v for k, v in saved.items() if k not in skip})}
+        defaults = _leaves({k: v for k, v in Config().to_dict().items() if k not in skip})
+        old = {**defaults, **_leaves({k: v for k, v in saved.items() if k not in skip})}
         return sorted(k for k in set(old) | set(new) if not runtime(k) and old.get(k, ...) != new.get(k, ...))
 
     def changed_keys(self) -> list[str]:

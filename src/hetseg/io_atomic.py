@@ -26,9 +26,13 @@ def _cannot_write(path: Path, e: OSError) -> HetsegError:
 
 
 def check_can_write(path: str | Path, flag: str) -> None:
-    """Refuse, before any work, an output ``path`` whose nearest existing folder is not a writable folder
+    """Refuse, before any work, an output file ``path`` whose nearest existing folder is not a writable folder
     (a long export or a printed table must not end in a late refusal). One line naming that folder."""
-    parent = Path(path).parent
+    _check_folder_can_be_written(Path(path).parent, flag)
+
+
+def _check_folder_can_be_written(folder: Path, flag: str) -> None:
+    parent = folder
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
@@ -41,7 +45,19 @@ def check_out_dir(path: str | Path, flag: str = "--out") -> None:
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise HetsegError(f"{p}: {flag} is a file, not a folder; fix: give a folder for the results")
-    check_can_write(p / "results", flag)
+    _check_folder_can_be_written(p, flag)
+
+
+def holds_other_text(path: str | Path, text: str) -> bool:
+    """Whether ``path`` exists (a link too) without holding exactly ``text``: a file a command may not
+    write over, while a rerun that would write the same bytes may go ahead. Unreadable counts as other."""
+    p = Path(path)
+    if not (p.exists() or p.is_symlink()):
+        return False
+    try:
+        return p.read_text(encoding="utf-8") != text
+    except (OSError, ValueError):
+        return True
 
 
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:

@@ -34,6 +34,11 @@ BUDGETS = {"default": [], "tiny": ["pre.steps=4", "pre.batch_size=4", "pre.val_e
 
 
 @torch.no_grad()
+def default_runs(family: str) -> str:
+    """``hetseg bench backbone``'s run folder when ``--runs`` is not given."""
+    return "runs/backbone" if family == "vgg" else f"runs/backbone_{family}"
+
+
 def accuracy(logits, ds, batch: int = 250) -> float:
     """Top-1 accuracy of ``logits`` (images (N, 3, S, S) -> (N, 10)) on an ItemDataset (fixed renderings)."""
     hits = 0
@@ -79,18 +84,15 @@ def run_backbone(runs: str = "runs/backbone", out: str = "benchmarks/results", d
     load_backbone(net, {k: v.float() for k, v in halved.items()})  # the score layer / head stays the run's
     acc16 = accuracy(logits, held_out)
     dest = Path(dest) if dest is not None else (backbone_dir(family) if budget == "default" else Path(runs) / "shipped")
-    try:
-        file = (dest / "backbone.safetensors").resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        file = str(dest / "backbone.safetensors")
-    if budget == "default":  # the package's own file, however the command was run
-        file = f"src/hetseg/zoo/{backbone_dir(family).name}/backbone.safetensors"
+    # the package's own file (named as in the repository, however the command was run), else where it went
+    file = (f"src/hetseg/zoo/{backbone_dir(family).name}/backbone.safetensors" if budget == "default"
+            else str(dest / "backbone.safetensors"))
     dest.mkdir(parents=True, exist_ok=True)
     write_atomic(dest / "backbone.safetensors", lambda tmp: save_file(halved, tmp))
     sha = hashlib.sha256((dest / "backbone.safetensors").read_bytes()).hexdigest()
     command = ("hetseg bench backbone" + ("" if family == "vgg" else f" --family {family}")
                + ("" if budget == "default" else f" --budget {budget}")
-               + ("" if runs == ("runs/backbone" if family == "vgg" else f"runs/backbone_{family}") else f" --runs {runs}"))
+               + ("" if runs == default_runs(family) else f" --runs {runs}"))
     record = {"command": command, "file": file, "family": family, "model": cfg.model.name, "seed": cfg.seed, "sha256": sha,
               "dtype": "float16", "recipe": recipe,
               "data": {"items": "Fashion-MNIST train items only (never t10k, which make the val scenes)",

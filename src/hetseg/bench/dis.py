@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from hetseg.bench.curves import run_losses
-from hetseg.bench.provenance import check_recipe, machine_info, read_json
+from hetseg.bench.provenance import check_recipe, machine_info, read_json, with_overrides
 from hetseg.bench.table1_recipe import strong_split_file
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
@@ -202,8 +202,8 @@ def run_dis(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benchma
         with cell_pool(jobs) as pool:
             futs = [pool.submit(job, run_k, bases[key], key[1], t_trains, runs, progress) for key in bases]
             records = [f.result() for f in futs]
-    command = (f"hetseg bench dis --scale {scale} --seeds {' '.join(map(str, seeds))} --out {out} --data {data} "
-               f"--runs {runs}" + "".join(f" {o}" for o in overrides))  # the overrides too: they made the numbers
+    command = with_overrides(f"hetseg bench dis --scale {scale} --seeds {' '.join(map(str, seeds))} --out {out} "
+                             f"--data {data} --runs {runs}", overrides)
     first = bases[(seeds[0], ks[0])]
     paths = write_results(records, out, command, scale, list(seeds), data, runs, time.perf_counter() - t0, first,
                           list(T_TEST), t_trains, budget, list(overrides), figure_images)

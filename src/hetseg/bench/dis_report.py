@@ -30,15 +30,15 @@ def parameter_counts(num_classes: int) -> dict[str, int]:
     return out
 
 
-def beside(out: Path, ks: list, dataset: dict | None = None, seeds: list | None = None) -> dict:
+def beside(out: Path, ks: list, dataset: dict, seeds: list) -> dict:
     """DecoupledNet / DeconvNet mean mIoU (%) at the same k from OUT/table1.json, when present and made on
     the same data set (meta.json checksum) with the same seeds; another table1.json is not shown beside."""
     p = out / "table1.json"
     t1 = read_json(p)
     if not t1:
         return {}
-    same_data = (dataset or {}).get("meta_sha256") == (t1.get("dataset") or {}).get("meta_sha256")
-    if dataset is not None and not same_data or seeds is not None and list(t1.get("seeds") or []) != list(seeds):
+    same_data = dataset.get("meta_sha256") == (t1.get("dataset") or {}).get("meta_sha256")
+    if not same_data or list(t1.get("seeds") or []) != list(seeds):
         return {}
     methods = ("decouplednet", "deconvnet")
     return {"source": str(p), "command": t1.get("command"), "init": t1.get("init"),

@@ -17,6 +17,11 @@ from hetseg.config import Config
 from hetseg.errors import HetsegError
 
 
+def with_overrides(command: str, overrides) -> str:
+    """A bench's command line with its ``key=value`` overrides, which made the numbers too."""
+    return command + "".join(f" {o}" for o in overrides)
+
+
 def read_json(path: Path) -> dict:
     """A JSON file's object, or {} when the file is absent."""
     return json.loads(path.read_text()) if path.is_file() else {}

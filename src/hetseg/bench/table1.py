@@ -31,7 +31,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any
 
-from hetseg.bench.provenance import check_recipe
+from hetseg.bench.provenance import check_recipe, with_overrides
 from hetseg.bench.table1_recipe import KS, METHODS, base_config, cell_config, classifier_config, equal_effort
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
@@ -224,9 +224,9 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
                     print(f"[table1] {m} k={k} seed {s}: strong images = weak set, identical to the "
                           "DecoupledNet cell (reported for both)", flush=True)
                     cells.append({**records[(s, k, "decouplednet")], "method": m, "same_as": "decouplednet"})
-    command = (f"hetseg bench table1 --scale {scale} --seeds {' '.join(map(str, seeds))} --init {init} "
-               f"--out {out} --data {data} --runs {runs}" + (f" --ks {' '.join(map(str, ks))}" if ks != KS else "")
-               + "".join(f" {o}" for o in overrides))  # the overrides too: they made the numbers
+    command = with_overrides(f"hetseg bench table1 --scale {scale} --seeds {' '.join(map(str, seeds))} --init {init} "
+                             f"--out {out} --data {data} --runs {runs}"
+                             + (f" --ks {' '.join(map(str, ks))}" if ks != KS else ""), overrides)
     first = bases[seeds[0]] if seeds else Config()
     extra = {"init": init, "budget": budget, "speed": speed, "precision": first.seg.precision,
              "channels_last": first.seg.channels_last, "jobs": jobs, "ks": list(ks),

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hetseg.bench.curves import stage_losses, tenths_cells, tenths_header
-from hetseg.bench.provenance import backbone_record, dataset_info, read_json
+from hetseg.bench.provenance import backbone_record, dataset_info, read_json, with_overrides
 from hetseg.bench.table1_report import claim_lines, mean_std, ordering
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config, describe_difference
@@ -199,7 +199,7 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         "target_rows_per_step_transfernet": cfg.transfer.joint.batch_size * cfg.transfer.joint.accumulate,
         "seconds_per_step": _per_step(t),
     }
-    command = _command(scale, seeds, out, data, runs, jobs) + (" " + " ".join(overrides) if overrides else "")
+    command = with_overrides(_command(scale, seeds, out, data, runs, jobs), overrides)
     report = {
         "benchmark": "transfer (TransferNet CVPR 2016, Table 1 / Sec. 6.3)", "scale": scale, "seeds": list(seeds),
         "data_root": data, "dataset": dataset_info(data), "splits": splits, "val": {"file": cfg.transfer.val_split, "images": len(val.strong()),

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hetseg.bench.provenance import check_recipe
+from hetseg.bench.provenance import check_recipe, with_overrides
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
 from hetseg.errors import DataError, HetsegError
@@ -77,7 +77,7 @@ def divide(root: str | Path, work: str | Path, ks: Sequence[int] = KS, seed: int
 
     from hetseg.data.labels import save_labels_json
     from hetseg.data.records import per_class_subset, read_split, split_text, write_split
-    from hetseg.io_atomic import write_text
+    from hetseg.io_atomic import holds_other_text, write_text
 
     root, work = Path(root), Path(work)
     ids = voc_ids(root)
@@ -94,7 +94,7 @@ def divide(root: str | Path, work: str | Path, ks: Sequence[int] = KS, seed: int
              **{f"strong_{k}.txt": split_text(chosen) for k, chosen in strong.items()}}
     for name, text in texts.items():
         old = work / "splits" / name
-        if old.is_file() and old.read_text(encoding="utf-8") != text:
+        if holds_other_text(old, text):
             raise HetsegError(f"{old}: this runs folder holds another division (of another --voc-root, or another "
                               f"image set), nothing was changed; fix: give another --runs for {root}")
     write_text(work / "splits" / "all.txt", lines)
@@ -216,8 +216,8 @@ def run_voc_real(voc_root: str, out: str = "benchmarks/results", runs: str = "ru
         for r in records:
             if r["method"] == "decouplednet" and r["seed"] == seed:
                 r["cls_mAP_eval"], r["cls_wall_s"] = cls_map, cls_wall
-    command = (f"hetseg bench voc-real --voc-root {voc_root} --out {out} --runs {runs} --seeds {' '.join(map(str, seeds))}"
-               + "".join(f" {o}" for o in overrides))  # the overrides too: they made the numbers
+    command = with_overrides(f"hetseg bench voc-real --voc-root {voc_root} --out {out} --runs {runs} "
+                             f"--seeds {' '.join(map(str, seeds))}", overrides)
     paths = write_results(records, division, out, command, voc_root, runs, time.perf_counter() - t0,
                           base_config(voc_root, runs, seeds[0], budget, overrides), list(ks), budget, list(overrides),
                           figure_images, jobs)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hetseg.data.records import per_class_subset, read_split, split_checksum, split_text, write_split
 from hetseg.errors import DataError
-from hetseg.io_atomic import write_text
+from hetseg.io_atomic import holds_other_text, write_text
 
 
 def _refuse_other_file(path: Path, text: str, what: str) -> None:
@@ -16,14 +16,9 @@ def _refuse_other_file(path: Path, text: str, what: str) -> None:
     bytes and may go ahead."""
     if path.is_dir():
         raise DataError(path, f"a folder is in the way of the {what}, nothing was written", "choose another --out")
-    if path.exists() or path.is_symlink():
-        try:
-            same = path.read_text(encoding="utf-8") == text
-        except (OSError, ValueError):  # unreadable or not UTF-8: certainly not this split
-            same = False
-        if not same:
-            raise DataError(path, f"already exists with other content ({what}), nothing was written",
-                            f"choose another --out, or move {path.name} away")
+    if holds_other_text(path, text):
+        raise DataError(path, f"already exists with other content ({what}), nothing was written",
+                        f"choose another --out, or move {path.name} away")
 
 
 def cli_splits(split: str, per_class: int, seed: int, root: str | None = None, num_classes: int | None = None,
@@ -41,9 +36,11 @@ def cli_splits(split: str, per_class: int, seed: int, root: str | None = None, n
     sidecar = dest.with_suffix(".sha256")
     if sidecar == dest:
         raise DataError(dest, "a .sha256 name is where the split's checksum goes", "name the split file .txt")
+    checksum = split_checksum(chosen)  # what write_split returns: every chosen record has its mask
+    sidecar_text = f"{checksum}  {dest.name}\n"
     _refuse_other_file(dest, split_text(chosen), "split file")
-    _refuse_other_file(sidecar, f"{split_checksum(chosen)}  {dest.name}\n", "its checksum file")
-    checksum = write_split(dest, chosen)
+    _refuse_other_file(sidecar, sidecar_text, "its checksum file")
+    write_split(dest, chosen)
     counts = Counter(c for r in chosen for c in r.labels)
     # a class with fewer masked images than asked gets all it has: say so instead of "K per class"
     short = [c for c in range(1, n) if counts[c] < per_class]
@@ -52,5 +49,5 @@ def cli_splits(split: str, per_class: int, seed: int, root: str | None = None, n
              f"{', '.join(map(str, short))} {'have' if len(short) > 1 else 'has'} fewer masked images, all taken")
     print(f"{dest}: {len(chosen)} images, {drawn} (seed {seed}), sha256 {checksum}")
     print("images per class: " + ", ".join(f"{c}:{counts[c]}" for c in range(1, n)))
-    write_text(sidecar, f"{checksum}  {dest.name}\n")
+    write_text(sidecar, sidecar_text)
     return 0

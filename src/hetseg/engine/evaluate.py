@@ -69,8 +69,7 @@ def predict_images(net: nn.Module, images: Sequence[np.ndarray], threshold: floa
         if isinstance(k, int) and any(not 1 <= int(c) <= k for c in ls):
             raise HetsegError(f"labels[{i}] = {list(ls)}: mask indices must be in 1..{k} (0 is background, never a "
                               "label); fix: pass each image's object classes as mask indices")
-    net.eval()
-    device = model_device(net)
+    device = model_device(net)  # eval mode: every model's predict switches to it (models/base.py)
     prepped = [prepare(im, net.input_size) for im in images]
     x = torch.stack([t for t, _ in prepped]).to(device).contiguous(memory_format=torch.channels_last)
     obj = None if labels is None else [[int(c) - 1 for c in ls] for ls in labels]
@@ -169,8 +168,8 @@ def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = 
     # Another dataset's split is named after its root too, so its val.txt never replaces the run's eval_val.json.
     foreign = Path(sp.root).resolve() != Path(cfg.data.root).resolve()
     theirs = Path(sp.root) / "classes.txt"
-    if foreign and theirs.is_file() and read_classes_file(theirs) != list(names):
-        other = read_classes_file(theirs)
+    other = read_classes_file(theirs) if foreign and theirs.is_file() else list(names)
+    if other != list(names):
         raise HetsegError(f"{theirs}: {len(other)} classes ({', '.join(other[:3])}, ...) where the run predicts "
                           f"{len(names)} ({', '.join(names[:3])}, ...), so mask indices would mean other classes; "
                           "fix: evaluate on a data set with the run's classes")

@@ -166,8 +166,7 @@ class Method:
             # A finished stage whose weights are gone must not be replaced by fresh weights.
             raise HetsegError(f"{run / 'model.safetensors'}: missing, but stage '{marked[0]}' is marked done; fix: "
                               f"restore the file, or delete {run / marked[0] / 'done.json'} to retrain that stage")
-        recorded = read_model_json(run).get("stages", {}) if (run / "model.json").is_file() else {}
-        if resume is not None and all(s in recorded or (run / s / "done.json").is_file() for s in stages):
+        if resume is not None and trained_stages(run, stages) == list(stages):
             # every stage asked for is trained: the checkpoint would be dropped without a word
             raise HetsegError(f"--resume {resume}: stage {', '.join(stages)} of {run} is already trained, so the "
                               f"checkpoint would be ignored; fix: drop --resume, or delete {run / stages[-1] / 'done.json'}"
@@ -234,14 +233,19 @@ def _remove_if_untrained(run: Path) -> None:
         pass
 
 
+def trained_stages(run: Path, stages: Sequence[str], checkpoints: bool = False) -> list[str]:
+    """Those of ``stages`` trained in ``run``: done marker, or recorded in model.json (a stage killed between
+    its model file and its marker, healed as done on a rerun), or -- with ``checkpoints`` -- half-trained."""
+    recorded = read_model_json(run).get("stages", {}) if (run / "model.json").is_file() else {}
+    return [s for s in stages if s in recorded or (run / s / "done.json").is_file()
+            or (checkpoints and (run / s / "checkpoints" / "last.ckpt").is_file())]
+
+
 def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str], method: Method | None = None) -> None:
     """A run dir holds one recipe (docs/GUARANTEES.md). Once one of ``stages`` has trained there (done
     marker or checkpoint), another config would skip or resume that stage under settings it never
     trained with, and config.json would then claim them; refused in one line before anything is written."""
-    # A stage killed between its model file and its marker is known from model.json (healed below as done).
-    recorded = read_model_json(run).get("stages", {}) if (run / "model.json").is_file() else {}
-    trained = [s for s in stages if s in recorded or (run / s / "done.json").is_file()
-               or (run / s / "checkpoints" / "last.ckpt").is_file()]
+    trained = trained_stages(run, stages, checkpoints=True)
     if not trained:
         return
     p = run / "config.json"

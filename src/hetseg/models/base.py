@@ -155,10 +155,10 @@ def create_model(name: str, **kwargs) -> Segmenter:
     kwargs must be JSON-serialisable (they are stored in model.json and passed back on load);
     ``num_classes`` (K object classes, background not counted) must be an integer >= 1.
     """
-    k = kwargs.get("num_classes")
-    if "num_classes" in kwargs and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
-        raise ValueError(f"num_classes={k!r}: expected an integer >= 1 (object classes, background not counted)")
     if "num_classes" in kwargs:
+        k = kwargs["num_classes"]
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"num_classes={k!r}: expected an integer >= 1 (object classes, background not counted)")
         kwargs["num_classes"] = int(k)  # numpy integers too; stored in model.json
     net = MODELS.lookup(name)(**kwargs)
     net.model_name = name.lower()
