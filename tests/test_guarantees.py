@@ -466,3 +466,43 @@ def test_a_num_classes_the_class_list_does_not_have_is_refused(trained, scenes, 
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "names 5 classes but the model predicts 11" in err
     assert (preds / "kept.png").read_bytes() == b"an earlier evaluation"
+
+
+def test_a_stage_that_never_trained_is_noted_by_eval_and_predict(scenes, tmp_path, capsys):
+    """A DecoupledNet run trained with ``--stage cls`` only segments with its initial decoder: eval and predict
+    say so in one note and still do their work. A run whose seg trained from that run's weights
+    (``--init-from``, as Table 1's cells do) records where its classifier came from and has nothing to say;
+    a model.json from before hetseg recorded ``init_from`` cannot tell, so says nothing either."""
+    base = ["--no-progress", f"data.root={scenes}", "cls.steps=2", "cls.batch_size=4", "seg.steps=2",
+            "seg.batch_size=4", "crops.crops_per_subset=2", "crops.proposals=none"]
+    cls_run, seg_run = tmp_path / "cls", tmp_path / "seg"
+    assert main(["train", "--run-dir", str(cls_run), "--stage", "cls", *base]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(cls_run)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"hetseg: note: {cls_run}: stage 'seg' never trained ")
+    assert f"fix: hetseg train --config {cls_run / 'config.json'} --run-dir {cls_run}" in err[0]
+    image = next((scenes / "JPEGImages").iterdir())
+    assert main(["predict", "--checkpoint", str(cls_run / "model.safetensors"), "--input", str(image),
+                 "--output", str(tmp_path / "pred")]) == 0
+    assert capsys.readouterr().err.count("hetseg: note: ") == 1
+    # the same run's model.json as hetseg wrote it before recording init_from: unknown, so no note
+    written = (cls_run / "model.json").read_text()
+    info = json.loads(written)
+    assert info.pop("init_from") is None
+    (cls_run / "model.json").write_text(json.dumps(info))
+    assert main(["eval", "--checkpoint", str(cls_run)]) == 0
+    assert "hetseg: note" not in capsys.readouterr().err
+    (cls_run / "model.json").write_text(written)
+
+    assert main(["train", "--run-dir", str(seg_run), "--stage", "seg", "--init-from", str(cls_run), *base]) == 0
+    assert json.loads((seg_run / "model.json").read_text())["init_from"] == {"path": str(cls_run), "stages": ["cls"]}
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(seg_run)]) == 0
+    assert "hetseg: note" not in capsys.readouterr().err
+    # trained to the end in one run dir: nothing to say; the record says it started from nothing
+    assert main(["train", "--run-dir", str(cls_run), "--config", str(cls_run / "config.json"), "--no-progress"]) == 0
+    assert json.loads((cls_run / "model.json").read_text())["init_from"] is None
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(cls_run)]) == 0
+    assert "hetseg: note" not in capsys.readouterr().err

@@ -37,6 +37,15 @@ def _check_bench_options(args: argparse.Namespace) -> None:
                               f"fix: drop {flag}")
 
 
+def _note_untrained(checkpoint: str) -> None:
+    """eval/predict/export of a run with a stage that never trained: said once, before the work."""
+    from hetseg.methods import untrained_note
+
+    line = untrained_note(checkpoint)
+    if line:
+        print(f"hetseg: note: {line}", file=sys.stderr)
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.cmd == "data":
         if args.data_cmd == "scenes":
@@ -90,6 +99,7 @@ def _run(args: argparse.Namespace) -> int:
         from hetseg.engine.evaluate import evaluate_run
         from hetseg.metrics import format_table
 
+        _note_untrained(args.checkpoint)
         scores, report = evaluate_run(args.checkpoint, args.split, args.threshold, args.gt_labels, root=args.root)
         print(format_table(scores, list(report["scores"]["iou"])))
         print(f"mIoU={scores.miou * 100:.1f} on {report['split']} ({report['images']} images); "
@@ -102,6 +112,7 @@ def _run(args: argparse.Namespace) -> int:
             from hetseg import zoo
 
             args.checkpoint = str(zoo.resolve(args.model))
+        _note_untrained(args.checkpoint)
         recs = run_predict(args.checkpoint, args.input, args.output, args.overlay, args.threshold)
         print(f"predicted {len(recs)} image{'s' * (len(recs) != 1)} into {args.output}")
         return 0
@@ -112,6 +123,7 @@ def _run(args: argparse.Namespace) -> int:
             from hetseg import zoo
 
             args.checkpoint = str(zoo.resolve(args.model))
+        _note_untrained(args.checkpoint)
         meta = export_onnx(args.checkpoint, args.out, args.replace, args.verbose, args.inference_steps)
         p, s = meta["parity"], meta["input"]["shape"][2]
         images = f"{p['images']} image{'s' * (p['images'] != 1)}"

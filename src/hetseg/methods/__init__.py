@@ -8,11 +8,14 @@ plus its import below.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from hetseg.config import Config
+from hetseg.engine.checkpoint import read_model_json
 from hetseg.engine.context import class_names, load_split
 from hetseg.engine.evaluate import evaluate_run
 from hetseg.engine.train import stage_done
+from hetseg.errors import HetsegError
 from hetseg.methods import decouplednet, deconvnet, dis, transfernet  # noqa: F401 - registration
 from hetseg.methods.base import METHODS, Method, get_method, register_method
 
@@ -23,7 +26,26 @@ def train(cfg: Config, stages: Sequence[str] | None = None, resume: str | None =
     return get_method(cfg.model.name).train(cfg, stages, resume, init_from, progress, callbacks)
 
 
+def untrained_note(run: str | Path) -> str | None:
+    """One line for eval/predict/export when the run (dir or its model.safetensors) predicts with a stage's
+    initial weights (:meth:`Method.untrained`), else None -- also when model.json cannot be read: the
+    command's own loading then says why."""
+    run = Path(run)
+    run = run.parent if run.suffix == ".safetensors" else run
+    try:
+        info = read_model_json(run)
+        cfg = Config.from_dict(info["config"], where=str(run / "model.json"))
+        missing = get_method(info["method"]).untrained(info, cfg)
+    except (HetsegError, KeyError, TypeError):
+        return None
+    if not missing:
+        return None
+    which = ", ".join(f"'{s}'" for s in missing)
+    return (f"{run}: stage {which} never trained in this run nor came from --init-from, so it predicts with "
+            f"initial weights there; fix: hetseg train --config {run / 'config.json'} --run-dir {run} trains it")
+
+
 # What benches and apps train and score through (never a stage directly); they read finished runs with
 # the engine's public helpers (engine.checkpoint.load_model, engine.evaluate, engine.context).
 __all__ = ["METHODS", "Method", "class_names", "evaluate_run", "get_method", "load_split", "register_method",
-           "stage_done", "train"]
+           "stage_done", "train", "untrained_note"]

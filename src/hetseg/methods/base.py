@@ -48,6 +48,13 @@ class Method:
     def default_stages(self, cfg: Config) -> tuple[str, ...]:
         return self.stages
 
+    def untrained(self, info: dict, cfg: Config) -> list[str]:
+        """Stages of :meth:`default_stages` whose weights a run (its model.json ``info``, its Config ``cfg``)
+        neither trained nor received by ``--init-from``: it predicts with their initial weights. [] when
+        that is unknown (:func:`held_stages`)."""
+        held = held_stages(info)
+        return [] if held is None else [s for s in self.default_stages(cfg) if s not in held]
+
     def stage_section(self, stage: str) -> str:
         """The dotted config section holding ``stage``'s budget (a :class:`hetseg.config.StageConfig`);
         default: the section named like the stage (``cls`` -> ``cfg.cls``)."""
@@ -174,21 +181,26 @@ class Method:
         net = self.build(cfg)
         fresh = not (run / "model.safetensors").is_file() and not init_from
         init_weights(net, cfg, init_from)
+        source = init_record(init_from)
         self.prepare(net, cfg, fresh)
         new_run = not run.exists()
         if is_rank_zero():  # only now: a run refused above (bad data, bad --init-from) leaves no run dir behind
             cfg.save(run / "config.json")
         try:
-            return self._train_stages(run, net, cfg, stages, names, resume, callbacks, progress)
+            return self._train_stages(run, net, cfg, stages, names, resume, callbacks, progress, source)
         except HetsegError:
             if new_run and is_rank_zero():
                 _remove_if_untrained(run)  # a run refused at its first stage's data leaves no folder either
             raise
 
     def _train_stages(self, run: Path, net: nn.Module, cfg: Config, stages: Sequence[str], names: list[str],
-                      resume: str | None, callbacks: Sequence, progress: bool) -> dict:
-        """The stage loop of :meth:`train`: skip finished stages, train the others, model file then marker."""
+                      resume: str | None, callbacks: Sequence, progress: bool, source: dict | None = None) -> dict:
+        """The stage loop of :meth:`train`: skip finished stages, train the others, model file then marker.
+        ``source`` is :func:`init_record` of this command's ``--init-from`` (None: none given)."""
         prev = read_model_json(run) if (run / "model.json").is_file() else {}
+        # What the weights started from; a run written before hetseg recorded it stays "unknown" (no key).
+        started = {"init_from": source if source or not prev else prev["init_from"]} \
+            if source or not prev or "init_from" in prev else {}
         stages_meta, splits_meta = dict(prev.get("stages", {})), dict(prev.get("splits", {}))
         summaries: dict = {}
         for stage in stages:
@@ -210,7 +222,7 @@ class Method:
                 continue
             save_model(run, net, cfg, names, {"method": self.name, "threshold": self.threshold(cfg),
                                               "stages": stages_meta, "splits": splits_meta,
-                                              "command": command_line()})
+                                              "command": command_line(), **started})
             self.after_stage(stage, net, cfg)
             fault_point(f"saved:{stage}")
             mark_done(run, summary)
@@ -231,6 +243,28 @@ def _remove_if_untrained(run: Path) -> None:
             d.rmdir()
     except OSError:  # a tidy-up only: the refusal being raised is what the user must see
         pass
+
+
+def held_stages(info: dict) -> set[str] | None:
+    """The stages whose weights a run holds, from its model.json ``info``: trained there, or brought by the
+    ``--init-from`` it recorded; None when unknown (a file of bare weights, or a model.json from before
+    hetseg recorded ``init_from``)."""
+    if "init_from" not in info:
+        return None
+    src, own = info["init_from"], set(info.get("stages", {}))
+    if src is None:
+        return own
+    return None if src.get("stages") is None else own | set(src["stages"])
+
+
+def init_record(init_from: str | None) -> dict | None:
+    """What model.json records of ``--init-from``: the path, and the stages its weights hold
+    (:func:`held_stages` of a run dir; None for a bare .safetensors file, which says nothing of them)."""
+    if not init_from:
+        return None
+    src = Path(init_from)
+    held = held_stages(read_model_json(src)) if (src / "model.json").is_file() else None
+    return {"path": str(init_from), "stages": None if held is None else sorted(held)}
 
 
 def trained_stages(run: Path, stages: Sequence[str], checkpoints: bool = False) -> list[str]:
