@@ -250,3 +250,39 @@ def test_refining_predict_runs_under_inference_mode(trained, val_batch):
         inside = trained.predict(images.clone(), threshold=0.5, steps=3)  # an inference tensor as input
     torch.testing.assert_close(got.probs, want.probs)
     torch.testing.assert_close(inside.probs, want.probs)
+
+
+def test_model_resnet_weights_start_a_dis_run_and_a_wrong_key_or_file_is_one_line(tmp_path):
+    """``model.resnet_weights`` is how a DIS run starts from torchvision ImageNet ResNet weights (paper
+    scale; here a CPU-scale encoder file of the same format). DIS given only ``model.vgg_weights``, a VGG
+    model given only ``model.resnet_weights``, a missing file and a file that does not fit are each
+    refused in one line (the first used to end in a TypeError traceback, and the paper config trained
+    ResNet-101 from random weights)."""
+    from hetseg.config import Config
+    from hetseg.engine.context import init_weights
+    from hetseg.errors import HetsegError
+    from hetseg.methods import get_method
+
+    source = ResNetEncoder("cpu")
+    with torch.no_grad():
+        for v in source.parameters():
+            v.add_(1.0)  # differs from any seeded start
+    path = tmp_path / "resnet.pth"
+    torch.save(source.state_dict(), path)
+    cfg = Config(run_dir=str(tmp_path / "run")).override(["model.name=dis", f"model.resnet_weights={path}",
+                                                          "model.vgg_weights=also-given-for-the-vgg-family.pth"])
+    net = get_method("dis").build(cfg)
+    assert init_weights(net, cfg, None) == f"resnet_weights {path}"
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in net.encoder.state_dict().items())
+
+    cases = [(["model.name=dis", "model.vgg_weights=vgg.pth"], "model.vgg_weights=vgg.pth: method 'dis' has a ResNet"),
+             (["model.name=decouplednet", f"model.resnet_weights={path}"], "has a VGG-16 encoder"),
+             (["model.name=dis", f"model.resnet_weights={tmp_path / 'none.pth'}"], "no such file"),
+             (["model.name=dis", f"model.resnet_weights={tmp_path / 'bad.pth'}"], "cannot load it into model 'dis'")]
+    (tmp_path / "bad.pth").write_bytes(b"not a torch file")
+    for overrides, message in cases:
+        cfg = Config(run_dir=str(tmp_path / "run")).override(overrides)
+        net = get_method(cfg.model.name).build(cfg)
+        with pytest.raises(HetsegError, match=message) as e:
+            init_weights(net, cfg, None)
+        assert "\n" not in str(e.value) and "; fix: " in str(e.value)

@@ -30,6 +30,8 @@ def test_attention_sums_to_one_over_locations(variant):
     torch.manual_seed(0)
     att = AttentionModel(8, 5, 7, K, 16, variant)
     assert (att.combined is None) == (variant == "paper")
+    # the paper's alpha = softmax(W_att(W_feat vec A (.) W_label y) + b): no bias inside the product
+    assert (att.feat_embed.bias is None and att.label_embed.bias is None) == (variant == "paper")
     feats = torch.rand(6, 8, 5, 7) * 3
     labels = torch.eye(K)[torch.tensor([0, 1, 2, 3, 9, 9])]
     alpha = att(feats, labels)

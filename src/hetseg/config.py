@@ -39,6 +39,7 @@ class ModelConfig:
     scale: str = "cpu"           # cpu | paper
     weight_pool: str = "avg"     # avg | max: which pooled score weights f_cls (docs/REFERENCE.md §7.2)
     vgg_weights: str = ""        # optional torchvision-format VGG-16 file (paper scale)
+    resnet_weights: str = ""     # optional torchvision-format ResNet-101 file (DIS, paper scale)
     backbone: str = ""           # optional backbone.safetensors (or its run dir) from stage "pre"
     encoder: str = "vgg16"       # vgg16: the method's paper encoder (VGG-16; DIS: ResNet) | a models/encoders.py name
     imagenet: bool = True        # non-VGG encoders: start from their ImageNet weights (hetseg[imagenet])
@@ -111,7 +112,7 @@ class TransferConfig:
     feature_scale: float = 0.004   # A = s * conv5_3; 0 = calibrate on training images (max -> ~1)
     embed_dim: int = 0             # factors d; 0 = 2 * C5 (1024 paper, 256 CPU)
     seg_weight: float = 2.0        # lambda (docs/REFERENCE.md §3.6)
-    threshold: float = 0.6         # separate classifier: labels with sigmoid score >= threshold
+    threshold: float = 0.6         # separate classifier: labels with sigmoid score > threshold
     bg_scale: float = 0.5          # inference prior: P(bg) x 0.5, renormalised (docs/REFERENCE.md §3.9)
     crf: bool = False              # per-class binary dense CRF at inference (needs pydensecrf2)
     classifier_run: str = ""       # a finished decouplednet run whose classifier replaces stage cls

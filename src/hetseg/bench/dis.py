@@ -47,7 +47,10 @@ BUDGETS: dict[str, list[str]] = {
 def base_config(scale: str, seed: int, data: str | Path, k: int | str, runs: str | Path, budget: str = "default",
                 overrides: Sequence[str] = ()) -> Config:
     """Stages labelmap + recon of one (seed, k)."""
-    init = ["model.backbone=shipped"] if scale == "cpu" else []  # paper scale: no shipped backbone
+    # The shipped ResNet backbone, unless the overrides name the starting weights (paper scale:
+    # model.resnet_weights=<torchvision ResNet-101 file>; without it the shipped one refuses paper scale).
+    named = any(o.split("=", 1)[0] in ("model.backbone", "model.resnet_weights") for o in overrides)
+    init = [] if named else ["model.backbone=shipped"]
     cfg = Config(seed=seed).override(["model.name=dis", f"model.scale={scale}", f"data.root={data}", *init,
                                       f"data.strong_split={strong_split_file(k)}", *BUDGETS[budget], *overrides])
     return dataclasses.replace(cfg, run_dir=str(Path(runs) / f"seed{seed}" / f"dis_k{k}_base"))

@@ -93,8 +93,9 @@ def init_weights(net: nn.Module, cfg: Config, init_from: str | None) -> str:
     """Starting weights of a run's model; returns where they came from.
 
     In order: ``init_from`` (weights only, safetensors), this run's own ``model.safetensors`` (the
-    latest finished stage), ``model.backbone`` (a CPU-scale pretrained backbone), the ImageNet
-    VGG-16 file ``model.vgg_weights`` (paper scale), else the seeded initialisation.
+    latest finished stage), ``model.backbone`` (a CPU-scale pretrained backbone), the torchvision
+    ImageNet file of the model's encoder family (:func:`imagenet_file`: ``model.vgg_weights`` for
+    VGG-16, ``model.resnet_weights`` for DIS's ResNet; paper scale), else the seeded initialisation.
     """
     from hetseg.engine.checkpoint import load_weights
 
@@ -113,12 +114,44 @@ def init_weights(net: nn.Module, cfg: Config, init_from: str | None) -> str:
         except ValueError as e:
             raise HetsegError(f"model.backbone={cfg.model.backbone}: {e}") from None
         return f"backbone {cfg.model.backbone}"
-    if cfg.model.vgg_weights:
-        from hetseg.models.vgg import load_vgg16_file
-
-        load_vgg16_file(net.classifier if hasattr(net, "classifier") else net, cfg.model.vgg_weights)
-        return f"vgg_weights {cfg.model.vgg_weights}"
+    if cfg.model.vgg_weights or cfg.model.resnet_weights:
+        return imagenet_file(net, cfg)
     return "seeded init"
+
+
+def imagenet_file(net: nn.Module, cfg: Config) -> str:
+    """Load the torchvision ImageNet file given for ``net``'s encoder family into it; returns where from.
+
+    ``model.vgg_weights`` (VGG-16, docs/REFERENCE.md §1.3) for the VGG family, ``model.resnet_weights``
+    (ResNet-101, docs/DIS.md "ImageNet weights") for DIS. A config may name both (one file serving
+    several methods); only the other family's file, a missing file or one that does not fit the model
+    is refused in one line -- training from random weights instead would waste a paper-scale run."""
+    from hetseg.models.backbone import backbone_family
+
+    family = backbone_family(net)
+    key, other = ("resnet_weights", "vgg_weights") if family == "resnet" else ("vgg_weights", "resnet_weights")
+    path = getattr(cfg.model, key)
+    if not path:
+        kind = "ResNet" if family == "resnet" else "VGG-16"
+        raise HetsegError(f"model.{other}={getattr(cfg.model, other)}: method '{cfg.model.name}' has a {kind} encoder; "
+                          f"fix: give its torchvision ImageNet {kind} file as model.{key}=FILE instead")
+    if not Path(path).is_file():
+        raise HetsegError(f"model.{key}={path}: no such file; fix: give the path of a torchvision ImageNet weights file")
+    try:
+        if family == "resnet":
+            from hetseg.models.resnet import load_torchvision_resnet
+
+            load_torchvision_resnet(net.encoder, path)
+        else:
+            from hetseg.models.vgg import load_vgg16_file
+
+            load_vgg16_file(net.classifier if hasattr(net, "classifier") else net, path)
+    except Exception as e:  # noqa: BLE001 - a foreign file: its reader's failure, said in one line
+        why = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise HetsegError(f"model.{key}={path}: cannot load it into model '{cfg.model.name}' at scale "
+                          f"{cfg.model.scale} ({why}); fix: give the torchvision ImageNet file of that encoder "
+                          "(paper scale), or drop the setting") from None
+    return f"{key} {path}"
 
 
 def seeded_model(name: str, kwargs: dict, seed: int) -> nn.Module:

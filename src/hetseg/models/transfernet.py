@@ -56,7 +56,8 @@ def caffe_xavier_(layer: nn.Linear) -> None:
     """Caffe's "xavier" filler: uniform(-a, a) with a = sqrt(3 / fan_in); bias 0."""
     a = math.sqrt(3.0 / layer.in_features)
     nn.init.uniform_(layer.weight, -a, a)
-    nn.init.zeros_(layer.bias)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
 
 
 def default_embed_dim(scale: Scale) -> int:
@@ -81,8 +82,11 @@ class AttentionModel(nn.Module):
             raise ValueError(f"attention variant must be one of {ATTENTION_VARIANTS}, got {variant!r}")
         self.variant = variant
         self.shape = (channels, height, width)
-        self.feat_embed = nn.Linear(channels * height * width, embed_dim)
-        self.label_embed = nn.Linear(num_classes, embed_dim)
+        # The paper's equation has one bias, b, outside the product; the released code's embeddings
+        # carry biases (its feat_embed parameter count includes them: docs/REFERENCE.md §7.10).
+        code = variant == "code"
+        self.feat_embed = nn.Linear(channels * height * width, embed_dim, bias=code)
+        self.label_embed = nn.Linear(num_classes, embed_dim, bias=code)
         self.combined = nn.Linear(embed_dim, embed_dim) if variant == "code" else None
         self.att = nn.Linear(embed_dim, height * width)
         for layer in (self.feat_embed, self.label_embed, self.combined):

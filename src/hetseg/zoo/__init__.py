@@ -60,12 +60,13 @@ def shipped_backbone(scale: str, family: str = "vgg") -> Path:
     "resnet"), made by ``hetseg bench backbone [--family resnet]``.
 
     Only CPU scale ships one -- paper scale starts from ImageNet weights (``model.vgg_weights``;
-    DIS: ``load_torchvision_resnet``).
+    DIS: ``model.resnet_weights``).
     """
     path = backbone_dir(family) / "backbone.safetensors"
     if scale != "cpu":
         raise HetsegError(f"model.backbone=shipped: only model.scale=cpu has a shipped backbone; fix: at "
-                          f"scale {scale} give model.vgg_weights=<torchvision VGG-16 file> or a backbone path")
+                          f"scale {scale} give the torchvision ImageNet file (model.{'resnet' if family == 'resnet' else 'vgg'}"
+                          f"_weights=FILE) or a backbone path")
     if not path.is_file():
         raise HetsegError(f"{path}: the shipped backbone is missing; fix: run 'hetseg bench backbone"
                           f"{' --family resnet' if family == 'resnet' else ''}' (or reinstall hetseg)")
