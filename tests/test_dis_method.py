@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -239,3 +240,44 @@ def test_dis_seed_summary_and_claims():
     md = markdown(report)
     assert "| 5 | 0 | 31.0 ± 1.4 | 21.0 ± 1.4 | 41.0 ± 1.4 |" in md and "| not shown |" in md
     assert "| 1 | full | 5 | 45.0 | 40.0 | 55.0 | -5.0 |" in md
+
+
+def test_bench_dis_starts_from_the_shipped_backbone_unless_the_weights_are_named():
+    """Paper scale has no shipped backbone: naming ``model.resnet_weights`` (ImageNet ResNet-101) replaces
+    it, and without it the shipped one's scale check refuses the run (it used to train from random weights)."""
+    from hetseg.bench.dis import base_config
+
+    assert base_config("cpu", 0, "d", 5, "runs").model.backbone == "shipped"
+    named = base_config("paper", 0, "d", 5, "runs", overrides=["model.resnet_weights=r101.pth"])
+    assert named.model.backbone == "" and named.model.resnet_weights == "r101.pth"
+    assert base_config("paper", 0, "d", 5, "runs").model.backbone == "shipped"
+
+
+@pytest.mark.parametrize("stage_name", ["recon", "joint"])
+def test_subnet2_trains_on_the_tag_restricted_labelmap(stage_name):
+    """The refinement objective feeds subnet-2 softmax(u3) restricted to the tags (docs/DIS.md), so the
+    recon and joint stages train it on that input too: a class no row is tagged with reaches subnet-2
+    as exactly 0, so its first conv's weights for that input channel get no gradient (they did when
+    subnet-2 was trained on the unrestricted softmax, which the refinement never showed it)."""
+    from hetseg.methods.dis.stages import JointStage, ReconStage
+    from hetseg.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("dis", num_classes=10)
+    sc = Config().dis.recon if stage_name == "recon" else Config().dis.joint
+    stage = ReconStage(net, sc) if stage_name == "recon" else JointStage(net, sc, t_train=0, recon_weight=1.0)
+    x = torch.randn(4, 3, 96, 96)
+    tags = torch.zeros(4, 10)
+    tags[:, 2], tags[3, 7] = 1, 1  # every row: class 2; the second tag-only row also class 7
+    mask = torch.full((4, 96, 96), 255, dtype=torch.long)
+    mask[:2, :48], mask[:2, 48:] = 0, 3  # the two masked rows: background and class 2
+    has = torch.tensor([True, True, False, False])
+    halves = [(t[:2], t[2:]) for t in (x, mask, tags, has)]
+    batch = [h[0] for h in halves] + [h[1] for h in halves]  # (masked half, tag-only half), as MixedDataset
+    net.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log outside a Trainer
+        stage.training_step(batch, 0).backward()
+    grad = net.recon[0].weight.grad.abs().sum(dim=(0, 2, 3))  # per input channel = mask index
+    untagged = [c + 1 for c in range(10) if c not in (2, 7)]
+    assert (grad[untagged] == 0).all() and (grad[[0, 3, 8]] > 0).all()

@@ -171,9 +171,11 @@ class DIS(Segmenter):
         u2 = torch.cat([u1, v1[:, :, None, None].expand(-1, -1, *u1.shape[-2:])], dim=1)
         return _mask_logits(self.labelmap(u2), allowed)
 
-    def reconstruct(self, logits: Tensor) -> Tensor:
-        """Subnet-2: u3 logits (N, K+1, h, w) -> z3 (N, in_channels, h, w), from softmax(u3)."""
-        return self.recon(logits.softmax(dim=1))
+    def reconstruct(self, logits: Tensor, allowed: Tensor | None = None) -> Tensor:
+        """Subnet-2: u3 logits (N, K+1, h, w), allowed (N, K) bool | None -> z3 (N, in_channels, h, w),
+        from softmax(u3) restricted to the allowed classes + background: the input the refinement
+        objective gives it, so training passes the tags too (docs/DIS.md, "Training")."""
+        return self.recon(_mask_logits(logits, allowed).softmax(dim=1))
 
     def tag_logits(self, u1: Tensor, v1: Tensor) -> Tensor:
         """Subnet-3: u1 (N, D, h, w), v1 (N, D) -> v3 (N, K) pre-sigmoid, v2 = avgpool(u1) + v1."""

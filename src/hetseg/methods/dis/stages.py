@@ -43,17 +43,18 @@ class LabelmapStage(Stage):
 
 
 class ReconStage(Stage):
-    """Stage 2: subnet-2 reconstructs the image from softmax(u3); everything else frozen."""
+    """Stage 2: subnet-2 reconstructs the image from softmax(u3) restricted to each row's tags (as the
+    refinement objective feeds it, docs/DIS.md); everything else frozen."""
 
     def __init__(self, net: DIS, sc: StageConfig) -> None:
         super().__init__(net, sc, [net.recon])
 
     def training_step(self, batch, batch_idx):
-        x, *_ = _cat_halves(batch)
+        x, _, tags, _ = _cat_halves(batch)
         with torch.no_grad():
             u1, v1 = self.net.encode(x)
             logits = self.net.labelmap_logits(u1, v1)
-        loss = reconstruction_loss(self.net.reconstruct(logits), x).mean()
+        loss = reconstruction_loss(self.net.reconstruct(logits, tags.bool()), x).mean()
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -61,7 +62,8 @@ class ReconStage(Stage):
 class JointStage(Stage):
     """Stage 3: all parts; a tag-only row is supervised by its inferred labelmap: ``t_train`` steps
     of iterative inference with the weights fixed and its tags as the constraint, then the argmax
-    (upsampled to the input) as its CE target. Loss = CE + tag BCE + recon_weight * recon."""
+    (upsampled to the input) as its CE target. Loss = CE + tag BCE + recon_weight * recon, subnet-2
+    reading each row's tag-restricted softmax(u3)."""
 
     def __init__(self, net: DIS, sc: StageConfig, t_train: int, recon_weight: float) -> None:
         super().__init__(net, sc, None)
@@ -86,7 +88,10 @@ class JointStage(Stage):
             target = target.clone()
             target[weak] = self.inferred_targets(x[weak], tags[weak])
         u1, v1 = self.net.encode(x)
-        logits, recon, tag_logits = self.net.heads(u1, v1)
+        # CE and tags on the unconstrained heads (a labelmap must rank untagged classes low by itself);
+        # subnet-2 reads the tag-restricted maps, as in the refinement objective.
+        logits, tag_logits = self.net.labelmap_logits(u1, v1), self.net.tag_logits(u1, v1)
+        recon = self.net.reconstruct(logits, tags.bool())
         ce = labelmap_ce(logits, target)
         bce = F.binary_cross_entropy_with_logits(tag_logits.float(), tags)
         rec = reconstruction_loss(recon, x).mean()
