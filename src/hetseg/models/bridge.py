@@ -26,7 +26,8 @@ class Bridge(nn.Module):
         out_channels: channels of g (C5 in DecoupledNet, the decoder's input).
         bn_eps: BN epsilon. The original's Caffe BN used 1e-9 with plain batch statistics
             (docs/REFERENCE.md §1.7, §7.5); we keep PyTorch's 1e-5 default, which is numerically safer
-            for tiny batches. Running statistics are PyTorch's; the engine may recalibrate.
+            for tiny batches. Running statistics are PyTorch's (momentum 0.1); nothing recalibrates them
+            afterwards (docs/DECISIONS.md, "BN").
     """
 
     def __init__(
