@@ -68,8 +68,9 @@ _EFFORT_INIT = {
 EQUAL_EFFORT = (
     "Budgets are counted in optimizer steps and fixed before the run (recorded per cell). Every "
     "segmentation network gets the same segmentation budget: seg.steps steps of seg.batch_size crops "
-    "(x accumulate), same batch, step schedule (lr x0.1 after lr_step of the steps) and combinatorial-crop "
-    "recipe -- DecoupledNet and DecoupledNet-Str use cfg.seg. Both DecoupledNet classifiers (weak set; strong "
+    "(x accumulate), same batch, step schedule (lr x0.1 after lr_step of the steps) and crop rules -- "
+    "DecoupledNet and DecoupledNet-Str use cfg.seg and crop per label subset (binary targets), DeconvNet per "
+    "image (boxes enclosing all its objects, multiclass target; docs/DECISIONS.md, 'DeconvNet'). Both DecoupledNet classifiers (weak set; strong "
     "images only for -Str) get the same cls budget, cfg.cls. DeconvNet has no separate classifier, so it "
     "gets seg.steps + cls.steps steps (at the seg batch): every method makes the same total number of "
     "optimizer steps. "
