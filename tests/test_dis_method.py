@@ -250,6 +250,8 @@ def test_bench_dis_starts_from_the_shipped_backbone_unless_the_weights_are_named
     assert base_config("cpu", 0, "d", 5, "runs").model.backbone == "shipped"
     named = base_config("paper", 0, "d", 5, "runs", overrides=["model.resnet_weights=r101.pth"])
     assert named.model.backbone == "" and named.model.resnet_weights == "r101.pth"
+    mapping = base_config("paper", 0, "d", 5, "runs", overrides=["model={resnet_weights: r101.pth}"])
+    assert mapping.model.backbone == "" and mapping.model.resnet_weights == "r101.pth"
     assert base_config("paper", 0, "d", 5, "runs").model.backbone == "shipped"
 
 

@@ -278,7 +278,9 @@ def test_model_resnet_weights_start_a_dis_run_and_a_wrong_key_or_file_is_one_lin
     cases = [(["model.name=dis", "model.vgg_weights=vgg.pth"], "model.vgg_weights=vgg.pth: method 'dis' has a ResNet"),
              (["model.name=decouplednet", f"model.resnet_weights={path}"], "has a VGG-16 encoder"),
              (["model.name=dis", f"model.resnet_weights={tmp_path / 'none.pth'}"], "no such file"),
-             (["model.name=dis", f"model.resnet_weights={tmp_path / 'bad.pth'}"], "cannot load it into model 'dis'")]
+             (["model.name=dis", f"model.resnet_weights={tmp_path / 'bad.pth'}"], "cannot load it into model 'dis'"),
+             (["model.name=decouplednet", "model.encoder=efficientnet_lite0_tiny", f"model.resnet_weights={path}"],
+              "model.encoder=efficientnet_lite0_tiny starts from its own ImageNet weights.*fix: drop model.resnet_weights")]
     (tmp_path / "bad.pth").write_bytes(b"not a torch file")
     for overrides, message in cases:
         cfg = Config(run_dir=str(tmp_path / "run")).override(overrides)
@@ -286,3 +288,4 @@ def test_model_resnet_weights_start_a_dis_run_and_a_wrong_key_or_file_is_one_lin
         with pytest.raises(HetsegError, match=message) as e:
             init_weights(net, cfg, None)
         assert "\n" not in str(e.value) and "; fix: " in str(e.value)
+        assert "weights_only" not in str(e.value)  # torch's own advice (weights_only=False) is not passed on

@@ -506,3 +506,43 @@ def test_a_stage_that_never_trained_is_noted_by_eval_and_predict(scenes, tmp_pat
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(cls_run)]) == 0
     assert "hetseg: note" not in capsys.readouterr().err
+
+
+def test_the_untrained_stage_note_is_never_false_and_its_fix_never_stale(scenes, tmp_path, capsys):
+    """Edge cases of the note above (a second read found each): a first stage killed after starting from
+    --init-from and resumed without it records "unknown", not "started from nothing" (it said the classifier
+    had never trained); a stage missing *before* a trained one is fixed in a new run dir (training it in
+    place would leave the later stage trained on its initial weights); an unreadable model.json of the
+    --init-from run leaves its stages unknown instead of refusing the weights; a hand-edited init_from is
+    no traceback."""
+    import os
+
+    base = ["--no-progress", f"data.root={scenes}", "cls.steps=2", "cls.batch_size=4", "seg.steps=3",
+            "seg.batch_size=4", "seg.checkpoint_every=1", "crops.crops_per_subset=2", "crops.proposals=none"]
+    cls_run, seg_run, bare = tmp_path / "cls", tmp_path / "seg", tmp_path / "bare"
+    assert main(["train", "--run-dir", str(cls_run), "--stage", "cls", *base]) == 0
+    env = {**os.environ, "HETSEG_FAULT": "step:seg:2", "OMP_NUM_THREADS": "1"}
+    killed = subprocess.run([sys.executable, "-m", "hetseg", "train", "--run-dir", str(seg_run), "--stage", "seg",
+                             "--init-from", str(cls_run), *base], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode != 0 and not (seg_run / "model.json").exists()
+    assert main(["train", "--run-dir", str(seg_run), "--stage", "seg", *base]) == 0  # resumed, no --init-from
+    assert "init_from" not in json.loads((seg_run / "model.json").read_text())
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(seg_run)]) == 0
+    assert "hetseg: note" not in capsys.readouterr().err
+
+    assert main(["train", "--run-dir", str(bare), "--stage", "seg", *base]) == 0  # seg on a random classifier
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(bare)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stage 'cls' never trained" in err[0] and "into a new run dir" in err[0]
+
+    (cls_run / "model.json").write_text("{not json")
+    assert main(["train", "--run-dir", str(tmp_path / "s2"), "--stage", "seg", "--init-from", str(cls_run), *base]) == 0
+    assert json.loads((tmp_path / "s2" / "model.json").read_text())["init_from"] == {"path": str(cls_run), "stages": None}
+    info = json.loads((bare / "model.json").read_text())
+    info["init_from"] = "runs/cls"  # edited by hand
+    (bare / "model.json").write_text(json.dumps(info))
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(bare)]) == 0
+    assert "hetseg: note" not in capsys.readouterr().err

@@ -32,7 +32,7 @@ from hetseg.bench.curves import run_losses
 from hetseg.bench.provenance import check_recipe, machine_info, read_json, with_overrides
 from hetseg.bench.table1_recipe import strong_split_file
 from hetseg.bench.workers import cell_pool, job
-from hetseg.config import Config
+from hetseg.config import Config, override_keys
 from hetseg.errors import HetsegError
 
 KS: tuple = (5, "full")
@@ -49,7 +49,7 @@ def base_config(scale: str, seed: int, data: str | Path, k: int | str, runs: str
     """Stages labelmap + recon of one (seed, k)."""
     # The shipped ResNet backbone, unless the overrides name the starting weights (paper scale:
     # model.resnet_weights=<torchvision ResNet-101 file>; without it the shipped one refuses paper scale).
-    named = any(o.split("=", 1)[0] in ("model.backbone", "model.resnet_weights") for o in overrides)
+    named = any(k in ("model.backbone", "model.resnet_weights") for o in overrides for k in override_keys(o))
     init = [] if named else ["model.backbone=shipped"]
     cfg = Config(seed=seed).override(["model.name=dis", f"model.scale={scale}", f"data.root={data}", *init,
                                       f"data.strong_split={strong_split_file(k)}", *BUDGETS[budget], *overrides])

@@ -130,6 +130,10 @@ def imagenet_file(net: nn.Module, cfg: Config) -> str:
 
     family = backbone_family(net)
     key, other = ("resnet_weights", "vgg_weights") if family == "resnet" else ("vgg_weights", "resnet_weights")
+    if cfg.model.encoder != "vgg16":  # a models/encoders.py encoder: its own ImageNet weights, model.imagenet
+        given = key if getattr(cfg.model, key) else other
+        raise HetsegError(f"model.{given}={getattr(cfg.model, given)}: model.encoder={cfg.model.encoder} starts from "
+                          f"its own ImageNet weights (model.imagenet); fix: drop model.{given}")
     path = getattr(cfg.model, key)
     if not path:
         kind = "ResNet" if family == "resnet" else "VGG-16"
@@ -147,7 +151,8 @@ def imagenet_file(net: nn.Module, cfg: Config) -> str:
 
             load_vgg16_file(net.classifier if hasattr(net, "classifier") else net, path)
     except Exception as e:  # noqa: BLE001 - a foreign file: its reader's failure, said in one line
-        why = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        # the reader's first sentence only: torch's goes on to suggest weights_only=False, which hetseg never does
+        why = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0][:200]
         raise HetsegError(f"model.{key}={path}: cannot load it into model '{cfg.model.name}' at scale "
                           f"{cfg.model.scale} ({why}); fix: give the torchvision ImageNet file of that encoder "
                           "(paper scale), or drop the setting") from None

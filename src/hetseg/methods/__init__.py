@@ -17,7 +17,7 @@ from hetseg.engine.evaluate import evaluate_run
 from hetseg.engine.train import stage_done
 from hetseg.errors import HetsegError
 from hetseg.methods import decouplednet, deconvnet, dis, transfernet  # noqa: F401 - registration
-from hetseg.methods.base import METHODS, Method, get_method, register_method
+from hetseg.methods.base import METHODS, Method, get_method, held_stages, register_method
 
 
 def train(cfg: Config, stages: Sequence[str] | None = None, resume: str | None = None, init_from: str | None = None,
@@ -35,14 +35,21 @@ def untrained_note(run: str | Path) -> str | None:
     try:
         info = read_model_json(run)
         cfg = Config.from_dict(info["config"], where=str(run / "model.json"))
-        missing = get_method(info["method"]).untrained(info, cfg)
-    except (HetsegError, KeyError, TypeError):
+        method = get_method(info["method"])
+        missing, held = method.untrained(info, cfg), held_stages(info) or set()
+    except (HetsegError, KeyError, TypeError, AttributeError):
         return None
     if not missing:
         return None
     which = ", ".join(f"'{s}'" for s in missing)
+    order = list(method.default_stages(cfg))
+    if all(order.index(s) > max((order.index(h) for h in held if h in order), default=-1) for s in missing):
+        fix = f"hetseg train --config {run / 'config.json'} --run-dir {run} trains it"
+    else:  # a later stage trained on top of it: training it now in place would leave that stage stale
+        fix = (f"train the recipe again into a new run dir (hetseg train --config {run / 'config.json'} --run-dir "
+               "NEW), since the stages after it were trained on its initial weights")
     return (f"{run}: stage {which} never trained in this run nor came from --init-from, so it predicts with "
-            f"initial weights there; fix: hetseg train --config {run / 'config.json'} --run-dir {run} trains it")
+            f"initial weights there; fix: {fix}")
 
 
 # What benches and apps train and score through (never a stage directly); they read finished runs with

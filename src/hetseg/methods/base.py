@@ -198,9 +198,14 @@ class Method:
         """The stage loop of :meth:`train`: skip finished stages, train the others, model file then marker.
         ``source`` is :func:`init_record` of this command's ``--init-from`` (None: none given)."""
         prev = read_model_json(run) if (run / "model.json").is_file() else {}
-        # What the weights started from; a run written before hetseg recorded it stays "unknown" (no key).
-        started = {"init_from": source if source or not prev else prev["init_from"]} \
-            if source or not prev or "init_from" in prev else {}
+        # What the weights started from. Unknown (no key): a run written before hetseg recorded it, or a first
+        # stage resumed from a checkpoint whose command may have named --init-from.
+        if source:
+            started = {"init_from": source}
+        elif prev:
+            started = {"init_from": prev["init_from"]} if "init_from" in prev else {}
+        else:
+            started = {} if resume is not None or trained_stages(run, stages, checkpoints=True) else {"init_from": None}
         stages_meta, splits_meta = dict(prev.get("stages", {})), dict(prev.get("splits", {}))
         summaries: dict = {}
         for stage in stages:
@@ -254,7 +259,9 @@ def held_stages(info: dict) -> set[str] | None:
     src, own = info["init_from"], set(info.get("stages", {}))
     if src is None:
         return own
-    return None if src.get("stages") is None else own | set(src["stages"])
+    if not isinstance(src, dict) or not isinstance(src.get("stages"), list):  # a bare file, or hand-edited
+        return None
+    return own | set(src["stages"])
 
 
 def init_record(init_from: str | None) -> dict | None:
@@ -262,8 +269,12 @@ def init_record(init_from: str | None) -> dict | None:
     (:func:`held_stages` of a run dir; None for a bare .safetensors file, which says nothing of them)."""
     if not init_from:
         return None
-    src = Path(init_from)
-    held = held_stages(read_model_json(src)) if (src / "model.json").is_file() else None
+    src, held = Path(init_from), None
+    if (src / "model.json").is_file():
+        try:
+            held = held_stages(read_model_json(src))
+        except HetsegError:  # --init-from takes the weights only: an unreadable model.json just says nothing
+            pass
     return {"path": str(init_from), "stages": None if held is None else sorted(held)}
 
 
