@@ -151,7 +151,7 @@ def imagenet_file(net: nn.Module, cfg: Config) -> str:
 
             load_vgg16_file(net.classifier if hasattr(net, "classifier") else net, path)
     except Exception as e:  # noqa: BLE001 - a foreign file: its reader's failure, said in one line
-        # the reader's first sentence only: torch's goes on to suggest weights_only=False, which hetseg never does
+        # the reader's first sentence only: torch's goes on to advise unpickling the file, which hetseg never does
         why = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0][:200]
         raise HetsegError(f"model.{key}={path}: cannot load it into model '{cfg.model.name}' at scale "
                           f"{cfg.model.scale} ({why}); fix: give the torchvision ImageNet file of that encoder "

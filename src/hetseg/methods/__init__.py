@@ -27,23 +27,23 @@ def train(cfg: Config, stages: Sequence[str] | None = None, resume: str | None =
 
 
 def untrained_note(run: str | Path) -> str | None:
-    """One line for eval/predict/export when the run (dir or its model.safetensors) predicts with a stage's
-    initial weights (:meth:`Method.untrained`), else None -- also when model.json cannot be read: the
-    command's own loading then says why."""
+    """One line for eval/predict/export when the run (dir or its model.safetensors) predicts with the initial
+    weights of a stage of its method's :meth:`~Method.default_stages` that neither trained there nor came
+    from ``--init-from`` (:func:`held_stages`), else None -- also when that is unknown or model.json cannot
+    be read: the command's own loading then says why."""
     run = Path(run)
     run = run.parent if run.suffix == ".safetensors" else run
     try:
         info = read_model_json(run)
         cfg = Config.from_dict(info["config"], where=str(run / "model.json"))
-        method = get_method(info["method"])
-        missing, held = method.untrained(info, cfg), held_stages(info) or set()
+        order, held = list(get_method(info["method"]).default_stages(cfg)), held_stages(info)
     except (HetsegError, KeyError, TypeError, AttributeError):
         return None
+    missing = [s for s in order if held is not None and s not in held]
     if not missing:
         return None
     which = ", ".join(f"'{s}'" for s in missing)
-    order = list(method.default_stages(cfg))
-    if all(order.index(s) > max((order.index(h) for h in held if h in order), default=-1) for s in missing):
+    if order.index(missing[0]) > max((i for i, s in enumerate(order) if s in held), default=-1):
         fix = f"hetseg train --config {run / 'config.json'} --run-dir {run} trains it"
     else:  # a later stage trained on top of it: training it now in place would leave that stage stale
         fix = (f"train the recipe again into a new run dir (hetseg train --config {run / 'config.json'} --run-dir "

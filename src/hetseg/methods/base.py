@@ -48,13 +48,6 @@ class Method:
     def default_stages(self, cfg: Config) -> tuple[str, ...]:
         return self.stages
 
-    def untrained(self, info: dict, cfg: Config) -> list[str]:
-        """Stages of :meth:`default_stages` whose weights a run (its model.json ``info``, its Config ``cfg``)
-        neither trained nor received by ``--init-from``: it predicts with their initial weights. [] when
-        that is unknown (:func:`held_stages`)."""
-        held = held_stages(info)
-        return [] if held is None else [s for s in self.default_stages(cfg) if s not in held]
-
     def stage_section(self, stage: str) -> str:
         """The dotted config section holding ``stage``'s budget (a :class:`hetseg.config.StageConfig`);
         default: the section named like the stage (``cls`` -> ``cfg.cls``)."""
