@@ -91,6 +91,26 @@ def test_predict_contract(name):
         assert (none.label_map == 0).all()
 
 
+def test_predict_under_bf16_autocast_returns_float32_scores_computed_in_float32(name):
+    """Validation inside a bf16-mixed stage calls predict under autocast. Every model returns float32
+    tensors there (DIS and the DecoupledNets returned bf16 scores, TransferNet bf16 extras), and the
+    scores are a float32 sigmoid: a bf16 one rounds every score within 0.002 of 0.5 to 0.5 itself, so
+    a score just over the threshold was not identified."""
+    net = build(name).eval()
+    x = _x(net)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net.predict(x)
+    tensors = [out.probs, out.class_scores, *(out.extras or {}).values()]
+    floats = [t for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    assert floats and all(t.dtype == torch.float32 for t in floats)
+    ref = net.predict(x)
+    # Computed in float32, not cast up from bf16: not all representable in bf16 (unless even the
+    # float32 scores are, e.g. the tiny EfficientNet's near-zero logits give exactly 0.5).
+    if out.class_scores is not None and not torch.equal(ref.class_scores, ref.class_scores.bfloat16().float()):
+        assert not torch.equal(out.class_scores, out.class_scores.bfloat16().float())
+    torch.testing.assert_close(out.probs, ref.probs, atol=0.05, rtol=0)
+
+
 def test_predict_is_eval_mode_and_refuses_what_is_not_an_image_batch(name):
     """As segmentation_models_pytorch's predict: train mode is switched off first (every call used to move the
     BatchNorm running statistics), and a grey, unbatched or integer input is one ValueError (the EfficientNet

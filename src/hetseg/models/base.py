@@ -35,6 +35,9 @@ class SegOutput:
     class_scores (N, K) or None: image-level label scores in [0, 1] (None for masks-only models).
     identified: per image, the object indices the maps were computed for (ascending).
     extras: model-specific maps for figures (e.g. TransferNet attention, DIS reconstruction).
+
+    No tensor is half precision (bf16 / float16), also when ``predict`` runs under a bf16 autocast:
+    those are float32 (a float64 model's stay float64).
     """
 
     probs: Tensor
@@ -64,9 +67,24 @@ def _predict_entry(predict: Callable) -> Callable:
                              "hetseg.engine.evaluate.predict_images takes RGB uint8 arrays and prepares them")
         if self.training:
             self.eval()
-        return predict(self, images, *args, **kwargs)
+        return _full_precision_output(predict(self, images, *args, **kwargs))
 
     return entry
+
+
+def full_precision(t: Tensor | None) -> Tensor | None:
+    """A bf16/float16 tensor as float32; any other value unchanged (float64 stays float64)."""
+    return t.float() if isinstance(t, Tensor) and t.dtype in (torch.bfloat16, torch.float16) else t
+
+
+def _full_precision_output(out: SegOutput) -> SegOutput:
+    """Every half-precision tensor of ``out`` (probs, class_scores, extras) as float32. Under a caller's
+    bf16 autocast (e.g. validation inside a bf16-mixed training stage) some models returned bf16 maps
+    and others float32; one rule makes the contract the same for every model. The scores and
+    probabilities themselves are computed in full precision by each model (a bf16 sigmoid rounds every
+    score within 0.002 of 0.5 to 0.5 itself), so this cast only changes the extras."""
+    extras = None if out.extras is None else {k: full_precision(v) for k, v in out.extras.items()}
+    return SegOutput(full_precision(out.probs), full_precision(out.class_scores), out.identified, extras)
 
 
 class Segmenter(nn.Module):

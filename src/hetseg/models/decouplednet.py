@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .base import SegOutput, Segmenter, index_lists, register
+from .base import SegOutput, Segmenter, full_precision, index_lists, register
 from .bridge import Bridge
 from .classifier import Classifier, ClassifierOutput
 from .decoder import DeconvDecoder, repeat_switches
@@ -104,10 +104,10 @@ def dense_predict(net: Segmenter, images: Tensor, threshold: float | Tensor,
     rows per image)`` -> logits (R, 2, S, S) -> :func:`dense_probs`. images (N, C, S, S) -> probs
     (N, K+1, S, S), scores (N, K)."""
     cls_out = net.classifier(images)
-    scores = torch.sigmoid(cls_out.logits_avg)
+    scores = torch.sigmoid(full_precision(cls_out.logits_avg))
     active = net.active_labels(scores, None, threshold)
     logits = decode(cls_out, dense_rows(scores, active), net.num_classes + 1)
-    return dense_probs(torch.softmax(logits, dim=1), active), scores
+    return dense_probs(torch.softmax(full_precision(logits), dim=1), active), scores
 
 
 @register("decouplednet")
@@ -214,7 +214,7 @@ class DecoupledNet(Segmenter):
         [g*, g_l for l in L_n] rows of all images, whatever |L_n|.
         """
         cls_out = self.classifier(images)
-        scores = torch.sigmoid(cls_out.logits_avg)  # (N, K): thresholded and used as weights
+        scores = torch.sigmoid(full_precision(cls_out.logits_avg))  # (N, K): thresholded and used as weights
         active = self.active_labels(scores, labels, threshold)
         row_img, row_ch, weights, counts = inference_rows(scores, active)
         seg = acts = None
@@ -222,7 +222,7 @@ class DecoupledNet(Segmenter):
             acts = images.new_zeros(*active.shape[:1], active.shape[1] + 1, *cls_out.pool5.shape[1:])
         if len(row_img) > 0:
             logits, g = self._decode(cls_out, weights, counts)
-            seg = torch.softmax(logits, dim=1)
+            seg = torch.softmax(full_precision(logits), dim=1)
             if acts is not None:
                 acts[row_img, row_ch] = g.to(acts.dtype)
         probs = assemble_probs(seg, row_img, row_ch, active, tuple(images.shape[-2:]), images.dtype)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SegOutput, Segmenter, index_lists, register
+from .base import SegOutput, Segmenter, full_precision, index_lists, register
 from .resnet import ResNetEncoder, ResNetScale, get_resnet_scale
 
 # Backtracking of the per-image step (refine): a step that fails to lower the loss is undone and
@@ -94,7 +94,7 @@ def _label_probs(logits: Tensor, size) -> Tensor:
     """u3 logits (N, K+1, h, w), -inf on excluded classes -> probs (N, K+1, H, W). The softmax first:
     -inf logits == zeroing those probabilities and renormalising; probabilities (not logits, which
     hold -inf) are what gets interpolated, bilinearly."""
-    return F.interpolate(logits.softmax(dim=1), size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(full_precision(logits).softmax(dim=1), size=size, mode="bilinear", align_corners=False)
 
 
 def _rms(x: Tensor) -> Tensor:
@@ -289,7 +289,7 @@ class DIS(Segmenter):
         steps = self.infer_steps if steps is None else int(steps)
         with torch.no_grad():
             u1, v1 = self.encode(images)
-            class_scores = torch.sigmoid(self.tag_logits(u1, v1))
+            class_scores = torch.sigmoid(full_precision(self.tag_logits(u1, v1)))
         active = self.active_labels(class_scores, labels, threshold)
         u1, v1, losses = self.refine_features(u1, v1, images, steps, active)
         with torch.no_grad():
@@ -311,7 +311,7 @@ class DIS(Segmenter):
         if self.infer_steps:
             raise NotImplementedError(f"DIS at t_ts = {self.infer_steps} has no static graph; set infer_steps = 0")
         u1, v1 = self.encode(images)
-        class_scores = torch.sigmoid(self.tag_logits(u1, v1))
+        class_scores = torch.sigmoid(full_precision(self.tag_logits(u1, v1)))
         logits = self.labelmap_logits(u1, v1, self.active_labels(class_scores, None, threshold))
         return _label_probs(logits, images.shape[-2:]), class_scores
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import MasksOnlySegmenter, SegOutput, Segmenter, index_lists, register
+from .base import MasksOnlySegmenter, SegOutput, Segmenter, full_precision, index_lists, register
 from .bridge import Bridge
 from .decouplednet import assemble_probs, dense_predict, inference_rows
 from .saliency import score_gradient
@@ -238,12 +238,12 @@ class EncoderDecoupledNet(Segmenter):
         normalised, class_scores = sigmoid(avg logits), identified). ``labels`` replaces the
         identified set; the weights stay the classifier's scores. Call ``.eval()`` first."""
         cls_out = self.classifier(images)
-        scores = torch.sigmoid(cls_out.logits_avg)
+        scores = torch.sigmoid(full_precision(cls_out.logits_avg))
         active = self.active_labels(scores, labels, threshold)
         row_img, row_ch, weights, counts = inference_rows(scores, active)
         seg = None
         if len(row_img) > 0:
-            seg = torch.softmax(self._decode(cls_out, weights, counts, images.shape[-2:]), dim=1)
+            seg = torch.softmax(full_precision(self._decode(cls_out, weights, counts, images.shape[-2:])), dim=1)
         probs = assemble_probs(seg, row_img, row_ch, active, tuple(images.shape[-2:]), images.dtype)
         return SegOutput(probs, scores, index_lists(active))
 
