@@ -12,27 +12,19 @@ times, claims), ``OUT/transfer.md`` (the table and which of the paper's claims h
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from hetseg.bench.curves import stage_losses, tenths_cells, tenths_header
-from hetseg.bench.provenance import backbone_record, dataset_info, read_json, with_overrides
-from hetseg.bench.table1_report import claim_lines, mean_std, ordering
+from hetseg.bench.curves import stage_losses
+from hetseg.bench.provenance import backbone_record, dataset_info, machine_info, read_json, with_overrides
+from hetseg.bench.table1_report import mean_std
+from hetseg.bench.transfer_report import NAMES, PAPER_VAL, claims, markdown, mean_or_none, per_step
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config, describe_difference
 from hetseg.engine.context import backbone_file
 from hetseg.errors import HetsegError
 from hetseg.io_atomic import write_json, write_text
-
-NAMES = {"transfernet": "TransferNet", "transfernet_gt": "TransferNet-GT", "baselinenet": "BaselineNet",
-         "baselinenet_gt": "BaselineNet-GT", "decouplednet_transfer": "DecoupledNet-transfer",
-         "decouplednet_transfer_gt": "DecoupledNet-transfer-GT"}
-# The paper (TransferNet, Table 1) reports -GT for TransferNet only.
-PAPER_VAL = {"transfernet": 52.1, "transfernet_gt": 54.3, "baselinenet": 36.3, "baselinenet_gt": None,
-             "decouplednet_transfer": 25.4, "decouplednet_transfer_gt": None}
-CLOSE_POINTS = 5.0  # "TransferNet close to TransferNet-GT": gap <= 5 mIoU points (paper: 2.2)
 
 # Config overrides per scale, fixed before the final run. CPU scale (issue 12, second recipe): the
 # classifier takes Table 1's classifier recipe (chosen on held-out *train* scenes,
@@ -152,7 +144,8 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
                    "wall_s": {**trained[seed]["wall_s"], "evaluation": res["wall_s"]["evaluation"]}}
         rec = {"seed": seed, "run": str(root), "scores": res["scores"], "train": res["train"],
                "wall_s": res["wall_s"], "identification": label_identification(root / "classifier", res["val"], cfg),
-               "train_loss": stage_losses(root), "jobs": workers if seed in trained else 1}
+               "train_loss": stage_losses(root), "jobs": workers if seed in trained else 1,
+               "machine": machine_info()}  # trained here too: in this process or its workers
         write_json(root / "transfer_eval.json", {**rec, "config": cfg.to_dict(), "scores": {
             k: v.to_dict(class_names(cfg)) for k, v in res["scores"].items()}})
         per_seed.append(rec)
@@ -186,9 +179,9 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         ious = [s["scores"][key].to_dict(names)["iou"] for s in per_seed]
         mean, std = mean_std(mious)
         methods[m] = {"name": NAMES[m], "key": key, "miou": mious, "mean": mean, "std": std, "paper_val_miou": PAPER_VAL[m],
-                      "iou_mean": {n: _mean([d[n] for d in ious]) for n in names},
+                      "iou_mean": {n: mean_or_none([d[n] for d in ious]) for n in names},
                       "per_seed": [s["scores"][key].to_dict(names) for s in per_seed]}
-    claims = _claims(methods)
+    found = claims(methods)
     t = per_seed[0]["train"]
     budgets = {
         "classifier_steps": cfg.cls.steps, "classifier_batch": cfg.cls.batch_size,
@@ -197,7 +190,7 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
                           "decouplednet_transfer": cfg.seg.steps},
         "source_rows_per_step": cfg.transfer.joint.batch_size * cfg.transfer.joint.accumulate,
         "target_rows_per_step_transfernet": cfg.transfer.joint.batch_size * cfg.transfer.joint.accumulate,
-        "seconds_per_step": _per_step(t),
+        "seconds_per_step": per_step(t),
     }
     command = with_overrides(_command(scale, seeds, out, data, runs, jobs), overrides)
     report = {
@@ -211,94 +204,21 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
                       "fallback), ground truth for -GT; background: P(bg) x "
                       f"{cfg.transfer.bg_scale}, fg where some label's P(fg) > 0.5"
                       + (", dense CRF" if cfg.transfer.crf else ", no CRF"),
-        "methods": methods, "claims": claims, "context": context, "budgets": budgets,
+        "methods": methods, "claims": found, "context": context, "budgets": budgets,
         "feature_scale": [s["train"]["transfernet"]["joint"].get("feature_scale") for s in per_seed],
         "identification": [s["identification"] for s in per_seed],
         "train_loss": {str(s["seed"]): s["train_loss"] for s in per_seed},  # per stage, per tenth of its steps
         "backbone": backbone_record(backbone_file(cfg)),  # file + sha256, as Table 1 records it
         "wall_s": {"per_seed": [s["wall_s"] for s in per_seed], "total": round(time.perf_counter() - t0, 1)},
-        "config": cfg.to_dict(), "command": command,
+        "config": cfg.to_dict(), "command": command, "machine": machine_info(),
+        # where each seed's record was made (a record from before machines were recorded: not listed)
+        "record_machines": sorted({m["cpu"] for s in per_seed if (m := s.get("machine"))}),
         "jobs": workers,  # this invocation; > 1: seeds trained side by side in single-thread processes
         "jobs_per_seed": [s.get("jobs", 1) for s in per_seed],  # as each seed was trained (walls not comparable to 1)
     }
     write_json(out_dir / "transfer.json", report)
-    write_text(out_dir / "transfer.md", _markdown(report, names))
+    write_text(out_dir / "transfer.md", markdown(report, names))
     log(f"[bench transfer] {out_dir / 'transfer.md'}; total {report['wall_s']['total']} s")
     for m in METHODS:
         log(f"  {NAMES[m]:22s} mIoU {methods[m]['mean'] * 100:.1f}")
     return 0
-
-
-def _mean(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.fmean(xs) if xs else None
-
-
-def _per_step(train: dict) -> dict:
-    out = {}
-    for method, stages in train.items():
-        for stage, s in stages.items():
-            if isinstance(s, dict) and s.get("steps"):
-                out[f"{method}/{stage}"] = round(s["wall_s"] / s["steps"], 3)
-    return out
-
-
-def _claims(methods: dict) -> list[dict]:
-    """The paper's claims on the seed means; an ordering must also hold on every seed
-    (table1_report.ordering: otherwise 'not shown', within the seed spread)."""
-    m = {k: v["mean"] * 100 for k, v in methods.items()}
-    tn, gt = m["transfernet"], m["transfernet_gt"]
-
-    def pair(a: str, b: str, paper: str) -> dict:
-        holds, note = ordering([m[a], m[b]], list(zip(*([100 * v for v in methods[x]["miou"]] for x in (a, b)))))
-        return {"claim": f"{NAMES[a]} > {NAMES[b]}", "paper": paper, "here": f"{m[a]:.1f} vs {m[b]:.1f}{note}",
-                "holds": holds}
-
-    return [
-        pair("transfernet", "baselinenet", "52.1 > 36.3"),
-        pair("baselinenet", "decouplednet_transfer", "36.3 > 25.4"),
-        pair("transfernet", "decouplednet_transfer", "52.1 > 25.4"),
-        {"claim": f"TransferNet close to TransferNet-GT (gap <= {CLOSE_POINTS:g} points)", "paper": "54.3 - 52.1 = 2.2",
-         "here": f"{gt:.1f} - {tn:.1f} = {gt - tn:.1f}", "holds": abs(gt - tn) <= CLOSE_POINTS},
-    ]
-
-
-def _markdown(r: dict, names: list[str]) -> str:
-    shown = [n for n in names if any(v["iou_mean"].get(n) is not None for v in r["methods"].values())]
-    head = "| method | " + " | ".join(shown) + " | mIoU | paper (VOC val) |"
-    lines = [head, "|" + "---|" * (len(shown) + 3)]
-    for v in r["methods"].values():
-        cells = ["–" if v["iou_mean"][n] is None else f"{v['iou_mean'][n] * 100:.1f}" for n in shown]
-        pm = f"{v['mean'] * 100:.1f}" + (f" ± {v['std'] * 100:.1f}" if len(r["seeds"]) > 1 else "")
-        paper = "–" if v["paper_val_miou"] is None else v["paper_val_miou"]
-        lines.append(f"| {v['name']} | " + " | ".join(cells) + f" | **{pm}** | {paper} |")
-    claims = "\n".join(claim_lines(r["claims"]))
-    ident = r["identification"][0]
-    b = r["budgets"]
-    loss = ["## Training loss per stage, mean over each tenth of its steps", "", *tenths_header("seed", "run/stage")]
-    loss += [f"| {seed} | {stage} | {tenths_cells(pts)} |" for seed, by in r.get("train_loss", {}).items()
-             for stage, pts in by.items() if pts]
-    return (
-        f"# TransferNet transfer benchmark ({r['scale']} scale)\n\n"
-        f"Target val: `{r['val']['file']}` ({r['val']['images']} images, sha256 {r['val']['checksum'][:12]}); "
-        f"source masks: `{r['splits']['source_split']['file']}` ({r['splits']['source_split']['images']} images); "
-        f"target labels: `{r['splits']['target_split']['file']}` ({r['splits']['target_split']['images']} images). "
-        f"Seeds {r['seeds']}. "
-        + (f"Data set `{r['dataset']['root']}` (meta.json sha256 {r['dataset']['meta_sha256'][:12]}). "
-           if (r.get("dataset") or {}).get("meta_sha256") else "")
-        + f"{r['evaluation']}.\n\n" + "\n".join(lines) + "\n\n"
-        f"Context on the same val set: all-background {r['context']['all_background'] * 100:.1f}, best global "
-        f"intensity threshold with oracle labels {r['context']['best_global_threshold_oracle_labels'] * 100:.1f}.\n"
-        f"Label identification (seed {r['seeds'][0]}): exact label set on {ident['exact'] * 100:.1f} % of images, "
-        f"precision {ident['precision'] * 100:.1f} %, recall {ident['recall'] * 100:.1f} %.\n\n"
-        f"## The paper's claims\n\n{claims}\n\n"
-        f"## Budgets (equal effort)\n\nshared classifier {b['classifier_steps']} steps x {b['classifier_batch']}; "
-        f"TransferNet stage 1 {b['att_steps']} steps; every decoder {b['decoder_steps']} steps with "
-        f"{b['source_rows_per_step']} source-mask rows per step. Seconds per step: {b['seconds_per_step']}. "
-        f"Training + evaluation, summed over the runs of every seed (as recorded when they ran): "
-        f"{sum(sum(w.values()) for w in r['wall_s']['per_seed']) / 60:.1f} min; this invocation "
-        f"{r['wall_s']['total']:.0f} s. Initial weights: "
-        + (f"backbone `{r['backbone']['file']}` (sha256 `{r['backbone']['sha256'][:12]}…`)" if r.get("backbone")
-           else "random") + ".\n\n" + "\n".join(loss) + "\n\n"
-        f"Command: `{r['command']}`\n"
-    )
