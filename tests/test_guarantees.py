@@ -436,6 +436,32 @@ def test_a_stopped_predict_can_be_rerun_into_its_folder(trained, tmp_path, capsy
     assert (out / "d.png").read_bytes() == b"a mask"
 
 
+def test_predict_decodes_each_input_once_within_its_memory_bound(trained, tmp_path, monkeypatch):
+    """Every input is decoded before anything is written (a corrupt one is refused first); the decoded
+    images are kept up to DECODED_KEPT_BYTES, so a few photos are decoded once (they were decoded twice),
+    and past the bound they are decoded again per batch, which keeps memory bounded."""
+    import hetseg.engine.predict as predict
+
+    _, run, _ = trained
+    inp = tmp_path / "few"
+    inp.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        Image.fromarray(rng.integers(0, 255, (40, 60, 3), np.uint8)).save(inp / name)
+    real, decoded = predict.read_image, []
+    monkeypatch.setattr(predict, "read_image", lambda p: decoded.append(Path(p).name) or real(p))
+    first = predict.run_predict(str(run), [str(inp)], str(tmp_path / "once"), batch_size=2)
+    assert sorted(decoded) == ["a.jpg", "b.jpg", "c.jpg"]
+    monkeypatch.setattr(predict, "DECODED_KEPT_BYTES", 40 * 60 * 3)  # room for one image
+    decoded.clear()
+    again = predict.run_predict(str(run), [str(inp)], str(tmp_path / "bounded"), batch_size=2)
+    assert sorted(decoded) == ["a.jpg", "b.jpg", "b.jpg", "c.jpg", "c.jpg"]
+    assert [r["class_scores"] for r in again] == [r["class_scores"] for r in first]
+    for name in ("a", "b", "c"):  # the same label maps either way
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "once" / f"{name}.png")),
+                              np.asarray(Image.open(tmp_path / "bounded" / f"{name}.png")))
+
+
 def test_a_num_classes_the_class_list_does_not_have_is_refused(trained, scenes, tmp_path, capsys):
     """data.num_classes=30 on an 11-class data set trained, then crashed eval and predict (a class index
     with no name): train refuses it in one line before writing anything, and predict of a run trained

@@ -6,7 +6,8 @@ is written, a PNG in the output folder that an earlier ``hetseg predict`` did no
 overwritten (its scores.json says which it wrote; predicting more images into a folder adds to that
 file), and every file is written atomically. scores.json claims a run's PNGs (``unfinished``) before
 the first is written, so a run stopped half-way (a kill, a full disk) can be rerun into its folder.
-Memory stays flat over any number of images (one batch at a time) and bounded for any image size
+Memory stays bounded over any number of images (one batch at a time, plus at most
+:data:`DECODED_KEPT_BYTES` of inputs decoded by the first check) and for any image size
 (docs/GUARANTEES.md).
 """
 
@@ -16,6 +17,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from hetseg.data.io import read_image
@@ -25,6 +27,11 @@ from hetseg.engine.evaluate import check_label_options, check_threshold, predict
 from hetseg.errors import HetsegError
 from hetseg.io_atomic import write_atomic, write_json
 from hetseg.palette import save_index_png
+
+
+# Decoded inputs kept between the check that every input decodes and their prediction (RGB uint8):
+# 256 MiB is ~30 twelve-megapixel photos, or ~1,100 VOC-size ones.
+DECODED_KEPT_BYTES = 256 * 2**20
 
 
 def collect_inputs(inputs: Sequence[str]) -> list[Path]:
@@ -103,8 +110,16 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
     out_dir = Path(output)
     paths = collect_inputs(inputs)
     earlier, unfinished = check_outputs(paths, out_dir)  # kept: predicting more images into a folder adds to it
-    for p in paths:  # a corrupt input is refused before anything is written (decoded again below: flat memory)
-        read_image(p)
+    # A corrupt input is refused before anything is written, so every input is decoded here first. The
+    # decoded images are kept up to DECODED_KEPT_BYTES (a few photos: decoded once); beyond that they
+    # are decoded again batch by batch below, so memory stays bounded for any number of images.
+    kept_images: dict[Path, np.ndarray] = {}
+    kept_bytes = 0
+    for p in paths:
+        img = read_image(p)
+        if kept_bytes + img.nbytes <= DECODED_KEPT_BYTES:
+            kept_images[p], kept_bytes = img, kept_bytes + img.nbytes
+        del img
     stems = {p.stem for p in paths}
     kept = [r for r in earlier if Path(r["image"]).stem not in stems]
     left = [i for i in unfinished if Path(i).stem not in stems]  # another stopped run's claims stay
@@ -115,7 +130,7 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
     records = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
-        images = [read_image(p) for p in chunk]
+        images = [kept_images.pop(p) if p in kept_images else read_image(p) for p in chunk]
         for p, img, pred in zip(chunk, images, predict_images(net, images, thr, predict_kwargs=predict_kwargs)):
             write_atomic(out_dir / f"{p.stem}.png", lambda tmp, m=pred.label_map: save_index_png(tmp, m))
             if overlay:
