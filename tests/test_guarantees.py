@@ -25,10 +25,12 @@ def scenes(tmp_path_factory) -> Path:
     return make_scenes(tmp_path_factory, "g_scenes", seed=4, num_train=60, num_val=8)
 
 
+TINY = ["cls.steps=3", "cls.batch_size=4", "cls.checkpoint_every=1", "seg.steps=3", "seg.batch_size=4",
+        "seg.checkpoint_every=1", "crops.crops_per_subset=2", "crops.proposals=none"]
+
+
 def _cfg(root: Path, run: Path) -> Config:
-    return Config(run_dir=str(run)).override([
-        f"data.root={root}", "cls.steps=3", "cls.batch_size=4", "cls.checkpoint_every=1", "seg.steps=3",
-        "seg.batch_size=4", "seg.checkpoint_every=1", "crops.crops_per_subset=2", "crops.proposals=none"])
+    return Config(run_dir=str(run)).override([f"data.root={root}", *TINY])
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +81,32 @@ def test_a_run_dir_holds_one_recipe(trained, tmp_path, capsys):
         marker.unlink()
     assert main([*argv, "cls.steps=5"]) == 2
     assert "differs in cls.steps" in capsys.readouterr().err
+
+
+def test_trained_state_without_its_config_is_refused(trained, tmp_path, capsys):
+    """A records-only runs dir whose tracked files (config.json, model.json, done markers) were removed
+    with git keeps its ignored weights and checkpoints. Training into it used to resume those
+    checkpoints and start from those weights under the new config (found when the DIS bench was re-run
+    on a new budget); now it is one line, and nothing is written."""
+    import shutil
+
+    _, src, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    for f in [run / "config.json", run / "model.json", *run.glob("*/done.json")]:
+        f.unlink()
+    left = sorted(p for p in run.rglob("*") if p.is_file())
+    weights = (run / "model.safetensors").read_bytes()
+    argv = ["train", "--run-dir", str(run), "--no-progress", f"data.root={trained[0].data.root}", *TINY, "cls.steps=5"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"hetseg: error: {run / 'config.json'}: missing, but ")
+    assert "fix: " in err[0] and not (run / "config.json").exists()
+    assert sorted(p for p in run.rglob("*") if p.is_file()) == left and (run / "model.safetensors").read_bytes() == weights
+    (run / "model.safetensors").unlink()  # the checkpoints alone are trained state too
+    assert main(argv) == 2 and "last.ckpt is there" in capsys.readouterr().err
+    shutil.rmtree(run)  # the fix: an empty run dir trains
+    assert main([*argv[:-1], "cls.steps=3", "--stage", "cls"]) == 0
 
 
 def test_a_refused_train_leaves_no_run_dir_and_keeps_an_old_config(trained, scenes, tmp_path, capsys):

@@ -283,10 +283,22 @@ def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str], method: M
     """A run dir holds one recipe (docs/GUARANTEES.md). Once one of ``stages`` has trained there (done
     marker or checkpoint), another config would skip or resume that stage under settings it never
     trained with, and config.json would then claim them; refused in one line before anything is written."""
+    p = run / "config.json"
+    if not p.is_file():
+        # Trained state no recorded config describes: e.g. a records-only runs dir whose tracked files
+        # (config.json, model.json, done.json) were removed with git while the ignored weights and
+        # checkpoints stayed. Training would resume those checkpoints and start from those weights under
+        # this config's schedule, without a word.
+        left = [f for f in (run / "model.safetensors", run / "model.json", *sorted(run.glob("*/done.json")),
+                            *sorted(run.glob("*/checkpoints/last.ckpt"))) if f.is_file()]
+        if left:
+            raise HetsegError(f"{p}: missing, but {left[0]} is there, trained under a config nobody recorded; fix: "
+                              f"delete {run} (or what it holds) to train from scratch, or train into another run "
+                              "directory")
+        return
     trained = trained_stages(run, stages, checkpoints=True)
     if not trained:
         return
-    p = run / "config.json"
     # Keys the method never reads (Method.unread: seg.* for TransferNet) cannot change what it trained.
     diff = [k for k in cfg.recipe_difference_from(p) if method is None or method.unread(k, cfg) is None]
     if diff:
