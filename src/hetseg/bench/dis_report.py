@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from hetseg.bench.curves import tenths_cells, tenths_header
-from hetseg.bench.provenance import dataset_info, machine_info, read_json
+from hetseg.bench.provenance import dataset_info, machine_info, machine_labels, read_json
 from hetseg.bench.table1_report import fmt_mean_std, mean_std, ordering
 from hetseg.config import Config
 from hetseg.io_atomic import write_json, write_text
@@ -214,7 +214,7 @@ def write_results(records: list[dict], out: str | Path, command: str, scale: str
     walls = [r.get("base_wall_s") for r in records] + [c.get(f) for r in records for c in r["cells"]
                                                        if not c.get("same_as") for f in ("joint_wall_s", "eval_wall_s")]
     report["compute_wall_s"] = round(sum(w or 0 for w in walls), 1)
-    report["record_machines"] = sorted({m["cpu"] for r in records if (m := r.get("machine"))})
+    report["record_machines"] = machine_labels(records)
     report["summary"] = summarise(records, t_test)
     report["claims"] = claims(report["summary"], t_test)
     # the figure needs weights: the first run with the largest t_tr still on disk (records may come without)

@@ -43,6 +43,19 @@ def backbone_record(path: Path | None) -> dict | None:
             "effective_batch": info.get("effective_batch"), "data": info.get("data")}
 
 
+def machine_labels(records: list[dict]) -> list[str]:
+    """The machines ``records`` (dicts with a :func:`machine_info` ``machine``) were made on, sorted:
+    "CPU model (vector flags)", so two machines of one model name with other vector units stay apart.
+    Records without a machine are not listed."""
+    labels = set()
+    for r in records:
+        m = r.get("machine")
+        if m:
+            flags = m.get("cpu_flags")
+            labels.add(f"{m['cpu']} ({', '.join(flags) or 'no AVX2'})" if flags is not None else m["cpu"])
+    return sorted(labels)
+
+
 def machine_info() -> dict:
     """CPU model, core counts, thread count and library versions of this process."""
     import lightning

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hetseg.bench.curves import stage_losses
-from hetseg.bench.provenance import backbone_record, dataset_info, machine_info, read_json, with_overrides
+from hetseg.bench.provenance import backbone_record, dataset_info, machine_info, machine_labels, read_json, with_overrides
 from hetseg.bench.table1_report import mean_std
 from hetseg.bench.transfer_report import NAMES, PAPER_VAL, claims, markdown, mean_or_none, per_step
 from hetseg.bench.workers import cell_pool, job
@@ -145,7 +145,9 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         rec = {"seed": seed, "run": str(root), "scores": res["scores"], "train": res["train"],
                "wall_s": res["wall_s"], "identification": label_identification(root / "classifier", res["val"], cfg),
                "train_loss": stage_losses(root), "jobs": workers if seed in trained else 1,
-               "machine": machine_info()}  # trained here too: in this process or its workers
+               # where this record was written: its evaluation, and its training unless an earlier invocation
+               # trained the runs and stopped before evaluating them
+               "machine": machine_info()}
         write_json(root / "transfer_eval.json", {**rec, "config": cfg.to_dict(), "scores": {
             k: v.to_dict(class_names(cfg)) for k, v in res["scores"].items()}})
         per_seed.append(rec)
@@ -211,8 +213,8 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         "backbone": backbone_record(backbone_file(cfg)),  # file + sha256, as Table 1 records it
         "wall_s": {"per_seed": [s["wall_s"] for s in per_seed], "total": round(time.perf_counter() - t0, 1)},
         "config": cfg.to_dict(), "command": command, "machine": machine_info(),
-        # where each seed's record was made (a record from before machines were recorded: not listed)
-        "record_machines": sorted({m["cpu"] for s in per_seed if (m := s.get("machine"))}),
+        # where each seed's record was written (a record from before machines were recorded: not listed)
+        "record_machines": machine_labels(per_seed),
         "jobs": workers,  # this invocation; > 1: seeds trained side by side in single-thread processes
         "jobs_per_seed": [s.get("jobs", 1) for s in per_seed],  # as each seed was trained (walls not comparable to 1)
     }

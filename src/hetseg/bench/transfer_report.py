@@ -89,7 +89,7 @@ def markdown(r: dict, names: list[str]) -> str:
         f"Training + evaluation, summed over the runs of every seed (as recorded when they ran): "
         f"{sum(sum(w.values()) for w in r['wall_s']['per_seed']) / 60:.1f} min; this invocation "
         f"{r['wall_s']['total']:.0f} s"
-        + (f" on {r['machine']['usable_cpus']} CPUs ({r['machine']['cpu']}); records made on: "
+        + (f" on {r['machine']['usable_cpus']} CPUs ({r['machine']['cpu']}); records written on: "
            f"{', '.join(r.get('record_machines') or ['not recorded'])}" if r.get("machine") else "")
         + ". Initial weights: "
         + (f"backbone `{r['backbone']['file']}` (sha256 `{r['backbone']['sha256'][:12]}…`)" if r.get("backbone")

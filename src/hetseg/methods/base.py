@@ -292,9 +292,10 @@ def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str], method: M
         left = [f for f in (run / "model.safetensors", run / "model.json", *sorted(run.glob("*/done.json")),
                             *sorted(run.glob("*/checkpoints/last.ckpt"))) if f.is_file()]
         if left:
-            raise HetsegError(f"{p}: missing, but {left[0]} is there, trained under a config nobody recorded; fix: "
-                              f"delete {run} (or what it holds) to train from scratch, or train into another run "
-                              "directory")
+            restore = " (model.json holds a copy)" if (run / "model.json").is_file() else ""
+            raise HetsegError(f"{p}: missing, but {left[0]} is there, trained under a config this run dir no longer "
+                              f"records; fix: restore config.json{restore}, delete {run} to train from scratch, or "
+                              "train into another run directory")
         return
     trained = trained_stages(run, stages, checkpoints=True)
     if not trained:
