@@ -149,8 +149,10 @@ def test_crafted_pickle_checkpoint_is_refused_and_never_executed(trained, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"hetseg: error: {evil}: ") and "fix:" in err[0]
     assert not marker.exists()
-    # the same file planted as a run's auto-resume checkpoint
+    # the same file planted as a run's auto-resume checkpoint, in a run dir whose config.json matches (without
+    # one, the checkpoint is refused before it is read: test_trained_state_without_its_config_is_refused)
     (run2 / "cls" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    Config(run_dir=str(run2)).override([a for a in argv if "=" in a]).save(run2 / "config.json")
     (run2 / "cls" / "checkpoints" / "last.ckpt").write_bytes(evil.read_bytes())
     planted = run2 / "cls" / "checkpoints" / "last.ckpt"
     assert main([a for a in argv if a not in ("--resume", str(evil))]) == 2
