@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hetseg.bench.curves import stage_losses
-from hetseg.bench.provenance import backbone_record, dataset_info, machine_info, machine_labels, read_json, with_overrides
+from hetseg.bench.provenance import (backbone_record, dataset_info, machine_info, machine_labels, read_json,
+                                     with_overrides)
 from hetseg.bench.table1_report import mean_std
 from hetseg.bench.transfer_report import NAMES, PAPER_VAL, claims, markdown, mean_or_none, per_step
 from hetseg.bench.workers import cell_pool, job

@@ -119,7 +119,7 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
         img = read_image(p)
         if kept_bytes + img.nbytes <= DECODED_KEPT_BYTES:
             kept_images[p], kept_bytes = img, kept_bytes + img.nbytes
-        del img
+        del img  # the last image not kept must not stay alive through the predictions
     stems = {p.stem for p in paths}
     kept = [r for r in earlier if Path(r["image"]).stem not in stems]
     left = [i for i in unfinished if Path(i).stem not in stems]  # another stopped run's claims stay

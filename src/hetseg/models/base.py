@@ -80,9 +80,9 @@ def full_precision(t: Tensor | None) -> Tensor | None:
 def _full_precision_output(out: SegOutput) -> SegOutput:
     """Every half-precision tensor of ``out`` (probs, class_scores, extras) as float32. Under a caller's
     bf16 autocast (e.g. validation inside a bf16-mixed training stage) some models returned bf16 maps
-    and others float32; one rule makes the contract the same for every model. The scores and
-    probabilities themselves are computed in full precision by each model (a bf16 sigmoid rounds every
-    score within 0.002 of 0.5 to 0.5 itself), so this cast only changes the extras."""
+    and others float32; one rule makes the contract the same for every model. It only changes dtypes:
+    the values that decide labels must already be computed in full precision by each model (a bf16
+    sigmoid rounds every score within 0.002 of 0.5 to 0.5 itself), which casting afterwards cannot undo."""
     extras = None if out.extras is None else {k: full_precision(v) for k, v in out.extras.items()}
     return SegOutput(full_precision(out.probs), full_precision(out.class_scores), out.identified, extras)
 
