@@ -41,3 +41,74 @@ def test_a_loss_near_zero_is_flat_by_the_absolute_floor():
     assert flattened(_pts([1.0] * 7 + [0.9] * 3)) is False  # the floor does not excuse a large loss falling
     assert flattened(_pts([0.1] * 7 + [0.1 - 2 * FLAT_ABSOLUTE] * 3)) is False  # -20 % and 0.02 absolute
     assert tenths_cells(_pts([0.1, 0.01] + [0.0] * 8)).endswith("flat (loss 0)")
+
+
+def _log(tmp_path, losses, every=10):
+    """A stage dir whose metrics.csv logs ``losses[i]`` at step every*(i+1)-1, as the trainer logs."""
+    stage = tmp_path / "seg"
+    stage.mkdir(exist_ok=True)
+    rows = ["epoch,step,train/loss"] + [f"0,{every * (i + 1) - 1},{v}" for i, v in enumerate(losses)]
+    (stage / "metrics.csv").write_text("\n".join(rows) + "\n")
+    return stage
+
+
+def test_within_phase_reading_splits_at_the_schedulers_milestone_and_skips_each_phases_first_fifth(tmp_path):
+    from hetseg.bench.curves import phase_flatness
+
+    # 1,000 steps, lr drop at 700: level at 1.0 before the drop, a transient right after it (700-759,
+    # inside the skipped fifth of the 300-step phase), then level at 0.5. The rule calls this falling
+    # (tenths 8-10 sit after the drop); inside each phase it is flat.
+    losses = [1.0] * 70 + [0.8] * 6 + [0.5] * 24
+    stage = _log(tmp_path, losses)
+    (before, after) = phase_flatness(stage, steps=1000, lr_step=0.7)
+    assert (before["from"], before["to"], after["from"], after["to"]) == (0, 700, 700, 1000)
+    assert before["flat"] is True and after["flat"] is True and after["early"] == after["late"] == 0.5
+    assert flattened(_pts([1.0] * 7 + [0.5] * 3)) is False
+    # Still falling inside the final phase: falling, with the change measured inside the phase.
+    stage = _log(tmp_path, [1.0] * 70 + [0.5] * 12 + [0.4] * 18)
+    after = phase_flatness(stage, steps=1000, lr_step=0.7)[-1]
+    assert after["flat"] is False and after["change"] == pytest.approx((0.4 - (0.5 * 6 + 0.4 * 6) / 12) / 0.45, abs=1e-3)
+
+
+def test_within_phase_reading_of_a_fixed_lr_or_short_stage(tmp_path):
+    from hetseg.bench.curves import phase_flatness
+
+    # lr_step 1.0: one phase, windows [200, 600) and [600, 1000).
+    stage = _log(tmp_path, [2.0] * 20 + [1.0] * 40 + [0.9] * 40)
+    (only,) = phase_flatness(stage, steps=1000, lr_step=1.0)
+    assert only["n"] == [40, 40] and only["flat"] is False
+    assert only["change"] == pytest.approx(-0.1, abs=1e-4)
+    # Too few logged points in a window: no verdict, not a guess.
+    stage = _log(tmp_path, [1.0] * 10, every=100)
+    assert [p["flat"] for p in phase_flatness(stage, steps=1000, lr_step=0.75)] == [None, None]
+
+
+def test_phase_flatness_script_reads_each_methods_own_stage_config_and_writes_its_report(tmp_path, capsys):
+    """"joint" is both DIS's stage (step schedule) and TransferNet's (fixed lr): the script must read
+    each run's own section, and a runs root that is not a folder is one error line."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "phase_flatness.py"
+    spec = importlib.util.spec_from_file_location("phase_flatness", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    root = tmp_path / "runs"
+    for run, name in (("dis_run", "dis"), ("tn_run", "transfernet")):
+        (root / run).mkdir(parents=True)
+        cfg = {"model": {"name": name}, "dis": {"joint": {"steps": 1000, "lr_step": 0.75}},
+               "transfer": {"joint": {"steps": 1000, "lr_step": 1.0}}}
+        (root / run / "config.json").write_text(json.dumps(cfg))
+        _log(root / run, [1.0] * 100).rename(root / run / "joint")
+    assert mod.main([str(root), "--out", str(tmp_path / "out" / "pf")]) == 0
+    rec = json.loads((tmp_path / "out" / "pf.json").read_text())
+    by = {r["stage"]: r for r in rec["stages"]}
+    assert [len(by["runs/dis_run/joint"]["phases"]), len(by["runs/tn_run/joint"]["phases"])] == [2, 1]
+    assert all(r["flat_at_final_lr"] is True for r in rec["stages"])
+    assert (tmp_path / "out" / "pf.md").read_text().count("(fixed lr)") == 1
+    assert (tmp_path / "out" / "pf.png").stat().st_size > 0
+    capsys.readouterr()
+    assert mod.main([str(tmp_path / "absent"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hetseg: error: ") and "; fix: " in err[0]

@@ -79,6 +79,39 @@ def flattened(pts: list[list[float]]) -> bool | None:
     return change >= -FLAT_TOLERANCE or w[0] - w[1] <= FLAT_ABSOLUTE
 
 
+# A second reading beside the rule (docs/DECISIONS.md, "Within-phase flatness"), stated after the rule
+# had failed to say flat on tripled budgets: the rule's tenths 5-7 and 8-10 straddle every step
+# schedule's lr drop, so it measures the drop as much as the budget. This one compares windows inside
+# each constant-lr phase, skipping the phase's first fifth (the start, or the drop's own transient).
+PHASE_SKIP, PHASE_SPLIT, PHASE_MIN_POINTS = 0.2, 0.6, 5
+
+
+def phase_flatness(stage_dir: Path, steps: int, lr_step: float) -> list[dict]:
+    """Within-phase flatness of one stage's logged training loss: one dict per constant-lr phase
+    (``[0, m)`` and ``[m, steps)`` with m = max(1, int(lr_step * steps)), the milestone of
+    hetseg.engine.optim; one phase when lr_step = 1.0), each with its steps ``from``/``to``, the mean
+    logged loss over ``early`` = [a + 0.2 L, a + 0.6 L) and ``late`` = [a + 0.6 L, b), their point
+    counts ``n``, the relative ``change`` and ``flat`` by the flatness rule's thresholds (None: a window
+    has fewer than 5 logged losses, or the stage has no log)."""
+    m = max(1, int(lr_step * steps))
+    bounds = [(0, m), (m, steps)] if m < steps else [(0, steps)]
+    pts = [(int(r["step"]), float(r["train/loss"])) for r in _rows(Path(stage_dir)) if r.get("train/loss")]
+    phases = []
+    for a, b in bounds:
+        cut0, cut1 = a + PHASE_SKIP * (b - a), a + PHASE_SPLIT * (b - a)
+        early = [v for s, v in pts if cut0 <= s < cut1]
+        late = [v for s, v in pts if cut1 <= s < b]
+        ph = {"from": a, "to": b, "n": [len(early), len(late)], "early": None, "late": None,
+              "change": None, "flat": None}
+        if min(len(early), len(late)) >= PHASE_MIN_POINTS:
+            e, l_ = sum(early) / len(early), sum(late) / len(late)
+            change = (l_ - e) / e if e > 0 else 0.0
+            ph.update(early=round(e, 4), late=round(l_, 4), change=round(change, 4),
+                      flat=change >= -FLAT_TOLERANCE or e - l_ <= FLAT_ABSOLUTE)
+        phases.append(ph)
+    return phases
+
+
 def tenths_header(*columns: str) -> list[str]:
     """The two header lines of a loss table: ``columns``, 1/10 ... 10/10, then the flatness verdict."""
     return ["| " + " | ".join([*columns, *(f"{i}/10" for i in range(1, 11)), "last 3/10 vs 5-7/10"]) + " |",

@@ -1,0 +1,144 @@
+"""Within-phase flatness of every training stage under some runs roots, beside the flatness rule.
+
+Why: the flatness rule (hetseg.bench.curves.flattened; docs/BENCHMARKS.md, "Did the loss flatten?")
+compares tenths 5-7 with tenths 8-10 of a stage, and with the step schedule every stage here runs
+(lr x0.1 after 70 or 75 % of its steps) those windows sit on either side of the drop. This reads each
+stage's logged loss inside its constant-lr phases instead (hetseg.bench.curves.phase_flatness), as
+docs/DECISIONS.md, "Within-phase flatness", states -- a second reading that replaces nothing. It reads
+committed records only (each stage's metrics.csv and its run's config.json); nothing is trained.
+
+    python scripts/phase_flatness.py benchmarks/runs/table1_converged benchmarks/runs/transfer \\
+        benchmarks/runs/dis --out benchmarks/results/phase_flatness
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from hetseg.bench.curves import flattened, late_change, loss_by_parts, phase_flatness, tenths_cells
+from hetseg.io_atomic import write_json, write_text
+
+# Where a method's own stages live in config.json (a stage name such as "joint" is both DIS's and
+# TransferNet's); any other stage is a top-level section (pre, cls, seg, deconv).
+SECTION = {"dis": "dis", "transfernet": "transfer", "baselinenet": "transfer", "decouplednet_transfer": "transfer"}
+
+
+def stage_config(cfg: dict, stage: str) -> dict:
+    """The StageConfig dict (steps, lr_step, ...) of ``stage`` in a run's saved config.json."""
+    section = cfg.get(SECTION.get(cfg.get("model", {}).get("name", ""), ""), {})
+    found = section.get(stage) if isinstance(section.get(stage), dict) else cfg.get(stage)
+    if not isinstance(found, dict) or "steps" not in found:
+        raise KeyError(f"no stage {stage!r} in this config")
+    return found
+
+
+def read_stage(stage_dir: Path, root: Path) -> dict:
+    """One stage's record: the rule's verdict and the within-phase reading."""
+    sc = stage_config(json.loads((stage_dir.parent / "config.json").read_text()), stage_dir.name)
+    tenths = loss_by_parts(stage_dir)
+    phases = phase_flatness(stage_dir, int(sc["steps"]), float(sc["lr_step"]))
+    rule = tenths_cells(tenths).rsplit(" | ", 1)[1]  # the bench tables' own verdict cell
+    return {"stage": str(stage_dir.relative_to(root.parent)), "steps": int(sc["steps"]),
+            "lr_step": float(sc["lr_step"]), "rule_change": late_change(tenths), "rule_verdict": rule,
+            "rule_flat": True if rule == "flat (loss 0)" else flattened(tenths),
+            "phases": phases, "flat_at_final_lr": phases[-1]["flat"],
+            "flat_within_phases": None if any(p["flat"] is None for p in phases) else all(p["flat"] for p in phases)}
+
+
+def verdict(flat: bool | None) -> str:
+    """A Markdown cell for a flat / falling / unknown verdict."""
+    return "-" if flat is None else ("flat" if flat else "**falling**")
+
+
+def pct(x: float | None) -> str:
+    """A relative change as a signed percentage ('-' when unknown)."""
+    return "-" if x is None else f"{100 * x:+.1f} %"
+
+
+def report(stages: list[dict], command: str, checksum: str) -> str:
+    """The Markdown: counts per stage kind, then one row per stage."""
+    def count(rows: list[dict], key: str) -> str:
+        known = [r[key] for r in rows if r[key] is not None]
+        return f"{sum(known)} / {len(known)}"
+
+    kinds: dict[str, list[dict]] = {}
+    for r in stages:
+        root = r["stage"].split("/")[0]
+        kinds.setdefault(f"{root}: {r['stage'].rsplit('/', 1)[1]}", []).append(r)
+    lines = ["# Within-phase flatness beside the flatness rule", "",
+             f"Command: `{command}`. Records read: {len(stages)} stages, sha256 of their logs and configs "
+             f"`{checksum[:12]}…`. The reading and why it exists: docs/DECISIONS.md, \"Within-phase flatness\" "
+             "(a second reading, stated after the rule had failed to say flat on tripled budgets; it "
+             "replaces nothing). Each constant-lr phase [a, b) of length L: mean loss over "
+             "[a + 0.2 L, a + 0.6 L) vs [a + 0.6 L, b); flat unless more than 5 % and 0.01 lower.", "",
+             "| runs: stage | stages | rule: flat | within phases: final lr flat | every phase flat |", "|---|---|---|---|---|"]
+    lines += [f"| {k} | {len(v)} | {count(v, 'rule_flat')} | {count(v, 'flat_at_final_lr')} | "
+              f"{count(v, 'flat_within_phases')} |" for k, v in sorted(kinds.items())]
+    lines += ["", "| stage | steps | lr ×0.1 at | rule (last 3/10 vs 5-7/10) | before the drop | at the final lr |",
+              "|---|---|---|---|---|---|"]
+    for r in stages:
+        ph = r["phases"]
+        before = f"{pct(ph[0]['change'])} {verdict(ph[0]['flat'])}" if len(ph) == 2 else "(fixed lr)"
+        drop = f"{int(r['lr_step'] * r['steps'])}" if len(ph) == 2 else "-"
+        lines.append(f"| {r['stage']} | {r['steps']} | {drop} | {r['rule_verdict']} | "
+                     f"{before} | {pct(ph[-1]['change'])} {verdict(ph[-1]['flat'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(stages: list[dict], path: Path) -> None:
+    """Rule change against final-phase change, one point per stage, coloured by runs root."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    roots = sorted({r["stage"].split("/")[0] for r in stages})
+    for root in roots:
+        pts = [(100 * r["rule_change"], 100 * r["phases"][-1]["change"]) for r in stages
+               if r["stage"].split("/")[0] == root and r["rule_change"] is not None
+               and r["phases"][-1]["change"] is not None]
+        if pts:
+            ax.scatter(*zip(*pts), label=root, s=18)
+    for f in (ax.axhline, ax.axvline):
+        f(-5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("rule: last 3/10 vs 5-7/10 (%)")
+    ax.set_ylabel("final-lr phase: late vs early window (%)")
+    ax.set_title("Training-loss change per stage (dashed: the -5 % line)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("roots", nargs="+", type=Path, help="runs roots (every */metrics.csv below is a stage)")
+    ap.add_argument("--out", type=Path, required=True, help="writes OUT.json, OUT.md, OUT.png")
+    a = ap.parse_args(argv)
+    stages, digest = [], hashlib.sha256()
+    for root in a.roots:
+        if not root.is_dir():
+            print(f"hetseg: error: {root}: not a folder; fix: pass a runs root such as benchmarks/runs/dis",
+                  file=sys.stderr)
+            return 2
+        for log in sorted(root.rglob("metrics.csv")):
+            stages.append(read_stage(log.parent, root))
+            for f in [*sorted(log.parent.glob("metrics*.csv")), log.parent.parent / "config.json"]:
+                digest.update(f.read_bytes())
+    command = "python scripts/phase_flatness.py " + " ".join(map(str, a.roots)) + f" --out {a.out}"
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(a.out.with_suffix(".json"), {"command": command, "records_sha256": digest.hexdigest(),
+                                            "rule": "docs/DECISIONS.md, Within-phase flatness", "stages": stages})
+    write_text(a.out.with_suffix(".md"), report(stages, command, digest.hexdigest()))
+    figure(stages, a.out.with_suffix(".png"))
+    print(f"phase_flatness: {len(stages)} stages -> {a.out}.{{json,md,png}}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
