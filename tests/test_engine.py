@@ -399,3 +399,16 @@ def test_the_one_recipe_rule_ignores_settings_the_method_never_reads(tmp_path):
     refuse_other_recipe(run, cfg.override(["seg.steps=5", "cls.lr=0.1", "dis.t_train=1"]), ("deconv",), method)
     with pytest.raises(HetsegError, match=r"differs in deconv.steps"):
         refuse_other_recipe(run, cfg.override(["seg.steps=5", "deconv.steps=7"]), ("deconv",), method)
+
+
+def test_recorded_command_names_the_script_that_drove_the_library(monkeypatch):
+    """model.json's ``command`` must be runnable as written: a script's arguments are not hetseg's
+    (the shipped voc-lite0 model recorded ``hetseg --runs ...`` before this)."""
+    from hetseg.engine.context import command_line
+
+    monkeypatch.setattr("sys.argv", ["scripts/ship_voc_lite0.py", "--runs", "runs/a b"])
+    assert command_line() == "python scripts/ship_voc_lite0.py --runs 'runs/a b'"
+    monkeypatch.setattr("sys.argv", ["/x/hetseg/__main__.py", "train", "cls.steps=3"])
+    assert command_line() == "hetseg train cls.steps=3"
+    monkeypatch.setattr("sys.argv", ["/venv/bin/hetseg", "eval"])
+    assert command_line() == "hetseg eval"

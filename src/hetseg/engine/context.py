@@ -71,8 +71,11 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split
 
 
 def command_line() -> str:
-    """The command as typed, for results files (``hetseg ...``)."""
-    return "hetseg " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    """The command as typed, for results files: ``hetseg ...``, or ``python scripts/x.py ...`` when a
+    script (e.g. scripts/ship_voc_lite0.py) drove the library -- its arguments are not hetseg's."""
+    prog = sys.argv[0] if sys.argv else ""
+    head = f"python {shlex.quote(prog)}" if prog.endswith(".py") and Path(prog).name != "__main__.py" else "hetseg"
+    return " ".join([head, *(shlex.quote(a) for a in sys.argv[1:])])
 
 
 def backbone_file(cfg: Config, family: str = "vgg") -> Path | None:
