@@ -7,8 +7,10 @@ stage's logged loss inside its constant-lr phases instead (hetseg.bench.curves.p
 docs/DECISIONS.md, "Within-phase flatness", states -- a second reading that replaces nothing. It reads
 committed records only (each stage's metrics.csv and its run's config.json); nothing is trained.
 
-    python scripts/phase_flatness.py benchmarks/runs/table1_converged benchmarks/runs/transfer \\
-        benchmarks/runs/dis --out benchmarks/results/phase_flatness
+    python scripts/phase_flatness.py benchmarks/runs/table1_converged benchmarks/runs/table1_repro_seed0 \\
+        benchmarks/runs/transfer benchmarks/runs/dis benchmarks/runs/diagnostics --out benchmarks/results/phase_flatness
+
+A stage without its done.json (still training, or stopped) is listed as unfinished and read no further.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 from pathlib import Path
 
-from hetseg.bench.curves import flattened, late_change, loss_by_parts, phase_flatness, tenths_cells
+from hetseg.bench.curves import FLAT_TOLERANCE, flattened, late_change, loss_by_parts, phase_flatness, tenths_cells
 from hetseg.io_atomic import write_json, write_text
 
 # Where a method's own stages live in config.json (a stage name such as "joint" is both DIS's and
@@ -31,9 +34,17 @@ def stage_config(cfg: dict, stage: str) -> dict:
     """The StageConfig dict (steps, lr_step, ...) of ``stage`` in a run's saved config.json."""
     section = cfg.get(SECTION.get(cfg.get("model", {}).get("name", ""), ""), {})
     found = section.get(stage) if isinstance(section.get(stage), dict) else cfg.get(stage)
-    if not isinstance(found, dict) or "steps" not in found:
-        raise KeyError(f"no stage {stage!r} in this config")
+    if not isinstance(found, dict) or "steps" not in found or "lr_step" not in found:
+        raise ValueError(f"its config.json has no stage {stage!r} with steps and lr_step")
     return found
+
+
+def group(stage: str) -> str:
+    """The summary row of a stage label ``root/.../<run>/<stage>``: root, method (the run's name
+    without its ``_k...`` cell suffix) and stage, so memorised -Str classifiers and the weak-set one
+    are counted apart."""
+    parts = stage.split("/")
+    return f"{parts[0]}: {re.sub(r'_k[^/]*$', '', parts[-2])}/{parts[-1]}"
 
 
 def read_stage(stage_dir: Path, root: Path) -> dict:
@@ -49,9 +60,12 @@ def read_stage(stage_dir: Path, root: Path) -> dict:
             "flat_within_phases": None if any(p["flat"] is None for p in phases) else all(p["flat"] for p in phases)}
 
 
-def verdict(flat: bool | None) -> str:
-    """A Markdown cell for a flat / falling / unknown verdict."""
-    return "-" if flat is None else ("flat" if flat else "**falling**")
+def verdict(flat: bool | None, change: float | None = None) -> str:
+    """A Markdown cell for a flat / falling / unknown verdict; "flat (floor)" when only the absolute
+    floor (a fall of at most 0.01 in loss units) makes a fall of more than 5 % flat."""
+    if flat is None:
+        return "-"
+    return ("flat (floor)" if change is not None and change < -FLAT_TOLERANCE else "flat") if flat else "**falling**"
 
 
 def pct(x: float | None) -> str:
@@ -59,33 +73,36 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:+.1f} %"
 
 
-def report(stages: list[dict], command: str, checksum: str) -> str:
-    """The Markdown: counts per stage kind, then one row per stage."""
+def report(stages: list[dict], unfinished: list[str], command: str, checksum: str) -> str:
+    """The Markdown: counts per method and stage, then one row per stage."""
     def count(rows: list[dict], key: str) -> str:
         known = [r[key] for r in rows if r[key] is not None]
         return f"{sum(known)} / {len(known)}"
 
     kinds: dict[str, list[dict]] = {}
     for r in stages:
-        root = r["stage"].split("/")[0]
-        kinds.setdefault(f"{root}: {r['stage'].rsplit('/', 1)[1]}", []).append(r)
+        kinds.setdefault(group(r["stage"]), []).append(r)
     lines = ["# Within-phase flatness beside the flatness rule", "",
              f"Command: `{command}`. Records read: {len(stages)} stages, sha256 of their logs and configs "
              f"`{checksum[:12]}…`. The reading and why it exists: docs/DECISIONS.md, \"Within-phase flatness\" "
              "(a second reading, stated after the rule had failed to say flat on tripled budgets; it "
              "replaces nothing). Each constant-lr phase [a, b) of length L: mean loss over "
-             "[a + 0.2 L, a + 0.6 L) vs [a + 0.6 L, b); flat unless more than 5 % and 0.01 lower.", "",
-             "| runs: stage | stages | rule: flat | within phases: final lr flat | every phase flat |", "|---|---|---|---|---|"]
+             "[a + 0.2 L, a + 0.6 L) vs [a + 0.6 L, b); flat unless more than 5 % and 0.01 lower "
+             "(\"flat (floor)\": more than 5 % but at most 0.01 lower). The final-lr windows are 0.4 L apart, "
+             "a shorter span than the rule's; a fixed-lr stage has one phase, so there it is only another "
+             "window pair ([20 %, 60 %) vs [60 %, 100 %) of its steps), not a correction for a drop.", "",
+             *([f"Unfinished (no done.json), not read: {', '.join(unfinished)}.", ""] if unfinished else []),
+             "| runs: method/stage | stages | rule: flat | within phases: final lr flat | every phase flat |", "|---|---|---|---|---|"]
     lines += [f"| {k} | {len(v)} | {count(v, 'rule_flat')} | {count(v, 'flat_at_final_lr')} | "
               f"{count(v, 'flat_within_phases')} |" for k, v in sorted(kinds.items())]
     lines += ["", "| stage | steps | lr ×0.1 at | rule (last 3/10 vs 5-7/10) | before the drop | at the final lr |",
               "|---|---|---|---|---|---|"]
     for r in stages:
         ph = r["phases"]
-        before = f"{pct(ph[0]['change'])} {verdict(ph[0]['flat'])}" if len(ph) == 2 else "(fixed lr)"
-        drop = f"{int(r['lr_step'] * r['steps'])}" if len(ph) == 2 else "-"
+        before = f"{pct(ph[0]['change'])} {verdict(ph[0]['flat'], ph[0]['change'])}" if len(ph) == 2 else "(fixed lr)"
+        drop = str(ph[1]["from"]) if len(ph) == 2 else "-"
         lines.append(f"| {r['stage']} | {r['steps']} | {drop} | {r['rule_verdict']} | "
-                     f"{before} | {pct(ph[-1]['change'])} {verdict(ph[-1]['flat'])} |")
+                     f"{before} | {pct(ph[-1]['change'])} {verdict(ph[-1]['flat'], ph[-1]['change'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -108,7 +125,7 @@ def figure(stages: list[dict], path: Path) -> None:
         f(-5, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("rule: last 3/10 vs 5-7/10 (%)")
     ax.set_ylabel("final-lr phase: late vs early window (%)")
-    ax.set_title("Training-loss change per stage (dashed: the -5 % line)")
+    ax.set_title("Training-loss change per stage\n(dashed: -5 %; the 0.01 absolute floor is not drawn)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -120,21 +137,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("roots", nargs="+", type=Path, help="runs roots (every */metrics.csv below is a stage)")
     ap.add_argument("--out", type=Path, required=True, help="writes OUT.json, OUT.md, OUT.png")
     a = ap.parse_args(argv)
-    stages, digest = [], hashlib.sha256()
+    stages, unfinished, digest = [], [], hashlib.sha256()
     for root in a.roots:
         if not root.is_dir():
             print(f"hetseg: error: {root}: not a folder; fix: pass a runs root such as benchmarks/runs/dis",
                   file=sys.stderr)
             return 2
         for log in sorted(root.rglob("metrics.csv")):
-            stages.append(read_stage(log.parent, root))
+            label = str(log.parent.relative_to(root.parent))
+            if not (log.parent / "done.json").is_file():
+                unfinished.append(label)
+                continue
+            try:
+                stages.append(read_stage(log.parent, root))
+            except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+                print(f"hetseg: error: {log.parent.parent / 'config.json'}: {e}; fix: pass runs roots whose "
+                      "runs were written by hetseg (each run dir keeps its config.json)", file=sys.stderr)
+                return 2
             for f in [*sorted(log.parent.glob("metrics*.csv")), log.parent.parent / "config.json"]:
                 digest.update(f.read_bytes())
     command = "python scripts/phase_flatness.py " + " ".join(map(str, a.roots)) + f" --out {a.out}"
     a.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(a.out.with_suffix(".json"), {"command": command, "records_sha256": digest.hexdigest(),
-                                            "rule": "docs/DECISIONS.md, Within-phase flatness", "stages": stages})
-    write_text(a.out.with_suffix(".md"), report(stages, command, digest.hexdigest()))
+                                            "rule": "docs/DECISIONS.md, Within-phase flatness", "unfinished": unfinished,
+                                            "stages": stages})
+    write_text(a.out.with_suffix(".md"), report(stages, unfinished, command, digest.hexdigest()))
     figure(stages, a.out.with_suffix(".png"))
     print(f"phase_flatness: {len(stages)} stages -> {a.out}.{{json,md,png}}")
     return 0

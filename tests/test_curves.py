@@ -95,20 +95,41 @@ def test_phase_flatness_script_reads_each_methods_own_stage_config_and_writes_it
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     root = tmp_path / "runs"
-    for run, name in (("dis_run", "dis"), ("tn_run", "transfernet")):
+    sections = {"dis": {"joint": {"steps": 1000, "lr_step": 0.75}},
+                "transfer": {"joint": {"steps": 1000, "lr_step": 1.0}}, "seg": {"steps": 1000, "lr_step": 0.7}}
+    # decouplednet_transfer's seg lives at the top level although the method has a transfer section.
+    for run, name, stage in (("dis_run", "dis", "joint"), ("tn_run", "transfernet", "joint"),
+                             ("dt_run", "decouplednet_transfer", "seg"), ("busy_run", "dis", "joint")):
         (root / run).mkdir(parents=True)
-        cfg = {"model": {"name": name}, "dis": {"joint": {"steps": 1000, "lr_step": 0.75}},
-               "transfer": {"joint": {"steps": 1000, "lr_step": 1.0}}}
-        (root / run / "config.json").write_text(json.dumps(cfg))
-        _log(root / run, [1.0] * 100).rename(root / run / "joint")
+        (root / run / "config.json").write_text(json.dumps({"model": {"name": name}, **sections}))
+        _log(root / run, [1.0] * 100).rename(root / run / stage)
+        if run != "busy_run":  # a stage still training has no done.json
+            (root / run / stage / "done.json").write_text("{}")
     assert mod.main([str(root), "--out", str(tmp_path / "out" / "pf")]) == 0
     rec = json.loads((tmp_path / "out" / "pf.json").read_text())
     by = {r["stage"]: r for r in rec["stages"]}
-    assert [len(by["runs/dis_run/joint"]["phases"]), len(by["runs/tn_run/joint"]["phases"])] == [2, 1]
+    assert {k: [p["to"] for p in r["phases"]] for k, r in by.items()} == {
+        "runs/dis_run/joint": [750, 1000], "runs/tn_run/joint": [1000], "runs/dt_run/seg": [700, 1000]}
+    assert rec["unfinished"] == ["runs/busy_run/joint"]
     assert all(r["flat_at_final_lr"] is True for r in rec["stages"])
     assert (tmp_path / "out" / "pf.md").read_text().count("(fixed lr)") == 1
     assert (tmp_path / "out" / "pf.png").stat().st_size > 0
     capsys.readouterr()
     assert mod.main([str(tmp_path / "absent"), "--out", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("hetseg: error: ") and "; fix: " in err[0]
+    (root / "dt_run" / "config.json").write_text(json.dumps({"model": {"name": "decouplednet_transfer"}}))
+    assert mod.main([str(root), "--out", str(tmp_path / "y")]) == 2
+    for line in capsys.readouterr().err.strip().splitlines():
+        assert line.startswith("hetseg: error: ") and "; fix: " in line
+    assert not (tmp_path / "y.json").exists()
+
+
+def test_within_phase_reading_keeps_the_rules_thresholds_floor_and_boundary(tmp_path):
+    from hetseg.bench.curves import phase_flatness
+
+    def final(late):  # fixed lr, early window [200, 600) at 1.0 or 0.1, late window [600, 1000) at ``late``
+        return phase_flatness(_log(tmp_path, [9.9] * 20 + [base] * 40 + [late] * 40), 1000, 1.0)[0]["flat"]
+
+    base = 1.0
+    assert final(1.0 - FLAT_TOLERANCE + 1e-6) is True and final(1.0 - FLAT_TOLERANCE - 1e-6) is False
+    base = 0.1  # -8 % but 0.008 lower: flat by the absolute floor; 0.012 lower is falling
+    assert final(0.092) is True and final(0.088) is False
