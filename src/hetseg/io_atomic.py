@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from hetseg.errors import HetsegError, os_error_fix
 
@@ -91,7 +92,7 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def write_json(path: str | Path, obj) -> Path:
+def write_json(path: str | Path, obj: Any) -> Path:
     """Atomic JSON write, indented, trailing newline."""
     return write_text(path, json.dumps(obj, indent=2) + "\n")
 

@@ -15,11 +15,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from hetseg.data.io import read_mask
 from hetseg.errors import DataError
 from hetseg.io_atomic import check_can_write, write_text
+
+if TYPE_CHECKING:  # torch is imported lazily: scoring saved masks needs numpy only
+    import torch
 
 
 def _as_numpy(a) -> np.ndarray:
@@ -70,7 +74,7 @@ class ConfusionMatrix:
         self.matrix = np.zeros((num_classes, num_classes), np.int64)
         self.num_images = 0
 
-    def update(self, pred, gt) -> None:
+    def update(self, pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor) -> None:
         """Add (H, W) or (N, H, W) integer label maps (numpy or torch); shapes must match."""
         p, g = _as_numpy(pred), _as_numpy(gt)
         if p.shape != g.shape:

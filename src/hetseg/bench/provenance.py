@@ -11,13 +11,14 @@ import hashlib
 import json
 import os
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 
 from hetseg.config import Config
 from hetseg.errors import HetsegError
 
 
-def with_overrides(command: str, overrides) -> str:
+def with_overrides(command: str, overrides: Sequence[str]) -> str:
     """A bench's command line with its ``key=value`` overrides, which made the numbers too."""
     return command + "".join(f" {o}" for o in overrides)
 

@@ -9,16 +9,17 @@ background rule -- and the same as one static graph for export (:func:`transfer_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .base import SegOutput, index_lists
 
 
 @torch.no_grad()
-def transfer_predict(net, images: Tensor, labels: list[list[int]] | None, threshold: float,
+def transfer_predict(net: nn.Module, images: Tensor, labels: list[list[int]] | None, threshold: float,
                      maps: tuple[str, ...] = ()) -> SegOutput:
     """Inference of TransferNet and BaselineNet (docs/REFERENCE.md §3.9), one batched decoder pass.
 
@@ -36,7 +37,7 @@ def transfer_predict(net, images: Tensor, labels: list[list[int]] | None, thresh
     return SegOutput(decision_scores(fo.fg, fo.active), scores, identified, extras)
 
 
-def transfer_export(net, images: Tensor, threshold: float | Tensor) -> tuple[Tensor, Tensor]:
+def transfer_export(net: nn.Module, images: Tensor, threshold: float | Tensor) -> tuple[Tensor, Tensor]:
     """:func:`transfer_predict` as one static graph (``Segmenter.export_forward``): every class is
     queried for every image through ``net.segment`` (N*K decoder rows) and the labels identification
     did not pick are zeroed by :func:`decision_scores`. images (N, C, S, S) -> (probs (N, K+1, S, S),
@@ -61,7 +62,8 @@ class ForegroundOutput:
     maps: tuple[Tensor, ...] | None = None
 
 
-def label_rows(labels: list[list[int]], num_classes: int, device=None) -> tuple[Tensor, Tensor, Tensor]:
+def label_rows(labels: list[list[int]], num_classes: int,
+               device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Per-image object index lists -> (row image index, row class, rows per image), image-grouped."""
     for i, ls in enumerate(labels):
         if any(not 0 <= c < num_classes for c in ls):
@@ -80,8 +82,11 @@ def foreground_probability(seg_logits: Tensor, bg_scale: float = 0.5) -> Tensor:
     return p[:, 1] / (p[:, 1] + bg_scale * p[:, 0])
 
 
-def foreground_from_rows(run, images: Tensor, labels: list[list[int]], num_classes: int, bg_scale: float,
-                         return_maps: bool) -> ForegroundOutput:
+RowRunner = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, tuple[Tensor, ...]]]
+
+
+def foreground_from_rows(run: RowRunner, images: Tensor, labels: list[list[int]], num_classes: int,
+                         bg_scale: float, return_maps: bool) -> ForegroundOutput:
     """Shared by TransferNet and BaselineNet: ``run(index, cls, counts) -> (seg_logits, maps)``."""
     n, (h, w) = images.shape[0], images.shape[-2:]
     if len(labels) != n:
