@@ -554,3 +554,13 @@ def test_voc_aug_count_fix_names_the_real_flag(tmp_path, capsys):
     err = cli_one_line(["data", "voc-aug", "--voc-root", str(voc), "--sbd-root", str(sbd)], capsys,
                        contains="train_aug has 2 ids, expected 10582")
     assert "pass --expect-count 0 to skip the check" in err and "expect_count" not in err.replace("--expect-count", "")
+
+
+def test_a_coco_file_that_keeps_no_image_is_refused_and_writes_nothing(tmp_path):
+    """Every image dropped (here: only a degenerate bear) used to exit 0 with an empty split that
+    training refuses later; now it is one error line and the output folder is untouched."""
+    ann, imgs = _coco(tmp_path, [_img(1, "x.jpg")], [_ann(10, 1, 23, [[1, 1, 5, 5]])])
+    out = tmp_path / "out"
+    raises_one_line(build_coco_split, ann, imgs, out, "coco60_transfernet", name="instances.json",
+                    contains="no image kept: 1 in the file")
+    assert not out.exists() or not any(out.iterdir())

@@ -26,6 +26,9 @@ def test_load_and_override_give_the_same_config(tmp_path):
     ("cls: {optimizer: adamw}", "cls.optimizer"), ("model: {scale: huge}", "model.scale"),
     ("seg: {lr: -1}", "seg.lr"), ("cls: {stpes: 3}", "cls.stpes"), ("eval: {threshold: .nan}", "eval.threshold"),
     ("seed: true", "seed"), ("data: {class_names: [1, 2]}", "data.class_names[]"),
+    ("cls: {lr: .inf}", "cls.lr"), ("crops: {max_scale: .inf}", "crops.max_scale"),
+    ("eval: {threshold: -5}", "eval.threshold"), ("1: a\nfoo: b", "key '1'"), ("cls: {1: 2, x: 3}", "key 'cls.1'"),
+    ("[" * 5000 + "]" * 5000, "cannot read config"),  # nesting deep enough to exhaust the recursion limit
 ])
 def test_bad_config_file_is_one_line_naming_file_and_key(tmp_path, text, key):
     p = tmp_path / "bad.yaml"
@@ -37,7 +40,7 @@ def test_bad_config_file_is_one_line_naming_file_and_key(tmp_path, text, key):
 
 
 @pytest.mark.parametrize("item", ["cls.steps=abc", "cls.steps=1.5", "cls.batch_size=0", "cls=5", "nope.x=1", "cls.steps",
-                                  "seed=-1", "seed=4294967296"])
+                                  "seed=-1", "seed=4294967296", "cls={1: 2, x: 3}", "cls.lr=.inf", "eval.threshold=-5"])
 def test_bad_override_is_one_line_naming_it(item):
     with pytest.raises(HetsegError) as e:
         Config().override([item])

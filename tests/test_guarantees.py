@@ -257,6 +257,21 @@ def test_predict_never_overwrites_inputs_or_collides(trained, tmp_path, capsys):
         assert main(["predict", "--checkpoint", str(run), "--input", str(inp / name), "--output", str(out)]) == 0
     scores = json.loads((out / "scores.json").read_text())["images"]
     assert sorted(Path(r["image"]).name for r in scores) == ["a.jpg", "b.png"]
+    # --overlay's figures/ is guarded the same way: a user's figures/a.png, or a file named figures.
+    figs = tmp_path / "figs"
+    (figs / "figures").mkdir(parents=True)
+    (figs / "figures" / "a.png").write_bytes(b"a user's figure")
+    assert main(["predict", "--checkpoint", str(run), "--input", str(inp / "a.jpg"), "--output", str(figs),
+                 "--overlay"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hetseg: error: {figs / 'figures' / 'a.png'}: already in --output") and err.count("\n") == 1
+    assert (figs / "figures" / "a.png").read_bytes() == b"a user's figure" and not (figs / "a.png").exists()
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "figures").write_text("not a folder")
+    assert main(["predict", "--checkpoint", str(run), "--input", str(inp / "a.jpg"), "--output",
+                 str(tmp_path / "flat"), "--overlay"]) == 2
+    assert capsys.readouterr().err.startswith(f"hetseg: error: {tmp_path / 'flat' / 'figures'}: a file where")
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["figures"]
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
@@ -322,6 +337,39 @@ def test_eval_reads_a_foreign_split_against_its_own_root(trained, tmp_path):
     (other / (other / "splits" / "val.txt").read_text().split()[0]).unlink()  # an image val lists
     with pytest.raises(Exception, match="does not exist"):
         evaluate_run(run, str(other / "splits" / "val.txt"))
+    # Another file named val.txt on the run's own root (2 of its images) would take the tag "val": it
+    # must not replace the run's eval_val.json, which benches reuse as the cell's score.
+    mine = Path(cfg.data.root) / "splits" / "val.txt"
+    two = tmp_path / "two" / "val.txt"
+    two.parent.mkdir()
+    two.write_text("\n".join(mine.read_text().splitlines()[:2]) + "\n")
+    before = (run / "eval_val.json").read_bytes()
+    from hetseg.errors import HetsegError
+
+    with pytest.raises(HetsegError, match="its images differ") as e:
+        evaluate_run(run, str(two), root=cfg.data.root)  # read against the run's own root
+    assert "\n" not in str(e.value) and (run / "eval_val.json").read_bytes() == before
+    evaluate_run(run, "val")  # the same split again replaces its own results
+
+
+def test_a_model_json_threshold_that_is_not_a_probability_is_one_error_line(trained, tmp_path, capsys):
+    import shutil
+
+    _, run, _ = trained
+    bad = tmp_path / "run"
+    shutil.copytree(run, bad)
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(img)
+    for value in ("x", None, 1.5, True):
+        info = json.loads((run / "model.json").read_text())
+        info["threshold"] = value
+        (bad / "model.json").write_text(json.dumps(info))
+        for argv in (["predict", "--checkpoint", str(bad), "--input", str(img), "--output", str(tmp_path / "o")],
+                     ["eval", "--checkpoint", str(bad)]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {bad / 'model.json'}: 'threshold'"), err
+    assert not (tmp_path / "o").exists()
 
 
 def test_predicting_a_huge_photo_stays_under_the_memory_bound(trained, tmp_path):

@@ -197,3 +197,20 @@ def test_float_label_maps_are_refused_not_truncated():
         cm.update(np.zeros((2, 2), np.int64), np.full((2, 2), 1.5, np.float32))
     cm.update(np.ones((2, 2)), np.zeros((2, 2), np.float32))  # whole numbers in a float array are indices
     assert cm.matrix[0, 1] == 4
+
+
+def test_a_classes_file_that_is_not_utf8_is_one_error_line(tmp_path):
+    """read_classes_file (score, eval) and the run's own class list (train, eval) both read UTF-8."""
+    from hetseg.config import Config
+    from hetseg.engine.context import class_names
+    from hetseg.errors import HetsegError
+    from hetseg.metrics import read_classes_file
+
+    bad = tmp_path / "classes.txt"
+    bad.write_bytes(b"background\n\xff\xfecat\n")
+    with pytest.raises(DataError, match="UTF-8") as e:
+        read_classes_file(bad)
+    assert "\n" not in str(e.value) and str(bad) in str(e.value)
+    with pytest.raises(HetsegError, match="UTF-8") as e:
+        class_names(Config().override([f"data.root={tmp_path}", "data.num_classes=2"]))
+    assert "\n" not in str(e.value) and str(bad) in str(e.value)

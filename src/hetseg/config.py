@@ -232,7 +232,7 @@ class Config:
         p = Path(path)
         try:
             d = yaml.load(p.read_text(encoding="utf-8"), Loader=YamlLoader) or {}
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:  # RecursionError: [[[[...
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise HetsegError(f"{p}: cannot read config ({why}); fix: give a YAML or JSON file") from None
         return cls.from_dict(d, str(p))
@@ -287,7 +287,7 @@ def _parse_override(item: str) -> tuple[str, Any]:
     key, _, value = item.partition("=")
     try:
         return key, yaml.load(value, Loader=YamlLoader) if value.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return key, value
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 import typing
 from typing import Any
@@ -35,7 +36,7 @@ _MIN = {"steps": (1, False), "batch_size": (1, False), "accumulate": (1, False),
         "full_image_prob": (0.0, False), "max_scale": (0.0, True), "pretrain_holdout": (0, False),
         "seg_weight": (0.0, False), "t_train": (0, False), "t_test": (0, False),
         "infer_lr": (0.0, True), "recon_weight": (0.0, False), "input_size": (0, False), "width": (0, False), "bridge_kernel": (0, False), "bg_scale": (0.0, True), "feature_scale": (0.0, False), "embed_dim": (0, False),
-        "pretrained_lr_mult": (0.0, False), "seed": (0, False)}
+        "pretrained_lr_mult": (0.0, False), "seed": (0, False), "threshold": (0.0, False)}
 _MAX = {"lr_step": 1.0, "full_image_prob": 1.0, "momentum": 1.0, "threshold": 1.0, "seed": SEED_MAX}
 
 
@@ -69,8 +70,8 @@ def check_value(t: Any, v: Any, key: str, where: str) -> Any:
         if isinstance(v, bool) or not isinstance(v, int):
             raise bad("an integer")
     elif t is float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-            raise bad("a number")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise bad("a finite number")
         v = float(v)
     elif t is str:
         if not isinstance(v, str):
@@ -97,7 +98,7 @@ def merge(base: Any, d: dict[str, Any], where: str, prefix: str) -> Any:
     """A copy of dataclass ``base`` with ``d`` merged in, recursively; unknown keys refused."""
     hints = typing.get_type_hints(type(base))
     names = [f.name for f in dataclasses.fields(base)]
-    unknown = sorted(set(d) - set(names))
+    unknown = sorted(set(d) - set(names), key=str)  # YAML keys may be numbers: 1: a
     if unknown:
         key = prefix + str(unknown[0])
         raise HetsegError(f"{where}: unknown config key '{key}'; fix: see config.json of a run for the keys "

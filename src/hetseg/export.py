@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from hetseg.data.transforms import MEAN, STD
-from hetseg.engine.checkpoint import load_model
+from hetseg.engine.checkpoint import load_model, model_threshold
 from hetseg.errors import HetsegError
 from hetseg.io_atomic import check_can_write, write_atomic, write_json
 
@@ -229,7 +229,7 @@ def export_onnx(run: str | Path, out: str | Path, replace: bool = False, verbose
     if weight_bytes > 1.9e9:  # protobuf's 2 GB limit on one .onnx file
         raise HetsegError(f"{run}: {weight_bytes / 1e9:.2f} GB of weights, too large for one ONNX file (2 GB); "
                           "fix: export a smaller model (every paper-scale model here is under it)")
-    thr = float(info.get("threshold", cfg.eval.threshold))
+    thr = model_threshold(info, cfg)
     graph = _Graph(net).eval()
     size = int(net.input_size)
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))

@@ -189,7 +189,11 @@ def read_classes_file(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "classes file not found", "give one class name per line, background first")
-    names = path.read_text().splitlines()
+    try:
+        names = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(path, f"cannot read it as UTF-8 text ({type(e).__name__})",
+                        "one class name per line, background first, saved as UTF-8") from None
     while names and not names[-1].strip():
         names.pop()
     if not names or any(not n.strip() for n in names):

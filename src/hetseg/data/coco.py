@@ -274,6 +274,10 @@ def build_coco_split(ann_json: str | Path, image_dir: str | Path, out_dir: str |
             save_index_png(tmp / mask_rel, mask)
             labels[rid] = labs
             records.append(Record(rid, f"JPEGImages/{fname}", labs, mask_rel))
+        if not records:  # an empty split would only be refused later, by training, after this wrote files
+            raise DataError(ann_json, f"no image kept: {len(coco.imgs)} in the file, {dropped} with a dropped "
+                            f"category, {empty} with no category of the remap '{remap.name}'",
+                            "check the annotation file and --remap (or --keep-empty for images with no label)")
         lj = out / "labels.json"
         merged = load_labels_json(lj) if lj.is_file() else {}  # several splits may share one out_dir
         merged.update(labels)

@@ -85,7 +85,17 @@ def read_model_json(run: Path) -> dict:
         if not isinstance(info.get(key), kind):
             raise HetsegError(f"{meta_path}: '{key}' missing or not a {kind.__name__} (written by an older or "
                               "another program?); fix: retrain the run with this hetseg")
+    thr = info.get("threshold", 0.5)
+    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0.0 <= thr <= 1.0:
+        raise HetsegError(f"{meta_path}: 'threshold' is {thr!r}, not a number in [0, 1]; fix: restore the file "
+                          "or retrain the run")
     return info
+
+
+def model_threshold(info: dict, cfg: Config) -> float:
+    """The label threshold a run was trained with: model.json's (checked by :func:`read_model_json`),
+    else its config's ``eval.threshold``."""
+    return float(info.get("threshold", cfg.eval.threshold))
 
 
 def load_model(run: str | Path, device: str | None = None) -> tuple[nn.Module, Config, dict]:
@@ -120,4 +130,4 @@ def load_model(run: str | Path, device: str | None = None) -> tuple[nn.Module, C
     return net, cfg, info
 
 
-__all__ = ["load_model", "load_weights", "read_model_json", "save_model"]
+__all__ = ["load_model", "load_weights", "model_threshold", "read_model_json", "save_model"]

@@ -9,6 +9,7 @@ and its per-pixel class scores are resized back to the padded square, cropped an
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -144,6 +145,20 @@ def check_label_options(net: nn.Module, method: str, threshold: float | None, us
                           "would change nothing; fix: drop it")
 
 
+def check_same_split(results: Path, checksum: str, split: str) -> None:
+    """Refuse to replace ``results`` (an eval_<tag>.json) written for a split of other content: the tag
+    is the split file's stem, so another file named val.txt would replace the run's val results, which
+    benches reuse as the cell's score. Re-evaluating the same split (same checksum) replaces them."""
+    try:
+        old = json.loads(results.read_text(encoding="utf-8")).get("split_checksum")
+    except (OSError, ValueError, AttributeError):
+        return  # no results there, or none this code wrote
+    if isinstance(old, str) and old != checksum:
+        raise HetsegError(f"{split}: its images differ from those {results} was scored on (split checksum "
+                          f"{checksum[:12]} vs {old[:12]}); fix: rename the split file, or move {results.name} "
+                          "away if the data set was regenerated")
+
+
 def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = None, use_gt_labels: bool = False,
                  batch_size: int = 16, root: str | Path | None = None, device: str | None = None,
                  predict_kwargs: dict | None = None, suffix: str = "") -> tuple[Scores, dict]:
@@ -154,7 +169,7 @@ def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = 
     The threshold defaults to the one the run's method recorded in model.json. ``suffix`` tells
     apart evaluations of one run with other ``predict_kwargs`` (eval_<split><suffix>.json).
     """
-    from hetseg.engine.checkpoint import load_model
+    from hetseg.engine.checkpoint import load_model, model_threshold
     from hetseg.engine.context import class_names, command_line, load_split
     from hetseg.io_atomic import replaced_folder, write_json, write_text
     from hetseg.metrics import format_table, read_classes_file
@@ -174,7 +189,8 @@ def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = 
                           f"{len(names)} ({', '.join(names[:3])}, ...), so mask indices would mean other classes; "
                           "fix: evaluate on a data set with the run's classes")
     tag = (f"{Path(sp.root).name}_" if foreign else "") + Path(split).stem + ("_gt" if use_gt_labels else "") + suffix
-    thr = float(info.get("threshold", cfg.eval.threshold)) if threshold is None else threshold
+    check_same_split(run / f"eval_{tag}.json", sp.checksum(), split)
+    thr = model_threshold(info, cfg) if threshold is None else threshold
     with replaced_folder(run / f"predictions_{tag}") as pred_dir:  # no stale PNG of an earlier evaluation
         scores = evaluate_split(net, sp, cfg.data.num_classes, thr, batch_size, pred_dir=pred_dir,
                                 use_gt_labels=use_gt_labels, predict_kwargs=predict_kwargs)

@@ -22,7 +22,7 @@ import torch
 
 from hetseg.data.io import read_image
 from hetseg.data.records import IMAGE_EXTS
-from hetseg.engine.checkpoint import load_model
+from hetseg.engine.checkpoint import load_model, model_threshold
 from hetseg.engine.evaluate import check_label_options, check_threshold, predict_images
 from hetseg.errors import HetsegError
 from hetseg.io_atomic import write_atomic, write_json
@@ -69,12 +69,17 @@ def previous_predictions(out_dir: Path) -> tuple[list[dict], list[str]]:
                           "folder") from None
 
 
-def check_outputs(paths: Sequence[Path], out_dir: Path) -> tuple[list[dict], list[str]]:
+def check_outputs(paths: Sequence[Path], out_dir: Path, overlay: bool = False) -> tuple[list[dict], list[str]]:
     """Refuse an output folder that is a file or holds an input, colliding output names, and a
-    prediction that would overwrite a PNG an earlier ``hetseg predict`` there did not write (e.g.
-    ``--output`` pointed at a mask folder). Returns :func:`previous_predictions` of the folder."""
+    prediction (or, with ``overlay``, a ``figures/`` figure) that would overwrite a PNG an earlier
+    ``hetseg predict`` there did not write (e.g. ``--output`` pointed at a mask folder). Returns
+    :func:`previous_predictions` of the folder."""
     if out_dir.exists() and not out_dir.is_dir():
         raise HetsegError(f"{out_dir}: --output is a file; fix: give a folder for the predictions")
+    figures = out_dir / "figures"
+    if overlay and (figures.exists() or figures.is_symlink()) and not figures.is_dir():
+        raise HetsegError(f"{figures}: a file where --overlay writes its figures folder; fix: predict into "
+                          "another --output or move that file")
     out_res = out_dir.resolve()
     for p in paths:
         if p.resolve().parent in (out_res, out_res / "figures"):
@@ -89,10 +94,10 @@ def check_outputs(paths: Sequence[Path], out_dir: Path) -> tuple[list[dict], lis
     earlier, unfinished = previous_predictions(out_dir)
     ours = {Path(r["image"]).stem for r in earlier} | {Path(i).stem for i in unfinished}
     for p in paths:
-        target = out_dir / f"{p.stem}.png"
-        if p.stem not in ours and (target.exists() or target.is_symlink()):
-            raise HetsegError(f"{target}: already in --output and not a prediction of hetseg's; fix: predict into "
-                              "an empty folder (it would be overwritten)")
+        for target in (out_dir / f"{p.stem}.png", *([figures / f"{p.stem}.png"] if overlay else [])):
+            if p.stem not in ours and (target.exists() or target.is_symlink()):
+                raise HetsegError(f"{target}: already in --output and not a prediction of hetseg's; fix: predict "
+                                  "into an empty folder (it would be overwritten)")
     return earlier, unfinished
 
 
@@ -106,10 +111,10 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
     net, cfg, info = load_model(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
     check_label_options(net, cfg.model.name, threshold)
     names = info["class_names"]
-    thr = float(info.get("threshold", cfg.eval.threshold)) if threshold is None else threshold
+    thr = model_threshold(info, cfg) if threshold is None else threshold
     out_dir = Path(output)
     paths = collect_inputs(inputs)
-    earlier, unfinished = check_outputs(paths, out_dir)  # kept: predicting more images into a folder adds to it
+    earlier, unfinished = check_outputs(paths, out_dir, overlay)  # kept: predicting more images into a folder adds to it
     # A corrupt input is refused before anything is written, so every input is decoded here first. The
     # decoded images are kept up to DECODED_KEPT_BYTES (a few photos: decoded once); beyond that they
     # are decoded again batch by batch below, so memory stays bounded for any number of images.
