@@ -199,7 +199,7 @@ def test_float_label_maps_are_refused_not_truncated():
     assert cm.matrix[0, 1] == 4
 
 
-def test_a_classes_file_that_is_not_utf8_is_one_error_line(tmp_path):
+def test_a_classes_file_not_utf8_a_folder_or_with_a_name_twice_is_one_error_line(tmp_path):
     """read_classes_file (score, eval) and the run's own class list (train, eval) both read UTF-8."""
     from hetseg.config import Config
     from hetseg.engine.context import class_names
@@ -211,6 +211,11 @@ def test_a_classes_file_that_is_not_utf8_is_one_error_line(tmp_path):
     with pytest.raises(DataError, match="UTF-8") as e:
         read_classes_file(bad)
     assert "\n" not in str(e.value) and str(bad) in str(e.value)
+    with pytest.raises(DataError, match="a folder, not a classes file"):
+        read_classes_file(tmp_path)
+    (tmp_path / "twice.txt").write_text("background\ncat\ndog\ncat\n")
+    with pytest.raises(DataError, match="'cat' on lines 2 and 4"):
+        read_classes_file(tmp_path / "twice.txt")
     with pytest.raises(HetsegError, match="UTF-8") as e:
         class_names(Config().override([f"data.root={tmp_path}", "data.num_classes=2"]))
     assert "\n" not in str(e.value) and str(bad) in str(e.value)

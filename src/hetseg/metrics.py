@@ -188,7 +188,8 @@ def read_classes_file(path: str | Path) -> list[str]:
     """One class name per line (index = line number, 0 = background); blank lines not allowed."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "classes file not found", "give one class name per line, background first")
+        raise DataError(path, "a folder, not a classes file" if path.is_dir() else "classes file not found",
+                        "give one class name per line, background first")
     try:
         names = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -198,7 +199,12 @@ def read_classes_file(path: str | Path) -> list[str]:
         names.pop()
     if not names or any(not n.strip() for n in names):
         raise DataError(path, "empty classes file or blank line inside", "one class name per line, background first")
-    return [n.strip() for n in names]
+    names = [n.strip() for n in names]
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:  # two classes of one name would merge in every per-class table
+        raise DataError(path, f"class name '{twice}' on lines {names.index(twice) + 1} and "
+                        f"{names.index(twice, names.index(twice) + 1) + 1}", "give every class its own name")
+    return names
 
 
 SCORE_FILE_MARK = "hetseg score"  # the "written_by" value: an existing --json with it may be replaced
