@@ -114,7 +114,8 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
     thr = model_threshold(info, cfg) if threshold is None else threshold
     out_dir = Path(output)
     paths = collect_inputs(inputs)
-    earlier, unfinished = check_outputs(paths, out_dir, overlay)  # kept: predicting more images into a folder adds to it
+    # kept: predicting more images into a folder adds to it
+    earlier, unfinished = check_outputs(paths, out_dir, overlay)
     # A corrupt input is refused before anything is written, so every input is decoded here first. The
     # decoded images are kept up to DECODED_KEPT_BYTES (a few photos: decoded once); beyond that they
     # are decoded again batch by batch below, so memory stays bounded for any number of images.
