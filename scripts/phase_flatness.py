@@ -25,15 +25,19 @@ from pathlib import Path
 from hetseg.bench.curves import FLAT_TOLERANCE, flattened, late_change, loss_by_parts, phase_flatness, tenths_cells
 from hetseg.io_atomic import write_json, write_text
 
-# Where a method's own stages live in config.json (a stage name such as "joint" is both DIS's and
-# TransferNet's); any other stage is a top-level section (pre, cls, seg, deconv).
-SECTION = {"dis": "dis", "transfernet": "transfer", "baselinenet": "transfer", "decouplednet_transfer": "transfer"}
-
-
 def stage_config(cfg: dict, stage: str) -> dict:
-    """The StageConfig dict (steps, lr_step, ...) of ``stage`` in a run's saved config.json."""
-    section = cfg.get(SECTION.get(cfg.get("model", {}).get("name", ""), ""), {})
-    found = section.get(stage) if isinstance(section.get(stage), dict) else cfg.get(stage)
+    """The StageConfig dict (steps, lr_step, ...) of ``stage`` in a run's saved config.json, found where
+    the run's method reads it (``Method.stage_section``: "joint" is DIS's dis.joint, TransferNet's
+    transfer.joint)."""
+    from hetseg.errors import HetsegError
+    from hetseg.methods import get_method
+
+    try:
+        found = cfg
+        for part in get_method(cfg.get("model", {}).get("name", "")).stage_section(stage).split("."):
+            found = found.get(part) if isinstance(found, dict) else None
+    except HetsegError as e:  # an unknown model.name
+        raise ValueError(str(e).split("; fix:")[0]) from None
     if not isinstance(found, dict) or "steps" not in found or "lr_step" not in found:
         raise ValueError(f"its config.json has no stage {stage!r} with steps and lr_step")
     return found

@@ -71,12 +71,17 @@ def late_change(pts: list[list[float]]) -> float | None:
     return None if w is None or w[0] <= 0 else (w[1] - w[0]) / w[0]
 
 
+def _flat(before: float, after: float) -> bool:
+    """The rule's thresholds on two window means: flat unless more than 5 % and more than 0.01 lower."""
+    return after >= before * (1 - FLAT_TOLERANCE) or before - after <= FLAT_ABSOLUTE
+
+
 def flattened(pts: list[list[float]]) -> bool | None:
     """The flatness rule above on a :func:`loss_by_parts` curve (None: too short to say)."""
     w, change = _windows(pts), late_change(pts)
     if w is None or change is None:
         return None
-    return change >= -FLAT_TOLERANCE or w[0] - w[1] <= FLAT_ABSOLUTE
+    return _flat(*w)
 
 
 # A second reading beside the rule (docs/DECISIONS.md, "Within-phase flatness"), stated after the rule
@@ -106,8 +111,7 @@ def phase_flatness(stage_dir: Path, steps: int, lr_step: float) -> list[dict]:
         if min(len(early), len(late)) >= PHASE_MIN_POINTS:
             e, l_ = sum(early) / len(early), sum(late) / len(late)
             change = (l_ - e) / e if e > 0 else 0.0
-            ph.update(early=round(e, 4), late=round(l_, 4), change=round(change, 4),
-                      flat=change >= -FLAT_TOLERANCE or e - l_ <= FLAT_ABSOLUTE)
+            ph.update(early=round(e, 4), late=round(l_, 4), change=round(change, 4), flat=_flat(e, l_))
         phases.append(ph)
     return phases
 
