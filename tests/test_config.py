@@ -129,3 +129,11 @@ def test_small_floats_load_from_yaml_json_and_overrides(tmp_path):
 
 def test_one_override_given_as_a_string_is_one_override():
     assert Config().override("seg.steps=3").seg.steps == 3  # was read character by character ("s: not key=value")
+
+
+def test_an_unknown_option_is_blamed_alone_not_with_its_value():
+    """``train --data d --out r`` named all four words as one unknown argument."""
+    from hetseg.cli_parser import UsageError, build_parser
+
+    with pytest.raises(UsageError, match=r"^--data: not an argument of 'hetseg train'"):
+        build_parser().parse_args(["train", "--data", "d", "--out", "r"])

@@ -412,3 +412,24 @@ def test_recorded_command_names_the_script_that_drove_the_library(monkeypatch):
     assert command_line() == "hetseg train cls.steps=3"
     monkeypatch.setattr("sys.argv", ["/venv/bin/hetseg", "eval"])
     assert command_line() == "hetseg eval"
+
+
+@pytest.mark.parametrize("overrides, says", [
+    (["model.encoder=lite0"], "model.encoder=lite0: unknown encoder"),  # was blamed on model.name
+    (["model.input_size=500"], "model.input_size=500: read only with a non-VGG encoder"),  # was ignored silently
+    (["model.imagenet=false"], "model.imagenet=False: read only with a non-VGG encoder"),
+    (["model.encoder=efficientnet_lite0_tiny", "model.imagenet=false", "model.input_size=1"], "input_size 1 must be"),
+    (["model.encoder=efficientnet_lite0_tiny", "model.imagenet=false", "model.input_size=100"], "a multiple of"),
+    (["model.encoder=efficientnet_lite0_tiny", "model.imagenet=false", "model.input_size=4096"], "to 2048"),
+    (["model.encoder=efficientnet_lite0_tiny", "model.imagenet=false", "model.bridge_kernel=50"], "bridge_kernel 50"),
+])
+def test_an_encoder_setting_the_model_cannot_take_is_one_line_before_training(tiny_scenes, tmp_path, capsys,
+                                                                               overrides, says):
+    """Input sizes and kernels the encoder cannot take were a conv traceback (4096: an out-of-memory kill);
+    sizes given to the VGG encoder, which takes its sizes from model.scale, were dropped without a word."""
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--no-progress", f"data.root={tiny_scenes}", "cls.steps=1",
+                 "seg.steps=1", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hetseg: error: ") and says in err and "; fix: " in err, err
+    assert not run.exists()

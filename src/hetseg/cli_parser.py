@@ -45,7 +45,9 @@ class _Parser(argparse.ArgumentParser):
             extras = [e for e in extras if not is_override(e)]  # only these are blamed
         if extras:
             cmd = " ".join(str(c) for c in (self.prog, getattr(ns, "cmd", None), getattr(ns, "data_cmd", None)) if c)
-            raise UsageError(f"{' '.join(extras)}: not an argument of '{cmd}'; fix: see '{cmd} --help'")
+            # blame the first unknown option, not its value too (train --data d read as '--data d')
+            bad = next((e for e in extras if e.startswith("-")), extras[0])
+            raise UsageError(f"{bad}: not an argument of '{cmd}'; fix: see '{cmd} --help'")
         return ns
 
 

@@ -127,6 +127,7 @@ class Method:
     def build(self, cfg: Config) -> nn.Module:
         """The seeded, untrained model of a run: ``model``, or ``encoder_model`` on ``model.encoder``."""
         name, kwargs = self.model, self.model_kwargs(cfg)
+        check_encoder_keys(cfg)
         if cfg.model.encoder != "vgg16":
             if not self.encoder_model:
                 raise HetsegError(f"model.encoder={cfg.model.encoder}: method '{self.name}' runs on VGG-16 only; "
@@ -306,6 +307,26 @@ def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str], method: M
         raise HetsegError(f"{p}: stage '{trained[0]}' was trained in this run dir with another config (differs in "
                           f"{describe_difference(diff)}); fix: train with the settings recorded in {p}, or into "
                           f"another run directory (hetseg train --init-from {run} starts from its weights)")
+
+
+ENCODER_KEYS = ("imagenet", "input_size", "width", "bridge_kernel", "decoder_stride")  # read on non-VGG encoders only
+
+
+def check_encoder_keys(cfg: Config) -> None:
+    """Refuse a ``model.encoder`` that is not registered, and -- on the paper encoder (``vgg16``, whose
+    sizes come from ``model.scale``) -- a changed :data:`ENCODER_KEYS` setting it would silently ignore."""
+    from hetseg.models.encoders import ENCODERS
+
+    enc = cfg.model.encoder
+    if enc != "vgg16" and enc not in ENCODERS:
+        raise HetsegError(f"model.encoder={enc}: unknown encoder; fix: choose vgg16 (the method's paper encoder) "
+                          f"or one of {', '.join(sorted(ENCODERS))}")
+    default = type(cfg.model)()
+    changed = [k for k in ENCODER_KEYS if getattr(cfg.model, k) != getattr(default, k)]
+    if enc == "vgg16" and changed:
+        raise HetsegError(f"model.{changed[0]}={getattr(cfg.model, changed[0])}: read only with a non-VGG encoder, "
+                          f"so model.encoder=vgg16 would ignore it (its sizes follow model.scale); fix: drop it, or set "
+                          f"model.encoder to one of {', '.join(sorted(ENCODERS))}")
 
 
 def get_method(name: str) -> Method:

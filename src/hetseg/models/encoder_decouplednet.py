@@ -150,6 +150,20 @@ class UpDecoder(nn.Module):
         return F.interpolate(self.score(x), size=size, mode="bilinear", align_corners=False)
 
 
+MAX_INPUT_SIZE = 2048  # far above the papers' 224-360 px; a typo such as 100000 was an out-of-memory kill
+
+
+def _check_input_size(encoder: nn.Module, input_size: int, kernel: int = 1) -> None:
+    """Refuse a square input side the encoder cannot take: not a multiple of its last stride (the
+    contract in ``encoders.py``), a last map smaller than the ``kernel`` read from it (fc6-seg),
+    or above :data:`MAX_INPUT_SIZE`. A ValueError, which ``Method.build`` turns into one line."""
+    s = encoder.stride
+    least = s * max(kernel, 1)
+    if input_size % s or not least <= input_size <= MAX_INPUT_SIZE:
+        raise ValueError(f"input_size {input_size} must be a multiple of the encoder's stride {s} from {least} "
+                         f"to {MAX_INPUT_SIZE}" + (f" (its last map must fit bridge_kernel {kernel})" if kernel > 1 else ""))
+
+
 def _skip_levels(encoder: nn.Module, finest: int = 2) -> list[int]:
     """Indices of the encoder features finer than its last map and at least ``finest`` stride, coarse
     to fine; ``finest`` must be one of the encoder's strides below its last one."""
@@ -187,6 +201,7 @@ class EncoderDecoupledNet(Segmenter):
         self.num_classes, self.saliency_pool, self.input_size = num_classes, saliency_pool, input_size
         self.label_classes, self.label_fallback = label_classes, label_fallback
         enc = create_encoder(encoder, pretrained=pretrained, in_channels=in_channels)
+        _check_input_size(enc, input_size, bridge_kernel)
         self.skip_levels = _skip_levels(enc, decoder_stride)
         self.classifier = EncoderClassifier(enc, num_classes, head_width)
         self.bridge = Bridge(enc.last_channels, bridge_dim, bridge_kernel, bridge_dim)
@@ -269,6 +284,7 @@ class EncoderMaskOnly(MasksOnlySegmenter):
         self.in_channels = in_channels  # what predict checks its input against
         self.num_classes, self.input_size = num_classes, input_size
         self.encoder = create_encoder(encoder, pretrained=pretrained, in_channels=in_channels)
+        _check_input_size(self.encoder, input_size)
         self.skip_levels = _skip_levels(self.encoder, decoder_stride)
         self.neck = ConvBlock(self.encoder.last_channels, bridge_dim, 3, padding=1, batch_norm=True)
         init_conv_(self.neck)
