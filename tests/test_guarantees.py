@@ -574,7 +574,7 @@ def test_a_num_classes_the_class_list_does_not_have_is_refused(trained, scenes, 
 
 def test_a_stage_that_never_trained_is_noted_by_eval_and_predict(scenes, tmp_path, capsys):
     """A DecoupledNet run trained with ``--stage cls`` only segments with its initial decoder: eval and predict
-    say so in one note and still do their work. A run whose seg trained from that run's weights
+    say so in one note after their work (a refused command prints only its error line). A run whose seg trained from that run's weights
     (``--init-from``, as Table 1's cells do) records where its classifier came from and has nothing to say;
     a model.json from before hetseg recorded ``init_from`` cannot tell, so says nothing either."""
     base = ["--no-progress", f"data.root={scenes}", "cls.steps=2", "cls.batch_size=4", "seg.steps=2",
@@ -586,6 +586,10 @@ def test_a_stage_that_never_trained_is_noted_by_eval_and_predict(scenes, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"hetseg: note: {cls_run}: stage 'seg' never trained ")
     assert f"fix: hetseg train --config {cls_run / 'config.json'} --run-dir {cls_run}" in err[0]
+    # the note follows the work: a refused eval of the same run is its one error line, not note + error
+    assert main(["eval", "--checkpoint", str(cls_run), "--split", "splits/nope.txt"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hetseg: error: "), err
     image = next((scenes / "JPEGImages").iterdir())
     assert main(["predict", "--checkpoint", str(cls_run / "model.safetensors"), "--input", str(image),
                  "--output", str(tmp_path / "pred")]) == 0

@@ -38,7 +38,8 @@ def _check_bench_options(args: argparse.Namespace) -> None:
 
 
 def _note_untrained(checkpoint: str) -> None:
-    """eval/predict/export of a run with a stage that never trained: said once, before the work."""
+    """eval/predict/export of a run with a stage that never trained: said once, after the work succeeded,
+    so a refused command still prints exactly its one error line (docs/GUARANTEES.md)."""
     from hetseg.methods import untrained_note
 
     line = untrained_note(checkpoint)
@@ -99,11 +100,11 @@ def _run(args: argparse.Namespace) -> int:
         from hetseg.engine.evaluate import evaluate_run
         from hetseg.metrics import format_table
 
-        _note_untrained(args.checkpoint)
         scores, report = evaluate_run(args.checkpoint, args.split, args.threshold, args.gt_labels, root=args.root)
         print(format_table(scores, list(report["scores"]["iou"])))
         print(f"mIoU={scores.miou * 100:.1f} on {report['split']} ({report['images']} images); "
               f"results: {report['results']}")
+        _note_untrained(args.checkpoint)
         return 0
     if args.cmd == "predict":
         from hetseg.engine.predict import run_predict
@@ -112,9 +113,9 @@ def _run(args: argparse.Namespace) -> int:
             from hetseg import zoo
 
             args.checkpoint = str(zoo.resolve(args.model))
-        _note_untrained(args.checkpoint)
         recs = run_predict(args.checkpoint, args.input, args.output, args.overlay, args.threshold)
         print(f"predicted {len(recs)} image{'s' * (len(recs) != 1)} into {args.output}")
+        _note_untrained(args.checkpoint)
         return 0
     if args.cmd == "export":
         from hetseg.export import export_onnx
@@ -123,7 +124,6 @@ def _run(args: argparse.Namespace) -> int:
             from hetseg import zoo
 
             args.checkpoint = str(zoo.resolve(args.model))
-        _note_untrained(args.checkpoint)
         meta = export_onnx(args.checkpoint, args.out, args.replace, args.verbose, args.inference_steps)
         p, s = meta["parity"], meta["input"]["shape"][2]
         images = f"{p['images']} image{'s' * (p['images'] != 1)}"
@@ -132,6 +132,7 @@ def _run(args: argparse.Namespace) -> int:
               f"{p['label_disagreement']:.2%} of pixels, probs off by > {p['tolerance']['probs']:.2g} on "
               f"{p['probs_off']:.2%}; "
               f"contract: {args.out}.json")
+        _note_untrained(args.checkpoint)
         return 0
     if args.cmd == "models":
         from hetseg import zoo
