@@ -272,6 +272,11 @@ def test_predict_never_overwrites_inputs_or_collides(trained, tmp_path, capsys):
                  str(tmp_path / "flat"), "--overlay"]) == 2
     assert capsys.readouterr().err.startswith(f"hetseg: error: {tmp_path / 'flat' / 'figures'}: a file where")
     assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["figures"]
+    # an --output under a plain file names that file, not the scores.json that could not be written under it
+    assert main(["predict", "--checkpoint", str(run), "--input", str(inp / "a.jpg"), "--output",
+                 str(tmp_path / "flat" / "figures" / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hetseg: error: {tmp_path / 'flat' / 'figures'}: a file where --output ") and err.count("\n") == 1
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
@@ -353,6 +358,7 @@ def test_eval_reads_a_foreign_split_against_its_own_root(trained, tmp_path):
 
 
 def test_a_model_json_threshold_that_is_not_a_probability_is_one_error_line(trained, tmp_path, capsys):
+    """Also the record of what trained ('stages', 'splits'): "stages": "x" predicted on, read as stage 'x'."""
     import shutil
 
     _, run, _ = trained
@@ -360,15 +366,16 @@ def test_a_model_json_threshold_that_is_not_a_probability_is_one_error_line(trai
     shutil.copytree(run, bad)
     img = tmp_path / "x.png"
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(img)
-    for value in ("x", None, 1.5, True):
+    for key, value in (("threshold", "x"), ("threshold", None), ("threshold", 1.5), ("threshold", True),
+                       ("stages", "x"), ("splits", [1])):
         info = json.loads((run / "model.json").read_text())
-        info["threshold"] = value
+        info[key] = value
         (bad / "model.json").write_text(json.dumps(info))
         for argv in (["predict", "--checkpoint", str(bad), "--input", str(img), "--output", str(tmp_path / "o")],
                      ["eval", "--checkpoint", str(bad)]):
             assert main(argv) == 2
             err = capsys.readouterr().err
-            assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {bad / 'model.json'}: 'threshold'"), err
+            assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {bad / 'model.json'}: '{key}'"), err
     assert not (tmp_path / "o").exists()
 
 

@@ -85,6 +85,10 @@ def read_model_json(run: Path) -> dict:
         if not isinstance(info.get(key), kind):
             raise HetsegError(f"{meta_path}: '{key}' missing or not a {kind.__name__} (written by an older or "
                               "another program?); fix: retrain the run with this hetseg")
+    for key in ("stages", "splits"):  # optional; what trained, read by the untrained-stage note and a rerun
+        if key in info and not isinstance(info[key], dict):
+            raise HetsegError(f"{meta_path}: '{key}' is {info[key]!r}, not a JSON object; fix: restore the file "
+                              "or retrain the run")
     thr = info.get("threshold", 0.5)
     if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0.0 <= thr <= 1.0:
         raise HetsegError(f"{meta_path}: 'threshold' is {thr!r}, not a number in [0, 1]; fix: restore the file "

@@ -76,6 +76,10 @@ def check_outputs(paths: Sequence[Path], out_dir: Path, overlay: bool = False) -
     :func:`previous_predictions` of the folder."""
     if out_dir.exists() and not out_dir.is_dir():
         raise HetsegError(f"{out_dir}: --output is a file; fix: give a folder for the predictions")
+    blocker = next((a for a in out_dir.parents if a.exists() and not a.is_dir()), None)
+    if blocker is not None:  # named as itself, not as the scores.json that later failed to be written under it
+        raise HetsegError(f"{blocker}: a file where --output {out_dir} needs a folder; fix: give another --output "
+                          "or move that file")
     figures = out_dir / "figures"
     if overlay and (figures.exists() or figures.is_symlink()) and not figures.is_dir():
         raise HetsegError(f"{figures}: a file where --overlay writes its figures folder; fix: predict into "
