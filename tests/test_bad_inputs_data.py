@@ -355,6 +355,50 @@ def test_coco_output_image_of_another_source_is_not_overwritten(tmp_path):
     assert os.readlink(out / "JPEGImages" / "x.jpg").startswith("../sources/images-")
 
 
+def test_coco_never_writes_a_split_or_mask_it_did_not_make(tmp_path, capsys):
+    """--name '../victim' (or an absolute name) replaced a file outside --out; a data set's own val.txt with
+    other lines, and a mask of an image that is not in JPEGImages, were replaced without a word."""
+    ann, imgs = _coco(tmp_path, [_img(1, "x.jpg")], [_ann(10, 1, 8, SQUARE)])
+    out, victim = tmp_path / "out", tmp_path / "victim.txt"
+    victim.write_text("a file of the user's\n")
+    for bad in ("../../victim", str(tmp_path / "victim"), "..", "a/b"):
+        raises_one_line(lambda: build_coco_split(ann, imgs, out, "coco60_transfernet", name=bad),
+                        name=f"--name {bad}", contains="not a plain file name")
+    assert victim.read_text() == "a file of the user's\n" and not out.exists()
+    (out / "splits").mkdir(parents=True)
+    (out / "splits" / "val.txt").write_text("JPEGImages/v.jpg SegmentationClass/v.png\n")
+    raises_one_line(lambda: build_coco_split(ann, imgs, out, "coco60_transfernet", name="val"),
+                    name=str(out / "splits" / "val.txt"), contains="already exists with other content")
+    assert (out / "splits" / "val.txt").read_text() == "JPEGImages/v.jpg SegmentationClass/v.png\n"
+    assert sorted(p.name for p in out.iterdir()) == ["splits"]  # staged: nothing else was moved in
+    build_coco_split(ann, imgs, out, "coco60_transfernet", name="t")
+    build_coco_split(ann, imgs, out, "coco60_transfernet", name="t")  # a rerun may rewrite its own split
+    (out / "JPEGImages" / "x.jpg").unlink()  # now SegmentationClass/x.png belongs to no image of ours
+    (out / "SegmentationClass" / "x.png").write_bytes(b"a mask of the user's")
+    raises_one_line(lambda: build_coco_split(ann, imgs, out, "coco60_transfernet", name="t2"),
+                    name=str(out / "SegmentationClass" / "x.png"), contains="with no image of that name")
+    assert (out / "SegmentationClass" / "x.png").read_bytes() == b"a mask of the user's"
+
+
+def test_coco_file_names_sizes_rles_and_remaps_are_named_before_any_work(tmp_path):
+    """A file_name ending in '/' gave a link to nothing; a JSON size of 50000 x 50000 was rasterised (GBs)
+    before the image header was read; a corrupt RLE did not name the JSON; an existing remap.txt was
+    "no such remap file"."""
+    ann, imgs = _coco(tmp_path, [_img(1, "x.jpg/")], [_ann(10, 1, 8, SQUARE)], files={"x.jpg": (40, 30)})
+    raises_one_line(build_coco_split, ann, imgs, tmp_path / "out", "coco60_transfernet", name=str(ann),
+                    contains="file_name 'x.jpg/' is not a file name")
+    ann, imgs = _coco(tmp_path, [_img(1, "x.jpg", 50000, 50000)], [_ann(10, 1, 8, SQUARE)], files={"x.jpg": (40, 30)})
+    raises_one_line(build_coco_split, ann, imgs, tmp_path / "out", "coco60_transfernet", name="x.jpg",
+                    contains="image is 40x30 (WxH) but the JSON says 50000x50000")
+    ann, imgs = _coco(tmp_path, [_img(1, "x.jpg")], [_ann(10, 1, 8, {"size": [30, 40], "counts": [5, 5]})])
+    raises_one_line(build_coco_split, ann, imgs, tmp_path / "out", "coco60_transfernet", name=f"{ann} ann 10 (image 1)",
+                    contains="RLE counts sum to 10")
+    (tmp_path / "remap.txt").write_text("{}")
+    raises_one_line(build_coco_split, ann, imgs, tmp_path / "out", tmp_path / "remap.txt", name="remap.txt",
+                    contains="a remap file must be JSON")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("data,contains", [
     ({"annotations": []}, "it has no 'images' list"),
     ({"images": []}, "it has no 'annotations' list"),

@@ -28,8 +28,8 @@ from pycocotools.coco import COCO
 from hetseg.data.classes import IGNORE_INDEX, VOC_CLASSES
 from hetseg.data.coco_json import decode_segmentation, load_coco, read_panoptic_png
 from hetseg.data.paths import RootGuard, link_problem, unsafe_rel
-from hetseg.data.records import Record, Split, load_labels_json, save_labels_json, write_split
-from hetseg.data.staging import staged
+from hetseg.data.records import Record, Split, load_labels_json, save_labels_json, split_text, write_split
+from hetseg.data.staging import refuse_other_file, staged
 from hetseg.errors import DataError
 from hetseg.palette import save_index_png
 
@@ -76,6 +76,8 @@ def load_remap(name_or_path: str | Path) -> Remap:
     lie in 1..254 and a category cannot be both mapped and dropped.
     """
     p = Path(name_or_path)
+    if p.is_file() and p.suffix != ".json":  # it exists: "no such remap" would be false
+        raise DataError(p, "a remap file must be JSON named *.json", "rename it to .json, or give a shipped remap name")
     if p.suffix != ".json" or not p.is_file():
         shipped = resources.files("hetseg.data") / REMAP_DIR / f"{name_or_path}.json"
         if not shipped.is_file():
@@ -105,9 +107,11 @@ def load_remap(name_or_path: str | Path) -> Remap:
     return Remap(mapping, drop, names, str(d.get("name", Path(src).stem)), voc_eq)
 
 
-def coco_image_target(coco: COCO, img_id: int, remap: Remap) -> tuple[np.ndarray, tuple[int, ...], list[int]]:
+def coco_image_target(coco: COCO, img_id: int, remap: Remap, ann_json: str | Path = "annotations"
+                      ) -> tuple[np.ndarray, tuple[int, ...], list[int]]:
     """One image's (H, W) uint8 mask of remapped indices, its image-level labels, and the ids of
-    the annotations dropped because their segmentation decodes to no pixel.
+    the annotations dropped because their segmentation decodes to no pixel (``ann_json`` names the
+    file in an error about one of them).
 
     Painting: annotations by *decreasing* decoded pixel count (ties by annotation id), so smaller
     objects end up on top of the larger ones they overlap. Mapped categories paint their index;
@@ -125,7 +129,7 @@ def coco_image_target(coco: COCO, img_id: int, remap: Remap) -> tuple[np.ndarray
     h, w = int(info["height"]), int(info["width"])
     decoded, empty = [], []
     for ann in coco.imgToAnns.get(img_id, []):
-        m = decode_segmentation(ann.get("segmentation", []), h, w, source=f"ann {ann.get('id')} (image {img_id})")
+        m = decode_segmentation(ann.get("segmentation", []), h, w, source=f"{ann_json} ann {ann.get('id')} (image {img_id})")
         n = int(m.sum())
         if n == 0:
             empty.append(ann["id"])
@@ -169,6 +173,9 @@ def _check_file_names(ann_json: Path, coco: COCO, image_dir: Path) -> None:
     guard = RootGuard(image_dir)
     for img_id in sorted(coco.imgs):
         fn = coco.imgs[img_id]["file_name"]
+        if not isinstance(fn, str) or not fn or fn.endswith(("/", "\\")):  # "x.jpg/" linked to nothing readable
+            raise DataError(ann_json, f"image {img_id}: file_name {fn!r} is not a file name",
+                            "give each image its file name, relative to the image folder")
         if unsafe_rel(fn):
             raise DataError(ann_json, f"image {img_id}: file_name '{fn}' is absolute or has '..', so it would be "
                             f"read from outside --images {image_dir}", "file names are relative to the image folder")
@@ -232,6 +239,9 @@ def build_coco_split(ann_json: str | Path, image_dir: str | Path, out_dir: str |
     ann_json, image_dir, out = Path(ann_json), Path(image_dir), Path(out_dir)
     coco = load_coco(ann_json)
     name = name or ann_json.stem
+    if name in ("", ".", "..") or name != PurePosixPath(name.replace("\\", "/")).name:
+        # it names splits/<name>.txt: '../x' or an absolute name wrote a split over any file outside --out
+        raise DataError(f"--name {name}", "not a plain file name", "give a name such as train or val (no folders)")
     _check_file_names(ann_json, coco, image_dir)
     jpeg = out / "JPEGImages"
     stems = {p.stem: p.name for p in jpeg.iterdir()} if jpeg.is_dir() else {}
@@ -252,25 +262,28 @@ def build_coco_split(ann_json: str | Path, image_dir: str | Path, out_dir: str |
             if drop_if_any and cats & remap.drop_if_any:
                 dropped += 1
                 continue
-            mask, labs, gone = coco_image_target(coco, img_id, remap)
+            fn = info["file_name"]
+            src = image_dir / fn
+            size = _image_size(src)  # the header, before a JSON size is trusted to rasterise masks
+            if size != (info["width"], info["height"]):
+                raise DataError(src, f"image is {size[0]}x{size[1]} (WxH) but the JSON says "
+                                f"{info['width']}x{info['height']}", "use the images the annotation file was made for")
+            mask, labs, gone = coco_image_target(coco, img_id, remap, ann_json)
             no_pixel += gone
             if not labs and not keep_empty:
                 empty += 1
                 continue
-            fn = info["file_name"]
-            src = image_dir / fn
-            size = _image_size(src)
-            if size != (info["width"], info["height"]):
-                raise DataError(src, f"image is {size[0]}x{size[1]} (WxH) but the JSON says "
-                                f"{info['width']}x{info['height']}", "use the images the annotation file was made for")
             fname = PurePosixPath(fn.replace("\\", "/")).name
             rid = Path(fname).stem
             _check_existing(jpeg / fname, src, stems)
+            mask_rel = f"SegmentationClass/{rid}.png"
+            if (out / mask_rel).exists() and not (jpeg / fname).exists():
+                raise DataError(out / mask_rel, "already exists, with no image of that name in JPEGImages (a mask "
+                                "this converter did not write)", "convert into a fresh --out; nothing was written")
             if link_rel is not None:
                 os.symlink(f"../{link_rel}/{fn}", tmp / "JPEGImages" / fname)
             else:
                 shutil.copyfile(src, tmp / "JPEGImages" / fname)
-            mask_rel = f"SegmentationClass/{rid}.png"
             save_index_png(tmp / mask_rel, mask)
             labels[rid] = labs
             records.append(Record(rid, f"JPEGImages/{fname}", labs, mask_rel))
@@ -282,6 +295,7 @@ def build_coco_split(ann_json: str | Path, image_dir: str | Path, out_dir: str |
         merged = load_labels_json(lj) if lj.is_file() else {}  # several splits may share one out_dir
         merged.update(labels)
         save_labels_json(tmp / "labels.json", merged)
+        refuse_other_file(out / "splits" / f"{name}.txt", split_text(records), "split file")  # e.g. the set's val.txt
         checksum = write_split(tmp / "splits" / f"{name}.txt", records)
     if no_pixel:
         log.warning("%s: dropped %d annotations that cover no pixel (e.g. ann %d), with their labels",

@@ -6,19 +6,9 @@ from collections import Counter
 from pathlib import Path
 
 from hetseg.data.records import per_class_subset, read_split, split_checksum, split_text, write_split
+from hetseg.data.staging import refuse_other_file
 from hetseg.errors import DataError
-from hetseg.io_atomic import holds_other_text, write_text
-
-
-def _refuse_other_file(path: Path, text: str, what: str) -> None:
-    """Refuse an existing ``path`` unless it already holds exactly ``text``: ``--out`` may name a file
-    the data set or a run trusts (its own val split), while a rerun of the same draw rewrites the same
-    bytes and may go ahead."""
-    if path.is_dir():
-        raise DataError(path, f"a folder is in the way of the {what}, nothing was written", "choose another --out")
-    if holds_other_text(path, text):
-        raise DataError(path, f"already exists with other content ({what}), nothing was written",
-                        f"choose another --out, or move {path.name} away")
+from hetseg.io_atomic import write_text
 
 
 def cli_splits(split: str, per_class: int, seed: int, root: str | None = None, num_classes: int | None = None,
@@ -38,8 +28,8 @@ def cli_splits(split: str, per_class: int, seed: int, root: str | None = None, n
         raise DataError(dest, "a .sha256 name is where the split's checksum goes", "name the split file .txt")
     checksum = split_checksum(chosen)  # what write_split returns: every chosen record has its mask
     sidecar_text = f"{checksum}  {dest.name}\n"
-    _refuse_other_file(dest, split_text(chosen), "split file")
-    _refuse_other_file(sidecar, sidecar_text, "its checksum file")
+    refuse_other_file(dest, split_text(chosen), "split file")
+    refuse_other_file(sidecar, sidecar_text, "its checksum file")
     write_split(dest, chosen)
     counts = Counter(c for r in chosen for c in r.labels)
     # a class with fewer masked images than asked gets all it has: say so instead of "K per class"

@@ -17,6 +17,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hetseg.errors import DataError
+from hetseg.io_atomic import holds_other_text
+
+
+def refuse_other_file(path: Path, text: str, what: str) -> None:
+    """Refuse an existing ``path`` unless it already holds exactly ``text``: an output may name a file
+    the data set or a run trusts (its own val split), while a rerun of the same conversion or draw
+    rewrites the same bytes and may go ahead (``data splits``, ``data coco``)."""
+    if path.is_dir():
+        raise DataError(path, f"a folder is in the way of the {what}, nothing was written", "choose another --out")
+    if holds_other_text(path, text):
+        raise DataError(path, f"already exists with other content ({what}), nothing was written",
+                        f"choose another --out or name, or move {path.name} away")
 
 
 def _in_the_way(src: Path, dst: Path) -> Path | None:
