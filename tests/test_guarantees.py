@@ -183,6 +183,25 @@ def test_a_checkpoint_of_another_stage_is_refused(trained, tmp_path, capsys):
     assert not (tmp_path / "fresh" / "cls" / "checkpoints").exists()
 
 
+def test_a_checkpoint_that_does_not_fit_the_model_is_refused_and_leaves_no_run_dir(trained, tmp_path, capsys):
+    """The cls checkpoint of an 11-class run resumed with data.num_classes=12 was a Lightning size-mismatch
+    traceback that left the new run dir behind; weights given to --resume were told to be deleted."""
+    cfg, run, _ = trained
+    ckpt, fresh = run / "cls" / "checkpoints" / "last.ckpt", tmp_path / "fresh"
+    names = "[" + ", ".join(f"c{i}" for i in range(12)) + "]"
+    assert main(["train", "--run-dir", str(fresh), "--stage", "cls", "--no-progress", "--resume", str(ckpt),
+                 f"data.root={cfg.data.root}", "data.num_classes=12", f"data.class_names={names}", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"hetseg: error: {ckpt}: does not fit this run's model (" in err, err
+    assert not fresh.exists()
+    weights = run / "model.safetensors"
+    assert main(["train", "--run-dir", str(fresh), "--stage", "cls", "--no-progress", "--resume", str(weights),
+                 f"data.root={cfg.data.root}", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a Lightning checkpoint" in err and "go to --init-from" in err, err
+    assert "delete it" not in err and weights.is_file()
+
+
 def test_a_checkpoint_for_a_run_with_nothing_left_to_train_is_refused(trained, capsys):
     """--resume on a run whose stages are all done used to skip them and drop the checkpoint without a word."""
     cfg, run, _ = trained

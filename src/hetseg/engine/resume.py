@@ -95,11 +95,18 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def check_checkpoint(path: str | Path, stage: str | None = None) -> None:
+def check_checkpoint(path: str | Path, stage: str | None = None,
+                     shapes: dict[str, torch.Size] | None = None) -> None:
     """Refuse a checkpoint that is missing, not a Lightning checkpoint, corrupt, that would need
-    unpickling, or (given ``stage``) that another stage wrote, before Lightning touches it (it then
-    loads the same file with weights_only=True)."""
+    unpickling, (given ``stage``) that another stage wrote, or (given ``shapes``, the resuming module's
+    state-dict shapes) whose tensors do not fit the model (another method or data.num_classes: Lightning
+    raised a traceback), before Lightning touches it (it then loads the same file with weights_only=True)."""
     p = Path(path)
+    # A run's own last.ckpt may be deleted to restart its stage; a file passed by hand is the user's to keep.
+    own = p.name == "last.ckpt" and p.parent.name == "checkpoints"
+    fix = ("delete it to restart the stage from its beginning" if own else
+           "give --resume a RUN/<stage>/checkpoints/last.ckpt that hetseg wrote (weights alone, such as "
+           "model.safetensors, go to --init-from)")
     if not p.is_file():
         raise HetsegError(f"{p}: no such checkpoint; fix: give a RUN/<stage>/checkpoints/last.ckpt file")
     try:
@@ -107,13 +114,20 @@ def check_checkpoint(path: str | Path, stage: str | None = None) -> None:
         ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 - any failure means "do not trust this file"
         why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise HetsegError(f"{p}: not a loadable checkpoint ({why}); fix: delete it to restart the stage "
-                          "from its beginning, or pass --resume with a checkpoint hetseg wrote") from None
+        raise HetsegError(f"{p}: not a loadable checkpoint ({why}); fix: {fix}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
-        raise HetsegError(f"{p}: not a Lightning checkpoint written by hetseg; fix: delete it to restart "
-                          "the stage")
+        raise HetsegError(f"{p}: not a Lightning checkpoint written by hetseg; fix: {fix}")
     # The stage it records; older checkpoints only say it by their folder (RUN/<stage>/checkpoints/).
     wrote = ckpt.get("hetseg_stage") or (p.parent.parent.name if p.parent.name == "checkpoints" else None)
     if stage is not None and wrote and wrote != stage:
         raise HetsegError(f"{p}: a checkpoint of stage '{wrote}', not of stage '{stage}'; fix: resume it with "
                           f"--stage {wrote} --run-dir RUN --config RUN/config.json (the run that wrote it)")
+    if shapes is not None:
+        theirs = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if isinstance(v, torch.Tensor)}
+        odd = sorted(set(theirs) ^ set(shapes)) or sorted(k for k in theirs if theirs[k] != tuple(shapes[k]))
+        if odd:
+            k = odd[0]
+            here = tuple(shapes[k]) if k in shapes else "absent"
+            raise HetsegError(f"{p}: does not fit this run's model ({k}: {theirs.get(k, 'absent')} in the checkpoint, "
+                              f"{here} here: another method, encoder or data.num_classes); fix: resume it with the "
+                              "config of the run that wrote it (--config RUN/config.json), or drop --resume")
