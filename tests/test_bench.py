@@ -218,6 +218,24 @@ def test_a_runs_dir_kept_without_weights_still_reports_every_cell(bench, tmp_pat
         run_table1("cpu", [0], str(out), str(bench["data"]), str(runs), budget="tiny", ks=TEST_KS)
 
 
+def test_a_cell_killed_between_training_and_evaluation_is_evaluated_not_refused(bench, tmp_path, capsys):
+    """Its stages are trained, so it must not be handed the classifier as --init-from again (Method.train
+    refuses weights it would ignore): the rerun evaluates it from its own weights."""
+    import shutil
+
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    shutil.copytree(bench["runs"], runs)
+    cell = runs / "seed0" / "decouplednet_k5"
+    weights = (cell / "model.safetensors").read_bytes()
+    (cell / "eval_val.json").unlink()
+    capsys.readouterr()
+    assert run_table1("cpu", [0], str(out), str(bench["data"]), str(runs), budget="tiny", ks=TEST_KS) == 0
+    assert "decouplednet k=5 seed 0: stages ('seg',)" in capsys.readouterr().out
+    assert (cell / "model.safetensors").read_bytes() == weights and (cell / "eval_val.json").is_file()
+    rep = json.loads((out / "table1.json").read_text())
+    assert [c["miou"] for c in rep["cells"]] == [c["miou"] for c in bench["report"]["cells"]]
+
+
 def test_other_recipe_in_same_runs_dir_is_refused(bench):
     base = base_config("cpu", 0, str(bench["data"]), "tiny", ["seg.steps=5"])
     cfg = cell_config(base, "deconvnet", 5, bench["runs"])

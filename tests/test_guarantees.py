@@ -680,3 +680,20 @@ def test_the_untrained_stage_note_is_never_false_and_its_fix_never_stale(scenes,
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(bare)]) == 0
     assert "hetseg: note" not in capsys.readouterr().err
+
+
+def test_init_from_weights_that_would_be_ignored_is_refused(trained, tmp_path, capsys):
+    """--init-from on a run whose stages are all trained skipped them and dropped the weights without a word
+    (--resume was already refused there); an empty --init-from was read as none."""
+    cfg, run, _ = trained
+    before = (run / "model.safetensors").read_bytes()
+    argv = ["train", "--run-dir", str(run), "--config", str(run / "config.json"), "--no-progress"]
+    assert main([*argv, "--init-from", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--init-from {run}: stage cls, seg of {run} is already trained" in err, err
+    assert (run / "model.safetensors").read_bytes() == before
+    fresh = tmp_path / "fresh"
+    assert main(["train", "--run-dir", str(fresh), "--no-progress", f"data.root={cfg.data.root}", *TINY,
+                 "--init-from", ""]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--init-from : is empty" in err and not fresh.exists(), err

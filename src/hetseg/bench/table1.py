@@ -133,7 +133,10 @@ def run_cell(cfg: Config, method: str, k: int | str, cls_run: Path | None, progr
         print(f"[table1] {method} k={k} seed {cfg.seed}: done, skipped ({run})", flush=True)
     else:
         print(f"[table1] {method} k={k} seed {cfg.seed}: stages {STAGES[method]} -> {run}", flush=True)
-        _train(cfg, STAGES[method], str(cls_run) if method == "decouplednet" else None, progress)
+        # the classifier's weights seed a fresh cell only: a cell killed after its weights were written resumes
+        # from them (Method.train refuses --init-from on a run whose stages are all trained)
+        fresh = not (run / "model.safetensors").is_file()
+        _train(cfg, STAGES[method], str(cls_run) if method == "decouplednet" and fresh else None, progress)
         t0 = time.perf_counter()
         evaluate_run(run, "val")
         write_json(run / "table1_eval.json", {"wall_s": round(time.perf_counter() - t0, 1)})

@@ -172,6 +172,12 @@ class Method:
             raise HetsegError(f"--resume {resume}: stage {', '.join(stages)} of {run} is already trained, so the "
                               f"checkpoint would be ignored; fix: drop --resume, or delete {run / stages[-1] / 'done.json'}"
                               " to train that stage again from it")
+        if init_from is not None and (not str(init_from).strip() or trained_stages(run, stages) == list(stages)):
+            # an empty path read as "no --init-from"; a trained run skipped its stages and dropped the weights
+            why = ("is empty" if not str(init_from).strip() else
+                   f"stage {', '.join(stages)} of {run} is already trained, so the weights would be ignored")
+            raise HetsegError(f"--init-from {init_from}: {why}; fix: give a run dir or .safetensors and a --run-dir "
+                              "that has not trained these stages")
         net = self.build(cfg)
         fresh = not (run / "model.safetensors").is_file() and not init_from
         init_weights(net, cfg, init_from)
