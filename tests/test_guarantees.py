@@ -350,6 +350,11 @@ def test_eval_reads_a_foreign_split_against_its_own_root(trained, tmp_path):
     assert json.loads((run / "eval_val.json").read_text())["split_root"] == str(cfg.data.root)  # the run's own kept
     assert not np.array_equal(own.confusion, foreign.confusion)
     assert foreign.confusion[1:].sum() == 0  # all-background truth: the other root's masks were read
+    # --split val --root OTHER: OTHER's val split (the role's path under it); it used to score the run's own val
+    named, rep = evaluate_run(run, "val", root=other)
+    assert rep["split_root"] == str(other) and np.array_equal(named.confusion, foreign.confusion)
+    with pytest.raises(Exception, match="no weak split at"):
+        evaluate_run(run, "weak", root=tmp_path)
     # --split relative to --root; a mask of another size than its image is one error line naming both
     from hetseg.errors import DataError
 

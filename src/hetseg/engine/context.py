@@ -43,7 +43,8 @@ def class_names(cfg: Config, check: bool = True) -> list[str]:
 def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split:
     """A split of the run's dataset, or a split file read against *its own* root.
 
-    ``which``: ``weak`` | ``strong`` | ``val`` (the config's split files) or a path relative to
+    ``which``: ``weak`` | ``strong`` | ``val`` (the config's split files; with ``root``, those paths under
+    ``root``, another dataset's split of that role) or a path relative to
     ``cfg.data.root`` (or a bare name in ``<root>/splits``) -- read against ``cfg.data.root``; or
     any other existing split file, read against ``root`` when given, else against the dataset root
     it lives in (the parent of its ``splits/`` or ``ImageSets/`` folder). A split of another dataset
@@ -58,6 +59,12 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split
 
         labels = load_labels_file(cfg.data.labels, cfg.data.num_classes)
     rel = {"weak": cfg.data.weak_split, "strong": cfg.data.strong_split, "val": cfg.data.val_split}.get(which)
+    if rel is not None and root is not None:  # --root names another dataset: its split of that role (was ignored)
+        path = Path(rel) if Path(rel).is_absolute() else Path(root) / rel
+        if not path.is_file():
+            raise HetsegError(f"--root {root}: no {which} split at {path} (the run's data.{which}_split); fix: give "
+                              "--split the split file of that dataset")
+        return read_split(path, root, num_classes=cfg.data.num_classes)
     if rel is not None:
         path = Path(rel) if Path(rel).is_absolute() else data_root / rel
         return read_split(path, data_root, labels=labels, num_classes=cfg.data.num_classes)
