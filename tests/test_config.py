@@ -29,6 +29,10 @@ def test_load_and_override_give_the_same_config(tmp_path):
     ("cls: {lr: .inf}", "cls.lr"), ("crops: {max_scale: .inf}", "crops.max_scale"),
     ("eval: {threshold: -5}", "eval.threshold"), ("1: a\nfoo: b", "key '1'"), ("cls: {1: 2, x: 3}", "key 'cls.1'"),
     ("[" * 5000 + "]" * 5000, "cannot read config"),  # nesting deep enough to exhaust the recursion limit
+    ("seg:\n  lr: 0.5\nseg:\n  momentum: 0.8", "the key 'seg' twice"),  # the first seg was dropped
+    ("seed: 1:30", "seed"), ("seed: 010", "seed"),  # YAML 1.1 base 60 (was seed 90) and octal (was 8)
+    ("false", "got bool"), ("[]", "got list"), ("0", "got int"),  # were read as an empty config
+    ("seg: {precision: 33}", "seg.precision"),
 ])
 def test_bad_config_file_is_one_line_naming_file_and_key(tmp_path, text, key):
     p = tmp_path / "bad.yaml"
@@ -54,6 +58,13 @@ def test_cli_reports_config_errors_on_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("hetseg: error: ") and "cls.steps" in err[0]
     assert not (tmp_path / "run").exists()  # nothing written for a refused config
+
+
+def test_numbers_are_decimal_and_a_numeric_choice_may_be_written_bare():
+    cfg = Config().override(["seg.precision=32", "seed=1_000", "cls.lr=1e-3", "cls.steps=+7"])
+    assert (cfg.seg.precision, cfg.seed, cfg.cls.lr, cfg.cls.steps) == ("32", 1000, 1e-3, 7)
+    with pytest.raises(HetsegError, match="expected one of auto"):
+        Config().override(["seg.precision=33"])
 
 
 def test_saved_config_round_trips(tmp_path):

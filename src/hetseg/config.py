@@ -231,10 +231,12 @@ class Config:
         """A YAML or JSON file merged onto the defaults, every key checked (one-line HetsegError)."""
         p = Path(path)
         try:
-            d = yaml.load(p.read_text(encoding="utf-8"), Loader=YamlLoader) or {}
+            d = yaml.load(p.read_text(encoding="utf-8"), Loader=YamlLoader)
+            d = {} if d is None else d  # an empty file; false, 0 or [] are refused by from_dict
         except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:  # RecursionError: [[[[...
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise HetsegError(f"{p}: cannot read config ({why}); fix: give a YAML or JSON file") from None
+            fix = "give each key once (merge the two)" if why.endswith("twice") else "give a YAML or JSON file"
+            raise HetsegError(f"{p}: cannot read config ({why}); fix: {fix}") from None
         return cls.from_dict(d, str(p))
 
     def override(self, items: list[str] | str) -> Config:

@@ -44,9 +44,26 @@ class YamlLoader(yaml.SafeLoader):
     """YAML with exponent floats: PyYAML follows YAML 1.1, where ``1e-3`` and ``1e-05`` (json.dumps'
     form of 0.00001, so a run's own config.json) are strings, and every lr below 1e-4 was refused. Only
     a signed exponent without a dot counts (json writes ``1e-05`` and ``1e+16``), so a name such as
-    ``1e3`` stays a string as before."""
+    ``1e3`` stays a string as before. Numbers are decimal only: YAML 1.1's base-60 (``seed=1:30`` was
+    seed 90) and leading-zero octal (``010`` was 8) stay strings, which the type check then names.
+    A key given twice in one mapping is an error (the first value was dropped without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"found the key {key!r} twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
+YamlLoader.yaml_implicit_resolvers = {  # SafeLoader's int and float rules out: they accept base 60 and octal
+    ch: [(tag, rx) for tag, rx in rules if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for ch, rules in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"),
+                                 list("-+0123456789"))
 YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -74,8 +91,11 @@ def check_value(t: Any, v: Any, key: str, where: str) -> Any:
             raise bad("a finite number")
         v = float(v)
     elif t is str:
+        choices = _CHOICES.get(key) or (_STAGE_CHOICES.get(key.rsplit(".", 1)[-1]) if "." in key else None)
+        if isinstance(v, int) and not isinstance(v, bool) and choices and str(v) in choices:
+            v = str(v)  # precision=32 reads as the number 32; "32" is the choice it names
         if not isinstance(v, str):
-            raise bad("a string")
+            raise bad("one of " + " | ".join(map(str, choices)) if choices else "a string")
     elif origin is list:
         (item_t,) = typing.get_args(t)
         if not isinstance(v, list):
