@@ -136,6 +136,13 @@ def test_mat_without_gtcls(tmp_path):
     raises_one_line(load_sbd_cls, tmp_path / "inst.mat", name="inst.mat", contains="GTcls")
 
 
+def test_mat_with_a_complex_class_map(tmp_path):
+    """np.mod on complex values raised a TypeError traceback in data voc-aug."""
+    import scipy.io
+    scipy.io.savemat(tmp_path / "c.mat", {"GTcls": {"Segmentation": np.ones((2, 2), np.complex128)}})
+    raises_one_line(load_sbd_cls, tmp_path / "c.mat", name="c.mat", contains="complex128")
+
+
 def test_unknown_colour_in_rendering():
     rgb = np.zeros((2, 2, 3), np.uint8)
     rgb[0, 0] = (1, 2, 3)

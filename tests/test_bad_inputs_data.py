@@ -511,7 +511,7 @@ def test_fixes_name_the_real_cause(tmp_path, capsys):
                  contains=f"fix: set data.root to your data set, or build fashion-scenes there (hetseg data scenes --out {nothere})")
     (tmp_path / "labels.json").write_text('{"a": [3, 12]}')
     raises_one_line(load_labels_json, tmp_path / "labels.json", 11, name="labels.json",
-                    contains="data.num_classes counts background too (11 now)")
+                    contains="counts background too (11 now)")
     (tmp_path / "labels.json").write_text('{"a": [0]}')
     raises_one_line(load_labels_json, tmp_path / "labels.json", 11, name="labels.json",
                     contains="0 is background and is never an image label")

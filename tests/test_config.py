@@ -32,7 +32,7 @@ def test_load_and_override_give_the_same_config(tmp_path):
     ("seg:\n  lr: 0.5\nseg:\n  momentum: 0.8", "the key 'seg' twice"),  # the first seg was dropped
     ("seed: 1:30", "seed"), ("seed: 010", "seed"),  # YAML 1.1 base 60 (was seed 90) and octal (was 8)
     ("false", "got bool"), ("[]", "got list"), ("0", "got int"),  # were read as an empty config
-    ("seg: {precision: 33}", "seg.precision"),
+    ("seg: {precision: 33}", "seg.precision"), ("data: {num_classes: 256}", "data.num_classes"),
 ])
 def test_bad_config_file_is_one_line_naming_file_and_key(tmp_path, text, key):
     p = tmp_path / "bad.yaml"
@@ -80,6 +80,9 @@ def test_saved_config_round_trips(tmp_path):
     (["data", "splits", "--split", "s.txt", "--per-class", "0"], "--per-class"), (["train", "--nope"], "--nope"),
     (["score", "--pred", "p", "--gt", "g"], "--num-classes | --classes: one of them is required"),
     (["demo", "--seed", "-3"], "--seed"), (["train", "--nope"], "not an argument of 'hetseg train'"),
+    (["score", "--pred", "p", "--gt", "g", "--num-classes", "100000"], "--num-classes"),  # a 75 GiB matrix
+    (["data", "scenes", "--out", "s", "--num-train", "0"], "--num-train"),
+    (["data", "scenes", "--out", "s", "--size", "100000"], "--size"),
 ])
 def test_command_line_mistakes_are_one_line_and_start_nothing(tmp_path, monkeypatch, capsys, argv, names):
     """argparse's usage block and a bench that starts workers on ``--seeds -1`` both broke the contract."""

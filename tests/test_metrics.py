@@ -157,6 +157,7 @@ def test_score_dirs_and_cli(pngs, tmp_path, capsys):
     cm = ConfusionMatrix(4)
     for p, g in pairs.values():
         cm.update(p, g)
+    (gt_dir / "zzz.png").mkdir()  # a folder is no ground truth (it was "ground-truth file not found")
     s = score_dirs(pred_dir, gt_dir, 4)
     np.testing.assert_array_equal(s.confusion, cm.matrix)
     assert s.num_images == 3

@@ -51,6 +51,10 @@ class _Parser(argparse.ArgumentParser):
         return ns
 
 
+MAX_CLASSES = 255  # masks are 8-bit: indices 0..254 and 255 void (a larger count was a 75 GiB confusion matrix)
+MAX_SCENE_SIZE = 1024  # scenes of 28 px items; a typo above this would fill memory before the first file
+
+
 def _int_in(lo: int, hi: int | None = None):
     """An argparse ``type``: an integer in [lo, hi], refused in one line otherwise (e.g. --seeds -1 would
     otherwise start a bench whose worker processes then fail inside numpy's seeding)."""
@@ -83,16 +87,16 @@ def _add_data(sub) -> None:
     sc = data.add_parser("scenes", help="generate the embedded fashion-scenes dataset (VOC layout)")
     sc.add_argument("--out", required=True)
     sc.add_argument("--seed", type=_SEED, default=0)
-    sc.add_argument("--num-train", type=int, default=10000)
-    sc.add_argument("--num-val", type=int, default=1000)
-    sc.add_argument("--size", type=int, default=96)
+    sc.add_argument("--num-train", type=_int_in(1), default=10000)
+    sc.add_argument("--num-val", type=_int_in(1), default=1000)
+    sc.add_argument("--size", type=_int_in(32, MAX_SCENE_SIZE), default=96)
     sc.add_argument("--fashion-mnist-dir", default=None)
     sp = data.add_parser("splits", help="k strong images per class from a masked split (docs/DECISIONS.md, Data)")
     sp.add_argument("--split", required=True, help="source split file (lines with masks are eligible)")
     sp.add_argument("--per-class", type=_int_in(1), required=True)
     sp.add_argument("--seed", type=_SEED, default=0)
     sp.add_argument("--root", default=None, help="dataset root (default: inferred from the split path)")
-    sp.add_argument("--num-classes", type=_int_in(2), default=None)
+    sp.add_argument("--num-classes", type=_int_in(2, MAX_CLASSES), default=None)
     sp.add_argument("--out", default=None, help="output split file, refused if it exists with other lines "
                     "(default: <root>/splits/strong_<K>_s<S>.txt); its checksum goes beside it as <name>.sha256")
     va = data.add_parser("voc-aug", help="SegmentationClassAug + train_aug from VOC2012 and SBD")
@@ -124,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pred", required=True)
     s.add_argument("--gt", required=True)
     g = s.add_mutually_exclusive_group(required=True)
-    g.add_argument("--num-classes", type=_int_in(2))
+    g.add_argument("--num-classes", type=_int_in(2, MAX_CLASSES))
     g.add_argument("--classes", help="file with one class name per line (index = line number)")
     s.add_argument("--json", default=None, help="also write the scores as JSON (an existing file is replaced "
                    "only if an earlier 'hetseg score' wrote it)")

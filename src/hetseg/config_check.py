@@ -37,7 +37,8 @@ _MIN = {"steps": (1, False), "batch_size": (1, False), "accumulate": (1, False),
         "seg_weight": (0.0, False), "t_train": (0, False), "t_test": (0, False),
         "infer_lr": (0.0, True), "recon_weight": (0.0, False), "input_size": (0, False), "width": (0, False), "bridge_kernel": (0, False), "bg_scale": (0.0, True), "feature_scale": (0.0, False), "embed_dim": (0, False),
         "pretrained_lr_mult": (0.0, False), "seed": (0, False), "threshold": (0.0, False)}
-_MAX = {"lr_step": 1.0, "full_image_prob": 1.0, "momentum": 1.0, "threshold": 1.0, "seed": SEED_MAX}
+_MAX = {"num_classes": 255,  # 8-bit masks: 0..254 and 255 void (cli_parser.MAX_CLASSES)
+        "lr_step": 1.0, "full_image_prob": 1.0, "momentum": 1.0, "threshold": 1.0, "seed": SEED_MAX}
 
 
 class YamlLoader(yaml.SafeLoader):

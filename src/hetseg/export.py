@@ -202,8 +202,8 @@ def export_onnx(run: str | Path, out: str | Path, replace: bool = False, verbose
     """
     _need_onnx()
     out = Path(out)
-    if out.suffix != ".onnx":
-        raise HetsegError(f"{out}: --out must end in .onnx; fix: e.g. --out model.onnx")
+    if out.suffix != ".onnx":  # ".onnx" alone is a hidden name without a suffix to pathlib
+        raise HetsegError(f"{out}: --out must be a file name ending in .onnx; fix: e.g. --out model.onnx")
     if out.is_dir():
         raise HetsegError(f"{out}: --out is a folder; fix: name a file, e.g. {out / 'model.onnx'}")
     sidecar = out.with_name(out.name + ".json")

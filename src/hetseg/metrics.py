@@ -140,14 +140,15 @@ def score_dirs(pred_dir: str | Path, gt_dir: str | Path, num_classes: int,
     for d in (pred_dir, gt_dir):
         if not d.is_dir():
             raise DataError(d, "directory not found", "check --pred / --gt")
-    stems = list(ids) if ids is not None else sorted(p.stem for p in gt_dir.glob("*.png"))
+    stems = list(ids) if ids is not None else sorted(p.stem for p in gt_dir.glob("*.png") if not p.is_dir())
     if not stems:
         raise DataError(gt_dir, "no ground-truth .png files", "point --gt at a SegmentationClass folder")
     cm = ConfusionMatrix(num_classes)
     for sid in stems:
         gt_path, pred_path = gt_dir / f"{sid}.png", pred_dir / f"{sid}.png"
         if not gt_path.is_file():
-            raise DataError(gt_path, "ground-truth file not found", "check the id list and --gt")
+            raise DataError(gt_path, "a folder, not a ground-truth file" if gt_path.is_dir() else
+                            "ground-truth file not found", "check the id list and --gt")
         if not pred_path.is_file():
             raise DataError(pred_path, f"prediction for '{sid}' not found",
                             "write one <id>.png per ground-truth image into --pred")

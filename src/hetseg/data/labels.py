@@ -42,7 +42,8 @@ def normalise_labels(labs: Iterable[int], num_classes: int | None, src: Path | s
         raise DataError(src, f"image '{rid}' has labels {bad} outside [1, {hi})",
                         "labels are mask indices; 0 is background and is never an image label" if 0 in bad else
                         "use mask indices >= 1 (0 is background)" if min(bad) < 0 else
-                        f"data.num_classes counts background too ({hi} now): raise it, or fix the labels")
+                        f"the class count (data.num_classes, or --num-classes) counts background too ({hi} now): "
+                        "raise it, or fix the labels")
     return out
 
 

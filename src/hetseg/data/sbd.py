@@ -47,7 +47,8 @@ def _load_gtcls(path: str | Path) -> np.ndarray:
 def load_sbd_cls(path: str | Path) -> np.ndarray:
     """``GTcls.Segmentation`` of an SBD cls .mat: (H, W) uint8 class indices 0..20 (no void)."""
     seg = np.asarray(_load_gtcls(path)["Segmentation"][0, 0])
-    if seg.ndim != 2 or not np.issubdtype(seg.dtype, np.number):
+    # real numbers only: a complex or boolean map has no class indices (np.mod raised on complex)
+    if seg.ndim != 2 or not (np.issubdtype(seg.dtype, np.integer) or np.issubdtype(seg.dtype, np.floating)):
         raise DataError(path, f"GTcls.Segmentation is {seg.dtype} {seg.shape}, expected a 2-D class map",
                         "re-extract the SBD archive")
     if seg.dtype != np.uint8:

@@ -178,8 +178,8 @@ def generate_scenes(out_dir: str | Path, seed: int = 0, num_train: int = 10000, 
     import level needs the usual ``if __name__ == "__main__":`` guard.
     """
     if seed < 0 or num_train < 1 or num_val < 1 or size < 32:
-        raise DataError(None, f"bad arguments seed={seed} num_train={num_train} num_val={num_val} size={size}",
-                        "use seed >= 0, at least one train and one val scene, size >= 32")
+        raise DataError(None, f"bad arguments --seed {seed} --num-train {num_train} --num-val {num_val} --size {size}",
+                        "use --seed >= 0, at least one train and one val scene, --size >= 32")
     t0 = time.perf_counter()
     out = Path(out_dir)
     train_x, train_y, test_x, test_y = load_fashion_mnist(fashion_mnist_dir)
