@@ -591,6 +591,12 @@ def test_voc_aug_writes_train_aug_atomically_and_says_it_replaced_one(tmp_path, 
     cli_one_line(["data", "voc-aug", "--voc-root", str(voc), "--sbd-root", str(sbd), "--expect-count", "0"], capsys,
                  contains="train_aug.txt: a folder is in the way of the output")
     assert not (voc / "SegmentationClassAug").exists()
+    # a mask folder where the list goes was refused only after the masks had moved in there
+    lst.rmdir()
+    cli_one_line(["data", "voc-aug", "--voc-root", str(voc), "--sbd-root", str(sbd), "--expect-count", "0",
+                  "--out-mask-dir", "ImageSets/Segmentation/train_aug.txt"], capsys, contains="is where the id list")
+    assert not lst.exists() and sorted(p.name for p in (voc / "ImageSets" / "Segmentation").iterdir()) == [
+        "train.txt", "val.txt"]
 
 
 def test_voc_aug_count_fix_names_the_real_flag(tmp_path, capsys):

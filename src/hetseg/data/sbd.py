@@ -138,6 +138,9 @@ def build_voc_aug(voc_root: str | Path, sbd_root: str | Path, out_mask_dir: str 
                         "(SBD's images are a subset of it)")
     out = voc / out_mask_dir
     list_path = sets / "train_aug.txt"
+    if list_path.absolute() in (out.absolute(), *out.absolute().parents):  # the masks would become that path
+        raise DataError(f"--out-mask-dir {out_mask_dir}", f"is where the id list {list_path} goes, nothing was written",
+                        "choose another mask folder, e.g. SegmentationClassAug")
     if list_path.is_dir():  # checked before the masks move in, as staged() checks the mask folder
         raise DataError(list_path, "a folder is in the way of the output, nothing was written",
                         f"move or delete {list_path} and rerun")
