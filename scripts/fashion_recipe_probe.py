@@ -89,7 +89,8 @@ def main() -> None:
             *(["model.backbone=shipped", f"cls.steps={a.steps}", f"cls.val_every={a.every}"] if a.stage == "cls"
               else [f"seg.steps={a.steps}"]), *a.overrides])
     t0 = time.perf_counter()
-    train(cfg, (a.stage,), init_from=a.init_from, progress=False)
+    init = a.init_from if not Path(cfg.run_dir, "model.safetensors").is_file() else None  # a rerun reports again
+    train(cfg, (a.stage,), init_from=init, progress=False)
     wall = time.perf_counter() - t0
     rec = {"stage": a.stage, "steps": a.steps, "overrides": a.overrides, "wall_s": round(wall, 1),
            # the stage's resolved optimizer (DeconvNet's is derived from cls.*, so overrides alone do not say it)

@@ -151,3 +151,9 @@ def test_an_unknown_option_is_blamed_alone_not_with_its_value():
 
     with pytest.raises(UsageError, match=r"^--data: not an argument of 'hetseg train'"):
         build_parser().parse_args(["train", "--data", "d", "--out", "r"])
+
+
+def test_a_key_twice_in_an_override_is_named():
+    """It was blamed on the section ("expected a section (mapping)")."""
+    with pytest.raises(HetsegError, match=r"^seg=\{steps: 3, steps: 4\}: found the key 'steps' twice; fix: "):
+        Config().override(["seg={steps: 3, steps: 4}"])

@@ -288,3 +288,16 @@ def test_decoder_stride_drops_the_finer_stages(name: str) -> None:
     cfg = Config().override(["model.encoder=efficientnet_lite0_tiny", "model.imagenet=false", "model.decoder_stride=4",
                              "data.num_classes=4", f"model.name={'decouplednet' if name == 'decouplednet_enc' else 'deconvnet'}"])
     assert get_method(cfg.model.name).build(cfg).skip_levels == net.skip_levels
+
+
+def test_input_sizes_off_the_stride_still_build_only_sizes_that_failed_are_refused() -> None:
+    """A run trained at 100 px must still load (the size check also runs in load_model); 16 px is under one
+    stride and 64 px leaves a 2 x 2 last map for the 3 x 3 fc6-seg: those crashed in a conv."""
+    net = create_model("decouplednet_enc", num_classes=3, input_size=100, **TINY).eval()
+    with torch.no_grad():
+        assert net.predict(torch.rand(1, 3, 100, 100)).label_map.shape == (1, 100, 100)
+    create_model("maskonly_enc", num_classes=3, input_size=40, **TINY_MASKONLY)
+    for name, size, kw in (("maskonly_enc", 16, TINY_MASKONLY), ("decouplednet_enc", 64, TINY),
+                           ("decouplednet_enc", 4096, TINY)):
+        with pytest.raises(ValueError, match=f"input_size {size} must be from"):
+            create_model(name, num_classes=3, input_size=size, **kw)

@@ -419,7 +419,11 @@ def test_recorded_command_names_the_script_that_drove_the_library(monkeypatch):
     (["model.input_size=500"], "model.input_size=500: read only with a non-VGG encoder"),  # was ignored silently
     (["model.imagenet=false"], "model.imagenet=False: read only with a non-VGG encoder"),
     (["model.encoder=efficientnet_lite0_tiny", "model.imagenet=false", "model.input_size=1"], "input_size 1 must be"),
-    (["model.encoder=efficientnet_lite0_tiny", "model.imagenet=false", "model.input_size=100"], "a multiple of"),
+    (["--method", "deconvnet", "model.encoder=efficientnet_lite0_tiny", "model.imagenet=false", "model.input_size=16"],
+     "input_size 16 must be from 32"),
+    (["--method", "transfernet", "model.input_size=320"], "drop it (method 'transfernet' runs on"),
+    (["model.encoder=efficientnet_lite0_tiny", "model.imagenet=false", "model.scale=paper"], "model.scale=paper"),
+    (["model.encoder=efficientnet_lite0_tiny", "model.imagenet=false", "model.input_size=64"], "from 65 to 2048"),
     (["model.encoder=efficientnet_lite0_tiny", "model.imagenet=false", "model.input_size=4096"], "to 2048"),
     (["model.encoder=efficientnet_lite0_tiny", "model.imagenet=false", "model.bridge_kernel=50"], "bridge_kernel 50"),
 ])
@@ -428,8 +432,9 @@ def test_an_encoder_setting_the_model_cannot_take_is_one_line_before_training(ti
     """Input sizes and kernels the encoder cannot take were a conv traceback (4096: an out-of-memory kill);
     sizes given to the VGG encoder, which takes its sizes from model.scale, were dropped without a word."""
     run = tmp_path / "run"
-    assert main(["train", "--run-dir", str(run), "--no-progress", f"data.root={tiny_scenes}", "cls.steps=1",
-                 "seg.steps=1", *overrides]) == 2
+    budget = {"deconvnet": ["deconv.steps=1"], "transfernet": ["transfer.att.steps=1"]}.get(
+        overrides[1] if overrides[0] == "--method" else "", ["cls.steps=1", "seg.steps=1"])
+    assert main(["train", "--run-dir", str(run), "--no-progress", f"data.root={tiny_scenes}", *budget, *overrides]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("hetseg: error: ") and says in err and "; fix: " in err, err
     assert not run.exists()

@@ -289,6 +289,10 @@ def _parse_override(item: str) -> tuple[str, Any]:
     key, _, value = item.partition("=")
     try:
         return key, yaml.load(value, Loader=YamlLoader) if value.strip() else ""
+    except yaml.constructor.ConstructorError as e:
+        if str(e.problem).endswith("twice"):  # seg={steps: 3, steps: 4}: not "expected a section"
+            raise HetsegError(f"{item}: {e.problem}; fix: give each key once") from None
+        return key, value
     except (yaml.YAMLError, RecursionError):
         return key, value
 

@@ -262,6 +262,9 @@ def build_coco_split(ann_json: str | Path, image_dir: str | Path, out_dir: str |
             if drop_if_any and cats & remap.drop_if_any:
                 dropped += 1
                 continue
+            if not keep_empty and not cats & set(remap.mapping):  # no label possible: skipped unread, as before
+                empty += 1
+                continue
             fn = info["file_name"]
             src = image_dir / fn
             size = _image_size(src)  # the header, before a JSON size is trusted to rasterise masks

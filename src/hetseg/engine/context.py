@@ -59,8 +59,12 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split
 
         labels = load_labels_file(cfg.data.labels, cfg.data.num_classes)
     rel = {"weak": cfg.data.weak_split, "strong": cfg.data.strong_split, "val": cfg.data.val_split}.get(which)
-    if rel is not None and root is not None:  # --root names another dataset: its split of that role (was ignored)
-        path = Path(rel) if Path(rel).is_absolute() else Path(root) / rel
+    if rel is not None and root is not None and Path(root).resolve() != data_root.resolve():
+        # --root names another dataset: its split of that role (--root was ignored)
+        if Path(rel).is_absolute():
+            raise HetsegError(f"--root {root}: the run's data.{which}_split is an absolute path ({rel}), so it has no "
+                              "place under that root; fix: give --split the split file of that dataset")
+        path = Path(root) / rel
         if not path.is_file():
             raise HetsegError(f"--root {root}: no {which} split at {path} (the run's data.{which}_split); fix: give "
                               "--split the split file of that dataset")

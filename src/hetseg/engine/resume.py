@@ -96,14 +96,14 @@ def fault_point(name: str) -> None:
 
 
 def check_checkpoint(path: str | Path, stage: str | None = None,
-                     shapes: dict[str, torch.Size] | None = None) -> None:
+                     shapes: dict[str, torch.Size] | None = None, own: bool = False) -> None:
     """Refuse a checkpoint that is missing, not a Lightning checkpoint, corrupt, that would need
     unpickling, (given ``stage``) that another stage wrote, or (given ``shapes``, the resuming module's
     state-dict shapes) whose tensors do not fit the model (another method or data.num_classes: Lightning
-    raised a traceback), before Lightning touches it (it then loads the same file with weights_only=True)."""
+    raised a traceback), before Lightning touches it (it then loads the same file with weights_only=True).
+    ``own``: the run's own last.ckpt, found without --resume; only that one is worth deleting to restart
+    the stage, a file passed by hand is the user's to keep."""
     p = Path(path)
-    # A run's own last.ckpt may be deleted to restart its stage; a file passed by hand is the user's to keep.
-    own = p.name == "last.ckpt" and p.parent.name == "checkpoints"
     fix = ("delete it to restart the stage from its beginning" if own else
            "give --resume a RUN/<stage>/checkpoints/last.ckpt that hetseg wrote (weights alone, such as "
            "model.safetensors, go to --init-from)")
@@ -129,5 +129,6 @@ def check_checkpoint(path: str | Path, stage: str | None = None,
             k = odd[0]
             here = tuple(shapes[k]) if k in shapes else "absent"
             raise HetsegError(f"{p}: does not fit this run's model ({k}: {theirs.get(k, 'absent')} in the checkpoint, "
-                              f"{here} here: another method, encoder or data.num_classes); fix: resume it with the "
-                              "config of the run that wrote it (--config RUN/config.json), or drop --resume")
+                              f"{here} here: another method, encoder or data.num_classes); fix: "
+                              + (fix if own else "resume it with the config of the run that wrote it "
+                                 "(--config RUN/config.json), or drop --resume"))

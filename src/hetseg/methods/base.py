@@ -127,7 +127,7 @@ class Method:
     def build(self, cfg: Config) -> nn.Module:
         """The seeded, untrained model of a run: ``model``, or ``encoder_model`` on ``model.encoder``."""
         name, kwargs = self.model, self.model_kwargs(cfg)
-        check_encoder_keys(cfg)
+        check_encoder_keys(cfg, self)
         if cfg.model.encoder != "vgg16":
             if not self.encoder_model:
                 raise HetsegError(f"model.encoder={cfg.model.encoder}: method '{self.name}' runs on VGG-16 only; "
@@ -316,23 +316,33 @@ def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str], method: M
 
 
 ENCODER_KEYS = ("imagenet", "input_size", "width", "bridge_kernel", "decoder_stride")  # read on non-VGG encoders only
+VGG_KEYS = ("scale", "weight_pool")  # read on the paper encoder only (an encoder model has its own sizes)
 
 
-def check_encoder_keys(cfg: Config) -> None:
-    """Refuse a ``model.encoder`` that is not registered, and -- on the paper encoder (``vgg16``, whose
-    sizes come from ``model.scale``) -- a changed :data:`ENCODER_KEYS` setting it would silently ignore."""
+def check_encoder_keys(cfg: Config, method: Method) -> None:
+    """Refuse a ``model.encoder`` that is not registered, and a changed model setting this method's model
+    would silently ignore: :data:`ENCODER_KEYS` on the paper encoder (``vgg16``, whose sizes follow
+    ``model.scale``), :data:`VGG_KEYS` on another encoder. (``bridge_kernel`` on the masks-only model, which
+    has no bridge, stays allowed: the voc-real bench gives all its methods one recipe.)"""
     from hetseg.models.encoders import ENCODERS
 
-    enc = cfg.model.encoder
+    enc, default = cfg.model.encoder, type(cfg.model)()
     if enc != "vgg16" and enc not in ENCODERS:
         raise HetsegError(f"model.encoder={enc}: unknown encoder; fix: choose vgg16 (the method's paper encoder) "
                           f"or one of {', '.join(sorted(ENCODERS))}")
-    default = type(cfg.model)()
-    changed = [k for k in ENCODER_KEYS if getattr(cfg.model, k) != getattr(default, k)]
-    if enc == "vgg16" and changed:
-        raise HetsegError(f"model.{changed[0]}={getattr(cfg.model, changed[0])}: read only with a non-VGG encoder, "
-                          f"so model.encoder=vgg16 would ignore it (its sizes follow model.scale); fix: drop it, or set "
-                          f"model.encoder to one of {', '.join(sorted(ENCODERS))}")
+    if enc != "vgg16" and not method.encoder_model:
+        return  # build refuses the encoder itself: that is the one line to give
+    changed = [k for k in (ENCODER_KEYS if enc == "vgg16" else VGG_KEYS) if getattr(cfg.model, k) != getattr(default, k)]
+    if not changed:
+        return
+    k = changed[0]
+    setting = f"model.{k}={getattr(cfg.model, k)}"
+    if enc != "vgg16":
+        raise HetsegError(f"{setting}: read with model.encoder=vgg16 only; model.encoder={enc} takes its sizes from "
+                          "model.input_size and model.width; fix: drop it")
+    fix = (f"drop it, or set model.encoder to one of {', '.join(sorted(ENCODERS))}" if method.encoder_model else
+           f"drop it (method '{method.name}' runs on its paper encoder only, sized by model.scale)")
+    raise HetsegError(f"{setting}: read only with a non-VGG encoder, so model.encoder=vgg16 would ignore it; fix: {fix}")
 
 
 def get_method(name: str) -> Method:

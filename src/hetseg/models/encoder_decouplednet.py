@@ -154,14 +154,16 @@ MAX_INPUT_SIZE = 2048  # far above the papers' 224-360 px; a typo such as 100000
 
 
 def _check_input_size(encoder: nn.Module, input_size: int, kernel: int = 1) -> None:
-    """Refuse a square input side the encoder cannot take: not a multiple of its last stride (the
-    contract in ``encoders.py``), a last map smaller than the ``kernel`` read from it (fc6-seg),
-    or above :data:`MAX_INPUT_SIZE`. A ValueError, which ``Method.build`` turns into one line."""
+    """Refuse a square input side the model cannot take: under one stride of the encoder's last map, a
+    last map (``ceil(input_size / stride)`` px, the encoder pads) smaller than the ``kernel`` read from
+    it (fc6-seg), or above :data:`MAX_INPUT_SIZE`. Only sizes that failed before: a run trained at, say,
+    100 px still loads. A ValueError, which ``Method.build`` (and ``load_model``) turn into one line."""
     s = encoder.stride
-    least = s * max(kernel, 1)
-    if input_size % s or not least <= input_size <= MAX_INPUT_SIZE:
-        raise ValueError(f"input_size {input_size} must be a multiple of the encoder's stride {s} from {least} "
-                         f"to {MAX_INPUT_SIZE}" + (f" (its last map must fit bridge_kernel {kernel})" if kernel > 1 else ""))
+    least = max(s, s * (max(kernel, 1) - 1) + 1)
+    if not least <= input_size <= MAX_INPUT_SIZE:
+        raise ValueError(f"input_size {input_size} must be from {least} to {MAX_INPUT_SIZE}"
+                         + (f" (the last map, input_size / {s} rounded up, must fit bridge_kernel {kernel})"
+                            if kernel > 1 else f" (at least one stride {s} of the encoder's last map)"))
 
 
 def _skip_levels(encoder: nn.Module, finest: int = 2) -> list[int]:
