@@ -22,6 +22,7 @@ from hetseg.engine.context import class_names, command_line, init_weights, seede
 from hetseg.engine.resume import fault_point
 from hetseg.engine.train import is_rank_zero, mark_done, stage_done
 from hetseg.errors import HetsegError
+from hetseg.methods.model_keys import check_encoder_keys
 from hetseg.registry import Registry
 
 METHODS = Registry("method")  # name (= model.name in configs) -> Method instance
@@ -313,36 +314,6 @@ def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str], method: M
         raise HetsegError(f"{p}: stage '{trained[0]}' was trained in this run dir with another config (differs in "
                           f"{describe_difference(diff)}); fix: train with the settings recorded in {p}, or into "
                           f"another run directory (hetseg train --init-from {run} starts from its weights)")
-
-
-ENCODER_KEYS = ("imagenet", "input_size", "width", "bridge_kernel", "decoder_stride")  # read on non-VGG encoders only
-VGG_KEYS = ("scale", "weight_pool")  # read on the paper encoder only (an encoder model has its own sizes)
-
-
-def check_encoder_keys(cfg: Config, method: Method) -> None:
-    """Refuse a ``model.encoder`` that is not registered, and a changed model setting this method's model
-    would silently ignore: :data:`ENCODER_KEYS` on the paper encoder (``vgg16``, whose sizes follow
-    ``model.scale``), :data:`VGG_KEYS` on another encoder. (``bridge_kernel`` on the masks-only model, which
-    has no bridge, stays allowed: the voc-real bench gives all its methods one recipe.)"""
-    from hetseg.models.encoders import ENCODERS
-
-    enc, default = cfg.model.encoder, type(cfg.model)()
-    if enc != "vgg16" and enc not in ENCODERS:
-        raise HetsegError(f"model.encoder={enc}: unknown encoder; fix: choose vgg16 (the method's paper encoder) "
-                          f"or one of {', '.join(sorted(ENCODERS))}")
-    if enc != "vgg16" and not method.encoder_model:
-        return  # build refuses the encoder itself: that is the one line to give
-    changed = [k for k in (ENCODER_KEYS if enc == "vgg16" else VGG_KEYS) if getattr(cfg.model, k) != getattr(default, k)]
-    if not changed:
-        return
-    k = changed[0]
-    setting = f"model.{k}={getattr(cfg.model, k)}"
-    if enc != "vgg16":
-        raise HetsegError(f"{setting}: read with model.encoder=vgg16 only; model.encoder={enc} takes its sizes from "
-                          "model.input_size and model.width; fix: drop it")
-    fix = (f"drop it, or set model.encoder to one of {', '.join(sorted(ENCODERS))}" if method.encoder_model else
-           f"drop it (method '{method.name}' runs on its paper encoder only, sized by model.scale)")
-    raise HetsegError(f"{setting}: read only with a non-VGG encoder, so model.encoder=vgg16 would ignore it; fix: {fix}")
 
 
 def get_method(name: str) -> Method:
