@@ -49,6 +49,18 @@ def test_missing_image(tmp_path):
     raises_one_line(read_image, tmp_path / "gone.jpg", name="gone.jpg", contains="not found")
 
 
+def test_a_side_too_long_a_pipe_and_a_dangling_link_are_named(tmp_path):
+    """A 1 x 70000 PNG is a few hundred bytes; a pipe and a dangling link were "file not found"."""
+    import os
+
+    Image.new("L", (70000, 1)).save(tmp_path / "strip.png")
+    raises_one_line(read_image, tmp_path / "strip.png", name="strip.png", contains="70000x1 (WxH), a side above 65535")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    raises_one_line(read_image, tmp_path / "pipe.jpg", name="pipe.jpg", contains="not a regular file")
+    (tmp_path / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    raises_one_line(read_image, tmp_path / "gone.jpg", name="gone.jpg", contains="symlink that leads nowhere")
+
+
 def test_rgb_mask(tmp_path):
     p = tmp_path / "rgb_mask.png"
     Image.open(PNG).convert("RGB").save(p)

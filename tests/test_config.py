@@ -83,6 +83,10 @@ def test_saved_config_round_trips(tmp_path):
     (["score", "--pred", "p", "--gt", "g", "--num-classes", "100000"], "--num-classes"),  # a 75 GiB matrix
     (["data", "scenes", "--out", "s", "--num-train", "0"], "--num-train"),
     (["data", "scenes", "--out", "s", "--size", "100000"], "--size"),
+    (["predict", "--checkpoint", "r", "--input", "a", "--input", "b", "--output", "o"], "--input: given twice"),
+    (["eval", "--checkpoint", "r", "--threshold", "0.3", "--threshold", "0.7"], "--threshold: given twice"),
+    (["predict", "--checkpoint", "r", "--input", "", "--output", "o"], "--input: empty value"),  # was the cwd
+    (["predict", "--checkpoint", "r", "--input", "a", "--output", " "], "--output: empty value"),
 ])
 def test_command_line_mistakes_are_one_line_and_start_nothing(tmp_path, monkeypatch, capsys, argv, names):
     """argparse's usage block and a bench that starts workers on ``--seeds -1`` both broke the contract."""

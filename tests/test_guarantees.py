@@ -404,7 +404,8 @@ def test_a_model_json_threshold_that_is_not_a_probability_is_one_error_line(trai
 
 
 def test_predicting_a_huge_photo_stays_under_the_memory_bound(trained, tmp_path):
-    """8000 x 8000: the old full-resolution float maps needed ~3.6 GB; the bound is 1.2 GB above start."""
+    """8000 x 8000: the old full-resolution float maps needed ~3.6 GB; the bound is 1.2 GB above start. A
+    60000 x 1 strip stays under it too."""
     _, run, _ = trained
     big = tmp_path / "big.png"
     Image.fromarray(np.full((8000, 8000, 3), 127, np.uint8)).save(big, compress_level=1)
@@ -416,6 +417,8 @@ def test_predicting_a_huge_photo_stays_under_the_memory_bound(trained, tmp_path)
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "p = predict_images(net, [img])[0]\n"
         "assert p.label_map.shape == (8000, 8000)\n"
+        "import numpy as np\n"  # a 60000 x 1 strip: prepare's side x side canvas asked for 10 GiB
+        "assert predict_images(net, [np.full((1, 60000, 3), 127, np.uint8)])[0].label_map.shape == (1, 60000)\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(out.stdout.strip().splitlines()[-1]) < 1200  # MiB above the image itself

@@ -12,10 +12,29 @@ class UsageError(Exception):
     """A command line argparse refuses; :func:`main` prints it as hetseg's one error line."""
 
 
+class _StoreOnce(argparse._StoreAction):
+    """``store``, refusing an option given twice (``--input a --input b`` kept only b, without a word) and an
+    empty value (``--input ""`` read the current folder): argparse's ArgumentError, so one line."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        seen = namespace.__dict__.setdefault("_given", set())
+        if self.dest in seen:
+            raise argparse.ArgumentError(self, "given twice (only the last would be read)")
+        seen.add(self.dest)
+        if any(isinstance(v, str) and not v.strip() for v in (values if isinstance(values, list) else [values])):
+            raise argparse.ArgumentError(self, "empty value")
+        super().__call__(parser, namespace, values, option_string)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with hetseg's error contract: one line ``hetseg: error: <argument>: <problem>; fix: <fix>``
     instead of the usage block (docs/GUARANTEES.md). Subcommand parsers inherit it (add_subparsers
-    builds them with ``type(self)``)."""
+    builds them with ``type(self)``), and so does :class:`_StoreOnce` for every valued option."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
 
     def error(self, message: str):
         what, _, problem = message.partition(": ")
@@ -48,6 +67,7 @@ class _Parser(argparse.ArgumentParser):
             # blame the first unknown option, not its value too (train --data d read as '--data d')
             bad = next((e for e in extras if e.startswith("-")), extras[0])
             raise UsageError(f"{bad}: not an argument of '{cmd}'; fix: see '{cmd} --help'")
+        ns.__dict__.pop("_given", None)  # _StoreOnce's bookkeeping, not an argument
         return ns
 
 

@@ -28,10 +28,16 @@ _PALETTE_FIX = ("save masks as mode-P (or L) PNGs of class indices, or decode co
                 "hetseg.data.io.rgb_to_index")
 
 
+MAX_SIDE = 65535  # JPEG's own limit; a thin strip of a few hundred bytes otherwise costs memory per pixel of side
+
+
 def _existing(path: str | Path, what: str) -> Path:
     p = Path(path)
     if not p.is_file():
-        problem = f"is a directory, not a {what} file" if p.is_dir() else f"{what} file not found"
+        problem = (f"is a directory, not a {what} file" if p.is_dir() else
+                   f"is not a regular file (a device, pipe or socket), not a {what} file" if p.exists() else
+                   f"is a symlink that leads nowhere (or in a loop), not a {what} file" if p.is_symlink() else
+                   f"{what} file not found")
         raise DataError(p, problem, "check the path (and the split file that names it)")
     return p
 
@@ -44,12 +50,20 @@ def _open(path: str | Path, what: str) -> tuple[Path, Image.Image]:
             # Pillow warns (not raises) on e.g. palette transparency; decoding errors still raise.
             warnings.simplefilter("ignore")
             with Image.open(p) as im:
+                if max(im.size) > MAX_SIDE:  # read from the header: refused before decoding
+                    raise DataError(p, f"{what} is {im.size[0]}x{im.size[1]} (WxH), a side above {MAX_SIDE} px",
+                                    "resize or tile it")
                 im.load()  # force decoding now: a truncated file fails here, not deep in a worker
                 # Phones store the sensor orientation in EXIF; the annotation tools draw on the
                 # displayed (rotated) image, so apply it. A no-op (copy) without an orientation tag.
                 out = ImageOps.exif_transpose(im)
                 out.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except DataError:
+        raise
+    except Image.DecompressionBombError as e:  # a valid file, only more pixels than Pillow's guard lets through
+        raise DataError(p, f"{what} has more pixels than Pillow decodes ({e})".replace(str(p), "the file"),
+                        "resize or tile it") from None
+    except (OSError, SyntaxError, ValueError) as e:
         # UnidentifiedImageError and "image file is truncated" are OSErrors.
         msg = str(e).replace(str(p), "").strip(" :'") or type(e).__name__
         raise DataError(p, f"cannot decode {what} ({type(e).__name__}: {msg})",

@@ -42,16 +42,21 @@ def prepare(image: np.ndarray, size: int) -> tuple[torch.Tensor, Geometry]:
     """
     h, w = image.shape[:2]
     side = max(h, w)
-    canvas = np.zeros((side, side, 3), dtype=np.uint8)
-    canvas[:h, :w] = image
     if side > LARGE_SIDE:
-        # Huge photos: resize in uint8 (Pillow), never holding a float copy of the full image
-        # (12 bytes a pixel); the result differs from the float path by at most rounding.
+        # Huge photos: resize the image itself in uint8 (Pillow) and pad the small result, never holding a
+        # float copy (12 bytes a pixel) nor a side x side canvas (a 60000 x 1 strip of 257 bytes asked for
+        # 10 GiB); the result differs from the float path by rounding and by under one output pixel at the
+        # image's edge.
         from PIL import Image
 
-        small = np.asarray(Image.fromarray(canvas).resize((size, size), Image.BILINEAR, reducing_gap=None))
-        t = torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1).float().div_(255.0)
+        sw, sh = max(1, round(w * size / side)), max(1, round(h * size / side))
+        small = np.zeros((size, size, 3), dtype=np.uint8)
+        small[:sh, :sw] = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(
+            (sw, sh), Image.BILINEAR, reducing_gap=None))
+        t = torch.from_numpy(small).permute(2, 0, 1).float().div_(255.0)
         return (t - MEAN) / STD, Geometry(h, w, side, size)
+    canvas = np.zeros((side, side, 3), dtype=np.uint8)
+    canvas[:h, :w] = image
     t = torch.from_numpy(canvas).permute(2, 0, 1).float().div_(255.0)
     if side != size:
         t = F.interpolate(t[None], size=(size, size), mode="bilinear", align_corners=False,
