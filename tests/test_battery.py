@@ -127,6 +127,15 @@ def test_predict_is_eval_mode_and_refuses_what_is_not_an_image_batch(name):
     for bad in (x[:, :1], x[0], (x * 255).to(torch.uint8)):
         with pytest.raises(ValueError, match=r"images: expected a normalised float tensor \(N, 3, H, W\)"):
             net.predict(bad)
+    for bad in (x.clone().index_fill_(0, torch.tensor([1]), float("nan")), x * float("inf")):  # were all background
+        with pytest.raises(ValueError, match="images: the tensor holds NaN or inf"):
+            net.predict(bad)
+    # another float type is computed in the model's own (float64 failed in a conv with a dtype mismatch)
+    torch.testing.assert_close(net.predict(x.double()).probs, net.predict(x).probs)
+    for thr in (float("nan"), 2.0, "0.5"):
+        if net.predict(x).class_scores is not None:
+            with pytest.raises(ValueError, match="threshold: expected a number in"):
+                net.predict(x, threshold=thr)
     kw = (CPU_KW.get(name, {"scale": "cpu"}))
     grey = create_model(name, num_classes=K, in_channels=1, **kw)
     assert grey.predict(x[:, :1]).probs.shape == (2, K + 1, *x.shape[-2:])  # a 1-channel model takes 1 channel
@@ -134,8 +143,8 @@ def test_predict_is_eval_mode_and_refuses_what_is_not_an_image_batch(name):
 
 def test_create_model_refuses_a_class_count_that_is_not_one(name):
     """num_classes=0 built a model for some, "10" was stored as a string, -1 ended in torch's "negative dimension"."""
-    for bad in (0, -1, "10", 2.0, True):
-        with pytest.raises(ValueError, match=r"num_classes=.*: expected an integer >= 1"):
+    for bad in (0, -1, "10", 2.0, True, 255, 300):  # 300 came back as class 44 in the uint8 label map
+        with pytest.raises(ValueError, match=r"num_classes=.*: expected an integer in \[1, 254\]"):
             create_model(name, num_classes=bad)
 
 

@@ -54,9 +54,11 @@ class SegOutput:
 def _predict_entry(predict: Callable) -> Callable:
     """What every model's ``predict`` does first (wrapped in by :meth:`Segmenter.__init_subclass__`):
     refuse input that is not an (N, 3, H, W) floating-point tensor in one line (a grey or unbatched
-    image was broadcast by the EfficientNet models and failed deep inside torch elsewhere), and switch
-    to eval mode, as segmentation_models_pytorch's ``predict`` does (in train mode every call moved the
-    BatchNorm running statistics)."""
+    image was broadcast by the EfficientNet models and failed deep inside torch elsewhere) or that holds
+    NaN / inf (it came back as all background with NaN scores), cast another float type (float64,
+    float16, bfloat16) to the model's own (a dtype mismatch deep in a conv), and switch to eval mode, as
+    segmentation_models_pytorch's ``predict`` does (in train mode every call moved the BatchNorm
+    running statistics)."""
     @functools.wraps(predict)
     def entry(self: Segmenter, images: Tensor, *args, **kwargs) -> SegOutput:
         c = self.in_channels
@@ -65,6 +67,10 @@ def _predict_entry(predict: Callable) -> Callable:
             got = f"{images.dtype} tensor {tuple(images.shape)}" if isinstance(images, Tensor) else type(images).__name__
             raise ValueError(f"images: expected a normalised float tensor (N, {c}, H, W), got a {got}; fix: "
                              "hetseg.engine.evaluate.predict_images takes RGB uint8 arrays and prepares them")
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError("images: the tensor holds NaN or inf; fix: pass normalised finite values")
+        own = next((p.dtype for p in self.parameters() if p.is_floating_point()), images.dtype)
+        images = images.to(own) if images.dtype != own else images
         if self.training:
             self.eval()
         return _full_precision_output(predict(self, images, *args, **kwargs))
@@ -171,12 +177,14 @@ def create_model(name: str, **kwargs) -> Segmenter:
     """Build a registered model; the only factory (saving and loading go through it).
 
     kwargs must be JSON-serialisable (they are stored in model.json and passed back on load);
-    ``num_classes`` (K object classes, background not counted) must be an integer >= 1.
+    ``num_classes`` (K object classes, background not counted) must be an integer in [1, 254]: label maps
+    are uint8 with 255 void, so class 300 came back as 44.
     """
     if "num_classes" in kwargs:
         k = kwargs["num_classes"]
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-            raise ValueError(f"num_classes={k!r}: expected an integer >= 1 (object classes, background not counted)")
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= 254:
+            raise ValueError(f"num_classes={k!r}: expected an integer in [1, 254] (object classes, background not "
+                             "counted; label maps are uint8 with 255 void)")
         kwargs["num_classes"] = int(k)  # numpy integers too; stored in model.json
     net = MODELS.lookup(name)(**kwargs)
     net.model_name = name.lower()
@@ -218,6 +226,9 @@ def identify_labels(scores: Tensor, threshold: float | Tensor, allowed: list[int
     """
     import torch
 
+    if not isinstance(threshold, Tensor) and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                              or not -1.0 <= threshold <= 1.0):  # NaN fails the comparison too
+        raise ValueError(f"threshold: expected a number in [-1, 1] (-1 makes every class live), got {threshold!r}")
     ok = torch.ones(scores.shape[1], dtype=torch.bool, device=scores.device)
     if allowed is not None:
         ok = torch.zeros_like(ok)
