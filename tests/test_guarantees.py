@@ -391,7 +391,7 @@ def test_a_model_json_threshold_that_is_not_a_probability_is_one_error_line(trai
     img = tmp_path / "x.png"
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(img)
     for key, value in (("threshold", "x"), ("threshold", None), ("threshold", 1.5), ("threshold", True),
-                       ("stages", "x"), ("splits", [1])):
+                       ("stages", "x"), ("splits", [1]), ("class_names", ["a"] * 11), ("class_names", list(range(11)))):
         info = json.loads((run / "model.json").read_text())
         info[key] = value
         (bad / "model.json").write_text(json.dumps(info))
@@ -401,6 +401,17 @@ def test_a_model_json_threshold_that_is_not_a_probability_is_one_error_line(trai
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {bad / 'model.json'}: '{key}'"), err
     assert not (tmp_path / "o").exists()
+    # a diverged run's NaN weights predicted all background and wrote bare NaN into scores.json
+    from safetensors.torch import load_file, save_file
+
+    (bad / "model.json").write_text((run / "model.json").read_text())
+    state = load_file(str(run / "model.safetensors"))
+    first = sorted(state)[0]
+    state[first] = torch.full_like(state[first], float("nan"))
+    save_file(state, str(bad / "model.safetensors"))
+    assert main(["predict", "--checkpoint", str(bad), "--input", str(img), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "weights hold NaN or inf" in err and not (tmp_path / "o").exists(), err
 
 
 def test_predicting_a_huge_photo_stays_under_the_memory_bound(trained, tmp_path):

@@ -67,6 +67,11 @@ def load_weights(net: nn.Module, path: str | Path, strict: bool = True) -> None:
     if (strict and (missing or unexpected)) or bad or not set(own) & set(state):
         raise HetsegError(f"{p}: weights do not fit this model (missing {missing[:2]}, unexpected {unexpected[:2]}, "
                           f"other shape {bad[:2]}); fix: check model.name/model.scale/data.num_classes")
+    # A diverged run's NaN weights predicted all background and wrote bare NaN into scores.json.
+    broken = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if broken is not None:
+        raise HetsegError(f"{p}: weights hold NaN or inf (first in {broken}): the training diverged; fix: retrain, "
+                          "e.g. with a lower lr")
     net.load_state_dict(state, strict=False)
 
 
@@ -85,6 +90,10 @@ def read_model_json(run: Path) -> dict:
         if not isinstance(info.get(key), kind):
             raise HetsegError(f"{meta_path}: '{key}' missing or not a {kind.__name__} (written by an older or "
                               "another program?); fix: retrain the run with this hetseg")
+    names = info["class_names"]
+    if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):  # scores.json is keyed by them
+        raise HetsegError(f"{meta_path}: 'class_names' must be distinct strings; fix: restore the file or retrain "
+                          "the run")
     for key in ("stages", "splits"):  # optional; what trained, read by the untrained-stage note and a rerun
         if key in info and not isinstance(info[key], dict):
             raise HetsegError(f"{meta_path}: '{key}' is {info[key]!r}, not a JSON object; fix: restore the file "
