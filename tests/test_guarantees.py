@@ -276,6 +276,17 @@ def test_predict_never_overwrites_inputs_or_collides(trained, tmp_path, capsys):
         assert main(["predict", "--checkpoint", str(run), "--input", str(inp / name), "--output", str(out)]) == 0
     scores = json.loads((out / "scores.json").read_text())["images"]
     assert sorted(Path(r["image"]).name for r in scores) == ["a.jpg", "b.png"]
+    # a folder's entries that are not images are said, not dropped without a word
+    import shutil
+
+    mixed = tmp_path / "mixed"
+    (mixed / "sub").mkdir(parents=True)
+    shutil.copyfile(inp / "b.png", mixed / "b.png")
+    (mixed / "notes.txt").write_text("not an image")
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(run), "--input", str(mixed), "--output", str(tmp_path / "all")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("hetseg: note: skipped 2 folder entries that are not ") and err.count("\n") == 1, err
     # --overlay's figures/ is guarded the same way: a user's figures/a.png, or a file named figures.
     figs = tmp_path / "figs"
     (figs / "figures").mkdir(parents=True)

@@ -14,6 +14,7 @@ Memory stays bounded over any number of images (one batch at a time, plus at mos
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,19 +35,25 @@ from hetseg.palette import save_index_png
 DECODED_KEPT_BYTES = 256 * 2**20
 
 
-def collect_inputs(inputs: Sequence[str]) -> list[Path]:
-    """Files and directories (their image files, sorted) -> image paths."""
+def collect_inputs(inputs: Sequence[str], skipped: list[Path] | None = None) -> list[Path]:
+    """Files and directories (their image files, sorted) -> image paths. A folder's other entries
+    (another suffix such as .gif, subfolders, dangling links) are appended to ``skipped``."""
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            out += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTS and q.is_file())
+            for q in sorted(p.iterdir()):
+                if q.suffix.lower() in IMAGE_EXTS and q.is_file():
+                    out.append(q)
+                elif skipped is not None:
+                    skipped.append(q)
         elif p.is_file():
             out.append(p)
         else:
             raise HetsegError(f"{p}: no such file or directory; fix: pass image files or a folder of images")
     if not out:
-        raise HetsegError(f"{' '.join(inputs)}: no images found; fix: pass .jpg/.png files or a folder of them")
+        raise HetsegError(f"{' '.join(inputs)}: no images found; fix: pass image files or a folder of them "
+                          f"({' '.join(IMAGE_EXTS)})")
     return out
 
 
@@ -117,7 +124,8 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
     names = info["class_names"]
     thr = model_threshold(info, cfg) if threshold is None else threshold
     out_dir = Path(output)
-    paths = collect_inputs(inputs)
+    skipped: list[Path] = []
+    paths = collect_inputs(inputs, skipped)
     # kept: predicting more images into a folder adds to it
     earlier, unfinished = check_outputs(paths, out_dir, overlay)
     # A corrupt input is refused before anything is written, so every input is decoded here first. The
@@ -151,4 +159,8 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
                             "identified": [names[c] for c in pred.identified], "class_scores": scores})
     write_json(out_dir / "scores.json", {"threshold": thr, "images": kept + records,
                                          **({"unfinished": left} if left else {})})
+    if skipped:  # said, not silently dropped; after the work, so a refused command prints only its error line
+        many = len(skipped) > 1
+        print(f"hetseg: note: skipped {len(skipped)} folder entr{'ies' if many else 'y'} that {'are' if many else 'is'} "
+              f"not {'/'.join(IMAGE_EXTS)} files, e.g. {skipped[0]}", file=sys.stderr)
     return records
