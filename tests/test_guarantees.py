@@ -366,6 +366,8 @@ def test_eval_reads_a_foreign_split_against_its_own_root(trained, tmp_path):
     assert rep["split_root"] == str(other) and np.array_equal(named.confusion, foreign.confusion)
     with pytest.raises(Exception, match="no weak split at"):
         evaluate_run(run, "weak", root=tmp_path)
+    with pytest.raises(Exception, match="a folder, not a split file"):  # was "no such split"
+        evaluate_run(run, str(other / "splits"))
     # --split relative to --root; a mask of another size than its image is one error line naming both
     from hetseg.errors import DataError
 

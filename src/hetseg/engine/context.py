@@ -79,6 +79,8 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split
     path = Path(which)
     if root is not None and not path.is_absolute() and not path.is_file() and (Path(root) / path).is_file():
         path = Path(root) / path  # --split splits/x.txt --root DIR: the file under DIR
+    if path.is_dir():
+        raise HetsegError(f"{path}: a folder, not a split file; fix: give a split file (one image [mask] per line)")
     if not path.is_file():
         where = data_root if root is None else f"{data_root} or {root}"
         raise HetsegError(f"{which}: no such split (not under {where} either); fix: give weak, strong, val, "
