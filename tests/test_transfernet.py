@@ -460,3 +460,25 @@ def test_baselinenet_names_its_fixed_input_size():
     net = create_model("baselinenet", num_classes=4, scale="cpu").eval()
     with pytest.raises(ValueError, match="BaselineNet's fully connected layer is built for 96 x 96 images"):
         net.predict(torch.randn(1, 3, 128, 128))
+
+
+def test_the_shared_classifier_split_reads_masked_images_labels_from_their_masks(tiny_scenes, tmp_path):
+    """An own data set whose labels.json lists only the unmasked images: the both-domains split was written
+    labels-only, so its masked images had no labels and TransferNet refused to train."""
+    import json
+    import shutil
+
+    from hetseg.methods import load_split
+    from hetseg.methods.transfernet.data import both_domains_split
+
+    root = tmp_path / "own"
+    shutil.copytree(tiny_scenes, root)
+    cfg = _cfg(root, tmp_path / "run")
+    full = json.loads((root / "labels.json").read_text())
+    masked = {r.id for rel in (cfg.transfer.source_split, cfg.transfer.target_split)
+              for r in load_split(cfg, rel).records if r.mask is not None}
+    assert masked and set(full) - masked
+    (root / "labels.json").write_text(json.dumps({k: v for k, v in full.items() if k not in masked}))
+    both = both_domains_split(cfg, (tmp_path / "both.txt").absolute()).weak()
+    assert {r.id for r in both.records} >= masked
+    assert all(list(r.labels) == sorted(full[r.id]) for r in both.records), "labels differ from the full labels.json"

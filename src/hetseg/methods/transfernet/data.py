@@ -100,7 +100,10 @@ def domain_rows(cfg: Config, which: str, size: int) -> LabelRows:
 
 def both_domains_split(cfg: Config, path) -> Split:
     """Write (atomically) and read the shared classifier's weak split: source-train + target-train
-    images, labels only; ``path`` is absolute, its lines are relative to ``cfg.data.root``."""
+    images; ``path`` is absolute, its lines are relative to ``cfg.data.root``. A masked image keeps its
+    mask in the file, so its labels are read as the source split read them (from the mask where
+    labels.json does not list it: a labels-only line refused an own data set whose labels.json lists
+    only the unmasked images); the classifier sees ``.weak()`` of it, the masks dropped."""
     from pathlib import Path
 
     records: list[Record] = []
@@ -109,7 +112,7 @@ def both_domains_split(cfg: Config, path) -> Split:
         for r in load_split(cfg, rel).records:
             if r.image not in seen:
                 seen.add(r.image)
-                records.append(Record(r.id, r.image, r.labels))
-    write_split(path, records, weak=True)
+                records.append(Record(r.id, r.image, r.labels, r.mask))
+    write_split(path, records)
     cfg2 = Config.from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "weak_split": str(Path(path))}})
     return load_split(cfg2, "weak")
