@@ -10,6 +10,7 @@ import json
 import os
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -470,6 +471,9 @@ def test_cls_labels_npy_as_data_labels(tmp_path):
     expected = load_cls_labels_npy(IRN)["2007_000032"]
     assert expected and load_split(cfg, "weak").records[0].labels == expected
     raises_one_line(load_labels_file, IRN, 5, name="cls_labels.npy", contains="outside [1, 5)")
+    # read from the current folder, not the root: a missing one says where it was looked for
+    raises_one_line(load_labels_file, "cls_labels.npy", 21, name="data.labels=cls_labels.npy",
+                    contains=f"no such file ({Path('cls_labels.npy').absolute()})")
 
 
 def test_data_splits_on_a_split_without_masks(tmp_path, capsys):

@@ -438,3 +438,14 @@ def test_an_encoder_setting_the_model_cannot_take_is_one_line_before_training(ti
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("hetseg: error: ") and says in err and "; fix: " in err, err
     assert not run.exists()
+
+
+def test_a_missing_split_of_the_config_names_its_setting(tiny_scenes, tmp_path, capsys):
+    """It said "split file not found; fix: check the path or run 'hetseg data splits'" without the key to set
+    (TransferNet users set transfer.val_split and met data.val_split this way)."""
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--no-progress", f"data.root={tiny_scenes}", "cls.steps=1",
+                 "seg.steps=1", "data.val_split=splits/mine.txt"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hetseg: error: data.val_split=splits/mine.txt: no such split file")
+    assert "fix: set data.val_split to a split file of" in err and not run.exists()

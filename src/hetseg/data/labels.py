@@ -139,7 +139,13 @@ def load_cls_labels_npy(path: str | Path) -> dict[str, tuple[int, ...]]:
 
 def load_labels_file(path: str | Path, num_classes: int | None = None) -> dict[str, tuple[int, ...]]:
     """``data.labels``: a labels.json (:func:`load_labels_json`) or an irn/psa ``cls_labels.npy``
-    (:func:`load_cls_labels_npy`), told apart by the suffix; labels checked against ``num_classes``."""
+    (:func:`load_cls_labels_npy`), told apart by the suffix; labels checked against ``num_classes``.
+    A relative path is read from the current folder, not the data root (split paths are), so a missing
+    file is named by where it was looked for."""
+    if not Path(path).exists():
+        raise DataError(f"data.labels={path}", f"no such file ({Path(path).absolute()})",
+                        "data.labels is read from the current folder, not the data root: give its path from here "
+                        "or an absolute one")
     if Path(path).suffix.lower() != ".npy":
         return load_labels_json(path, num_classes)
     return {rid: normalise_labels(ls, num_classes, path, rid) for rid, ls in load_cls_labels_npy(path).items()}
