@@ -311,9 +311,12 @@ def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str], method: M
     # Keys the method never reads (Method.unread: seg.* for TransferNet) cannot change what it trained.
     diff = [k for k in cfg.recipe_difference_from(p) if method is None or method.unread(k, cfg) is None]
     if diff:
-        raise HetsegError(f"{p}: stage '{trained[0]}' was trained in this run dir with another config (differs in "
-                          f"{describe_difference(diff)}); fix: train with the settings recorded in {p}, or into "
-                          f"another run directory (hetseg train --init-from {run} starts from its weights)")
+        # One run dir, one recipe, whichever stage the changed key belongs to (it read as a problem of the
+        # trained stage when only a later stage's budget changed).
+        raise HetsegError(f"{p}: this run dir holds one recipe and has trained stage '{trained[0]}' with it; the "
+                          f"config now differs in {describe_difference(diff)}; fix: train with the settings "
+                          f"recorded in {p}, or into another run directory (hetseg train --config {p} --run-dir NEW "
+                          f"--init-from {run} KEY=VALUE ... starts from its weights)")
 
 
 def get_method(name: str) -> Method:
