@@ -73,7 +73,7 @@ def test_a_run_dir_holds_one_recipe(trained, tmp_path, capsys):
     saved = {p.name: p.read_bytes() for p in (run / "config.json", run / "model.safetensors", run / "model.json")}
     assert main([*argv, "cls.steps=5", "seg.lr=0.02"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"hetseg: error: {run / 'config.json'}: stage 'cls' ")
+    assert len(err) == 1 and err[0].startswith(f"hetseg: error: {run / 'config.json'}: this run dir holds one recipe and has trained stage 'cls' ")
     assert "differs in cls.steps, seg.lr" in err[0] and "fix: " in err[0]
     assert {p.name: p.read_bytes() for p in (run / "config.json", run / "model.safetensors", run / "model.json")} == saved
     # Killed between the model file and the markers: model.json alone records the stages, and still counts.
