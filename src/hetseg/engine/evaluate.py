@@ -33,7 +33,7 @@ class Prediction:
 
     label_map: np.ndarray            # (H, W) uint8 mask indices
     class_scores: np.ndarray | None  # (K,) image-level label scores (None for masks-only models)
-    identified: list[int]            # mask indices of identified labels
+    identified: list[int]            # mask indices of identified labels (SegOutput.identified + 1)
 
 
 def model_device(net: nn.Module) -> torch.device:

@@ -33,7 +33,8 @@ class SegOutput:
         DeconvNet normalised probabilities; for the TransferNet family the background rule of
         docs/TRANSFERNET.md). They are resized to the original image before the argmax.
     class_scores (N, K) or None: image-level label scores in [0, 1] (None for masks-only models).
-    identified: per image, the object indices the maps were computed for (ascending).
+    identified: per image, the object indices the maps were computed for (ascending), 0-based: object k
+        is mask index k + 1 (``engine.evaluate.Prediction.identified`` holds the mask indices).
     extras: model-specific maps for figures (e.g. TransferNet attention, DIS reconstruction).
 
     No tensor is half precision (bf16 / float16), also when ``predict`` runs under a bf16 autocast:
