@@ -35,7 +35,9 @@ class Geometry:
 
 
 def prepare(image: np.ndarray, size: int) -> tuple[torch.Tensor, Geometry]:
-    """Test-time input (docs/REFERENCE.md §1.2): zero-pad bottom/right to a square, resize to size×size.
+    """Test-time input (docs/REFERENCE.md §1.2): zero-pad bottom/right to a square, resize to size×size
+    (above :data:`LARGE_SIDE`, the image is resized first and the small result padded: the same up to
+    rounding, without the full-size square).
 
     Padding happens before normalisation, i.e. the pad is black, as in the original. Resizing uses
     bilinear with antialiasing (MATLAB imresize antialiases when shrinking). Returns (3, size, size).

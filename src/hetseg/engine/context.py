@@ -74,7 +74,9 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split
         if data_root.is_dir() and not path.exists():  # the setting to change, not only the file (a root that is
             # missing as a whole gets read_split's "build it" fix)
             raise HetsegError(f"data.{which}_split={rel}: no such split file ({path}); fix: set data.{which}_split "
-                              f"to a split file of {data_root} (e.g. made by 'hetseg data splits')")
+                              f"to a split file of {data_root}" + (" (e.g. made by 'hetseg data splits')"
+                                                                   if which == "strong" else "")
+                              + ", or give eval --split PATH")
         return read_split(path, data_root, labels=labels, num_classes=cfg.data.num_classes)
     if root is None and not Path(which).is_absolute():
         for cand in (data_root / which, data_root / "splits" / f"{which}.txt"):

@@ -227,9 +227,10 @@ def identify_labels(scores: Tensor, threshold: float | Tensor, allowed: list[int
     """
     import torch
 
-    if not isinstance(threshold, Tensor) and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                              or not -1.0 <= threshold <= 1.0):  # NaN fails the comparison too
-        raise ValueError(f"threshold: expected a number in [-1, 1] (-1 makes every class live), got {threshold!r}")
+    if not isinstance(threshold, Tensor):  # numpy scalars are numbers.Real too
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not -1.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold: expected a number in [-1, 1] (-1 makes every class live), got {threshold!r}")
+        threshold = float(threshold)  # NaN failed the comparison above
     ok = torch.ones(scores.shape[1], dtype=torch.bool, device=scores.device)
     if allowed is not None:
         ok = torch.zeros_like(ok)
