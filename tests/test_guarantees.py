@@ -728,4 +728,9 @@ def test_init_from_weights_that_would_be_ignored_is_refused(trained, tmp_path, c
     assert main(["train", "--run-dir", str(fresh), "--no-progress", f"data.root={cfg.data.root}", *TINY,
                  "--init-from", ""]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--init-from : is empty" in err and not fresh.exists(), err
+    assert err.count("\n") == 1 and "--init-from: empty value" in err and not fresh.exists(), err
+    from hetseg.methods import train  # the library refuses it too (the CLI's parser refuses it first)
+
+    with pytest.raises(Exception, match="--init-from : is empty"):
+        train(Config(run_dir=str(fresh)).override([f"data.root={cfg.data.root}", *TINY]), init_from="")
+    assert not fresh.exists()
