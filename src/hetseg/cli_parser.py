@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from hetseg.config_check import SEED_MAX
+from hetseg.data.classes import IGNORE_INDEX
 
 
 class UsageError(Exception):
@@ -71,7 +72,7 @@ class _Parser(argparse.ArgumentParser):
         return ns
 
 
-MAX_CLASSES = 255  # masks are 8-bit: indices 0..254 and 255 void (a larger count was a 75 GiB confusion matrix)
+MAX_CLASSES = IGNORE_INDEX  # masks are 8-bit: classes 0..254, 255 void (a larger count was a 75 GiB matrix)
 MAX_SCENE_SIZE = 1024  # scenes of 28 px items; a typo above this would fill memory before the first file
 
 

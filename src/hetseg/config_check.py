@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from hetseg.data.classes import IGNORE_INDEX
 from hetseg.errors import HetsegError
 
 SEED_MAX = 2**32 - 1  # numpy's seeding accepts [0, 2**32 - 1]; the CLI's --seed(s) use the same bound
@@ -37,7 +38,7 @@ _MIN = {"steps": (1, False), "batch_size": (1, False), "accumulate": (1, False),
         "seg_weight": (0.0, False), "t_train": (0, False), "t_test": (0, False),
         "infer_lr": (0.0, True), "recon_weight": (0.0, False), "input_size": (0, False), "width": (0, False), "bridge_kernel": (0, False), "bg_scale": (0.0, True), "feature_scale": (0.0, False), "embed_dim": (0, False),
         "pretrained_lr_mult": (0.0, False), "seed": (0, False), "threshold": (0.0, False)}
-_MAX = {"num_classes": 255,  # 8-bit masks: 0..254 and 255 void (cli_parser.MAX_CLASSES)
+_MAX = {"num_classes": IGNORE_INDEX,  # 8-bit masks: classes 0..254, 255 void
         "lr_step": 1.0, "full_image_prob": 1.0, "momentum": 1.0, "threshold": 1.0, "seed": SEED_MAX}
 
 
@@ -81,6 +82,8 @@ def check_value(t: Any, v: Any, key: str, where: str) -> Any:
         return HetsegError(f"{where}: {key}: expected {expect}, got {v!r}; fix: set {key} to {expect}")
 
     origin = typing.get_origin(t)
+    name = key.rsplit(".", 1)[-1]
+    choices = _CHOICES.get(key) or (_STAGE_CHOICES.get(name) if "." in key else None)
     if t is bool:
         if not isinstance(v, bool):
             raise bad("true or false")
@@ -92,7 +95,6 @@ def check_value(t: Any, v: Any, key: str, where: str) -> Any:
             raise bad("a finite number")
         v = float(v)
     elif t is str:
-        choices = _CHOICES.get(key) or (_STAGE_CHOICES.get(key.rsplit(".", 1)[-1]) if "." in key else None)
         if isinstance(v, int) and not isinstance(v, bool) and choices and str(v) in choices:
             v = str(v)  # precision=32 reads as the number 32; "32" is the choice it names
         if not isinstance(v, str):
@@ -102,14 +104,12 @@ def check_value(t: Any, v: Any, key: str, where: str) -> Any:
         if not isinstance(v, list):
             raise bad("a list")
         v = [check_value(item_t, x, f"{key}[]", where) for x in v]
-    name = key.rsplit(".", 1)[-1]
     if name in _MIN and isinstance(v, (int, float)) and not isinstance(v, bool):
         lo, strict = _MIN[name]
         if v < lo or (strict and v == lo):
             raise bad(f"a value {'>' if strict else '>='} {lo}")
     if name in _MAX and isinstance(v, (int, float)) and v > _MAX[name]:
         raise bad(f"a value <= {_MAX[name]}")
-    choices = _CHOICES.get(key) or (_STAGE_CHOICES.get(name) if key.count(".") >= 1 else None)
     if choices and isinstance(v, (str, int)) and v not in choices:
         raise bad("one of " + " | ".join(map(str, choices)))
     return v

@@ -247,6 +247,7 @@ def build_coco_split(ann_json: str | Path, image_dir: str | Path, out_dir: str |
     stems = {p.stem: p.name for p in jpeg.iterdir()} if jpeg.is_dir() else {}
     link_rel, make_link = _source_link(out, image_dir) if link else (None, False)
     records, labels, no_pixel = [], {}, []
+    mapped = set(remap.mapping)
     dropped = empty = 0
     with staged(out) as tmp:
         (tmp / "JPEGImages").mkdir()
@@ -262,7 +263,7 @@ def build_coco_split(ann_json: str | Path, image_dir: str | Path, out_dir: str |
             if drop_if_any and cats & remap.drop_if_any:
                 dropped += 1
                 continue
-            if not keep_empty and not cats & set(remap.mapping):  # no label possible: skipped unread, as before
+            if not keep_empty and not cats & mapped:  # no label possible: skipped unread, as before
                 empty += 1
                 continue
             fn = info["file_name"]

@@ -89,11 +89,12 @@ def scored_records(split: Split) -> list:
     """The records an evaluation scores: all of ``split``, each with a mask. A split with none, or with
     some images unmasked, is refused in one line rather than scored on the rest without a word."""
     recs = [r for r in split.records if r.mask is not None]
-    if not recs:  # named by its file where it has one (its name alone is a bare stem)
-        raise HetsegError(f"{split.meta.get('split_file', split.name)}: no image with a mask to score; fix: evaluate on a split with masks")
+    where = split.meta.get("split_file", split.name)  # its file where it has one (its name is a bare stem)
+    if not recs:
+        raise HetsegError(f"{where}: no image with a mask to score; fix: evaluate on a split with masks")
     if len(recs) < len(split.records):
         first = next(r for r in split.records if r.mask is None)
-        raise HetsegError(f"{split.meta.get('split_file', split.name)}: {len(split.records) - len(recs)} of "
+        raise HetsegError(f"{where}: {len(split.records) - len(recs)} of "
                           f"{len(split.records)} images have no mask (first: {first.image}), so the score would "
                           "leave them out; fix: restore their masks (a bare id's: SegmentationClass/<id>.png or "
                           "SegmentationClassAug/<id>.png) or list only images with masks")

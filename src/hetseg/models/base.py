@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from hetseg.data.classes import IGNORE_INDEX
 from hetseg.registry import Registry
 
 
@@ -183,7 +184,7 @@ def create_model(name: str, **kwargs) -> Segmenter:
     """
     if "num_classes" in kwargs:
         k = kwargs["num_classes"]
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= 254:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k < IGNORE_INDEX:
             raise ValueError(f"num_classes={k!r}: expected an integer in [1, 254] (object classes, background not "
                              "counted; label maps are uint8 with 255 void)")
         kwargs["num_classes"] = int(k)  # numpy integers too; stored in model.json
