@@ -220,3 +220,19 @@ def test_a_classes_file_not_utf8_a_folder_or_with_a_name_twice_is_one_error_line
     with pytest.raises(HetsegError, match="UTF-8") as e:
         class_names(Config().override([f"data.root={tmp_path}", "data.num_classes=2"]))
     assert "\n" not in str(e.value) and str(bad) in str(e.value)
+
+
+def test_the_runs_own_classes_file_with_a_blank_line_inside_is_refused_not_shifted(tmp_path):
+    """A blank line inside ROOT/classes.txt used to be skipped by the run's reader, so 'dog' named class 2
+    while score and eval (read_classes_file) refused the file: one reader now, trailing blank lines allowed."""
+    from hetseg.config import Config
+    from hetseg.engine.context import class_names
+    from hetseg.errors import HetsegError
+
+    cfg = Config().override([f"data.root={tmp_path}", "data.num_classes=3"])
+    (tmp_path / "classes.txt").write_text("background\ncat\n\ndog\n")
+    with pytest.raises(HetsegError, match="blank line inside") as e:
+        class_names(cfg)
+    assert "\n" not in str(e.value) and "classes.txt" in str(e.value)
+    (tmp_path / "classes.txt").write_text("background\ncat\ndog\n\n")
+    assert class_names(cfg) == ["background", "cat", "dog"]

@@ -13,6 +13,7 @@ from torch import nn
 from hetseg.config import Config
 from hetseg.data.records import Split, default_root, read_split
 from hetseg.errors import HetsegError
+from hetseg.metrics import read_classes_file
 
 
 def class_names(cfg: Config, check: bool = True) -> list[str]:
@@ -27,12 +28,9 @@ def class_names(cfg: Config, check: bool = True) -> list[str]:
         p = Path(cfg.data.root) / "classes.txt"
         if not p.is_file():
             return ["background"] + [f"class{i}" for i in range(1, cfg.data.num_classes)]
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise HetsegError(f"{p}: cannot read it as UTF-8 text ({type(e).__name__}); fix: one class name per "
-                              "line, background first, saved as UTF-8") from None
-        names, where = [ln.strip() for ln in text.splitlines() if ln.strip()], str(p)
+        # The same reader as `score` and `eval`: a blank line inside would shift every later class
+        # index by one, so it is refused, not skipped (docs/DATA.md, classes.txt).
+        names, where = read_classes_file(p), str(p)
     if check and len(names) != cfg.data.num_classes:
         raise HetsegError(f"{where}: names {len(names)} classes (background included) but data.num_classes="
                           f"{cfg.data.num_classes}; fix: set data.num_classes={len(names)}, or a class list of "
