@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -286,3 +287,33 @@ def test_a_finished_set_is_never_replaced_by_one_of_other_settings(gen, tmp_path
     after = files(root, "**/*.*")
     assert after.pop("meta.json") != b"" and before.pop("meta.json") != b""  # its generation time differs
     assert after == before
+
+
+def test_every_fashion_scenes_bench_makes_the_default_set_only_where_there_is_no_data_set(tmp_path, monkeypatch):
+    """ensure_bench_data: a missing, empty or unfinished folder gets the default set; a user's data set
+    (no meta.json) is used as it is. The transfer bench skipped this step, so a clean clone's
+    `make bench-transfer` stopped at "dataset root not found" instead of re-reporting its records."""
+    import hetseg.demo as demo
+    from hetseg.bench.transfer import run_transfer
+
+    made = []
+    monkeypatch.setattr(demo, "ensure_scenes", lambda root, seed=0, *a: made.append(Path(root)))
+    voc = tmp_path / "voc"
+    (voc / "JPEGImages").mkdir(parents=True)
+    stub = tmp_path / "stub"
+    stub.mkdir()
+    (stub / "meta.json").write_text('{"dataset": "fashion-scenes", "incomplete": true}')
+    (tmp_path / "empty").mkdir()
+    for root in (voc, stub, tmp_path / "empty", tmp_path / "absent"):
+        demo.ensure_bench_data(root)
+    assert made == [stub, tmp_path / "empty", tmp_path / "absent"]
+
+    class Made(Exception):
+        pass
+
+    def stop(root, seed=0, *a):
+        raise Made(str(root))
+
+    monkeypatch.setattr(demo, "ensure_scenes", stop)
+    with pytest.raises(Made, match="nothing_here"):
+        run_transfer("cpu", [0], str(tmp_path / "out"), str(tmp_path / "nothing_here"), str(tmp_path / "runs"))

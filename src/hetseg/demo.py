@@ -43,6 +43,18 @@ def ensure_scenes(data: str | Path, seed: int = 0, fashion_mnist_dir: str | None
     return generate_scenes(data, seed=seed, fashion_mnist_dir=fashion_mnist_dir)
 
 
+def ensure_bench_data(data: str | Path) -> None:
+    """What a fashion-scenes bench does with its ``--data`` before anything else: a missing or empty
+    folder, or an unfinished fashion-scenes set (its meta.json a generation's stub), gets the default
+    set (seed 0); any other folder is the user's data set, used as it is (README, "Results")."""
+    from hetseg.data.scenes import is_complete
+
+    root = Path(data)
+    if is_complete(root) or (root.is_dir() and any(root.iterdir()) and not (root / "meta.json").exists()):
+        return
+    ensure_scenes(root, 0)
+
+
 def run_demo(data: str = "data/fashion-scenes", run_dir: str = "runs/demo", seed: int = 0,
              fashion_mnist_dir: str | None = None) -> int:
     """``hetseg demo`` / ``make demo``: scenes (generated if absent), DecoupledNet with 5 strong images

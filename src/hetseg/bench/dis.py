@@ -189,14 +189,12 @@ def run_dis(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benchma
             progress: bool = False, figure_images: int = 4) -> int:
     """Every (seed, k) of the DIS bench; writes ``OUT/dis.{json,md,png}``; exit status."""
     from hetseg.bench.dis_report import write_results
-    from hetseg.data.scenes import is_complete
-    from hetseg.demo import ensure_scenes
+    from hetseg.demo import ensure_bench_data
 
     t0 = time.perf_counter()
     runs = runs or "runs/dis"
     ks = tuple(k if str(k) == "full" else int(k) for k in ks)
-    if not is_complete(data):
-        ensure_scenes(data, 0)
+    ensure_bench_data(data)  # the default fashion-scenes where there is no data set yet
     bases = {(s, k): base_config(scale, s, data, k, runs, budget, overrides) for s in seeds for k in ks}
     t_trains = sorted({0, bases[(seeds[0], ks[0])].dis.t_train})
     if jobs <= 1:

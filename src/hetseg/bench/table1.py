@@ -177,16 +177,14 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
     """
     from hetseg.bench.provenance import backbone_record
     from hetseg.bench.table1_report import write_results
-    from hetseg.data.scenes import is_complete
-    from hetseg.demo import ensure_scenes
+    from hetseg.demo import ensure_bench_data
     from hetseg.engine.context import backbone_file
 
     t0 = time.perf_counter()
     name = "table1" if init == "pretrained" else f"table1_{init}"
     runs = runs or f"runs/{name}"
     ks = _parse_ks(ks)
-    if not is_complete(data):
-        ensure_scenes(data, 0)  # the default fashion-scenes (any existing dataset is used as it is)
+    ensure_bench_data(data)  # the default fashion-scenes where there is no data set yet
     bases = {seed: base_config(scale, seed, data, budget, overrides, speed, init) for seed in seeds}
     backbone = backbone_file(bases[seeds[0]]) if seeds else None  # a missing shipped file: one line, now
     # -Str cells whose strong images are exactly the weak set ("full") are DecoupledNet's cell.

@@ -110,6 +110,7 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
     ``jobs`` > 1 trains that many seeds at once in single-thread processes (:mod:`hetseg.bench.workers`);
     evaluation then runs in this process, seed by seed, on the finished runs."""
     from hetseg.baselines import all_background, best_threshold
+    from hetseg.demo import ensure_bench_data
     from hetseg.methods import class_names, load_split
     from hetseg.methods.transfernet.data import transfer_classes
     from hetseg.methods.transfernet.evaluate import METHODS, label_identification, run_recipe
@@ -117,6 +118,7 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
     t0 = time.perf_counter()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_bench_data(data)  # as Table 1's and DIS's benches: the default fashion-scenes where there is none
     per_seed: list[dict] = []
     cfg = None
     trained: dict = {}  # seed -> what its worker measured while training (a rerun below only finds it done)
