@@ -172,12 +172,19 @@ def test_save_load_round_trip(name, tmp_path):
         for p in net.parameters():
             p.add_(0.01 * torch.randn_like(p))  # not the seeded init: the file must carry the weights
     save_model(tmp_path, net, Config(), ["background"] + [f"c{i}" for i in range(K)], {"threshold": 0.5})
-    back, _, info = load_model(tmp_path)
+    back, cfg, info = load_model(tmp_path)
     assert info["model"] == name and type(back) is type(net)
     x = _x(net)
     a, b = net.predict(x), back.predict(x)
     torch.testing.assert_close(a.probs, b.probs)
     assert a.identified == b.identified
+    # what eval and predict record: the run's threshold, or none for a model that reads none
+    from hetseg.engine.evaluate import label_threshold
+    from hetseg.models.base import MasksOnlySegmenter
+
+    reads_none = isinstance(back, MasksOnlySegmenter)
+    assert label_threshold(back, info, cfg, None) == (None if reads_none else 0.5)
+    assert label_threshold(back, info, cfg, 0.3) == (None if reads_none else 0.3)
 
 
 def test_export_forward_is_predict_as_one_static_graph(name):

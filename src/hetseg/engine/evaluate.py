@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hetseg.config import Config
 from hetseg.data.io import check_pair, read_image, read_mask
 from hetseg.data.records import Split
 from hetseg.data.transforms import prepare, restore_argmax
@@ -146,6 +147,18 @@ def check_label_options(net: nn.Module, method: str, threshold: float | None, us
                           "would change nothing; fix: drop it")
 
 
+def label_threshold(net: nn.Module, info: dict, cfg: Config, threshold: float | None) -> float | None:
+    """The label threshold ``eval`` and ``predict`` use and record: ``threshold`` when given, else the run's
+    (:func:`~hetseg.engine.checkpoint.model_threshold`); None for a masks-only model, which reads none
+    (its scores.json / eval json said 0.5, a threshold that changed nothing)."""
+    from hetseg.engine.checkpoint import model_threshold
+    from hetseg.models.base import MasksOnlySegmenter
+
+    if isinstance(net, MasksOnlySegmenter):
+        return None
+    return model_threshold(info, cfg) if threshold is None else threshold
+
+
 def check_same_split(results: Path, checksum: str, split: str) -> None:
     """Refuse to replace ``results`` (an eval_<tag>.json) written for a split of other content: the tag
     is the split file's stem, so another file named val.txt would replace the run's val results, which
@@ -170,7 +183,7 @@ def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = 
     The threshold defaults to the one the run's method recorded in model.json. ``suffix`` tells
     apart evaluations of one run with other ``predict_kwargs`` (eval_<split><suffix>.json).
     """
-    from hetseg.engine.checkpoint import load_model, model_threshold
+    from hetseg.engine.checkpoint import load_model
     from hetseg.engine.context import class_names, command_line, load_split
     from hetseg.io_atomic import replaced_folder, write_json, write_text
     from hetseg.metrics import format_table, read_classes_file
@@ -191,7 +204,7 @@ def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = 
                           "fix: evaluate on a data set with the run's classes")
     tag = (f"{Path(sp.root).name}_" if foreign else "") + Path(split).stem + ("_gt" if use_gt_labels else "") + suffix
     check_same_split(run / f"eval_{tag}.json", sp.checksum(), split)
-    thr = model_threshold(info, cfg) if threshold is None else threshold
+    thr = label_threshold(net, info, cfg, threshold)
     with replaced_folder(run / f"predictions_{tag}") as pred_dir:  # no stale PNG of an earlier evaluation
         scores = evaluate_split(net, sp, cfg.data.num_classes, thr, batch_size, pred_dir=pred_dir,
                                 use_gt_labels=use_gt_labels, predict_kwargs=predict_kwargs)
@@ -207,6 +220,6 @@ def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = 
     report["results"] = str(run / f"eval_{tag}.json")  # where it went (not stored in the file itself)
     write_text(run / f"eval_{tag}.md",
                f"# {cfg.model.name} on {sp.name} ({len(sp.strong())} images, checksum {sp.checksum()[:12]})\n\n"
-               f"scale {cfg.model.scale}, seed {cfg.seed}, threshold {thr}, command `{report['command']}`\n\n"
+               f"scale {cfg.model.scale}, seed {cfg.seed}, threshold {'none (masks only)' if thr is None else thr}, command `{report['command']}`\n\n"
                + format_table(scores, names) + "\n")
     return scores, report

@@ -23,8 +23,8 @@ import torch
 
 from hetseg.data.io import read_image
 from hetseg.data.records import IMAGE_EXTS
-from hetseg.engine.checkpoint import load_model, model_threshold
-from hetseg.engine.evaluate import check_label_options, check_threshold, predict_images
+from hetseg.engine.checkpoint import load_model
+from hetseg.engine.evaluate import check_label_options, check_threshold, label_threshold, predict_images
 from hetseg.errors import HetsegError
 from hetseg.io_atomic import write_atomic, write_json
 from hetseg.palette import save_index_png
@@ -122,7 +122,7 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
     net, cfg, info = load_model(checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
     check_label_options(net, cfg.model.name, threshold)
     names = info["class_names"]
-    thr = model_threshold(info, cfg) if threshold is None else threshold
+    thr = label_threshold(net, info, cfg, threshold)
     out_dir = Path(output)
     skipped: list[Path] = []
     paths = collect_inputs(inputs, skipped)
