@@ -31,3 +31,18 @@ def test_save_grid_writes_png(tmp_path):
     with pytest.raises(ValueError, match="at least one panel"):
         save_grid(tmp_path / "none.png", [])
     assert not (tmp_path / "none.png").exists()
+
+
+@pytest.mark.parametrize("shape", [(1, 600), (600, 1), (2, 2000)])
+def test_a_prediction_figure_of_an_extreme_aspect_ratio_is_written_without_a_warning(tmp_path, shape):
+    """predict --overlay on a 1-pixel-high image printed matplotlib's "Tight layout not applied" per image."""
+    import warnings
+
+    from hetseg.viz import save_prediction_figure
+
+    rgb = np.zeros((*shape, 3), np.uint8)
+    pred = np.ones(shape, np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        save_prediction_figure(tmp_path / "f.png", rgb, pred, ["background", "thing"], truth=pred)
+    assert (tmp_path / "f.png").stat().st_size > 0

@@ -66,7 +66,10 @@ def save_label_grid(path: str | Path, rows: Sequence[Sequence[np.ndarray]], titl
 
     h, w = rows[0][1].shape
     cell, ncols = 3.0, max(len(r) for r in rows)
-    fig = Figure(figsize=(cell * ncols * w / max(h, w) + 1.8, len(rows) * cell * h / max(h, w) + 0.5), dpi=dpi)
+    # Each cell keeps the image's aspect, but no side under 0.75 in: a 1 x 2000 px image made a figure
+    # too thin for its titles, and matplotlib warned "Tight layout not applied" on every predict.
+    cw, ch = (max(0.75, cell * side / max(h, w)) for side in (w, h))
+    fig = Figure(figsize=(cw * ncols + 1.8, len(rows) * ch + 0.5), dpi=dpi)
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), ncols, squeeze=False)
     present: set[int] = set()
