@@ -449,3 +449,18 @@ def test_a_missing_split_of_the_config_names_its_setting(tiny_scenes, tmp_path, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("hetseg: error: data.val_split=splits/mine.txt: no such split file")
     assert "fix: set data.val_split to a split file of" in err and not run.exists()
+
+
+def test_selective_search_proposals_without_opencv_are_refused_before_training(tiny_scenes, tmp_path, capsys,
+                                                                                monkeypatch):
+    """Without opencv-contrib, crops.proposals=selective-search trained on random boxes only and recorded
+    "selective-search" in model.json; now it is one line before any work (auto still falls back, by design)."""
+    import hetseg.data.crops as crops
+
+    monkeypatch.setattr(crops, "_selective_search", lambda: None)
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--no-progress", f"data.root={tiny_scenes}", "cls.steps=1",
+                 "seg.steps=1", "crops.proposals=selective-search"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hetseg: error: crops.proposals=selective-search: needs opencv")
+    assert "fix: pip install" in err and not run.exists()

@@ -158,6 +158,13 @@ class Method:
             if s not in allowed:
                 raise HetsegError(f"--stage {s}: method '{self.name}' has stages {', '.join(allowed)}; "
                                   f"fix: pick one of them or 'all'")
+        if cfg.crops.proposals == "selective-search":
+            from hetseg.data.crops import proposals_available
+
+            if not proposals_available():  # its crops would be random boxes only, recorded as selective search
+                raise HetsegError("crops.proposals=selective-search: needs opencv-contrib (cv2.ximgproc), which is "
+                                  "not installed; fix: pip install -e \".[proposals]\", or crops.proposals=auto "
+                                  "(selective search where installed) or none")
         run = Path(cfg.run_dir)
         refuse_other_recipe(run, cfg, allowed, self)  # read-only: every rank stops, not only rank 0
         # Checked against data.num_classes before anything is written; a pretraining-only run (extra stages,
