@@ -440,7 +440,8 @@ def test_cli_data_coco_builds_the_coco60_split(tmp_path, capsys):
     assert "1 images" in capsys.readouterr().out
 
 
-def test_cli_trains_a_transfernet_run_that_eval_and_predict_open(tiny_scenes, tmp_path):
+def test_cli_trains_a_transfernet_run_that_eval_and_predict_open(tiny_scenes, tmp_path, capsys):
+    """... and eval on the default split (every class) says which split scores its target classes."""
     from hetseg.cli import main
 
     run = tmp_path / "tn"
@@ -449,7 +450,13 @@ def test_cli_trains_a_transfernet_run_that_eval_and_predict_open(tiny_scenes, tm
                  "transfer.joint.steps=2", "transfer.joint.batch_size=2"]) == 0
     info = json.loads((run / "model.json").read_text())
     assert info["model"] == "transfernet" and list(info["stages"]) == ["cls", "att", "joint"] and info["threshold"] == 0.6
+    capsys.readouterr()
     assert main(["eval", "--checkpoint", str(run)]) == 0 and (run / "eval_val.json").is_file()
+    err = capsys.readouterr().err
+    assert err.count("hetseg: note: a transfernet run segments its target classes only") == 1
+    assert "--split splits/transfer_target_val.txt (transfer.val_split)" in err
+    assert main(["eval", "--checkpoint", str(run), "--split", "splits/transfer_target_val.txt"]) == 0
+    assert "note: a transfernet" not in capsys.readouterr().err
     img = next((tiny_scenes / "JPEGImages").iterdir())
     assert main(["predict", "--checkpoint", str(run), "--input", str(img), "--output", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / f"{img.stem}.png").is_file()

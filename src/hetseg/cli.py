@@ -47,6 +47,20 @@ def _note_untrained(checkpoint: str) -> None:
         print(f"hetseg: note: {line}", file=sys.stderr)
 
 
+def _note_transfer_val(args: argparse.Namespace, report: dict) -> None:
+    """A TransferNet-family run scored on the default ``--split val`` (data.val_split, every class): it
+    segments its target classes only, so the source classes score 0 there. Said, with the split the
+    transfer bench scores (transfer.val_split); the default is kept (docs/TRANSFERNET.md)."""
+    from hetseg.config import OWN_SECTIONS, Config
+
+    if args.split != "val" or args.root is not None or report.get("model") not in OWN_SECTIONS["transfer"]:
+        return
+    target = Config.load(Path(args.checkpoint) / "config.json").transfer.val_split
+    print(f"hetseg: note: a {report['model']} run segments its target classes only, so this score over "
+          f"data.val_split counts its source classes at 0; --split {target} (transfer.val_split) scores the "
+          "target classes, as hetseg bench transfer does", file=sys.stderr)
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.cmd == "data":
         if args.data_cmd == "scenes":
@@ -105,6 +119,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"mIoU={scores.miou * 100:.1f} on {report['split']} ({report['images']} images); "
               f"results: {report['results']}")
         _note_untrained(args.checkpoint)
+        _note_transfer_val(args, report)
         return 0
     if args.cmd == "predict":
         from hetseg.engine.predict import run_predict
