@@ -346,6 +346,16 @@ def test_eval_refuses_options_and_data_sets_that_do_not_fit_the_run(tiny_scenes,
                  str(tmp_path / "out"), "--threshold", "0.3"]) == 2
     assert "--threshold 0.3: a deconvnet run identifies no image labels" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    # without the option both run, and record no threshold (they said 0.5, which changed nothing)
+    assert main(["predict", "--checkpoint", str(tmp_path / "run"), "--input", str(photo), "--output",
+                 str(tmp_path / "out")]) == 0
+    assert json.loads((tmp_path / "out" / "scores.json").read_text())["threshold"] is None
+    assert main(["eval", "--checkpoint", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "eval_val.json").read_text())["threshold"] is None
+    assert "threshold none (masks only)" in (tmp_path / "run" / "eval_val.md").read_text()
+    capsys.readouterr()
+    for f in (tmp_path / "run").glob("eval_*"):
+        f.unlink()  # the refusal below must leave no eval file of its own
     other = tmp_path / "other"
     shutil.copytree(tiny_scenes, other)
     (other / "classes.txt").write_text("background\ncat\ndog\nbird\n")
@@ -464,3 +474,9 @@ def test_selective_search_proposals_without_opencv_are_refused_before_training(t
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("hetseg: error: crops.proposals=selective-search: needs opencv")
     assert "fix: pip install" in err and not run.exists()
+    # a stage that crops nothing (the classifier) trains; the crop stage after it is refused
+    args = ["train", "--run-dir", str(run), "--no-progress", f"data.root={tiny_scenes}", "cls.steps=1", "cls.batch_size=4",
+            "seg.steps=1", "crops.proposals=selective-search"]
+    assert main([*args, "--stage", "cls"]) == 0 and (run / "cls" / "done.json").is_file()
+    capsys.readouterr()
+    assert main(args) == 2 and "needs opencv" in capsys.readouterr().err and not (run / "seg").exists()

@@ -236,3 +236,6 @@ def test_the_runs_own_classes_file_with_a_blank_line_inside_is_refused_not_shift
     assert "\n" not in str(e.value) and "classes.txt" in str(e.value)
     (tmp_path / "classes.txt").write_text("background\ncat\ndog\n\n")
     assert class_names(cfg) == ["background", "cat", "dog"]
+    # names given in the config twice: refused before training, since model.json refuses them on load
+    with pytest.raises(HetsegError, match="data.class_names: 'cat' is given twice"):
+        class_names(cfg.override(["data.class_names=[background, cat, cat]"]))

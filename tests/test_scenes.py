@@ -290,23 +290,35 @@ def test_a_finished_set_is_never_replaced_by_one_of_other_settings(gen, tmp_path
 
 
 def test_every_fashion_scenes_bench_makes_the_default_set_only_where_there_is_no_data_set(tmp_path, monkeypatch):
-    """ensure_bench_data: a missing, empty or unfinished folder gets the default set; a user's data set
-    (no meta.json) is used as it is. The transfer bench skipped this step, so a clean clone's
-    `make bench-transfer` stopped at "dataset root not found" instead of re-reporting its records."""
+    """ensure_bench_data: the default folder without a finished set, or an unfinished set anywhere, gets the
+    default set; a user's data set (files, no fashion-scenes meta.json, even an unreadable one) is used as
+    it is; another missing or empty folder is one error line (an unmounted --data was filled with scenes).
+    The transfer bench skipped this step, so a clean clone's `make bench-transfer` stopped at "dataset root
+    not found" instead of re-reporting its records."""
     import hetseg.demo as demo
     from hetseg.bench.transfer import run_transfer
+    from hetseg.errors import HetsegError
 
+    monkeypatch.chdir(tmp_path)
     made = []
     monkeypatch.setattr(demo, "ensure_scenes", lambda root, seed=0, *a: made.append(Path(root)))
     voc = tmp_path / "voc"
     (voc / "JPEGImages").mkdir(parents=True)
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "meta.json").write_text("{not json")
     stub = tmp_path / "stub"
     stub.mkdir()
     (stub / "meta.json").write_text('{"dataset": "fashion-scenes", "incomplete": true}')
-    (tmp_path / "empty").mkdir()
-    for root in (voc, stub, tmp_path / "empty", tmp_path / "absent"):
+    for root in (voc, odd, stub, Path("data/fashion-scenes")):
         demo.ensure_bench_data(root)
-    assert made == [stub, tmp_path / "empty", tmp_path / "absent"]
+    assert made == [stub, Path("data/fashion-scenes")]
+    (tmp_path / "empty").mkdir()
+    for root in (tmp_path / "empty", tmp_path / "absent"):
+        with pytest.raises(HetsegError, match="no data set there .* fix: give the root of a data set, or make "
+                                              "fashion-scenes there first"):
+            demo.ensure_bench_data(root)
+    assert not (tmp_path / "absent").exists() and len(made) == 2
 
     class Made(Exception):
         pass
@@ -315,5 +327,5 @@ def test_every_fashion_scenes_bench_makes_the_default_set_only_where_there_is_no
         raise Made(str(root))
 
     monkeypatch.setattr(demo, "ensure_scenes", stop)
-    with pytest.raises(Made, match="nothing_here"):
-        run_transfer("cpu", [0], str(tmp_path / "out"), str(tmp_path / "nothing_here"), str(tmp_path / "runs"))
+    with pytest.raises(Made, match="fashion-scenes"):
+        run_transfer("cpu", [0], str(tmp_path / "out"), "data/fashion-scenes", str(tmp_path / "runs"))

@@ -52,10 +52,16 @@ def _note_transfer_val(args: argparse.Namespace, report: dict) -> None:
     segments its target classes only, so the source classes score 0 there. Said, with the split the
     transfer bench scores (transfer.val_split); the default is kept (docs/TRANSFERNET.md)."""
     from hetseg.config import OWN_SECTIONS, Config
+    from hetseg.engine.checkpoint import read_model_json
 
     if args.split != "val" or args.root is not None or report.get("model") not in OWN_SECTIONS["transfer"]:
         return
-    target = Config.load(Path(args.checkpoint) / "config.json").transfer.val_split
+    run = Path(args.checkpoint)
+    run = run.parent if run.is_file() else run
+    cfg = Config.from_dict(read_model_json(run)["config"], where=str(run / "model.json"))  # as eval read it
+    target = cfg.transfer.val_split
+    if Path(cfg.data.root, target).resolve() == Path(cfg.data.root, cfg.data.val_split).resolve():
+        return  # one split for both (e.g. VOC's val.txt): the score above is the target one
     print(f"hetseg: note: a {report['model']} run segments its target classes only, so this score over "
           f"data.val_split counts its source classes at 0; --split {target} (transfer.val_split) scores the "
           "target classes, as hetseg bench transfer does", file=sys.stderr)

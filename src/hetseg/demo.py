@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from hetseg.config import Config
+from hetseg.errors import HetsegError
 
 # Fixed on training scenes only (scripts/fashion_recipe_probe.py: 500 train scenes held out from
 # the classifier and from every strong split; docs/DECISIONS.md, "Demo recipe"), sized so that
@@ -33,26 +34,44 @@ def ensure_scenes(data: str | Path, seed: int = 0, fashion_mnist_dir: str | None
     from hetseg.data.scenes import generate_scenes
 
     meta_path = Path(data) / "meta.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("seed") == seed and meta.get("num_train") == 10000 and meta.get("num_val") == 1000:
-            return meta
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none, or unreadable: generate_scenes decides (it refuses a folder not its own)
+        meta = None
+    if isinstance(meta, dict) and meta.get("seed") == seed and meta.get("num_train") == 10000 \
+            and meta.get("num_val") == 1000 and not meta.get("incomplete"):
+        return meta
     # Said before the work: a mistyped --data of a bench otherwise went quiet for half a minute and 130 MB.
     print(f"[data] no finished fashion-scenes set at {data}: generating one there (seed {seed}, 10,000 train + "
           "1,000 val scenes, about 130 MB)", flush=True)
     return generate_scenes(data, seed=seed, fashion_mnist_dir=fashion_mnist_dir)
 
 
+DEFAULT_DATA = Path("data/fashion-scenes")  # every fashion-scenes bench's and the demo's --data
+
+
 def ensure_bench_data(data: str | Path) -> None:
-    """What a fashion-scenes bench does with its ``--data`` before anything else: a missing or empty
-    folder, or an unfinished fashion-scenes set (its meta.json a generation's stub), gets the default
-    set (seed 0); any other folder is the user's data set, used as it is (README, "Results")."""
+    """What a fashion-scenes bench does with its ``--data`` before anything else (README, "Command line"):
+    the default folder (:data:`DEFAULT_DATA`) without a finished set, and any folder holding an unfinished
+    fashion-scenes set (its meta.json a generation's stub), get the default set (seed 0); another folder
+    with files is the user's data set, used as it is; another missing or empty folder is refused in one
+    line (a mistyped or unmounted ``--data /data/VOC2012`` was filled with 130 MB of scenes)."""
     from hetseg.data.scenes import is_complete
 
     root = Path(data)
-    if is_complete(root) or (root.is_dir() and any(root.iterdir()) and not (root / "meta.json").exists()):
+    if is_complete(root):
         return
-    ensure_scenes(root, 0)
+    try:
+        meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = None
+    ours = isinstance(meta, dict) and meta.get("dataset") == "fashion-scenes"
+    has_files = root.is_dir() and any(root.iterdir())
+    if ours or (root.resolve() == DEFAULT_DATA.resolve() and not has_files):
+        ensure_scenes(root, 0)
+    elif not has_files:
+        raise HetsegError(f"--data {data}: no data set there (missing or empty folder); fix: give the root of a data "
+                          f"set, or make fashion-scenes there first with 'hetseg data scenes --out {data}'")
 
 
 def run_demo(data: str = "data/fashion-scenes", run_dir: str = "runs/demo", seed: int = 0,

@@ -24,6 +24,9 @@ def class_names(cfg: Config, check: bool = True) -> list[str]:
     and ``predict`` (a class index with no name) after training has been paid for."""
     if cfg.data.class_names:
         names, where = list(cfg.data.class_names), "data.class_names"
+        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        if twice is not None:  # model.json refuses it on load: the trained run could never be evaluated
+            raise HetsegError(f"data.class_names: '{twice}' is given twice; fix: give every class its own name")
     else:
         p = Path(cfg.data.root) / "classes.txt"
         if not p.is_file():

@@ -103,8 +103,8 @@ def scored_records(split: Split) -> list:
 
 
 @torch.no_grad()
-def evaluate_split(net: nn.Module, split: Split, num_classes: int, threshold: float = 0.5, batch_size: int = 16,
-                   pred_dir: str | Path | None = None, use_gt_labels: bool = False,
+def evaluate_split(net: nn.Module, split: Split, num_classes: int, threshold: float | None = 0.5,
+                   batch_size: int = 16, pred_dir: str | Path | None = None, use_gt_labels: bool = False,
                    predict_kwargs: dict | None = None) -> Scores:
     """Devkit scoring over the records of ``split`` at original resolution; every one needs a mask (a
     split with some images unmasked is refused rather than scored on the rest without a word).

@@ -41,6 +41,7 @@ class Method:
     encoder_model: str = ""            # its twin on any registered encoder (``model.encoder``), if any
     stages: tuple[str, ...] = ()       # what ``--stage all`` runs, in order
     extra_stages: tuple[str, ...] = ()  # stages run only when asked for (e.g. "pre")
+    crop_stages: tuple[str, ...] = ()  # stages trained on combinatorial crops (read ``crops.*``)
 
     def model_kwargs(self, cfg: Config) -> dict:
         """Constructor kwargs of the model (JSON-serialisable; stored in model.json)."""
@@ -158,7 +159,8 @@ class Method:
             if s not in allowed:
                 raise HetsegError(f"--stage {s}: method '{self.name}' has stages {', '.join(allowed)}; "
                                   f"fix: pick one of them or 'all'")
-        if cfg.crops.proposals == "selective-search":
+        cropping = set(stages) & set(self.crop_stages)
+        if cfg.crops.proposals == "selective-search" and cropping - set(trained_stages(Path(cfg.run_dir), stages)):
             from hetseg.data.crops import proposals_available
 
             if not proposals_available():  # its crops would be random boxes only, recorded as selective search

@@ -56,6 +56,7 @@ class DecoupledNetMethod(Method):
     encoder_model = "decouplednet_enc"
     stages = ("cls", "seg")
     extra_stages = ("pre",)
+    crop_stages = ("seg",)
 
     def model_kwargs(self, cfg: Config) -> dict:
         return {**super().model_kwargs(cfg), "weight_pool": cfg.model.weight_pool}

@@ -153,6 +153,7 @@ class DecoupledNetTransferMethod(_TransferFamily):
     name = "decouplednet_transfer"
     model = "decouplednet"
     stages = ("cls", "seg")
+    crop_stages = ("seg",)
 
     def model_kwargs(self, cfg: Config) -> dict:
         return {**super().model_kwargs(cfg), "weight_pool": cfg.model.weight_pool}
