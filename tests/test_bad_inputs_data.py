@@ -561,6 +561,9 @@ def test_data_splits_refuses_an_existing_out_and_says_what_it_drew(tmp_path, cap
     out = capsys.readouterr().out
     assert "1000 per class where a class has that many; classes 1, 2 have fewer masked images" in out, out
     assert "images per class: 1:6, 2:2" in out, out
+    (root / "classes.txt").write_text("background\ncat\ndog\n")  # names beside the indices, when the root has them
+    assert main(["data", "splits", "--split", str(pool), "--per-class", "1000", "--num-classes", "3"]) == 0
+    assert "images per class: 1 cat:6, 2 dog:2" in capsys.readouterr().out
 
 
 def test_voc_aug_writes_train_aug_atomically_and_says_it_replaced_one(tmp_path, capsys, monkeypatch):

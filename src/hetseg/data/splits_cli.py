@@ -38,6 +38,20 @@ def cli_splits(split: str, per_class: int, seed: int, root: str | None = None, n
              f"{per_class} per class where a class has that many; class{'es' * (len(short) > 1)} "
              f"{', '.join(map(str, short))} {'have' if len(short) > 1 else 'has'} fewer masked images, all taken")
     print(f"{dest}: {len(chosen)} images, {drawn} (seed {seed}), sha256 {checksum}")
-    print("images per class: " + ", ".join(f"{c}:{counts[c]}" for c in range(1, n)))
+    names = _class_names(src.root, n)
+    print("images per class: " + ", ".join(f"{c}{f' {names[c]}' if names else ''}:{counts[c]}" for c in range(1, n)))
     write_text(sidecar, sidecar_text)
     return 0
+
+
+def _class_names(root: Path, n: int) -> list[str] | None:
+    """The names of ``ROOT/classes.txt`` when it names at least the ``n`` classes counted, else None (then the
+    counts are by index alone): printing names beside indices spares a lookup, never a refusal."""
+    from hetseg.metrics import read_classes_file
+
+    path = root / "classes.txt"
+    try:
+        names = read_classes_file(path) if path.is_file() else None
+    except DataError:
+        return None
+    return names if names and len(names) >= n else None
