@@ -47,7 +47,7 @@ bench-backbone-resnet: venv fashion-mnist
 # folders hold the committed per-cell records, so on a clean clone they re-report from those records
 # (minutes) and train only a cell whose record is missing; for a full retrain give another --runs.
 bench-table1: venv fashion-mnist
-	$(PY) -m hetseg bench table1 --scale cpu --init pretrained --seeds 0 1 2 --jobs 2 --runs benchmarks/runs/table1_converged
+	$(PY) -m hetseg bench table1 --scale cpu --init pretrained --seeds 0 1 2 --jobs 2 --runs benchmarks/runs/table1_cls3000
 
 bench-table1-scratch: venv fashion-mnist
 	$(PY) -m hetseg bench table1 --scale cpu --init scratch

@@ -125,8 +125,8 @@ def test_equal_effort_budget(bench):
     assert base.deconv.steps == base.seg.steps + base.cls.steps and base.deconv.batch_size == base.seg.batch_size
     assert base.deconv.optimizer == base.cls.optimizer == "adam" and not base.model.backbone
     pre = base_config("cpu", 0, "data/fashion-scenes", init="pretrained", backbone="runs/x/backbone")
-    assert pre.model.backbone == "runs/x/backbone" and (pre.cls.steps, pre.cls.lr, pre.seg.steps) == (1500, 2e-3, 2400)
-    assert pre.deconv.steps == 2400 + 1500 and (pre.deconv.optimizer, pre.deconv.lr) == ("adam", pre.cls.lr)
+    assert pre.model.backbone == "runs/x/backbone" and (pre.cls.steps, pre.cls.lr, pre.seg.steps) == (3000, 2e-3, 2400)
+    assert pre.deconv.steps == 2400 + 3000 and (pre.deconv.optimizer, pre.deconv.lr) == ("adam", pre.cls.lr)
     assert base_config("cpu", 0, "d", init="pretrained").model.backbone == "shipped"  # the committed one
     assert not base_config("paper", 0, "d", overrides=["model.vgg_weights=vgg.pth"], init="pretrained").model.backbone
 
