@@ -185,6 +185,16 @@ def format_table(scores: Scores, class_names: Sequence[str], row_name: str = "Io
     return "\n".join(lines)
 
 
+def first_repeated(names: Sequence[str]) -> str | None:
+    """The first name that occurs a second time in ``names``, or None when all are distinct."""
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            return n
+        seen.add(n)
+    return None
+
+
 def read_classes_file(path: str | Path) -> list[str]:
     """One class name per line (index = line number, 0 = background); blank lines not allowed."""
     path = Path(path)
@@ -201,7 +211,7 @@ def read_classes_file(path: str | Path) -> list[str]:
     if not names or any(not n.strip() for n in names):
         raise DataError(path, "empty classes file or blank line inside", "one class name per line, background first")
     names = [n.strip() for n in names]
-    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    twice = first_repeated(names)
     if twice is not None:  # two classes of one name would merge in every per-class table
         raise DataError(path, f"class name '{twice}' on lines {names.index(twice) + 1} and "
                         f"{names.index(twice, names.index(twice) + 1) + 1}", "give every class its own name")

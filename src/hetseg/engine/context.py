@@ -13,7 +13,7 @@ from torch import nn
 from hetseg.config import Config
 from hetseg.data.records import Split, default_root, read_split
 from hetseg.errors import HetsegError
-from hetseg.metrics import read_classes_file
+from hetseg.metrics import first_repeated, read_classes_file
 
 
 def class_names(cfg: Config, check: bool = True) -> list[str]:
@@ -24,7 +24,7 @@ def class_names(cfg: Config, check: bool = True) -> list[str]:
     and ``predict`` (a class index with no name) after training has been paid for."""
     if cfg.data.class_names:
         names, where = list(cfg.data.class_names), "data.class_names"
-        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        twice = first_repeated(names)
         if twice is not None:  # model.json refuses it on load: the trained run could never be evaluated
             raise HetsegError(f"data.class_names: '{twice}' is given twice; fix: give every class its own name")
     else:
@@ -32,7 +32,7 @@ def class_names(cfg: Config, check: bool = True) -> list[str]:
         if not p.is_file():
             return ["background"] + [f"class{i}" for i in range(1, cfg.data.num_classes)]
         # The same reader as `score` and `eval`: a blank line inside would shift every later class
-        # index by one, so it is refused, not skipped (docs/DATA.md, classes.txt).
+        # index by one, so it is refused, not skipped (README, "Data: your own, VOC, SBD, COCO").
         names, where = read_classes_file(p), str(p)
     if check and len(names) != cfg.data.num_classes:
         raise HetsegError(f"{where}: names {len(names)} classes (background included) but data.num_classes="

@@ -220,6 +220,7 @@ def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = 
     report["results"] = str(run / f"eval_{tag}.json")  # where it went (not stored in the file itself)
     write_text(run / f"eval_{tag}.md",
                f"# {cfg.model.name} on {sp.name} ({len(sp.strong())} images, checksum {sp.checksum()[:12]})\n\n"
-               f"scale {cfg.model.scale}, seed {cfg.seed}, threshold {'none (masks only)' if thr is None else thr}, command `{report['command']}`\n\n"
+               f"scale {cfg.model.scale}, seed {cfg.seed}, threshold {'none (masks only)' if thr is None else thr}, "
+               f"command `{report['command']}`\n\n"
                + format_table(scores, names) + "\n")
     return scores, report
