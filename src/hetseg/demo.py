@@ -9,7 +9,6 @@ number (tests/test_resume.py); the recipe and its timing: docs/DECISIONS.md, "De
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -31,14 +30,10 @@ def demo_config(data: str | Path, run_dir: str | Path, seed: int = 0) -> Config:
 
 def ensure_scenes(data: str | Path, seed: int = 0, fashion_mnist_dir: str | None = None) -> dict:
     """Generate fashion-scenes with default settings unless ``data/meta.json`` already matches."""
-    from hetseg.data.scenes import generate_scenes
+    from hetseg.data.scenes import generate_scenes, read_meta
 
-    meta_path = Path(data) / "meta.json"
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # none, or unreadable: generate_scenes decides (it refuses a folder not its own)
-        meta = None
-    if isinstance(meta, dict) and meta.get("seed") == seed and meta.get("num_train") == 10000 \
+    meta = read_meta(data)  # none, or unreadable: generate_scenes decides (it refuses a folder not its own)
+    if meta is not None and meta.get("seed") == seed and meta.get("num_train") == 10000 \
             and meta.get("num_val") == 1000 and not meta.get("incomplete"):
         return meta
     # Said before the work: a mistyped --data of a bench otherwise went quiet for half a minute and 130 MB.
@@ -56,16 +51,13 @@ def ensure_bench_data(data: str | Path) -> None:
     fashion-scenes set (its meta.json a generation's stub), get the default set (seed 0); another folder
     with files is the user's data set, used as it is; another missing or empty folder is refused in one
     line (a mistyped or unmounted ``--data /data/VOC2012`` was filled with 130 MB of scenes)."""
-    from hetseg.data.scenes import is_complete
+    from hetseg.data.scenes import read_meta
 
     root = Path(data)
-    if is_complete(root):
+    meta = read_meta(root)
+    if meta is not None and not meta.get("incomplete"):  # a finished set (scenes.is_complete)
         return
-    try:
-        meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        meta = None
-    ours = isinstance(meta, dict) and meta.get("dataset") == "fashion-scenes"
+    ours = meta is not None and meta.get("dataset") == "fashion-scenes"
     has_files = root.is_dir() and any(root.iterdir())
     if ours or (root.resolve() == DEFAULT_DATA.resolve() and not has_files):
         ensure_scenes(root, 0)

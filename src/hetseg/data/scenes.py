@@ -127,13 +127,19 @@ def _tasks(out: Path, split: str, seed: int, size: int, n: int, x: np.ndarray, y
         yield (str(out), split, seed, size, s, x[idx], y[idx], idx)
 
 
-def is_complete(root: str | Path) -> bool:
-    """Whether ``root`` holds a finished data set: a meta.json that is not a generation's stub."""
+def read_meta(root: str | Path) -> dict | None:
+    """``root``'s meta.json as a dict, or None when it is missing, unreadable or not a JSON object."""
     try:
         meta = json.loads((Path(root) / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and not meta.get("incomplete")
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def is_complete(root: str | Path) -> bool:
+    """Whether ``root`` holds a finished data set: a meta.json that is not a generation's stub."""
+    meta = read_meta(root)
+    return meta is not None and not meta.get("incomplete")
 
 
 def _prepare_out(out: Path, params: dict) -> None:
@@ -144,11 +150,7 @@ def _prepare_out(out: Path, params: dict) -> None:
     if out.exists() and not out.is_dir():
         raise DataError(out, "exists and is not a directory", "choose another --out")
     if out.is_dir() and any(out.iterdir()):
-        try:
-            prev = json.loads((out / "meta.json").read_text())
-            prev = prev if isinstance(prev, dict) else {}
-        except (OSError, ValueError):
-            prev = {}
+        prev = read_meta(out) or {}
         if prev.get("dataset") != "fashion-scenes":
             raise DataError(out, "is not empty and holds no fashion-scenes meta.json",
                             "choose an empty or new --out directory")
