@@ -28,16 +28,15 @@ from hetseg.errors import HetsegError
 from hetseg.io_atomic import write_json, write_text
 
 # Config overrides per scale, fixed before the final run. CPU scale (issue 12, second recipe): the
-# classifier takes Table 1's 1,500-step classifier recipe (chosen on held-out *train* scenes,
-# benchmarks/results/fashion_recipe_probe.json); stages 1 and 2 take twice the first recipe's steps,
-# because every training-loss curve of the first recipe was still falling by the one flatness rule
+# classifier takes Table 1's classifier recipe, 3,000 steps (docs/DECISIONS.md, "Classifier recipe,
+# three-seed decision"; chosen on held-out *train* scenes); stages 1 and 2 take twice the first
+# recipe's steps, because every training-loss curve of the first recipe was still falling by the one flatness rule
 # (docs/BENCHMARKS.md, "Did the loss flatten?"). Nothing was chosen on val.
 RECIPES: dict[str, list[str]] = {
     "cpu": [
         "model.backbone=shipped",                                  # every network from the shipped backbone
-        # the shared classifier: Table 1's recipe before it moved to 3,000 steps (docs/DECISIONS.md,
-        # "Classifier recipe, three-seed decision"); it moves when this bench is re-run (issue 12)
-        "cls.steps=1500", "cls.lr=0.002", "cls.batch_size=32",
+        # the shared classifier: Table 1's recipe (the 1,500-step history: add cls.steps=1500)
+        "cls.steps=3000", "cls.lr=0.002", "cls.batch_size=32",
         "transfer.feature_scale=0",                                # calibrate A = s * conv5_3 (max -> ~1)
         "transfer.att.steps=1000", "transfer.att.batch_size=16",   # stage 1: 16 target + 16 source rows
         "transfer.joint.steps=1400", "transfer.joint.batch_size=16",  # stage 2: 16 source-mask rows / step
