@@ -149,3 +149,18 @@ def test_the_shipped_real_photo_model_segments_a_photo(tmp_path):
     iou = ((p == 1) & (gt == 1)).sum() / (((p == 1) | (gt == 1)) & valid).sum()  # 1 = aeroplane
     assert iou > 0.3, iou
     assert json.loads((tmp_path / "o" / "scores.json").read_text())["images"][0]["identified"] == ["aeroplane"]
+
+
+def test_checkpoint_names_a_run_not_loose_weights(tmp_path, capsys):
+    """--checkpoint RUN/model.safetensors is the run; any other file was once swapped for its folder's
+    model.safetensors without a word, so a copy of other weights scored the run's."""
+    run = tiny_run(tmp_path)
+    (run / "other.safetensors").write_bytes((run / "model.safetensors").read_bytes())
+    photo = str(VOC / "JPEGImages" / "2007_000039.jpg")
+    argv = ["predict", "--input", photo, "--output", str(tmp_path / "o")]
+    assert main([*argv, "--checkpoint", str(run / "other.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {run / 'other.safetensors'}: not a run's")
+    assert "fix:" in err and not (tmp_path / "o").exists()
+    assert main([*argv, "--checkpoint", str(run / "model.safetensors")]) == 0
+    assert (tmp_path / "o" / "2007_000039.png").is_file()

@@ -183,7 +183,7 @@ def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = 
     The threshold defaults to the one the run's method recorded in model.json. ``suffix`` tells
     apart evaluations of one run with other ``predict_kwargs`` (eval_<split><suffix>.json).
     """
-    from hetseg.engine.checkpoint import load_model
+    from hetseg.engine.checkpoint import load_model, run_dir
     from hetseg.engine.context import class_names, command_line, load_split
     from hetseg.io_atomic import replaced_folder, write_json, write_text
     from hetseg.metrics import format_table, read_classes_file
@@ -191,7 +191,7 @@ def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = 
     check_threshold(threshold)
     net, cfg, info = load_model(run, device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_label_options(net, cfg.model.name, threshold, use_gt_labels)
-    run = Path(run)
+    run = run_dir(run)
     names = info.get("class_names") or class_names(cfg)
     sp = load_split(cfg, split, root)
     # Another dataset's split is named after its root too, so its val.txt never replaces the run's eval_val.json.
