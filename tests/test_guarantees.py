@@ -394,6 +394,28 @@ def test_eval_reads_a_foreign_split_against_its_own_root(trained, tmp_path):
     evaluate_run(run, "val")  # the same split again replaces its own results
 
 
+def test_a_foreign_split_needs_no_data_labels_file_of_the_run(trained, tmp_path):
+    """A run moved to another machine (the shipped voc-lite0 records its trainer's data.labels path)
+    still scores another data set's split: only the run's own splits read data.labels."""
+    import shutil
+
+    from hetseg.errors import HetsegError
+    from hetseg.methods import evaluate_run
+
+    cfg, run, _ = trained
+    moved, other = tmp_path / "moved", tmp_path / "other"
+    shutil.copytree(run, moved)
+    shutil.copytree(cfg.data.root, other)
+    info = json.loads((moved / "model.json").read_text())
+    info["config"]["data"]["labels"] = str(tmp_path / "gone" / "labels.json")
+    (moved / "model.json").write_text(json.dumps(info))
+    _, report = evaluate_run(moved, str(other / "splits" / "val.txt"))
+    assert report["split_root"] == str(other)
+    with pytest.raises(HetsegError, match="gone") as e:  # the run's own split does read it
+        evaluate_run(moved, "val")
+    assert "\n" not in str(e.value)
+
+
 def test_a_model_json_threshold_that_is_not_a_probability_is_one_error_line(trained, tmp_path, capsys):
     """Also the record of what trained ('stages', 'splits'): "stages": "x" predicted on, read as stage 'x'."""
     import shutil
