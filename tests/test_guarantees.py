@@ -416,6 +416,24 @@ def test_a_foreign_split_needs_no_data_labels_file_of_the_run(trained, tmp_path)
     assert "\n" not in str(e.value)
 
 
+def test_eval_without_split_scores_the_runs_eval_split(trained, tmp_path, capsys):
+    """eval.split was accepted, checked and saved but never read; it is now eval's default --split."""
+    import shutil
+
+    from hetseg.cli import main
+
+    cfg, run, _ = trained
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    info = json.loads((moved / "model.json").read_text())
+    info["config"]["eval"]["split"] = "strong"
+    (moved / "model.json").write_text(json.dumps(info))
+    assert main(["eval", "--checkpoint", str(moved)]) == 0
+    strong = Path(cfg.data.root, cfg.data.strong_split)
+    assert f"on {strong.stem} ({len(strong.read_text().splitlines())} images)" in capsys.readouterr().out
+    assert (moved / "eval_strong.json").is_file() and not (moved / "eval_val.json").exists()
+
+
 def test_a_model_json_threshold_that_is_not_a_probability_is_one_error_line(trained, tmp_path, capsys):
     """Also the record of what trained ('stages', 'splits'): "stages": "x" predicted on, read as stage 'x'."""
     import shutil

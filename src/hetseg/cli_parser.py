@@ -167,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="full-resolution predictions of a split, scored by the devkit metric")
     e.add_argument("--checkpoint", required=True, help="run directory")
-    e.add_argument("--split", default="val", help="val | weak | strong, a split name, or a split file (read "
-                   "against its own dataset root)")
+    e.add_argument("--split", default=None, help="val | weak | strong, a split name, or a split file (read "
+                   "against its own dataset root); default: the run's eval.split (val unless set)")
     e.add_argument("--root", default=None, help="dataset root of --split (default: inferred from its path)")
     e.add_argument("--threshold", type=float, default=None)
     e.add_argument("--gt-labels", action="store_true", help="use ground-truth image labels (the -GT variant)")

@@ -86,7 +86,7 @@ class CropConfig:
 @dataclass
 class EvalConfig:
     threshold: float = 0.5       # a label is identified when its avg-pooled score exceeds it
-    split: str = "val"
+    split: str = "val"           # what `hetseg eval` scores when --split is not given
 
 
 def _adam(steps: int, lr: float) -> StageConfig:

@@ -173,13 +173,14 @@ def check_same_split(results: Path, checksum: str, split: str) -> None:
                           "away if the data set was regenerated")
 
 
-def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = None, use_gt_labels: bool = False,
+def evaluate_run(run: str | Path, split: str | None = None, threshold: float | None = None, use_gt_labels: bool = False,
                  batch_size: int = 16, root: str | Path | None = None, device: str | None = None,
                  predict_kwargs: dict | None = None, suffix: str = "") -> tuple[Scores, dict]:
     """Score any method's trained run on a split; writes predictions and eval_<split>.json/.md.
 
     ``split`` is weak | strong | val, a split of the run's dataset, or a split file of another
-    dataset, read against its own root (``root`` overrides; see ``engine.context.load_split``).
+    dataset, read against its own root (``root`` overrides; see ``engine.context.load_split``);
+    None: the run's ``eval.split`` (default val).
     The threshold defaults to the one the run's method recorded in model.json. ``suffix`` tells
     apart evaluations of one run with other ``predict_kwargs`` (eval_<split><suffix>.json).
     """
@@ -192,6 +193,7 @@ def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = 
     net, cfg, info = load_model(run, device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_label_options(net, cfg.model.name, threshold, use_gt_labels)
     run = run_dir(run)
+    split = cfg.eval.split if split is None else split
     names = info.get("class_names") or class_names(cfg)
     sp = load_split(cfg, split, root)
     # Another dataset's split is named after its root too, so its val.txt never replaces the run's eval_val.json.
