@@ -89,6 +89,7 @@ def test_saved_config_round_trips(tmp_path):
     (["eval", "--checkpoint", "r", "--threshold", "0.3", "--threshold", "0.7"], "--threshold: given twice"),
     (["predict", "--checkpoint", "r", "--input", "", "--output", "o"], "--input: empty value"),  # was the cwd
     (["predict", "--checkpoint", "r", "--input", "a", "--output", " "], "--output: empty value"),
+    (["bench"], "error: BENCH: required but missing"),  # said 'BENCH, overrides', which are optional
 ])
 def test_command_line_mistakes_are_one_line_and_start_nothing(tmp_path, monkeypatch, capsys, argv, names):
     """argparse's usage block and a bench that starts workers on ``--seeds -1`` both broke the contract."""

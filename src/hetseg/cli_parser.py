@@ -42,7 +42,12 @@ class _Parser(argparse.ArgumentParser):
         if what.startswith("argument "):
             what = what[len("argument "):]
         elif what == "the following arguments are required":
-            what, problem = problem, "required but missing"
+            # argparse lists optional positionals (nargs * or ?, e.g. overrides) once one before them is
+            # missing; only the required ones are blamed
+            optional = {str(a.metavar or a.dest) for a in self._actions
+                        if not a.option_strings and a.nargs in ("*", "?")}
+            names = [n for n in problem.split(", ") if n not in optional]
+            what, problem = ", ".join(names or problem.split(", ")), "required but missing"
         elif message.startswith("one of the arguments ") and message.endswith(" is required"):
             what = " | ".join(message[len("one of the arguments "):-len(" is required")].split())
             problem = "one of them is required"
