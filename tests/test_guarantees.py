@@ -424,7 +424,7 @@ def test_eval_without_split_scores_the_runs_eval_split(trained, tmp_path, capsys
 
     cfg, run, _ = trained
     moved = tmp_path / "moved"
-    shutil.copytree(run, moved)
+    shutil.copytree(run, moved, ignore=shutil.ignore_patterns("eval_*", "predictions_*"))  # as trained
     info = json.loads((moved / "model.json").read_text())
     info["config"]["eval"]["split"] = "strong"
     (moved / "model.json").write_text(json.dumps(info))
@@ -432,6 +432,26 @@ def test_eval_without_split_scores_the_runs_eval_split(trained, tmp_path, capsys
     strong = Path(cfg.data.root, cfg.data.strong_split)
     assert f"on {strong.stem} ({len(strong.read_text().splitlines())} images)" in capsys.readouterr().out
     assert (moved / "eval_strong.json").is_file() and not (moved / "eval_val.json").exists()
+
+
+def test_eval_of_a_run_whose_relative_data_root_is_elsewhere_says_so(trained, tmp_path, capsys, monkeypatch):
+    """A run stores data.root as typed; from another folder eval's fix said to build fashion-scenes
+    there (the training fix), which is wrong for a VOC run and not something eval can set."""
+    import shutil
+
+    from hetseg.cli import main
+
+    _, run, _ = trained
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved, ignore=shutil.ignore_patterns("eval_*", "predictions_*"))  # as trained
+    info = json.loads((moved / "model.json").read_text())
+    info["config"]["data"]["root"] = "data/somewhere"
+    (moved / "model.json").write_text(json.dumps(info))
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "--checkpoint", str(moved)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "data.root data/somewhere is not there (relative to the folder" in err
+    assert "fix: run eval from that folder, or give --split" in err and not (moved / "eval_val.json").exists()
 
 
 def test_a_model_json_threshold_that_is_not_a_probability_is_one_error_line(trained, tmp_path, capsys):

@@ -194,6 +194,12 @@ def evaluate_run(run: str | Path, split: str | None = None, threshold: float | N
     check_label_options(net, cfg.model.name, threshold, use_gt_labels)
     run = run_dir(run)
     split = cfg.eval.split if split is None else split
+    data_root = Path(cfg.data.root)
+    if root is None and not data_root.exists() and not Path(split).is_file():
+        # read_split's fix ("build fashion-scenes there") is the training one; eval cannot set data.root
+        where = "" if data_root.is_absolute() else f" (relative to the folder the run was trained in, not {Path.cwd()})"
+        raise HetsegError(f"{run / 'model.json'}: the run's data.root {cfg.data.root} is not there{where}; fix: run "
+                          "eval from that folder, or give --split the split file of the data set (and --root DIR)")
     names = info.get("class_names") or class_names(cfg)
     sp = load_split(cfg, split, root)
     # Another dataset's split is named after its root too, so its val.txt never replaces the run's eval_val.json.
