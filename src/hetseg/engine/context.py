@@ -159,7 +159,7 @@ def imagenet_file(net: nn.Module, cfg: Config) -> str:
     (ResNet-101, docs/DIS.md "ImageNet weights") for DIS. A config may name both (one file serving
     several methods); only the other family's file, a missing file or one that does not fit the model
     is refused in one line -- training from random weights instead would waste a paper-scale run."""
-    from hetseg.models.backbone import backbone_family
+    from hetseg.models.backbone import backbone_family, load_imagenet_file
 
     family = backbone_family(net)
     key, other = ("resnet_weights", "vgg_weights") if family == "resnet" else ("vgg_weights", "resnet_weights")
@@ -175,14 +175,7 @@ def imagenet_file(net: nn.Module, cfg: Config) -> str:
     if not Path(path).is_file():
         raise HetsegError(f"model.{key}={path}: no such file; fix: give the path of a torchvision ImageNet weights file")
     try:
-        if family == "resnet":
-            from hetseg.models.resnet import load_torchvision_resnet
-
-            load_torchvision_resnet(net.encoder, path)
-        else:
-            from hetseg.models.vgg import load_vgg16_file
-
-            load_vgg16_file(net.classifier if hasattr(net, "classifier") else net, path)
+        load_imagenet_file(net, path)
     except Exception as e:  # noqa: BLE001 - a foreign file: its reader's failure, said in one line
         # the reader's first sentence only: torch's goes on to advise unpickling the file, which hetseg never does
         why = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0][:200]
