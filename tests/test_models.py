@@ -425,3 +425,17 @@ def test_backbone_of_another_scale_is_refused_untouched(tmp_path) -> None:
     assert all(torch.equal(before[k], v) for k, v in dn.state_dict().items())
     with pytest.raises(ValueError, match="no backbone file"):
         load_backbone(dn, tmp_path)
+
+
+def test_frozen_aware_builds_a_graph_only_through_trainable_modules() -> None:
+    """models.base.frozen_aware (DecoupledNet's, BaselineNet's and the encoder family's classify,
+    TransferNet's encode): a frozen classifier keeps no activations for backward."""
+    from hetseg.models.base import frozen_aware
+
+    layer, x = nn.Linear(3, 2), torch.randn(4, 3)
+    assert frozen_aware(layer, x).requires_grad
+    layer.requires_grad_(False)
+    assert not frozen_aware(layer, x).requires_grad
+    layer.requires_grad_(True)
+    with torch.no_grad():
+        assert not frozen_aware(layer, x).requires_grad

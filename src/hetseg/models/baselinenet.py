@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import SegOutput, Segmenter, register
+from .base import SegOutput, Segmenter, frozen_aware, register
 from .classifier import Classifier, ClassifierOutput
 from .decoder import DeconvDecoder, repeat_switches
 from .scales import Scale, get_scale
@@ -60,10 +60,9 @@ class BaselineNet(Segmenter):
         self.decoder = DeconvDecoder(s.widths, 1, 2, unpool5=False, batch_norm=False, first_block=1)
 
     def classify(self, images: Tensor) -> ClassifierOutput:
-        """Classifier forward; no graph when the classifier is frozen."""
-        need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.classifier.parameters())
-        with torch.set_grad_enabled(need_grad):
-            return self.classifier(images)
+        """Classifier forward, images (N, 3, S, S) -> ClassifierOutput (score_map (N, K, s, s), logits
+        (N, K), ...); no graph when the classifier is frozen (:func:`~hetseg.models.base.frozen_aware`)."""
+        return frozen_aware(self.classifier, images)
 
     def rows(self, cls_out: ClassifierOutput, index: Tensor, cls: Tensor, repeats: Tensor | int = 1
              ) -> tuple[Tensor, Tensor]:

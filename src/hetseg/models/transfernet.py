@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SegOutput, Segmenter, register
+from .base import SegOutput, Segmenter, frozen_aware, register
 from .classifier import Classifier
 from .decoder import DeconvDecoder, repeat_switches
 from .scales import Scale, get_scale
@@ -196,9 +196,7 @@ class TransferNet(Segmenter):
 
     def encode(self, images: Tensor) -> EncoderOutput:
         """Scaled conv5_3 A (N, C5, H/16, W/16) + pool1-4 switches; no graph when the encoder is frozen."""
-        need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.encoder.parameters())
-        with torch.set_grad_enabled(need_grad):
-            enc = self.encoder(images)
+        enc = frozen_aware(self.encoder, images)
         return EncoderOutput(enc.features * self.feature_scale.to(enc.features.dtype), enc.switches, enc.sizes)
 
     def one_hot(self, labels: Tensor) -> Tensor:
