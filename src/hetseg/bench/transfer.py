@@ -13,7 +13,7 @@ times, claims), ``OUT/transfer.md`` (the table and which of the paper's claims h
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hetseg.bench.curves import stage_losses
@@ -105,7 +105,7 @@ def seed_record(cfg: Config, root: Path) -> dict | None:
 
 def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benchmarks/results",
                  data: str = "data/fashion-scenes", runs: str = "runs/transfer", overrides: Sequence[str] = (),
-                 log=print, jobs: int = 1) -> int:
+                 log: Callable[[str], object] = print, jobs: int = 1) -> int:
     """Train + evaluate every method for each seed; write transfer.json/.md/_attention.png into ``out``.
 
     ``jobs`` > 1 trains that many seeds at once in single-thread processes (:mod:`hetseg.bench.workers`);

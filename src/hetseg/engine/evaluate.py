@@ -38,6 +38,7 @@ class Prediction:
 
 
 def model_device(net: nn.Module) -> torch.device:
+    """Where ``net``'s parameters live (inputs are moved there)."""
     return next(net.parameters()).device
 
 

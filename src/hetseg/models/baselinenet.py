@@ -66,7 +66,9 @@ class BaselineNet(Segmenter):
 
     def rows(self, cls_out: ClassifierOutput, index: Tensor, cls: Tensor, repeats: Tensor | int = 1
              ) -> tuple[Tensor, Tensor]:
-        """Rows (image ``index[r]``, class ``cls[r]``), grouped per image -> (seg logits, decoder input)."""
+        """B rows (image ``index[r]``, object class ``cls[r]``; index, cls (B,) int64), grouped per image with
+        ``repeats`` rows each -> (seg logits (B, 2, H, W), decoder input (B, 1, h5, w5): the fc layer's
+        map of the class's (s, s) score map)."""
         if tuple(cls_out.score_map.shape[-2:]) != (self.score_side, self.score_side):
             raise ValueError(f"score map {tuple(cls_out.score_map.shape[-2:])}, but BaselineNet's fully connected "
                              f"layer is built for {self.input_size} x {self.input_size} images: it needs its fixed "
@@ -93,8 +95,9 @@ class BaselineNet(Segmenter):
     @torch.no_grad()
     def foreground(self, images: Tensor, labels: list[list[int]], bg_scale: float = 0.5,
                    return_maps: bool = False, classified: ClassifierOutput | None = None) -> ForegroundOutput:
-        """Per-label foreground probabilities (see ``transfer_inference.foreground_from_rows``); maps =
-        (decoder input (1, h5, w5),). ``classified``: as in :meth:`segment`."""
+        """Images (N, 3, H, W), per-image object index lists -> ForegroundOutput: fg (N, K, H, W), active
+        (N, K) (see ``transfer_inference.foreground_from_rows``); maps = (decoder input (1, h5, w5),).
+        ``classified``: as in :meth:`segment`."""
         cls_out = classified if classified is not None else self.classify(images)
 
         def run(index, cls, counts):

@@ -209,7 +209,9 @@ class TransferNet(Segmenter):
              decode: bool = True) -> TransferOutput:
         """Run attention (+ decoder) for B rows; row r queries image ``index[r]`` with ``labels[r]``.
 
-        ``index`` None means row r = image r. When decoding, rows must be grouped per image with
+        enc.features (N, C5, h, w); labels (B,) object indices or (B, K) vectors; index (B,) int64 ->
+        TransferOutput: alpha (B, h, w), z (B, C5), dense (B, 1, h, w), class logits (B, K), seg logits
+        (B, 2, H, W) or None without ``decode``. ``index`` None means row r = image r. When decoding, rows must be grouped per image with
         ``repeats`` rows each (see :func:`repeat_switches`), which ``index`` must agree with.
         """
         feats = enc.features if index is None else enc.features[index]
@@ -241,7 +243,8 @@ class TransferNet(Segmenter):
     @torch.no_grad()
     def foreground(self, images: Tensor, labels: list[list[int]], bg_scale: float = 0.5,
                    return_maps: bool = False, classified: object = None) -> ForegroundOutput:
-        """Per-label foreground probability for the given object indices (one batched decoder pass).
+        """Per-label foreground probability for the given object indices (one batched decoder pass):
+        images (N, 3, H, W), per-image object index lists -> ForegroundOutput: fg (N, K, H, W), active (N, K).
 
         See ``transfer_inference.foreground_from_rows``; call ``.eval()`` first. ``classified``: unused,
         as in :meth:`segment`.
