@@ -394,6 +394,19 @@ def test_eval_reads_a_foreign_split_against_its_own_root(trained, tmp_path):
     evaluate_run(run, "val")  # the same split again replaces its own results
 
 
+def _run_with_setting(run: Path, dest: Path, key: str, value: object) -> Path:
+    """A copy of ``run`` as trained (no eval files) whose model.json config has ``key`` (section.field) set:
+    how a run trained elsewhere, or with another setting, reaches eval."""
+    import shutil
+
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("eval_*", "predictions_*"))
+    info = json.loads((dest / "model.json").read_text())
+    section, field = key.split(".")
+    info["config"][section][field] = value
+    (dest / "model.json").write_text(json.dumps(info))
+    return dest
+
+
 def test_a_foreign_split_needs_no_data_labels_file_of_the_run(trained, tmp_path):
     """A run moved to another machine (the shipped voc-lite0 records its trainer's data.labels path)
     still scores another data set's split: only the run's own splits read data.labels."""
@@ -403,12 +416,9 @@ def test_a_foreign_split_needs_no_data_labels_file_of_the_run(trained, tmp_path)
     from hetseg.methods import evaluate_run
 
     cfg, run, _ = trained
-    moved, other = tmp_path / "moved", tmp_path / "other"
-    shutil.copytree(run, moved)
+    moved = _run_with_setting(run, tmp_path / "moved", "data.labels", str(tmp_path / "gone" / "labels.json"))
+    other = tmp_path / "other"
     shutil.copytree(cfg.data.root, other)
-    info = json.loads((moved / "model.json").read_text())
-    info["config"]["data"]["labels"] = str(tmp_path / "gone" / "labels.json")
-    (moved / "model.json").write_text(json.dumps(info))
     _, report = evaluate_run(moved, str(other / "splits" / "val.txt"))
     assert report["split_root"] == str(other)
     with pytest.raises(HetsegError, match="gone") as e:  # the run's own split does read it
@@ -418,16 +428,10 @@ def test_a_foreign_split_needs_no_data_labels_file_of_the_run(trained, tmp_path)
 
 def test_eval_without_split_scores_the_runs_eval_split(trained, tmp_path, capsys):
     """eval.split was accepted, checked and saved but never read; it is now eval's default --split."""
-    import shutil
-
     from hetseg.cli import main
 
     cfg, run, _ = trained
-    moved = tmp_path / "moved"
-    shutil.copytree(run, moved, ignore=shutil.ignore_patterns("eval_*", "predictions_*"))  # as trained
-    info = json.loads((moved / "model.json").read_text())
-    info["config"]["eval"]["split"] = "strong"
-    (moved / "model.json").write_text(json.dumps(info))
+    moved = _run_with_setting(run, tmp_path / "moved", "eval.split", "strong")
     assert main(["eval", "--checkpoint", str(moved)]) == 0
     strong = Path(cfg.data.root, cfg.data.strong_split)
     assert f"on {strong.stem} ({len(strong.read_text().splitlines())} images)" in capsys.readouterr().out
@@ -437,16 +441,10 @@ def test_eval_without_split_scores_the_runs_eval_split(trained, tmp_path, capsys
 def test_eval_of_a_run_whose_relative_data_root_is_elsewhere_says_so(trained, tmp_path, capsys, monkeypatch):
     """A run stores data.root as typed; from another folder eval's fix said to build fashion-scenes
     there (the training fix), which is wrong for a VOC run and not something eval can set."""
-    import shutil
-
     from hetseg.cli import main
 
     _, run, _ = trained
-    moved = tmp_path / "moved"
-    shutil.copytree(run, moved, ignore=shutil.ignore_patterns("eval_*", "predictions_*"))  # as trained
-    info = json.loads((moved / "model.json").read_text())
-    info["config"]["data"]["root"] = "data/somewhere"
-    (moved / "model.json").write_text(json.dumps(info))
+    moved = _run_with_setting(run, tmp_path / "moved", "data.root", "data/somewhere")
     monkeypatch.chdir(tmp_path)
     assert main(["eval", "--checkpoint", str(moved)]) == 2
     err = capsys.readouterr().err
