@@ -53,7 +53,7 @@ bench-table1-scratch: venv fashion-mnist
 	$(PY) -m hetseg bench table1 --scale cpu --init scratch
 
 bench-transfer: venv fashion-mnist
-	$(PY) -m hetseg bench transfer --scale cpu --seeds 0 1 2 --jobs 2 --runs benchmarks/runs/transfer
+	$(PY) -m hetseg bench transfer --scale cpu --seeds 0 1 2 --jobs 2 --runs benchmarks/runs/transfer_cls3000
 
 bench-dis: venv fashion-mnist
 	$(PY) -m hetseg bench dis --scale cpu --seeds 0 1 2 --jobs 2 --runs benchmarks/runs/dis

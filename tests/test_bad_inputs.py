@@ -235,3 +235,23 @@ def test_a_bench_out_that_is_a_file_is_refused_before_any_training(bench, tmp_pa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {blocker}: --out is a file"), err
     assert blocker.read_text() == "keep\n" and not (tmp_path / "runs").exists() and not (tmp_path / "nodata").exists()
+
+
+def test_one_image_named_twice_is_predicted_once(tmp_path):
+    """A folder and a file in it, or a path and a link to it: one input (the name-collision check refused
+    it with 'rename one', which cannot apply to one file); two files with one stem still collide."""
+    from hetseg.engine.predict import check_outputs, collect_inputs
+    from hetseg.errors import HetsegError
+
+    (tmp_path / "in").mkdir()
+    a, b = tmp_path / "in" / "a.jpg", tmp_path / "in" / "b.jpg"
+    a.write_bytes(b"x")
+    b.write_bytes(b"x")
+    (tmp_path / "link.jpg").symlink_to(a)
+    got = collect_inputs([str(tmp_path / "in"), str(a), str(tmp_path / "link.jpg"), str(a)])
+    assert got == [a, b]
+    check_outputs(got, tmp_path / "out")  # no collision
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "a.png").write_bytes(b"y")
+    with pytest.raises(HetsegError, match="same a.png"):
+        check_outputs(collect_inputs([str(a), str(tmp_path / "other" / "a.png")]), tmp_path / "out")

@@ -564,6 +564,11 @@ def test_data_splits_refuses_an_existing_out_and_says_what_it_drew(tmp_path, cap
     (root / "classes.txt").write_text("background\ncat\ndog\n")  # names beside the indices, when the root has them
     assert main(["data", "splits", "--split", str(pool), "--per-class", "1000", "--num-classes", "3"]) == 0
     assert "images per class: 1 cat:6, 2 dog:2" in capsys.readouterr().out
+    # without --num-classes the root's classes.txt counts a class the split never shows (it was left out)
+    (root / "classes.txt").write_text("background\ncat\ndog\nbird\n")
+    assert main(["data", "splits", "--split", str(pool), "--per-class", "1", "--out", str(tmp_path / "s.txt")]) == 0
+    out = capsys.readouterr().out
+    assert "class 3 has fewer masked images" in out and "images per class: 1 cat:2, 2 dog:1, 3 bird:0" in out, out
 
 
 def test_voc_aug_writes_train_aug_atomically_and_says_it_replaced_one(tmp_path, capsys, monkeypatch):

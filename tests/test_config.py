@@ -32,6 +32,7 @@ def test_load_and_override_give_the_same_config(tmp_path):
     ("seg:\n  lr: 0.5\nseg:\n  momentum: 0.8", "the key 'seg' twice"),  # the first seg was dropped
     ("seed: 1:30", "seed"), ("seed: 010", "seed"),  # YAML 1.1 base 60 (was seed 90) and octal (was 8)
     ("false", "got bool"), ("[]", "got list"), ("0", "got int"),  # were read as an empty config
+    ("", "empty config"), ("# only a comment", "empty config"),  # a failed copy trained the defaults
     ("seg: {precision: 33}", "seg.precision"), ("data: {num_classes: 256}", "data.num_classes"),
 ])
 def test_bad_config_file_is_one_line_naming_file_and_key(tmp_path, text, key):
@@ -44,7 +45,8 @@ def test_bad_config_file_is_one_line_naming_file_and_key(tmp_path, text, key):
 
 
 @pytest.mark.parametrize("item", ["cls.steps=abc", "cls.steps=1.5", "cls.batch_size=0", "cls=5", "nope.x=1", "cls.steps",
-                                  "seed=-1", "seed=4294967296", "cls={1: 2, x: 3}", "cls.lr=.inf", "eval.threshold=-5"])
+                                  "seed=-1", "seed=4294967296", "cls={1: 2, x: 3}", "cls.lr=.inf", "eval.threshold=-5",
+                                  "data.root=", "data.val_split= ", "eval.split="])  # empty: read the current folder
 def test_bad_override_is_one_line_naming_it(item):
     with pytest.raises(HetsegError) as e:
         Config().override([item])
@@ -87,6 +89,7 @@ def test_saved_config_round_trips(tmp_path):
     (["eval", "--checkpoint", "r", "--threshold", "0.3", "--threshold", "0.7"], "--threshold: given twice"),
     (["predict", "--checkpoint", "r", "--input", "", "--output", "o"], "--input: empty value"),  # was the cwd
     (["predict", "--checkpoint", "r", "--input", "a", "--output", " "], "--output: empty value"),
+    (["bench"], "error: BENCH: required but missing"),  # said 'BENCH, overrides', which are optional
 ])
 def test_command_line_mistakes_are_one_line_and_start_nothing(tmp_path, monkeypatch, capsys, argv, names):
     """argparse's usage block and a bench that starts workers on ``--seeds -1`` both broke the contract."""

@@ -394,6 +394,64 @@ def test_eval_reads_a_foreign_split_against_its_own_root(trained, tmp_path):
     evaluate_run(run, "val")  # the same split again replaces its own results
 
 
+def _run_with_setting(run: Path, dest: Path, key: str, value: object) -> Path:
+    """A copy of ``run`` as trained (no eval files) whose model.json config has ``key`` (section.field) set:
+    how a run trained elsewhere, or with another setting, reaches eval."""
+    import shutil
+
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("eval_*", "predictions_*"))
+    info = json.loads((dest / "model.json").read_text())
+    section, field = key.split(".")
+    info["config"][section][field] = value
+    (dest / "model.json").write_text(json.dumps(info))
+    return dest
+
+
+def test_a_foreign_split_needs_no_data_labels_file_of_the_run(trained, tmp_path):
+    """A run moved to another machine (the shipped voc-lite0 records its trainer's data.labels path)
+    still scores another data set's split: only the run's own splits read data.labels."""
+    import shutil
+
+    from hetseg.errors import HetsegError
+    from hetseg.methods import evaluate_run
+
+    cfg, run, _ = trained
+    moved = _run_with_setting(run, tmp_path / "moved", "data.labels", str(tmp_path / "gone" / "labels.json"))
+    other = tmp_path / "other"
+    shutil.copytree(cfg.data.root, other)
+    _, report = evaluate_run(moved, str(other / "splits" / "val.txt"))
+    assert report["split_root"] == str(other)
+    with pytest.raises(HetsegError, match="gone") as e:  # the run's own split does read it
+        evaluate_run(moved, "val")
+    assert "\n" not in str(e.value)
+
+
+def test_eval_without_split_scores_the_runs_eval_split(trained, tmp_path, capsys):
+    """eval.split was accepted, checked and saved but never read; it is now eval's default --split."""
+    from hetseg.cli import main
+
+    cfg, run, _ = trained
+    moved = _run_with_setting(run, tmp_path / "moved", "eval.split", "strong")
+    assert main(["eval", "--checkpoint", str(moved)]) == 0
+    strong = Path(cfg.data.root, cfg.data.strong_split)
+    assert f"on {strong.stem} ({len(strong.read_text().splitlines())} images)" in capsys.readouterr().out
+    assert (moved / "eval_strong.json").is_file() and not (moved / "eval_val.json").exists()
+
+
+def test_eval_of_a_run_whose_relative_data_root_is_elsewhere_says_so(trained, tmp_path, capsys, monkeypatch):
+    """A run stores data.root as typed; from another folder eval's fix said to build fashion-scenes
+    there (the training fix), which is wrong for a VOC run and not something eval can set."""
+    from hetseg.cli import main
+
+    _, run, _ = trained
+    moved = _run_with_setting(run, tmp_path / "moved", "data.root", "data/somewhere")
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "--checkpoint", str(moved)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "data.root data/somewhere is not there (relative to the folder" in err
+    assert "fix: run eval from that folder, or give --split" in err and not (moved / "eval_val.json").exists()
+
+
 def test_a_model_json_threshold_that_is_not_a_probability_is_one_error_line(trained, tmp_path, capsys):
     """Also the record of what trained ('stages', 'splits'): "stages": "x" predicted on, read as stage 'x'."""
     import shutil

@@ -370,6 +370,23 @@ def test_load_vgg16_file(tmp_path, suffix: str) -> None:
     assert torch.equal(enc.convs()[7].weight, sd["features.17.weight"])
 
 
+def test_imagenet_file_goes_into_the_network_imagenet_starts(monkeypatch) -> None:
+    """models.backbone.load_imagenet_file (the engine's one call): a VGG model's classifier where it has
+    one -- TransferNet's own encoder is filled from the trained classifier, and find_vgg_parts alone
+    would pick it -- else the model; DIS's ResNet encoder."""
+    from hetseg.models import backbone, create_model, resnet, vgg
+
+    got: list[nn.Module] = []
+    monkeypatch.setattr(vgg, "load_vgg16_file", lambda m, p: got.append(m) or [])
+    monkeypatch.setattr(resnet, "load_torchvision_resnet", lambda m, p: got.append(m) or [])
+    nets = {name: create_model(name, num_classes=4, scale="cpu") for name in ("transfernet", "decouplednet", "deconvnet",
+                                                                              "dis")}
+    for net in nets.values():
+        backbone.load_imagenet_file(net, "weights.pth")
+    assert got == [nets["transfernet"].classifier, nets["decouplednet"].classifier, nets["deconvnet"],
+                   nets["dis"].encoder]
+
+
 # ------------------------------------------------------------------ pretrained backbone (stage "pre")
 
 def test_backbone_roundtrip_into_every_model_family(tmp_path) -> None:
@@ -408,3 +425,17 @@ def test_backbone_of_another_scale_is_refused_untouched(tmp_path) -> None:
     assert all(torch.equal(before[k], v) for k, v in dn.state_dict().items())
     with pytest.raises(ValueError, match="no backbone file"):
         load_backbone(dn, tmp_path)
+
+
+def test_frozen_aware_builds_a_graph_only_through_trainable_modules() -> None:
+    """models.base.frozen_aware (DecoupledNet's, BaselineNet's and the encoder family's classify,
+    TransferNet's encode): a frozen classifier keeps no activations for backward."""
+    from hetseg.models.base import frozen_aware
+
+    layer, x = nn.Linear(3, 2), torch.randn(4, 3)
+    assert frozen_aware(layer, x).requires_grad
+    layer.requires_grad_(False)
+    assert not frozen_aware(layer, x).requires_grad
+    layer.requires_grad_(True)
+    with torch.no_grad():
+        assert not frozen_aware(layer, x).requires_grad

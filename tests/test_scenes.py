@@ -319,6 +319,9 @@ def test_every_fashion_scenes_bench_makes_the_default_set_only_where_there_is_no
                                               "fashion-scenes there first"):
             demo.ensure_bench_data(root)
     assert not (tmp_path / "absent").exists() and len(made) == 2
+    (tmp_path / "afile").write_text("x")  # its fix used to say 'hetseg data scenes --out afile', which fails
+    with pytest.raises(HetsegError, match="a file, not a data set folder"):
+        demo.ensure_bench_data(tmp_path / "afile")
 
     class Made(Exception):
         pass
@@ -329,3 +332,4 @@ def test_every_fashion_scenes_bench_makes_the_default_set_only_where_there_is_no
     monkeypatch.setattr(demo, "ensure_scenes", stop)
     with pytest.raises(Made, match="fashion-scenes"):
         run_transfer("cpu", [0], str(tmp_path / "out"), "data/fashion-scenes", str(tmp_path / "runs"))
+    assert not (tmp_path / "out").exists()  # a bench stopped before its work leaves no results folder

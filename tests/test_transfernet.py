@@ -441,7 +441,8 @@ def test_cli_data_coco_builds_the_coco60_split(tmp_path, capsys):
 
 
 def test_cli_trains_a_transfernet_run_that_eval_and_predict_open(tiny_scenes, tmp_path, capsys):
-    """... and eval on the default split (every class) says which split scores its target classes."""
+    """... and eval on the default split (every class) says which split scores its target classes,
+    unless the two splits are one file."""
     from hetseg.cli import main
 
     run = tmp_path / "tn"
@@ -456,6 +457,11 @@ def test_cli_trains_a_transfernet_run_that_eval_and_predict_open(tiny_scenes, tm
     assert err.count("hetseg: note: a transfernet run segments its target classes only") == 1
     assert "--split splits/transfer_target_val.txt (transfer.val_split)" in err
     assert main(["eval", "--checkpoint", str(run), "--split", "splits/transfer_target_val.txt"]) == 0
+    assert "note: a transfernet" not in capsys.readouterr().err
+    # one split for both (VOC's val.txt holds every class): the default score is the target one, no note
+    info["config"]["transfer"]["val_split"] = info["config"]["data"]["val_split"]
+    (run / "model.json").write_text(json.dumps(info))
+    assert main(["eval", "--checkpoint", str(run)]) == 0
     assert "note: a transfernet" not in capsys.readouterr().err
     img = next((tiny_scenes / "JPEGImages").iterdir())
     assert main(["predict", "--checkpoint", str(run), "--input", str(img), "--output", str(tmp_path / "out")]) == 0

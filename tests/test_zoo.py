@@ -97,6 +97,38 @@ def test_ship_never_overwrites_without_replace(tmp_path):
     assert json.loads((out / "model.json").read_text())["shipped"]["summary"] == "second"
 
 
+@pytest.mark.parametrize("damage", ["truncated", "missing", "folder"])
+def test_ship_refuses_a_damaged_run_in_one_line(tmp_path, monkeypatch, capsys, damage):
+    """ship reads the run as predict does: a run predict would refuse is never shipped (it once read
+    the weights with a bare safetensors call and printed a traceback)."""
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    run = tiny_run(tmp_path)
+    weights = run / "model.safetensors"
+    data = weights.read_bytes()
+    weights.unlink()
+    if damage == "truncated":
+        weights.write_bytes(data[: len(data) // 2])
+    elif damage == "folder":
+        weights.mkdir()
+    assert main(["ship", "--run", str(run), "--name", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hetseg: error: ") and "fix:" in err
+    assert not (tmp_path / "zoo" / "x").exists()
+
+
+@pytest.mark.parametrize("name", ["backbone-cpu", "a b", "caf\u00e9", "__pycache__", "_x"])
+def test_ship_refuses_names_that_are_not_plain_or_not_free(tmp_path, monkeypatch, capsys, name):
+    """The shipped backbone's folder is not a model slot; names are what the message promises."""
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    (tmp_path / "zoo" / "backbone-cpu").mkdir(parents=True)
+    (tmp_path / "zoo" / "backbone-cpu" / "backbone.safetensors").write_bytes(b"keep")
+    assert main(["ship", "--run", str(tiny_run(tmp_path)), "--name", name]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hetseg: error: --name ") and name in err and "fix:" in err
+    assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == ["backbone-cpu"]
+    assert sorted(p.name for p in (tmp_path / "zoo" / "backbone-cpu").iterdir()) == ["backbone.safetensors"]
+
+
 def test_the_shipped_real_photo_model_segments_a_photo(tmp_path):
     """voc-lite0 (README, "Real photos"): fixture 2007_000033 is one of its *weak* training images
     (its image labels trained the classifier; its mask was never used). A random or untrained
@@ -117,3 +149,18 @@ def test_the_shipped_real_photo_model_segments_a_photo(tmp_path):
     iou = ((p == 1) & (gt == 1)).sum() / (((p == 1) | (gt == 1)) & valid).sum()  # 1 = aeroplane
     assert iou > 0.3, iou
     assert json.loads((tmp_path / "o" / "scores.json").read_text())["images"][0]["identified"] == ["aeroplane"]
+
+
+def test_checkpoint_names_a_run_not_loose_weights(tmp_path, capsys):
+    """--checkpoint RUN/model.safetensors is the run; any other file was once swapped for its folder's
+    model.safetensors without a word, so a copy of other weights scored the run's."""
+    run = tiny_run(tmp_path)
+    (run / "other.safetensors").write_bytes((run / "model.safetensors").read_bytes())
+    photo = str(VOC / "JPEGImages" / "2007_000039.jpg")
+    argv = ["predict", "--input", photo, "--output", str(tmp_path / "o")]
+    assert main([*argv, "--checkpoint", str(run / "other.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {run / 'other.safetensors'}: not a run's")
+    assert "fix:" in err and not (tmp_path / "o").exists()
+    assert main([*argv, "--checkpoint", str(run / "model.safetensors")]) == 0
+    assert (tmp_path / "o" / "2007_000039.png").is_file()

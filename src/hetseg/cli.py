@@ -52,13 +52,14 @@ def _note_transfer_val(args: argparse.Namespace, report: dict) -> None:
     segments its target classes only, so the source classes score 0 there. Said, with the split the
     transfer bench scores (transfer.val_split); the default is kept (docs/TRANSFERNET.md)."""
     from hetseg.config import OWN_SECTIONS, Config
-    from hetseg.engine.checkpoint import read_model_json
+    from hetseg.engine.checkpoint import read_model_json, run_dir
 
-    if args.split != "val" or args.root is not None or report.get("model") not in OWN_SECTIONS["transfer"]:
+    if args.root is not None or report.get("model") not in OWN_SECTIONS["transfer"]:
         return
-    run = Path(args.checkpoint)
-    run = run.parent if run.is_file() else run
+    run = run_dir(args.checkpoint)
     cfg = Config.from_dict(read_model_json(run)["config"], where=str(run / "model.json"))  # as eval read it
+    if (args.split if args.split is not None else cfg.eval.split) != "val":
+        return
     target = cfg.transfer.val_split
     if Path(cfg.data.root, target).resolve() == Path(cfg.data.root, cfg.data.val_split).resolve():
         return  # one split for both (e.g. VOC's val.txt): the score above is the target one

@@ -42,7 +42,12 @@ class _Parser(argparse.ArgumentParser):
         if what.startswith("argument "):
             what = what[len("argument "):]
         elif what == "the following arguments are required":
-            what, problem = problem, "required but missing"
+            # argparse lists optional positionals (nargs * or ?, e.g. overrides) once one before them is
+            # missing; only the required ones are blamed
+            optional = {str(a.metavar or a.dest) for a in self._actions
+                        if not a.option_strings and a.nargs in ("*", "?")}
+            names = [n for n in problem.split(", ") if n not in optional]
+            what, problem = ", ".join(names or problem.split(", ")), "required but missing"
         elif message.startswith("one of the arguments ") and message.endswith(" is required"):
             what = " | ".join(message[len("one of the arguments "):-len(" is required")].split())
             problem = "one of them is required"
@@ -167,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="full-resolution predictions of a split, scored by the devkit metric")
     e.add_argument("--checkpoint", required=True, help="run directory")
-    e.add_argument("--split", default="val", help="val | weak | strong, a split name, or a split file (read "
-                   "against its own dataset root)")
+    e.add_argument("--split", default=None, help="val | weak | strong, a split name, or a split file (read "
+                   "against its own dataset root); default: the run's eval.split (val unless set)")
     e.add_argument("--root", default=None, help="dataset root of --split (default: inferred from its path)")
     e.add_argument("--threshold", type=float, default=None)
     e.add_argument("--gt-labels", action="store_true", help="use ground-truth image labels (the -GT variant)")

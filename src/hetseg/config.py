@@ -86,7 +86,7 @@ class CropConfig:
 @dataclass
 class EvalConfig:
     threshold: float = 0.5       # a label is identified when its avg-pooled score exceeds it
-    split: str = "val"
+    split: str = "val"           # what `hetseg eval` scores when --split is not given
 
 
 def _adam(steps: int, lr: float) -> StageConfig:
@@ -232,11 +232,15 @@ class Config:
         p = Path(path)
         try:
             d = yaml.load(p.read_text(encoding="utf-8"), Loader=YamlLoader)
-            d = {} if d is None else d  # an empty file; false, 0 or [] are refused by from_dict
         except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:  # RecursionError: [[[[...
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
-            fix = "give each key once (merge the two)" if why.endswith("twice") else "give a YAML or JSON file"
+            fix = ("give each key once (merge the two)" if why.endswith("twice") else "check the path"
+                   if isinstance(e, FileNotFoundError) else "give a YAML or JSON file")
             raise HetsegError(f"{p}: cannot read config ({why}); fix: {fix}") from None
+        if d is None:  # empty or comments only: a failed copy or a full disk, not a recipe (false, 0, [] are
+            # refused by from_dict); '{}' still says "all defaults" on purpose
+            raise HetsegError(f"{p}: empty config (no settings); fix: restore the file, or write {{}} in it to train "
+                              "with the defaults")
         return cls.from_dict(d, str(p))
 
     def override(self, items: list[str] | str) -> Config:

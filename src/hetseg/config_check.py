@@ -28,6 +28,11 @@ _CHOICES = {
     "crops.proposals": ("auto", "none", "selective-search"), "transfer.attention": ("code", "paper"),
     "model.decoder_stride": (0, 2, 4, 8, 16),
 }
+# Paths that must name something: an empty value (an unset shell variable in data.root=$ROOT) read
+# as the current folder. Path settings whose empty value means "unset" (data.labels, model.backbone)
+# are not here.
+_NONEMPTY = frozenset({"data.root", "data.weak_split", "data.strong_split", "data.val_split", "eval.split",
+                       "transfer.source_split", "transfer.target_split", "transfer.val_split", "run_dir"})
 _STAGE_CHOICES = {"optimizer": ("sgd", "adam"),
                   "precision": ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64", "64-true")}
 # (minimum, exclusive?) per field name, wherever it appears
@@ -99,6 +104,8 @@ def check_value(t: Any, v: Any, key: str, where: str) -> Any:
             v = str(v)  # precision=32 reads as the number 32; "32" is the choice it names
         if not isinstance(v, str):
             raise bad("one of " + " | ".join(map(str, choices)) if choices else "a string")
+        if key in _NONEMPTY and not v.strip():
+            raise HetsegError(f"{where}: {key}: empty (it would read the current folder); fix: set {key} to a path")
     elif origin is list:
         (item_t,) = typing.get_args(t)
         if not isinstance(v, list):

@@ -54,6 +54,9 @@ def ensure_bench_data(data: str | Path) -> None:
     from hetseg.data.scenes import read_meta
 
     root = Path(data)
+    if root.exists() and not root.is_dir():
+        raise HetsegError(f"--data {data}: a file, not a data set folder; fix: give the root folder of a data set "
+                          "(the folder holding JPEGImages/ and splits/)")
     meta = read_meta(root)
     if meta is not None and not meta.get("incomplete"):  # a finished set (scenes.is_complete)
         return

@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from hetseg.bench.curves import curve
 from hetseg.config import Config
 from hetseg.zoo import backbone_dir
+
+if TYPE_CHECKING:
+    from hetseg.data.items import ItemDataset
 
 # Fixed before the run: Adam as every CPU-scale classifier; ~5 epochs of the 58,000 train items.
 _PRE = ["model.scale=cpu", "data.num_classes=11", "pre.steps=4500", "pre.batch_size=64", "pre.optimizer=adam",
@@ -39,7 +44,7 @@ def default_runs(family: str) -> str:
     return "runs/backbone" if family == "vgg" else f"runs/backbone_{family}"
 
 
-def accuracy(logits, ds, batch: int = 250) -> float:
+def accuracy(logits: Callable[[torch.Tensor], torch.Tensor], ds: ItemDataset, batch: int = 250) -> float:
     """Top-1 accuracy of ``logits`` (images (N, 3, S, S) -> (N, 10)) on an ItemDataset (fixed renderings)."""
     hits = 0
     for s in range(0, len(ds), batch):

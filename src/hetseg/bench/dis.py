@@ -25,6 +25,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -34,6 +35,9 @@ from hetseg.bench.table1_recipe import strong_split_file
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config, override_keys
 from hetseg.errors import HetsegError
+
+if TYPE_CHECKING:
+    from hetseg.data.records import Split
 
 KS: tuple = (5, "full")
 T_TEST: tuple[int, ...] = (0, 1, 5, 10, 30)
@@ -63,7 +67,7 @@ def joint_config(base: Config, k: int | str, t_train: int, runs: str | Path) -> 
 
 
 @torch.no_grad()
-def time_inference(run: Path, split, steps: Sequence[int], images: int = 64, batch: int = 16) -> dict[int, float]:
+def time_inference(run: Path, split: Split, steps: Sequence[int], images: int = 64, batch: int = 16) -> dict[int, float]:
     """ms per image of ``predict`` (model only: preprocessed batches, no file I/O) at each t_ts."""
     from hetseg.data.io import read_image
     from hetseg.data.transforms import prepare

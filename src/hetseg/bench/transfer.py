@@ -13,7 +13,7 @@ times, claims), ``OUT/transfer.md`` (the table and which of the paper's claims h
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hetseg.bench.curves import stage_losses
@@ -105,7 +105,7 @@ def seed_record(cfg: Config, root: Path) -> dict | None:
 
 def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benchmarks/results",
                  data: str = "data/fashion-scenes", runs: str = "runs/transfer", overrides: Sequence[str] = (),
-                 log=print, jobs: int = 1) -> int:
+                 log: Callable[[str], object] = print, jobs: int = 1) -> int:
     """Train + evaluate every method for each seed; write transfer.json/.md/_attention.png into ``out``.
 
     ``jobs`` > 1 trains that many seeds at once in single-thread processes (:mod:`hetseg.bench.workers`);
@@ -118,13 +118,13 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
 
     t0 = time.perf_counter()
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     ensure_bench_data(data)  # as Table 1's and DIS's benches: the default fashion-scenes where there is none
     per_seed: list[dict] = []
     cfg = None
     trained: dict = {}  # seed -> what its worker measured while training (a rerun below only finds it done)
     roots = {s: Path(runs) / f"{scale}_s{s}" for s in seeds}
     cfgs = {s: transfer_config(scale, s, data, overrides) for s in seeds}
+    out_dir.mkdir(parents=True, exist_ok=True)  # after the refusals above: a refused bench leaves no folder
     done = {s: rec for s in seeds if (rec := seed_record(cfgs[s], roots[s]))}
     todo = [s for s in seeds if s not in done]
     workers = min(jobs, len(todo)) if jobs > 1 and len(todo) > 1 else 1  # what actually ran, as recorded

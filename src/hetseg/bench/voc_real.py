@@ -135,7 +135,7 @@ def decoder_loss(run: str, stage: str, parts: int = 10) -> list[list[float]]:
     return loss_by_parts(Path(run) / stage, parts)
 
 
-def run_cell(cfg: Config, method: str, k, cls_run: str | None, progress: bool) -> dict:
+def run_cell(cfg: Config, method: str, k: int | str, cls_run: str | None, progress: bool) -> dict:
     """Train (or reuse) and evaluate one cell on the evaluation images. A cell with its record
     (``RUN/voc_real_cell.json``, written after its evaluation) and this recipe is reported from it."""
     from hetseg.io_atomic import write_json

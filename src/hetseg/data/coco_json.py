@@ -24,7 +24,7 @@ from hetseg.errors import DataError
 _JSON_FIX = "pass instances_<split>.json with images, annotations and categories"
 
 
-def decode_segmentation(segm, height: int, width: int, source: str | Path | None = None) -> np.ndarray:
+def decode_segmentation(segm: dict | list, height: int, width: int, source: str | Path | None = None) -> np.ndarray:
     """Rasterise one COCO ``segmentation`` into an (height, width) bool mask.
 
     Polygons (one or more parts; parts with fewer than 3 points have no area and are skipped),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -17,6 +18,9 @@ from PIL import Image, ImageOps
 from hetseg.data.paths import RootGuard, link_problem
 from hetseg.errors import DataError
 from hetseg.palette import voc_colormap
+
+if TYPE_CHECKING:  # records imports this module
+    from hetseg.data.records import Record
 
 # Modes that hold class indices directly. "1" is a bilevel mask (0/1); the 16/32-bit integer modes
 # are accepted only when every value fits in uint8 (some tools save label maps as 16-bit grey).
@@ -230,7 +234,7 @@ def check_pair_files(image_path: str | Path, mask_path: str | Path) -> None:
     check_sizes(image_path, mask_path, image_size(image_path), image_size(mask_path, "mask"))
 
 
-def read_pair(root: str | Path, record, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def read_pair(root: str | Path, record: Record, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a :class:`~hetseg.data.records.Record` under ``root``: ((H, W, 3) uint8, (H, W) uint8 | None).
 
     Both paths must stay inside ``root`` (rule: :mod:`hetseg.data.paths`); the mask must have the

@@ -17,7 +17,12 @@ def cli_splits(split: str, per_class: int, seed: int, root: str | None = None, n
 
     Both files are written atomically and never over a file holding something else."""
     src = read_split(split, root, num_classes=num_classes)
-    n = num_classes or (max((c for r in src.records for c in r.labels), default=0) + 1)
+    seen = max((c for r in src.records for c in r.labels), default=0) + 1
+    named = _class_names(src.root, seen)
+    # Without --num-classes the root's classes.txt says how many there are, so a class no image of the
+    # split has is reported short (it was left out of the counts); the draw is the same either way,
+    # since classes are visited in index order and the absent ones come last.
+    n = num_classes or (len(named) if named else seen)
     if not any(r.strong for r in src.records):
         raise DataError(split, "no line names a mask, so there is nothing to choose strong images from",
                         "pass a split of image + mask lines (e.g. train_full or train_aug)")

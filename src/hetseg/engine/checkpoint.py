@@ -75,6 +75,20 @@ def load_weights(net: nn.Module, path: str | Path, strict: bool = True) -> None:
     net.load_state_dict(state, strict=False)
 
 
+def run_dir(checkpoint: str | Path) -> Path:
+    """The run directory a ``--checkpoint`` names: the folder itself, or the folder of its own
+    ``model.safetensors`` / ``model.json``. Any other file is refused: loading the run's
+    model.safetensors in its place scored weights the user did not name."""
+    p = Path(checkpoint)
+    if p.is_file():
+        if p.name not in ("model.safetensors", "model.json"):
+            raise HetsegError(f"{p}: not a run's model.safetensors or model.json (eval, predict and export load a "
+                              "run directory, not loose weights); fix: pass the run directory, or train from these "
+                              "weights with 'hetseg train --init-from FILE'")
+        return p.parent
+    return p
+
+
 def read_model_json(run: Path) -> dict:
     """``run/model.json`` parsed and checked (a tampered or truncated file is one error line)."""
     meta_path = run / "model.json"
@@ -120,9 +134,7 @@ def load_model(run: str | Path, device: str | None = None) -> tuple[nn.Module, C
     """
     from hetseg.models import create_model
 
-    run = Path(run)
-    if run.is_file():
-        run = run.parent
+    run = run_dir(run)
     info = read_model_json(run)
     cfg = Config.from_dict(info["config"], where=str(run / "model.json"))
     try:
@@ -143,4 +155,4 @@ def load_model(run: str | Path, device: str | None = None) -> tuple[nn.Module, C
     return net, cfg, info
 
 
-__all__ = ["load_model", "load_weights", "model_threshold", "read_model_json", "save_model"]
+__all__ = ["load_model", "load_weights", "model_threshold", "read_model_json", "run_dir", "save_model"]

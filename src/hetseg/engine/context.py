@@ -54,11 +54,16 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split
     read-only VOC root), else from ``<root>/labels.json``, else from the masks.
     """
     data_root = Path(cfg.data.root)
-    labels = None
-    if cfg.data.labels:
+
+    def own_labels() -> dict[str, tuple[int, ...]] | None:
+        # Read only for the run's own splits: another data set's split has its own labels, and a
+        # run moved to another machine (or shipped) no longer has its data.labels file.
+        if not cfg.data.labels:
+            return None
         from hetseg.data.labels import load_labels_file
 
-        labels = load_labels_file(cfg.data.labels, cfg.data.num_classes)
+        return load_labels_file(cfg.data.labels, cfg.data.num_classes)
+
     rel = {"weak": cfg.data.weak_split, "strong": cfg.data.strong_split, "val": cfg.data.val_split}.get(which)
     if rel is not None and root is not None and Path(root).resolve() != data_root.resolve():
         # --root names another dataset: its split of that role (--root was ignored)
@@ -78,11 +83,11 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split
                               f"to a split file of {data_root}" + (" (e.g. made by 'hetseg data splits')"
                                                                    if which == "strong" else "")
                               + ", or give eval --split PATH")
-        return read_split(path, data_root, labels=labels, num_classes=cfg.data.num_classes)
+        return read_split(path, data_root, labels=own_labels(), num_classes=cfg.data.num_classes)
     if root is None and not Path(which).is_absolute():
         for cand in (data_root / which, data_root / "splits" / f"{which}.txt"):
             if cand.is_file():
-                return read_split(cand, data_root, labels=labels, num_classes=cfg.data.num_classes)
+                return read_split(cand, data_root, labels=own_labels(), num_classes=cfg.data.num_classes)
     path = Path(which)
     if root is not None and not path.is_absolute() and not path.is_file() and (Path(root) / path).is_file():
         path = Path(root) / path  # --split splits/x.txt --root DIR: the file under DIR
@@ -154,7 +159,7 @@ def imagenet_file(net: nn.Module, cfg: Config) -> str:
     (ResNet-101, docs/DIS.md "ImageNet weights") for DIS. A config may name both (one file serving
     several methods); only the other family's file, a missing file or one that does not fit the model
     is refused in one line -- training from random weights instead would waste a paper-scale run."""
-    from hetseg.models.backbone import backbone_family
+    from hetseg.models.backbone import backbone_family, load_imagenet_file
 
     family = backbone_family(net)
     key, other = ("resnet_weights", "vgg_weights") if family == "resnet" else ("vgg_weights", "resnet_weights")
@@ -170,14 +175,7 @@ def imagenet_file(net: nn.Module, cfg: Config) -> str:
     if not Path(path).is_file():
         raise HetsegError(f"model.{key}={path}: no such file; fix: give the path of a torchvision ImageNet weights file")
     try:
-        if family == "resnet":
-            from hetseg.models.resnet import load_torchvision_resnet
-
-            load_torchvision_resnet(net.encoder, path)
-        else:
-            from hetseg.models.vgg import load_vgg16_file
-
-            load_vgg16_file(net.classifier if hasattr(net, "classifier") else net, path)
+        load_imagenet_file(net, path)
     except Exception as e:  # noqa: BLE001 - a foreign file: its reader's failure, said in one line
         # the reader's first sentence only: torch's goes on to advise unpickling the file, which hetseg never does
         why = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0][:200]

@@ -38,6 +38,7 @@ class Prediction:
 
 
 def model_device(net: nn.Module) -> torch.device:
+    """Where ``net``'s parameters live (inputs are moved there)."""
     return next(net.parameters()).device
 
 
@@ -173,17 +174,18 @@ def check_same_split(results: Path, checksum: str, split: str) -> None:
                           "away if the data set was regenerated")
 
 
-def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = None, use_gt_labels: bool = False,
+def evaluate_run(run: str | Path, split: str | None = None, threshold: float | None = None, use_gt_labels: bool = False,
                  batch_size: int = 16, root: str | Path | None = None, device: str | None = None,
                  predict_kwargs: dict | None = None, suffix: str = "") -> tuple[Scores, dict]:
     """Score any method's trained run on a split; writes predictions and eval_<split>.json/.md.
 
     ``split`` is weak | strong | val, a split of the run's dataset, or a split file of another
-    dataset, read against its own root (``root`` overrides; see ``engine.context.load_split``).
+    dataset, read against its own root (``root`` overrides; see ``engine.context.load_split``);
+    None: the run's ``eval.split`` (default val).
     The threshold defaults to the one the run's method recorded in model.json. ``suffix`` tells
     apart evaluations of one run with other ``predict_kwargs`` (eval_<split><suffix>.json).
     """
-    from hetseg.engine.checkpoint import load_model
+    from hetseg.engine.checkpoint import load_model, run_dir
     from hetseg.engine.context import class_names, command_line, load_split
     from hetseg.io_atomic import replaced_folder, write_json, write_text
     from hetseg.metrics import format_table, read_classes_file
@@ -191,7 +193,14 @@ def evaluate_run(run: str | Path, split: str = "val", threshold: float | None = 
     check_threshold(threshold)
     net, cfg, info = load_model(run, device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_label_options(net, cfg.model.name, threshold, use_gt_labels)
-    run = Path(run)
+    run = run_dir(run)
+    split = cfg.eval.split if split is None else split
+    data_root = Path(cfg.data.root)
+    if root is None and not data_root.exists() and not Path(split).is_file():
+        # read_split's fix ("build fashion-scenes there") is the training one; eval cannot set data.root
+        where = "" if data_root.is_absolute() else f" (relative to the folder the run was trained in, not {Path.cwd()})"
+        raise HetsegError(f"{run / 'model.json'}: the run's data.root {cfg.data.root} is not there{where}; fix: run "
+                          "eval from that folder, or give --split the split file of the data set (and --root DIR)")
     names = info.get("class_names") or class_names(cfg)
     sp = load_split(cfg, split, root)
     # Another dataset's split is named after its root too, so its val.txt never replaces the run's eval_val.json.

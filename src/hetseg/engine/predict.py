@@ -36,8 +36,8 @@ DECODED_KEPT_BYTES = 256 * 2**20
 
 
 def collect_inputs(inputs: Sequence[str], skipped: list[Path] | None = None) -> list[Path]:
-    """Files and directories (their image files, sorted) -> image paths. A folder's other entries
-    (another suffix such as .gif, subfolders, dangling links) are appended to ``skipped``."""
+    """Files and directories (their image files, sorted) -> image paths, each file once. A folder's other
+    entries (another suffix such as .gif, subfolders, dangling links) are appended to ``skipped``."""
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
@@ -54,7 +54,10 @@ def collect_inputs(inputs: Sequence[str], skipped: list[Path] | None = None) -> 
     if not out:
         raise HetsegError(f"{' '.join(inputs)}: no images found; fix: pass image files or a folder of them "
                           f"({' '.join(IMAGE_EXTS)})")
-    return out
+    # One file named twice (a folder and a file in it, or a path and a link to it) is one input: the
+    # name-collision check below refused it with a fix ("rename one") that cannot apply.
+    seen: set[Path] = set()
+    return [p for p in out if not (p.resolve() in seen or seen.add(p.resolve()))]
 
 
 def previous_predictions(out_dir: Path) -> tuple[list[dict], list[str]]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hetseg.config import Config
-from hetseg.engine.checkpoint import read_model_json
+from hetseg.engine.checkpoint import read_model_json, run_dir
 from hetseg.engine.context import class_names, load_split
 from hetseg.engine.evaluate import evaluate_run
 from hetseg.engine.train import stage_done
@@ -31,9 +31,8 @@ def untrained_note(run: str | Path) -> str | None:
     weights of a stage of its method's :meth:`~Method.default_stages` that neither trained there nor came
     from ``--init-from`` (:func:`held_stages`), else None -- also when that is unknown or model.json cannot
     be read: the command's own loading then says why."""
-    run = Path(run)
-    run = run.parent if run.suffix == ".safetensors" else run
     try:
+        run = run_dir(run)
         info = read_model_json(run)
         cfg = Config.from_dict(info["config"], where=str(run / "model.json"))
         order, held = list(get_method(info["method"]).default_stages(cfg)), held_stages(info)

@@ -79,3 +79,20 @@ def load_backbone(model: nn.Module, state: dict[str, Tensor] | str | Path) -> li
         for k, dst in targets.items():
             dst.copy_(state[k])
     return sorted(targets)
+
+
+def load_imagenet_file(model: nn.Module, path: str | Path) -> list[str]:
+    """A torchvision ImageNet file into ``model``'s backbone of its :func:`backbone_family`: VGG-16
+    into the encoder + fc6/fc7 of its classifier, or of the model itself (docs/REFERENCE.md §1.3),
+    ResNet into the ``encoder`` of :func:`backbone_parts` (docs/DIS.md "ImageNet weights"); returns
+    the keys loaded. The reader's own error (ValueError, RuntimeError, ...) for a file that does not fit."""
+    if backbone_family(model) == "resnet":
+        from .resnet import load_torchvision_resnet
+
+        return load_torchvision_resnet(backbone_parts(model)["encoder"], path)
+    from .vgg import load_vgg16_file
+
+    # A model with a classifier starts *it* from ImageNet: TransferNet's own encoder is filled from the
+    # trained classifier after stage cls, and find_vgg_parts would pick that encoder first.
+    classifier = getattr(model, "classifier", None)
+    return load_vgg16_file(classifier if isinstance(classifier, nn.Module) else model, path)

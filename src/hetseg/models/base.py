@@ -170,6 +170,15 @@ class MasksOnlySegmenter(Segmenter):
 MODELS = Registry("model")  # name -> Segmenter subclass
 
 
+def frozen_aware(module: nn.Module, *args: Tensor):
+    """``module(*args)``, building an autograd graph only when grad is enabled and ``module`` has a
+    trainable parameter: a frozen classifier or encoder (the engine freezes what a stage does not
+    train) then keeps no activations for backward, which the decoder stages' batches need the memory of."""
+    need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters())
+    with torch.set_grad_enabled(need_grad):
+        return module(*args)
+
+
 def register(name: str) -> Callable[[type], type]:
     """Class decorator: ``@register("dis")`` makes ``create_model("dis", ...)`` build the class."""
     return MODELS.decorator(name)
@@ -245,5 +254,5 @@ def identify_labels(scores: Tensor, threshold: float | Tensor, allowed: list[int
     return active
 
 
-__all__ = ["MODELS", "MasksOnlySegmenter", "SegOutput", "Segmenter", "create_model", "identify_labels", "index_lists",
+__all__ = ["MODELS", "MasksOnlySegmenter", "SegOutput", "Segmenter", "create_model", "frozen_aware", "identify_labels", "index_lists",
            "labels_to_mask", "present_classes", "register"]

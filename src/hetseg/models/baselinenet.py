@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import SegOutput, Segmenter, register
+from .base import SegOutput, Segmenter, frozen_aware, register
 from .classifier import Classifier, ClassifierOutput
 from .decoder import DeconvDecoder, repeat_switches
 from .scales import Scale, get_scale
@@ -60,14 +60,15 @@ class BaselineNet(Segmenter):
         self.decoder = DeconvDecoder(s.widths, 1, 2, unpool5=False, batch_norm=False, first_block=1)
 
     def classify(self, images: Tensor) -> ClassifierOutput:
-        """Classifier forward; no graph when the classifier is frozen."""
-        need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.classifier.parameters())
-        with torch.set_grad_enabled(need_grad):
-            return self.classifier(images)
+        """Classifier forward, images (N, 3, S, S) -> ClassifierOutput (score_map (N, K, s, s), logits
+        (N, K), ...); no graph when the classifier is frozen (:func:`~hetseg.models.base.frozen_aware`)."""
+        return frozen_aware(self.classifier, images)
 
     def rows(self, cls_out: ClassifierOutput, index: Tensor, cls: Tensor, repeats: Tensor | int = 1
              ) -> tuple[Tensor, Tensor]:
-        """Rows (image ``index[r]``, class ``cls[r]``), grouped per image -> (seg logits, decoder input)."""
+        """B rows (image ``index[r]``, object class ``cls[r]``; index, cls (B,) int64), grouped per image with
+        ``repeats`` rows each -> (seg logits (B, 2, H, W), decoder input (B, 1, h5, w5): the fc layer's
+        map of the class's (s, s) score map)."""
         if tuple(cls_out.score_map.shape[-2:]) != (self.score_side, self.score_side):
             raise ValueError(f"score map {tuple(cls_out.score_map.shape[-2:])}, but BaselineNet's fully connected "
                              f"layer is built for {self.input_size} x {self.input_size} images: it needs its fixed "
@@ -94,8 +95,9 @@ class BaselineNet(Segmenter):
     @torch.no_grad()
     def foreground(self, images: Tensor, labels: list[list[int]], bg_scale: float = 0.5,
                    return_maps: bool = False, classified: ClassifierOutput | None = None) -> ForegroundOutput:
-        """Per-label foreground probabilities (see ``transfer_inference.foreground_from_rows``); maps =
-        (decoder input (1, h5, w5),). ``classified``: as in :meth:`segment`."""
+        """Images (N, 3, H, W), per-image object index lists -> ForegroundOutput: fg (N, K, H, W), active
+        (N, K) (see ``transfer_inference.foreground_from_rows``); maps = (decoder input (1, h5, w5),).
+        ``classified``: as in :meth:`segment`."""
         cls_out = classified if classified is not None else self.classify(images)
 
         def run(index, cls, counts):

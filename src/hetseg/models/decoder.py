@@ -42,6 +42,8 @@ class DecoderStage(nn.Module):
         self.convs = nn.Sequential(*layers)
 
     def forward(self, x: Tensor, switch: Tensor | None, size: torch.Size | None) -> Tensor:
+        """(N, C_in, h, w) -> (N, C_out, H, W): unpooled with the encoder's pool ``switch`` to ``size``
+        (H, W = 2h, 2w up to odd sizes) when this block unpools, then its convs."""
         if self.unpool is not None:
             x = self.unpool(x, switch, output_size=size)
         return self.convs(x)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .base import SegOutput, Segmenter, full_precision, index_lists, register
+from .base import SegOutput, Segmenter, frozen_aware, full_precision, index_lists, register
 from .bridge import Bridge
 from .classifier import Classifier, ClassifierOutput
 from .decoder import DeconvDecoder, repeat_switches
@@ -150,10 +150,9 @@ class DecoupledNet(Segmenter):
     # ------------------------------------------------------------------ building blocks
 
     def classify(self, images: Tensor) -> ClassifierOutput:
-        """Classifier forward; builds no graph when the classifier is frozen (saves memory)."""
-        need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.classifier.parameters())
-        with torch.set_grad_enabled(need_grad):
-            return self.classifier(images)
+        """Classifier forward, images (N, 3, S, S) -> ClassifierOutput (pool5 (N, C5, h, w), score_map
+        (N, K, s, s), logits (N, K), ...); no graph when the classifier is frozen (:func:`~hetseg.models.base.frozen_aware`)."""
+        return frozen_aware(self.classifier, images)
 
     def label_weights(self, cls_out: ClassifierOutput, subsets: Tensor) -> Tensor:
         """Training weights w = sigmoid(pooled logits) * subset: (N, K) multi-hot -> (N, K).

@@ -65,6 +65,7 @@ class SameConv2d(nn.Conv2d):
                          groups=groups, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(N, C_in, H, W) -> (N, C_out, ceil(H / stride), ceil(W / stride)), TensorFlow "SAME" padding."""
         pads = []
         for size, k, s in zip(x.shape[-2:], self.kernel_size, self.stride):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
@@ -100,6 +101,7 @@ class MBConv(nn.Module):
         self.residual = stride == 1 and c_in == c_out
 
     def forward(self, x: Tensor) -> Tensor:
+        """(N, C_in, H, W) -> (N, C_out, H / stride, W / stride); residual when the shape is kept."""
         h = F.relu6(self._bn0(self._expand_conv(x))) if self.has_expand else x
         h = F.relu6(self._bn1(self._depthwise_conv(h)))
         h = self._bn2(self._project_conv(h))
@@ -175,6 +177,9 @@ class EfficientNetLite0(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor) -> EncoderFeatures:
+        """Images (N, 3, H, W), ImageNet mean/std normalised (re-mapped inside to the TF weights' input range)
+        -> EncoderFeatures: the block outputs at ``taps``, fine to coarse, and ``last`` (N, last_channels,
+        H/32, W/32)."""
         x = x * self.in_scale.to(x.dtype) + self.in_shift.to(x.dtype)
         x = F.relu6(self._bn0(self._conv_stem(x)))
         features = []

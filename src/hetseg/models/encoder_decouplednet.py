@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import MasksOnlySegmenter, SegOutput, Segmenter, full_precision, index_lists, register
+from .base import MasksOnlySegmenter, SegOutput, Segmenter, frozen_aware, full_precision, index_lists, register
 from .bridge import Bridge
 from .decouplednet import assemble_probs, dense_predict, inference_rows
 from .saliency import score_gradient
@@ -215,10 +215,9 @@ class EncoderDecoupledNet(Segmenter):
         return [self.classifier.encoder]
 
     def classify(self, images: Tensor) -> HeadOutput:
-        """Classifier forward; builds no graph when the classifier is frozen (saves memory)."""
-        need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.classifier.parameters())
-        with torch.set_grad_enabled(need_grad):
-            return self.classifier(images)
+        """Classifier forward, images (N, 3, S, S) -> HeadOutput (score_map (N, K, h, w), logits (N, K),
+        ...); no graph when the classifier is frozen (:func:`~hetseg.models.base.frozen_aware`)."""
+        return frozen_aware(self.classifier, images)
 
     def label_weights(self, cls_out: HeadOutput, subsets: Tensor) -> Tensor:
         """Training weights w = sigmoid(avg logits) * subset: subsets (N, K) or (N, M, K) multi-hot

@@ -64,7 +64,8 @@ class ForegroundOutput:
 
 def label_rows(labels: list[list[int]], num_classes: int,
                device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-image object index lists -> (row image index, row class, rows per image), image-grouped."""
+    """Per-image object index lists (N lists) -> (row image index (B,), row class (B,), rows per image (N,)),
+    int64 on ``device``, image-grouped; B = the distinct labels of each image, summed."""
     for i, ls in enumerate(labels):
         if any(not 0 <= c < num_classes for c in ls):
             raise ValueError(f"labels[{i}] = {ls} outside 0..{num_classes - 1}")

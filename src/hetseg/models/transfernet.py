@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SegOutput, Segmenter, register
+from .base import SegOutput, Segmenter, frozen_aware, register
 from .classifier import Classifier
 from .decoder import DeconvDecoder, repeat_switches
 from .scales import Scale, get_scale
@@ -196,9 +196,7 @@ class TransferNet(Segmenter):
 
     def encode(self, images: Tensor) -> EncoderOutput:
         """Scaled conv5_3 A (N, C5, H/16, W/16) + pool1-4 switches; no graph when the encoder is frozen."""
-        need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.encoder.parameters())
-        with torch.set_grad_enabled(need_grad):
-            enc = self.encoder(images)
+        enc = frozen_aware(self.encoder, images)
         return EncoderOutput(enc.features * self.feature_scale.to(enc.features.dtype), enc.switches, enc.sizes)
 
     def one_hot(self, labels: Tensor) -> Tensor:
@@ -211,7 +209,9 @@ class TransferNet(Segmenter):
              decode: bool = True) -> TransferOutput:
         """Run attention (+ decoder) for B rows; row r queries image ``index[r]`` with ``labels[r]``.
 
-        ``index`` None means row r = image r. When decoding, rows must be grouped per image with
+        enc.features (N, C5, h, w); labels (B,) object indices or (B, K) vectors; index (B,) int64 ->
+        TransferOutput: alpha (B, h, w), z (B, C5), dense (B, 1, h, w), class logits (B, K), seg logits
+        (B, 2, H, W) or None without ``decode``. ``index`` None means row r = image r. When decoding, rows must be grouped per image with
         ``repeats`` rows each (see :func:`repeat_switches`), which ``index`` must agree with.
         """
         feats = enc.features if index is None else enc.features[index]
@@ -243,7 +243,8 @@ class TransferNet(Segmenter):
     @torch.no_grad()
     def foreground(self, images: Tensor, labels: list[list[int]], bg_scale: float = 0.5,
                    return_maps: bool = False, classified: object = None) -> ForegroundOutput:
-        """Per-label foreground probability for the given object indices (one batched decoder pass).
+        """Per-label foreground probability for the given object indices (one batched decoder pass):
+        images (N, 3, H, W), per-image object index lists -> ForegroundOutput: fg (N, K, H, W), active (N, K).
 
         See ``transfer_inference.foreground_from_rows``; call ``.eval()`` first. ``classified``: unused,
         as in :meth:`segment`.

@@ -45,6 +45,7 @@ class ConvBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True) if relu else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
+        """(N, C_in, H, W) -> (N, C_out, H', W'): conv (or transposed conv), BN, ReLU."""
         return self.relu(self.bn(self.conv(x)))
 
 

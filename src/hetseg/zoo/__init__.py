@@ -11,11 +11,12 @@ How the shipped real-photo model was made and what it scores: README, "Real phot
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from hetseg.engine.checkpoint import read_model_json
+from hetseg.engine.checkpoint import load_model, read_model_json
 from hetseg.errors import HetsegError
 from hetseg.io_atomic import write_atomic, write_json
 
@@ -28,8 +29,9 @@ def names() -> list[str]:
 
 
 def _plain(name: str) -> bool:
-    """A model name is one folder of the zoo: no path separator, not hidden, not empty."""
-    return bool(name) and "/" not in name and not name.startswith(".")
+    """A model name is one folder of the zoo: letters, digits, '-' or '_', not starting with '-' or '_'
+    (so never a path, a hidden folder or ``__pycache__``)."""
+    return re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) is not None
 
 
 def resolve(name: str) -> Path:
@@ -94,13 +96,19 @@ def ship(run: str | Path, name: str, shipped: dict, dest: str | Path | None = No
     """
     run, out = Path(run), Path(dest if dest is not None else ZOO_DIR) / name
     if not _plain(name):
-        raise HetsegError(f"--name {name!r}: not a plain name; fix: use letters, digits, '-' or '_'")
+        raise HetsegError(f"--name {name!r}: not a plain name; fix: use letters, digits, '-' or '_', starting with a letter or digit")
+    if out.exists() and not (out / "model.json").is_file():  # the shipped backbones' folders, a stray file
+        raise HetsegError(f"--name {name}: {out} exists and is not a shipped model; fix: choose another --name")
     if (out / "model.json").is_file() and not replace:
         raise HetsegError(f"{out}: a model named {name} is already shipped; fix: pass --replace to overwrite it, "
                           "or choose another --name")
-    info = read_model_json(run)
-    state = load_file(str(run / "model.safetensors"), device="cpu")
-    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    if not run.is_dir():
+        raise HetsegError(f"--run {run}: not a run directory; fix: pass the folder holding model.json and "
+                          "model.safetensors")
+    # Rebuilt and loaded as predict will: a run predict would refuse (damaged, NaN or misfitting
+    # weights) is never shipped.
+    net, _, info = load_model(run)
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()}
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "model.safetensors", lambda tmp: save_file(half, tmp))
     info["shipped"] = {"name": name, "dtype": "float16", **shipped}

@@ -35,7 +35,8 @@ def crop_dataset(cfg: Config, split_key: str, target: str, size: int):
     return ds, record, "selective-search" if use_props else "random boxes only"
 
 
-def train_cls(net: nn.Module, cfg: Config, weak_key: str, resume, callbacks, progress) -> tuple[dict, dict]:
+def train_cls(net: nn.Module, cfg: Config, weak_key: str, resume: str | None, callbacks: Sequence,
+              progress: bool) -> tuple[dict, dict]:
     """Stage ``cls`` on the image labels of split ``weak_key``; validated on the val split's labels."""
     from hetseg.data.datasets import ImageLabelDataset
 

@@ -87,7 +87,9 @@ class _TransferFamily(Method):
         if fresh:
             self.import_classifier(net, cfg)
 
-    def train_cls(self, net, cfg, resume, callbacks, progress):
+    def train_cls(self, net: nn.Module, cfg: Config, resume: str | None, callbacks: Sequence,
+                  progress: bool) -> tuple[dict, dict]:
+        """Stage ``cls`` on the source-train + target-train image labels (:meth:`both_domains`)."""
         return train_cls(net, self.both_domains(cfg), "weak", resume, callbacks, progress)
 
 

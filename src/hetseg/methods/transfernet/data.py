@@ -4,6 +4,7 @@ pairing of a whole target sub-batch with a whole source sub-batch (see :mod:`het
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -72,7 +73,6 @@ def transfer_classes(cfg: Config) -> tuple[list[int], list[int]]:
     """(source, target) class lists (mask indices): ``transfer.source_classes`` / ``target_classes``,
     or when empty the dataset's own, from ``<root>/meta.json`` (fashion-scenes writes them)."""
     import json
-    from pathlib import Path
 
     t = cfg.transfer
     if t.source_classes and t.target_classes:
@@ -98,14 +98,12 @@ def domain_rows(cfg: Config, which: str, size: int) -> LabelRows:
     return LabelRows(load_split(cfg, t.target_split), target, size, False, cfg.seed)
 
 
-def both_domains_split(cfg: Config, path) -> Split:
+def both_domains_split(cfg: Config, path: str | Path) -> Split:
     """Write (atomically) and read the shared classifier's weak split: source-train + target-train
     images; ``path`` is absolute, its lines are relative to ``cfg.data.root``. A masked image keeps its
     mask in the file, so its labels are read as the source split read them (from the mask where
     labels.json does not list it: a labels-only line refused an own data set whose labels.json lists
     only the unmasked images); the classifier sees ``.weak()`` of it, the masks dropped."""
-    from pathlib import Path
-
     records: list[Record] = []
     seen: set[str] = set()
     for rel in (cfg.transfer.source_split, cfg.transfer.target_split):

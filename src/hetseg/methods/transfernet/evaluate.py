@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -168,7 +168,7 @@ def train_classifier(cfg: Config, run_dir: str | Path, progress: bool = False) -
 
 
 def run_recipe(cfg: Config, run_root: str | Path, progress: bool = False, methods: Sequence[str] = METHODS,
-               figure: str | Path | None = None, log=print, evaluate: bool = True) -> dict:
+               figure: str | Path | None = None, log: Callable[[str], object] = print, evaluate: bool = True) -> dict:
     """Train the classifier and every method's decoder into ``run_root``/*, evaluate on
     ``cfg.transfer.val_split``; returns {"scores": {method: Scores}, "train": ..., "wall_s": ...}
     (``evaluate=False``: training only, {"train", "wall_s"}, plain dicts a worker can send back)."""
