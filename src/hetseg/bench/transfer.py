@@ -30,8 +30,8 @@ from hetseg.io_atomic import write_json, write_text
 # Config overrides per scale, fixed before the final run. CPU scale (issue 12, second recipe): the
 # classifier takes Table 1's classifier recipe, 3,000 steps (docs/DECISIONS.md, "Classifier recipe,
 # three-seed decision"; chosen on held-out *train* scenes); stages 1 and 2 take twice the first
-# recipe's steps, because every training-loss curve of the first recipe was still falling by the one flatness rule
-# (docs/BENCHMARKS.md, "Did the loss flatten?"). Nothing was chosen on val.
+# recipe's steps, because every training-loss curve of the first recipe was still falling by the
+# one flatness rule (docs/BENCHMARKS.md, "Did the loss flatten?"). Nothing was chosen on val.
 RECIPES: dict[str, list[str]] = {
     "cpu": [
         "model.backbone=shipped",                                  # every network from the shipped backbone
