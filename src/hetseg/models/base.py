@@ -18,6 +18,7 @@ import functools
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -170,7 +171,7 @@ class MasksOnlySegmenter(Segmenter):
 MODELS = Registry("model")  # name -> Segmenter subclass
 
 
-def frozen_aware(module: nn.Module, *args: Tensor):
+def frozen_aware(module: nn.Module, *args: Tensor) -> Any:
     """``module(*args)``, building an autograd graph only when grad is enabled and ``module`` has a
     trainable parameter: a frozen classifier or encoder (the engine freezes what a stage does not
     train) then keeps no activations for backward, which the decoder stages' batches need the memory of."""
