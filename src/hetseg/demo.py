@@ -30,11 +30,11 @@ def demo_config(data: str | Path, run_dir: str | Path, seed: int = 0) -> Config:
 
 def ensure_scenes(data: str | Path, seed: int = 0, fashion_mnist_dir: str | None = None) -> dict:
     """Generate fashion-scenes with default settings unless ``data/meta.json`` already matches."""
-    from hetseg.data.scenes import generate_scenes, read_meta
+    from hetseg.data.scenes import generate_scenes, is_finished, read_meta
 
     meta = read_meta(data)  # none, or unreadable: generate_scenes decides (it refuses a folder not its own)
-    if meta is not None and meta.get("seed") == seed and meta.get("num_train") == 10000 \
-            and meta.get("num_val") == 1000 and not meta.get("incomplete"):
+    if is_finished(meta) and meta.get("seed") == seed and meta.get("num_train") == 10000 \
+            and meta.get("num_val") == 1000:
         return meta
     # Said before the work: a mistyped --data of a bench otherwise went quiet for half a minute and 130 MB.
     print(f"[data] no finished fashion-scenes set at {data}: generating one there (seed {seed}, 10,000 train + "
@@ -51,14 +51,14 @@ def ensure_bench_data(data: str | Path) -> None:
     fashion-scenes set (its meta.json a generation's stub), get the default set (seed 0); another folder
     with files is the user's data set, used as it is; another missing or empty folder is refused in one
     line (a mistyped or unmounted ``--data /data/VOC2012`` was filled with 130 MB of scenes)."""
-    from hetseg.data.scenes import read_meta
+    from hetseg.data.scenes import is_finished, read_meta
 
     root = Path(data)
     if root.exists() and not root.is_dir():
         raise HetsegError(f"--data {data}: a file, not a data set folder; fix: give the root folder of a data set "
                           "(the folder holding JPEGImages/ and splits/)")
     meta = read_meta(root)
-    if meta is not None and not meta.get("incomplete"):  # a finished set (scenes.is_complete)
+    if is_finished(meta):
         return
     ours = meta is not None and meta.get("dataset") == "fashion-scenes"
     has_files = root.is_dir() and any(root.iterdir())

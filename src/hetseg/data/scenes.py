@@ -136,10 +136,14 @@ def read_meta(root: str | Path) -> dict | None:
     return meta if isinstance(meta, dict) else None
 
 
+def is_finished(meta: dict | None) -> bool:
+    """Whether a :func:`read_meta` result is a finished set's: present and not a generation's stub."""
+    return meta is not None and not meta.get("incomplete")
+
+
 def is_complete(root: str | Path) -> bool:
     """Whether ``root`` holds a finished data set: a meta.json that is not a generation's stub."""
-    meta = read_meta(root)
-    return meta is not None and not meta.get("incomplete")
+    return is_finished(read_meta(root))
 
 
 def _prepare_out(out: Path, params: dict) -> None:
