@@ -43,7 +43,7 @@ def cli_splits(split: str, per_class: int, seed: int, root: str | None = None, n
              f"{per_class} per class where a class has that many; class{'es' * (len(short) > 1)} "
              f"{', '.join(map(str, short))} {'have' if len(short) > 1 else 'has'} fewer masked images, all taken")
     print(f"{dest}: {len(chosen)} images, {drawn} (seed {seed}), sha256 {checksum}")
-    names = _class_names(src.root, n)
+    names = named if named and len(named) >= n else None  # _class_names(src.root, n), read once above
     print("images per class: " + ", ".join(f"{c}{f' {names[c]}' if names else ''}:{counts[c]}" for c in range(1, n)))
     write_text(sidecar, sidecar_text)
     return 0
