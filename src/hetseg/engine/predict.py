@@ -56,8 +56,10 @@ def collect_inputs(inputs: Sequence[str], skipped: list[Path] | None = None) -> 
                           f"({' '.join(IMAGE_EXTS)})")
     # One file named twice (a folder and a file in it, or a path and a link to it) is one input: the
     # name-collision check below refused it with a fix ("rename one") that cannot apply.
-    seen: set[Path] = set()
-    return [p for p in out if not (p.resolve() in seen or seen.add(p.resolve()))]
+    first: dict[Path, Path] = {}
+    for p in out:
+        first.setdefault(p.resolve(), p)
+    return list(first.values())
 
 
 def previous_predictions(out_dir: Path) -> tuple[list[dict], list[str]]:
