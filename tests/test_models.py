@@ -379,8 +379,8 @@ def test_imagenet_file_goes_into_the_network_imagenet_starts(monkeypatch) -> Non
     got: list[nn.Module] = []
     monkeypatch.setattr(vgg, "load_vgg16_file", lambda m, p: got.append(m) or [])
     monkeypatch.setattr(resnet, "load_torchvision_resnet", lambda m, p: got.append(m) or [])
-    nets = {name: create_model(name, num_classes=4, scale="cpu") for name in ("transfernet", "decouplednet", "deconvnet",
-                                                                              "dis")}
+    names = ("transfernet", "decouplednet", "deconvnet", "dis")
+    nets = {name: create_model(name, num_classes=4, scale="cpu") for name in names}
     for net in nets.values():
         backbone.load_imagenet_file(net, "weights.pth")
     assert got == [nets["transfernet"].classifier, nets["decouplednet"].classifier, nets["deconvnet"],

@@ -67,7 +67,8 @@ def joint_config(base: Config, k: int | str, t_train: int, runs: str | Path) -> 
 
 
 @torch.no_grad()
-def time_inference(run: Path, split: Split, steps: Sequence[int], images: int = 64, batch: int = 16) -> dict[int, float]:
+def time_inference(run: Path, split: Split, steps: Sequence[int], images: int = 64,
+                   batch: int = 16) -> dict[int, float]:
     """ms per image of ``predict`` (model only: preprocessed batches, no file I/O) at each t_ts."""
     from hetseg.data.io import read_image
     from hetseg.data.transforms import prepare

@@ -255,5 +255,5 @@ def identify_labels(scores: Tensor, threshold: float | Tensor, allowed: list[int
     return active
 
 
-__all__ = ["MODELS", "MasksOnlySegmenter", "SegOutput", "Segmenter", "create_model", "frozen_aware", "identify_labels", "index_lists",
-           "labels_to_mask", "present_classes", "register"]
+__all__ = ["MODELS", "MasksOnlySegmenter", "SegOutput", "Segmenter", "create_model", "frozen_aware", "identify_labels",
+           "index_lists", "labels_to_mask", "present_classes", "register"]

@@ -151,7 +151,8 @@ class DecoupledNet(Segmenter):
 
     def classify(self, images: Tensor) -> ClassifierOutput:
         """Classifier forward, images (N, 3, S, S) -> ClassifierOutput (pool5 (N, C5, h, w), score_map
-        (N, K, s, s), logits (N, K), ...); no graph when the classifier is frozen (:func:`~hetseg.models.base.frozen_aware`)."""
+        (N, K, s, s), logits (N, K), ...); no graph when the classifier is frozen
+        (:func:`~hetseg.models.base.frozen_aware`)."""
         return frozen_aware(self.classifier, images)
 
     def label_weights(self, cls_out: ClassifierOutput, subsets: Tensor) -> Tensor:

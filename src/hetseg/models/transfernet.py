@@ -211,8 +211,9 @@ class TransferNet(Segmenter):
 
         enc.features (N, C5, h, w); labels (B,) object indices or (B, K) vectors; index (B,) int64 ->
         TransferOutput: alpha (B, h, w), z (B, C5), dense (B, 1, h, w), class logits (B, K), seg logits
-        (B, 2, H, W) or None without ``decode``. ``index`` None means row r = image r. When decoding, rows must be grouped per image with
-        ``repeats`` rows each (see :func:`repeat_switches`), which ``index`` must agree with.
+        (B, 2, H, W) or None without ``decode``. ``index`` None means row r = image r. When decoding, rows
+        must be grouped per image with ``repeats`` rows each (see :func:`repeat_switches`), which ``index``
+        must agree with.
         """
         feats = enc.features if index is None else enc.features[index]
         alpha = self.attention(feats, self.one_hot(labels))

@@ -96,7 +96,8 @@ def ship(run: str | Path, name: str, shipped: dict, dest: str | Path | None = No
     """
     run, out = Path(run), Path(dest if dest is not None else ZOO_DIR) / name
     if not _plain(name):
-        raise HetsegError(f"--name {name!r}: not a plain name; fix: use letters, digits, '-' or '_', starting with a letter or digit")
+        raise HetsegError(f"--name {name!r}: not a plain name; fix: use letters, digits, '-' or '_', starting with a "
+                          "letter or digit")
     if out.exists() and not (out / "model.json").is_file():  # the shipped backbones' folders, a stray file
         raise HetsegError(f"--name {name}: {out} exists and is not a shipped model; fix: choose another --name")
     if (out / "model.json").is_file() and not replace:
