@@ -438,6 +438,17 @@ def test_eval_without_split_scores_the_runs_eval_split(trained, tmp_path, capsys
     assert (moved / "eval_strong.json").is_file() and not (moved / "eval_val.json").exists()
 
 
+def test_eval_of_a_runs_weights_file_writes_into_the_run(trained, tmp_path):
+    """--checkpoint RUN/model.safetensors is the run (engine/checkpoint.run_dir): eval's reports go into
+    RUN, as for the folder (it once took the file's path for the folder its reports go in)."""
+    from hetseg.methods import evaluate_run
+
+    _, run, _ = trained
+    moved = _run_with_setting(run, tmp_path / "moved", "eval.split", "val")
+    _, report = evaluate_run(moved / "model.safetensors", "val")
+    assert report["results"] == str(moved / "eval_val.json") and (moved / "eval_val.json").is_file()
+
+
 def test_eval_of_a_run_whose_relative_data_root_is_elsewhere_says_so(trained, tmp_path, capsys, monkeypatch):
     """A run stores data.root as typed; from another folder eval's fix said to build fashion-scenes
     there (the training fix), which is wrong for a VOC run and not something eval can set."""
