@@ -208,6 +208,18 @@ def test_split_line_with_three_fields(tmp_path):
     raises_one_line(read_split, tmp_path / "s.txt", check_files=False, name="s.txt", contains="got 3 fields")
 
 
+@pytest.mark.parametrize("char", ["\x00", "\r", "\x1b[2J", "\u2028", "\x85"])
+def test_a_control_character_in_a_split_line_is_shown_escaped_on_the_one_line(tmp_path, capsys, char):
+    # a NUL or an escape code printed raw broke the one-line contract in a terminal (a carriage return
+    # overwrote the start of the line, an escape code cleared the screen); now each shows as its escape
+    (tmp_path / "s.txt").write_text(f"JPEGImages/a{char}b.jpg\n", encoding="utf-8")
+    assert main(["data", "splits", "--split", str(tmp_path / "s.txt"), "--per-class", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("\n") and err[:-1].isprintable() and "\t" not in err
+    assert err.startswith("hetseg: error: ") and "s.txt: line 1" in err and "JPEGImages/a" in err
+    assert char not in err
+
+
 # 5. labels.json ------------------------------------------------------------------------------------
 
 

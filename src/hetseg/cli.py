@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hetseg.cli_parser import UsageError
 from hetseg.cli_parser import build_parser as _build_parser  # tests and _check_bench_options parse with it
-from hetseg.errors import HetsegError, os_error_fix
+from hetseg.errors import HetsegError, one_line, os_error_fix
 
 
 # Which benches read each bench option: a set option that the chosen bench would not read is refused,
@@ -44,7 +44,7 @@ def _note_untrained(checkpoint: str) -> None:
 
     line = untrained_note(checkpoint)
     if line:
-        print(f"hetseg: note: {line}", file=sys.stderr)
+        print(f"hetseg: note: {one_line(line)}", file=sys.stderr)
 
 
 def _note_transfer_val(args: argparse.Namespace, report: dict) -> None:
@@ -109,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
         own = Path(cfg.run_dir) / "config.json"
         if file_cfg and not (own.exists() and own.resolve() == Path(args.config).resolve()):
             for line in method.unread_settings(file_cfg, cfg if stages is None else None):
-                print(f"hetseg: note: {args.config}: {line}", file=sys.stderr)
+                print(one_line(f"hetseg: note: {args.config}: {line}"), file=sys.stderr)
         for name, summary in train(cfg, stages, args.resume, args.init_from, not args.no_progress).items():
             m = summary.get("metrics") or {}
             extra = ", ".join(f"{k} {v:.4f}" for k, v in m.items())
@@ -218,13 +218,14 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
         return _run(args)
     except (HetsegError, UsageError) as e:
-        print(f"hetseg: error: {e}", file=sys.stderr)
+        print(f"hetseg: error: {one_line(str(e))}", file=sys.stderr)
     except OSError as e:
         path = e.filename2 or e.filename  # a rename's failure is about its destination
         if path is None or verbose:  # not about a path, or asked for the detail: keep the traceback
             raise
         # e.g. --out where a parent cannot be made or written: the file system's refusal, named by its path
-        print(f"hetseg: error: {path}: {e.strerror or type(e).__name__}; fix: {os_error_fix(e)}", file=sys.stderr)
+        line = f"hetseg: error: {path}: {e.strerror or type(e).__name__}; fix: {os_error_fix(e)}"
+        print(one_line(line), file=sys.stderr)
     return 2
 
 

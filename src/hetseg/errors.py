@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Line breaks a terminal or Python's str.splitlines() would honour become spaces; every other control
+# character (a NUL or an escape code inside a file name or a split line) is shown as its escape, so an
+# error stays exactly one printable line (GUARANTEES.md, "Bad input").
+_BREAKS = {"\r\n": " ", "\n": " ", "\r": " ", "\v": " ", "\f": " ", "\x1c": " ", "\x1d": " ", "\x1e": " ",
+           "\x85": " ", "\u2028": " ", "\u2029": " "}
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: line breaks -> spaces, other control characters -> ``\\xNN``."""
+    for brk, sub in _BREAKS.items():
+        text = text.replace(brk, sub)
+    return "".join(c if c == "\t" or (c >= " " and not "\x7f" <= c <= "\x9f") else ascii(c)[1:-1] for c in text)
+
 
 class HetsegError(Exception):
     """Base class; the CLI prints ``str(err)`` on one line and exits with status 2."""
@@ -19,7 +32,7 @@ class DataError(HetsegError, ValueError):
         msg = problem if path is None else f"{path}: {problem}"
         if fix:
             msg += f"; fix: {fix}"
-        super().__init__(msg.replace("\n", " "))
+        super().__init__(one_line(msg))
 
 
 def os_error_fix(e: OSError) -> str:

@@ -19,7 +19,7 @@ import scipy.io
 from hetseg.data.io import check_sizes, image_size, read_mask
 from hetseg.data.records import parse_split_lines, read_list_text, record_id
 from hetseg.data.staging import staged
-from hetseg.errors import DataError, HetsegError
+from hetseg.errors import DataError, HetsegError, one_line
 from hetseg.io_atomic import write_text
 from hetseg.palette import save_index_png
 
@@ -193,7 +193,7 @@ def cli_voc_aug(voc_root: str, sbd_root: str, out_mask_dir: str = "SegmentationC
     try:
         s = build_voc_aug(voc_root, sbd_root, out_mask_dir, expect_count)
     except HetsegError as e:
-        print(f"hetseg: error: {e}", file=sys.stderr)
+        print(f"hetseg: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     print(f"train_aug: {s['train_aug']} ids (VOC train {s['voc_train']}, SBD train {s['sbd_train']}, "
           f"SBD val {s['sbd_val']}, minus {s['removed_voc_val']} VOC val ids)")
