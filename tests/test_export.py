@@ -219,6 +219,28 @@ def test_scores_that_underflow_differently_do_not_fail_the_check(tmp_path, capsy
     assert meta["parity"]["ok"] and meta["parity"]["thresholds"] == [-1.0, 0.5]
 
 
+@pytest.mark.parametrize("name", ["transfernet", "baselinenet"])
+def test_the_argmax_fallback_picks_the_same_class_when_every_score_underflows(tmp_path, name, capsys):
+    """TransferNet's rule takes the allowed argmax when no class passes the threshold. Taken on sigmoid scores,
+    scores under onnxruntime's floor (about 3e-8) all tied at 0 there and the first class won, so the file
+    labelled images otherwise than PyTorch and export refused every briefly trained transfer run; it is
+    taken on the logits now, identically in both (review s16, finding 1)."""
+    run = _run(tmp_path, name)
+    from hetseg.engine.checkpoint import load_model
+
+    net, cfg, info = load_model(run)
+    with torch.no_grad():  # every sigmoid below 1e-17, the last class's logit the highest
+        net.classifier.score.bias -= 60.0 - 5.0 * torch.arange(K, dtype=torch.float32)
+    save_model(run, net, cfg, info["class_names"], {"threshold": 0.5})
+    x = torch.full((1, 3, 96, 96), 0.5)
+    assert net.predict(x).identified == [[K - 1]]
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0, capsys.readouterr().err
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    probs = torch.from_numpy(sess.run(None, {"images": x.numpy(), "threshold": torch.tensor(0.5).numpy()})[0])
+    assert (probs.argmax(1) == net.predict(x).label_map).float().mean() >= 0.99
+
+
 def test_an_out_that_cannot_be_written_is_refused_before_the_export(tmp_path, capsys, monkeypatch):
     """It used to run the exporter and the parity check (15 s at CPU scale) and only then fail to write."""
     run, blocker = _run(tmp_path, "deconvnet"), tmp_path / "file"

@@ -117,11 +117,13 @@ class Segmenter(nn.Module):
     label_classes: list[int] | None = None  # object indices identification may return (None: all)
     label_fallback: bool = False            # no class over the threshold -> the allowed argmax
 
-    def active_labels(self, scores: Tensor, labels: list[list[int]] | None, threshold: float | Tensor) -> Tensor:
-        """scores (N, K) -> (N, K) bool: ``labels`` when given, else this model's identification rule."""
+    def active_labels(self, scores: Tensor, labels: list[list[int]] | None, threshold: float | Tensor,
+                      logits: Tensor | None = None) -> Tensor:
+        """scores (N, K) -> (N, K) bool: ``labels`` when given, else this model's identification rule
+        (``logits`` (N, K), the scores before their sigmoid, decide the fallback's argmax when given)."""
         if labels is not None:
             return labels_to_mask(labels, scores.shape[0], scores.shape[1], scores.device)
-        return identify_labels(scores, threshold, self.label_classes, self.label_fallback)
+        return identify_labels(scores, threshold, self.label_classes, self.label_fallback, logits)
 
     def pretrained_modules(self) -> list[nn.Module]:
         """Submodules that start from pretrained (ImageNet) weights; training gives their parameters
@@ -230,11 +232,14 @@ def index_lists(active: Tensor) -> list[list[int]]:
 
 
 def identify_labels(scores: Tensor, threshold: float | Tensor, allowed: list[int] | None = None,
-                    fallback: bool = False) -> Tensor:
+                    fallback: bool = False, logits: Tensor | None = None) -> Tensor:
     """Label identification shared by every model with image-level scores.
 
     scores (N, K) in [0, 1] -> active (N, K) bool: {k in allowed : scores_k > threshold}; with
-    ``fallback``, an image with none gets the allowed argmax (TransferNet's rule, docs/TRANSFERNET.md).
+    ``fallback``, an image with none gets the allowed argmax (TransferNet's rule, docs/TRANSFERNET.md),
+    taken on ``logits`` (N, K) when given: a sigmoid far below the threshold underflows (to exactly 0
+    under about -104 in float32, and onnxruntime flushes it under about 3e-8), so every class tied and
+    the first won, differently in PyTorch and in an exported graph.
     """
     import torch
 
@@ -249,7 +254,8 @@ def identify_labels(scores: Tensor, threshold: float | Tensor, allowed: list[int
     active = (scores > threshold) & ok
     if fallback:
         # Masks, not boolean indexing: the rule stays one static graph (Segmenter.export_forward).
-        best = scores.masked_fill(~ok, -1.0).argmax(dim=1)
+        ranked = scores if logits is None else logits.float()
+        best = ranked.masked_fill(~ok, torch.finfo(torch.float32).min).argmax(dim=1)
         none = ~active.any(dim=1, keepdim=True)
         active = active | (none & torch.nn.functional.one_hot(best, scores.shape[1]).bool())
     return active

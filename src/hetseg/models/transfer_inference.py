@@ -30,7 +30,7 @@ def transfer_predict(net: nn.Module, images: Tensor, labels: list[list[int]] | N
     """
     classified = net.classifier(images)  # handed on: BaselineNet's decoder reads the same classifier
     scores = torch.sigmoid(classified.logits_avg.float())
-    active = net.active_labels(scores, labels, threshold)
+    active = net.active_labels(scores, labels, threshold, classified.logits_avg)
     identified = index_lists(active)
     fo = net.foreground(images, identified, net.bg_scale, return_maps=bool(maps), classified=classified)
     extras = dict(zip(maps, fo.maps)) if maps and fo.maps is not None else None
@@ -44,7 +44,7 @@ def transfer_export(net: nn.Module, images: Tensor, threshold: float | Tensor) -
     class_scores (N, K))."""
     classified = net.classifier(images)
     scores = torch.sigmoid(classified.logits_avg.float())
-    active = net.active_labels(scores, None, threshold)
+    active = net.active_labels(scores, None, threshold, classified.logits_avg)
     n, k = scores.shape
     seg = net.segment(images, torch.arange(k, device=images.device).expand(n, k), classified)  # (N, K, 2, S, S)
     fg = foreground_probability(seg.flatten(0, 1), net.bg_scale).reshape(n, k, *seg.shape[-2:])
