@@ -143,7 +143,7 @@ class StepClock(L.Callback):
 
 def fix_budgets(cfg: Config, plan: dict[str, int]) -> None:
     """Every planned stage's steps, set before the first one trains: a run dir holds one config, and
-    hetseg refuses another once a stage there is done (methods/base.py: refuse_other_recipe)."""
+    hetseg refuses another once a stage there is done (methods/run_state.py: refuse_other_recipe)."""
     for stage, steps in plan.items():
         sc = stage_config(cfg, stage)
         sc.steps, sc.checkpoint_every = steps, 10 ** 6

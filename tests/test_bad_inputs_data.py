@@ -77,9 +77,9 @@ def test_crop_dataset_refuses_mask_of_another_size(tmp_path):
     split = Split(root, [Record("a", "JPEGImages/a.jpg", (1, 15), "SegmentationClass/a.png")], "train", 21)
     msg = raises_one_line(CropDataset, split, 21, 32, name="SegmentationClass/a.png", contains="mask is 281x500")
     assert "JPEGImages/a.jpg is 366x500" in msg
-    good = Split(root, [Record("a", "JPEGImages/a.jpg", (1,), "SegmentationClass/a.png")], "train", 21)
+    good = Split(root, [Record("a", "JPEGImages/a.jpg", (1, 15), "SegmentationClass/a.png")], "train", 21)
     shutil.copyfile(JPG32, root / "JPEGImages" / "a.jpg")
-    assert len(CropDataset(good, 21, 32, crops_per_subset=2)) == 2  # the matching pair is accepted
+    assert len(CropDataset(good, 21, 32, crops_per_subset=2)) == 6  # the matching pair is accepted: 3 label subsets x 2
     with pytest.raises(ValueError, match="target='bogus': expected 'binary' or 'multiclass'"):
         CropDataset(good, 21, 32, crops_per_subset=2, target="bogus")  # used to act as "multiclass"
 

@@ -461,6 +461,46 @@ def test_a_missing_split_of_the_config_names_its_setting(tiny_scenes, tmp_path, 
     assert "fix: set data.val_split to a split file of" in err and not run.exists()
 
 
+def _strong_case(root: Path, tmp_path: Path, case: str) -> tuple[Path, str]:
+    """A copy of ``root`` with the first strong_5 image's mask or labels broken; (new root, the file to name)."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    new = tmp_path / "data"
+    shutil.copytree(root, new)
+    img, mask = (new / "splits" / "strong_5.txt").read_text().splitlines()[0].split()
+    if case == "rgb":
+        Image.open(new / mask).convert("RGB").save(new / mask)
+    elif case == "labels":
+        labels = json.loads((new / "labels.json").read_text())
+        key = Path(img).stem
+        labels[key] = sorted(set(labels[key]) ^ {1, 2})  # a class the mask does not hold, or one missing
+        (new / "labels.json").write_text(json.dumps(labels))
+    return new, mask
+
+
+@pytest.mark.parametrize("case,says", [("missing", "no such split file"), ("rgb", "mask is RGB"),
+                                       ("labels", "holds classes")])
+def test_a_bad_strong_split_is_refused_before_the_classifier_trains(tiny_scenes, tmp_path, capsys, case, says):
+    """Review s16 (findings 2-4): a missing strong split, a colour mask or image labels that contradict the mask
+    surfaced only when stage seg began (after the classifier's whole budget, and the corrected command was then
+    refused as another recipe), when a crop first sampled the mask, or never (the decoder learnt wrong targets).
+    Now each is one line before any stage, and no run dir is left."""
+    root, named = (tiny_scenes, "splits/nonexist.txt") if case == "missing" else _strong_case(tiny_scenes, tmp_path, case)
+    split = "splits/nonexist.txt" if case == "missing" else "splits/strong_5.txt"
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--no-progress", f"data.root={root}", f"data.strong_split={split}",
+                 "cls.steps=1", "cls.batch_size=4", "seg.steps=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hetseg: error: ") and says in err and named in err, err
+    assert not run.exists()
+    if case == "labels":  # the same data is fine for a method that reads no mask: the classifier alone
+        assert main(["train", "--run-dir", str(run), "--no-progress", f"data.root={root}", f"data.strong_split={split}",
+                     "cls.steps=1", "cls.batch_size=4", "--stage", "cls"]) == 0
+
+
 def test_selective_search_proposals_without_opencv_are_refused_before_training(tiny_scenes, tmp_path, capsys,
                                                                                 monkeypatch):
     """Without opencv-contrib, crops.proposals=selective-search trained on random boxes only and recorded

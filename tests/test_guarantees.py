@@ -83,6 +83,24 @@ def test_a_run_dir_holds_one_recipe(trained, tmp_path, capsys):
     assert "differs in cls.steps" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("method", ["deconvnet", "dis"])
+def test_another_method_into_a_trained_run_dir_is_refused(trained, tmp_path, capsys, method):
+    """Review s16 (finding 6): the recipe check looked at the requested method's stages only, so a DecoupledNet
+    run (cls, seg) was invisible to DeconvNet (deconv) and its weights became DeconvNet's starting point
+    (refused only as "weights do not fit" when their shapes differed). Now one line naming what the dir holds."""
+    import shutil
+
+    _, src, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    assert main(["train", "--method", method, "--run-dir", str(run), "--no-progress",
+                 f"data.root={trained[0].data.root}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {run}: holds a decouplednet run") and "fix: " in err
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
+
+
 def test_trained_state_without_its_config_is_refused(trained, tmp_path, capsys):
     """A records-only runs dir whose tracked files (config.json, model.json, done markers) were removed
     with git keeps its ignored weights and checkpoints. Training into it used to resume those

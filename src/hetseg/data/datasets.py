@@ -26,6 +26,32 @@ def multi_hot(labels: tuple[int, ...], num_classes: int) -> torch.Tensor:
     return v
 
 
+_CHECKED: set[tuple[str, str, int]] = set()  # (root, split checksum, C) whose masks passed, in this process
+
+
+def check_strong_masks(split: Split, num_classes: int) -> None:
+    """Decode every mask of ``split`` once and refuse, in one line naming the file: a mask of another size
+    than its image, a colour mask or a value outside [0, C) and 255 (:func:`read_mask`), or image labels
+    (``labels.json`` or ``data.labels``) other than the classes the mask holds. Those labels choose
+    DecoupledNet's label subsets, crops and binary targets (docs/REFERENCE.md §1.9), so a disagreement
+    trained a decoder on wrong targets without a word; and a bad mask stopped training only when a crop
+    first sampled it, mid-stage, or never. Each (root, split, C) is checked once per process."""
+    key = (str(split.root), split.checksum(), num_classes)
+    if key in _CHECKED:
+        return
+    for r in split.records:
+        if r.mask is None:
+            continue
+        image, mask_path = split.path(r.image), split.path(r.mask)
+        check_pair_files(image, mask_path)
+        held = sorted(int(c) for c in np.unique(read_mask(mask_path, num_classes)) if 0 < c < 255)
+        if held != sorted(r.labels):
+            raise DataError(mask_path, f"holds classes {held}, but the labels file gives image '{r.id}' "
+                                       f"{sorted(r.labels)}", "make the labels file agree with the mask, or drop "
+                                       "the image from it (a masked image's labels are then read from its mask)")
+    _CHECKED.add(key)
+
+
 class SeededDataset(Dataset):
     def __init__(self, seed: int) -> None:
         self.seed = seed
@@ -63,10 +89,10 @@ class CropDataset(SeededDataset):
     Item i -> (pair i // N_p, crop i % N_p) where a pair is (strong image, non-empty label subset).
     ``target="binary"`` gives DecoupledNet's (image, subset multi-hot (C-1,), binary mask (S,S));
     ``target="multiclass"`` gives the full class mask of the crop (DeconvNet), subset all labels.
-    Decoded strong images are cached in memory: the strong set is small by definition. Every
-    strong image and its mask must have the same size: checked from the file headers when the
-    dataset is built (a :class:`~hetseg.errors.DataError` naming both files and sizes, raised in
-    the main process rather than inside a DataLoader worker) and again after decoding.
+    Decoded strong images are cached in memory: the strong set is small by definition. Every mask is
+    checked when the dataset is built (:func:`check_strong_masks`: size, values, labels; a
+    :class:`~hetseg.errors.DataError` raised in the main process rather than inside a DataLoader
+    worker), and the sizes again after decoding.
     """
 
     def __init__(self, split: Split, num_classes: int, size: int, crops_per_subset: int = 200,
@@ -77,8 +103,7 @@ class CropDataset(SeededDataset):
         if not strong:
             raise DataError(split.meta.get("split_file", split.name), "the split has no strong (masked) images",
                             "train the segmentation stage on a split whose lines name a mask")
-        for r in strong:
-            check_pair_files(split.path(r.image), split.path(r.mask))
+        check_strong_masks(split, num_classes)
         self.split, self.num_classes, self.size = split, num_classes, size
         self.n_p, self.full_image_prob, self.max_scale = crops_per_subset, full_image_prob, max_scale
         if target not in ("binary", "multiclass"):  # anything else used to act as "multiclass"

@@ -17,7 +17,8 @@ from hetseg.engine.evaluate import evaluate_run
 from hetseg.engine.train import stage_done
 from hetseg.errors import HetsegError
 from hetseg.methods import decouplednet, deconvnet, dis, transfernet  # noqa: F401 - registration
-from hetseg.methods.base import METHODS, Method, get_method, held_stages, register_method
+from hetseg.methods.base import METHODS, Method, get_method, register_method
+from hetseg.methods.run_state import held_stages
 
 
 def train(cfg: Config, stages: Sequence[str] | None = None, resume: str | None = None, init_from: str | None = None,

@@ -23,6 +23,7 @@ from hetseg.engine.resume import fault_point
 from hetseg.engine.train import is_rank_zero, mark_done, stage_done
 from hetseg.errors import HetsegError
 from hetseg.methods.model_keys import check_encoder_keys
+from hetseg.methods.run_state import init_record, refuse_other_recipe, remove_if_untrained, trained_stages
 from hetseg.registry import Registry
 
 METHODS = Registry("method")  # name (= model.name in configs) -> Method instance
@@ -42,6 +43,11 @@ class Method:
     stages: tuple[str, ...] = ()       # what ``--stage all`` runs, in order
     extra_stages: tuple[str, ...] = ()  # stages run only when asked for (e.g. "pre")
     crop_stages: tuple[str, ...] = ()  # stages trained on combinatorial crops (read ``crops.*``)
+    mask_stages: tuple[str, ...] = ()  # stages trained on masks: :meth:`mask_splits`, checked before any stage
+
+    def mask_splits(self, cfg: Config) -> list[str]:
+        """The splits (``load_split`` keys or paths) whose masks :attr:`mask_stages` train on."""
+        return ["strong"]
 
     def model_kwargs(self, cfg: Config) -> dict:
         """Constructor kwargs of the model (JSON-serialisable; stored in model.json)."""
@@ -193,6 +199,14 @@ class Method:
         init_weights(net, cfg, init_from)
         source = init_record(init_from)
         self.prepare(net, cfg, fresh)
+        if set(stages) & set(self.mask_stages) - set(trained_stages(run, stages)):
+            # Before the first stage: a wrong strong split or a bad mask used to surface only when the stage
+            # reading it began (after the classifier's whole budget) or when a crop first sampled the mask.
+            from hetseg.data.datasets import check_strong_masks
+            from hetseg.engine.context import load_split
+
+            for key in self.mask_splits(cfg):
+                check_strong_masks(load_split(cfg, key), cfg.data.num_classes)
         new_run = not run.exists()
         if is_rank_zero():  # only now: a run refused above (bad data, bad --init-from) leaves no run dir behind
             cfg.save(run / "config.json")
@@ -200,7 +214,7 @@ class Method:
             return self._train_stages(run, net, cfg, stages, names, resume, callbacks, progress, source)
         except HetsegError:
             if new_run and is_rank_zero():
-                _remove_if_untrained(run)  # a run refused at its first stage's data leaves no folder either
+                remove_if_untrained(run)  # a run refused at its first stage's data leaves no folder either
             raise
 
     def _train_stages(self, run: Path, net: nn.Module, cfg: Config, stages: Sequence[str], names: list[str],
@@ -243,89 +257,6 @@ class Method:
             mark_done(run, summary)
             fault_point(f"done:{stage}")
         return summaries
-
-
-def _remove_if_untrained(run: Path) -> None:
-    """Remove a run dir this command created when it holds nothing but its config.json and empty folders
-    (e.g. a stage's data was refused before any step); anything else in it stays."""
-    try:
-        files = [p for p in run.rglob("*") if not p.is_dir()]
-        if files != [run / "config.json"] and files:
-            return
-        for p in files:
-            p.unlink()
-        for d in sorted((p for p in run.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [run]:
-            d.rmdir()
-    except OSError:  # a tidy-up only: the refusal being raised is what the user must see
-        pass
-
-
-def held_stages(info: dict) -> set[str] | None:
-    """The stages whose weights a run holds, from its model.json ``info``: trained there, or brought by the
-    ``--init-from`` it recorded; None when unknown (a file of bare weights, or a model.json from before
-    hetseg recorded ``init_from``)."""
-    if "init_from" not in info:
-        return None
-    src, own = info["init_from"], set(info.get("stages", {}))
-    if src is None:
-        return own
-    if not isinstance(src, dict) or not isinstance(src.get("stages"), list):  # a bare file, or hand-edited
-        return None
-    return own | set(src["stages"])
-
-
-def init_record(init_from: str | None) -> dict | None:
-    """What model.json records of ``--init-from``: the path, and the stages its weights hold
-    (:func:`held_stages` of a run dir; None for a bare .safetensors file, which says nothing of them)."""
-    if not init_from:
-        return None
-    src, held = Path(init_from), None
-    if (src / "model.json").is_file():
-        try:
-            held = held_stages(read_model_json(src))
-        except HetsegError:  # --init-from takes the weights only: an unreadable model.json just says nothing
-            pass
-    return {"path": str(init_from), "stages": None if held is None else sorted(held)}
-
-
-def trained_stages(run: Path, stages: Sequence[str], checkpoints: bool = False) -> list[str]:
-    """Those of ``stages`` trained in ``run``: done marker, or recorded in model.json (a stage killed between
-    its model file and its marker, healed as done on a rerun), or -- with ``checkpoints`` -- half-trained."""
-    recorded = read_model_json(run).get("stages", {}) if (run / "model.json").is_file() else {}
-    return [s for s in stages if s in recorded or (run / s / "done.json").is_file()
-            or (checkpoints and (run / s / "checkpoints" / "last.ckpt").is_file())]
-
-
-def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str], method: Method | None = None) -> None:
-    """A run dir holds one recipe (docs/GUARANTEES.md). Once one of ``stages`` has trained there (done
-    marker or checkpoint), another config would skip or resume that stage under settings it never
-    trained with, and config.json would then claim them; refused in one line before anything is written."""
-    p = run / "config.json"
-    if not p.is_file():
-        # Trained state no recorded config describes: e.g. a records-only runs dir whose tracked files
-        # (config.json, model.json, done.json) were removed with git while the ignored weights and
-        # checkpoints stayed. Training would resume those checkpoints and start from those weights under
-        # this config's schedule, without a word.
-        left = [f for f in (run / "model.safetensors", run / "model.json", *sorted(run.glob("*/done.json")),
-                            *sorted(run.glob("*/checkpoints/last.ckpt"))) if f.is_file()]
-        if left:
-            restore = " (model.json holds a copy)" if (run / "model.json").is_file() else ""
-            raise HetsegError(f"{p}: missing, but {left[0]} is there, trained under a config this run dir no longer "
-                              f"records; fix: restore config.json{restore}, delete {run} to train from scratch, or "
-                              "train into another run directory")
-        return
-    trained = trained_stages(run, stages, checkpoints=True)
-    if not trained:
-        return
-    # Keys the method never reads (Method.unread: seg.* for TransferNet) cannot change what it trained.
-    diff = [k for k in cfg.recipe_difference_from(p) if method is None or method.unread(k, cfg) is None]
-    if diff:
-        # One run dir, one recipe, whichever stage the changed key belongs to (it read as a problem of the
-        # trained stage when only a later stage's budget changed).
-        raise HetsegError(f"{p}: this run dir holds one recipe and has trained stage '{trained[0]}' with it; the "
-                          f"config now differs in {describe_difference(diff)}; fix: train with the settings "
-                          f"recorded in {p}, or into another run directory (hetseg train --config {p} --run-dir NEW "
-                          f"--init-from {run} KEY=VALUE ... starts from its weights)")
 
 
 def get_method(name: str) -> Method:

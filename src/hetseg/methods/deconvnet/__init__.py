@@ -32,6 +32,7 @@ class DeconvNetMethod(Method):
     encoder_model = "maskonly_enc"
     stages = ("deconv",)
     crop_stages = ("deconv",)
+    mask_stages = ("deconv",)
 
     def run_stage(self, stage: str, net: nn.Module, cfg: Config, resume: str | None, callbacks: Sequence,
                   progress: bool) -> tuple[dict, dict]:

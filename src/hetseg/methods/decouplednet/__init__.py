@@ -58,6 +58,7 @@ class DecoupledNetMethod(Method):
     stages = ("cls", "seg")
     extra_stages = ("pre",)
     crop_stages = ("seg",)
+    mask_stages = ("seg",)
 
     def model_kwargs(self, cfg: Config) -> dict:
         return {**super().model_kwargs(cfg), "weight_pool": cfg.model.weight_pool}

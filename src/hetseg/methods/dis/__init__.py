@@ -34,6 +34,7 @@ class DISMethod(Method):
     model = "dis"
     stages = ("labelmap", "recon", "joint")
     extra_stages = ("pre",)
+    mask_stages = stages
 
     def stage_section(self, stage: str) -> str:
         return stage if stage == "pre" else f"dis.{stage}"

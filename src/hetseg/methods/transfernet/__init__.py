@@ -69,6 +69,9 @@ class _TransferFamily(Method):
     def threshold(self, cfg: Config) -> float:
         return cfg.transfer.threshold
 
+    def mask_splits(self, cfg: Config) -> list[str]:
+        return [cfg.transfer.source_split]  # the source classes' masks; target images have labels only
+
     def default_stages(self, cfg: Config) -> tuple[str, ...]:
         return self.stages[1:] if cfg.transfer.classifier_run else self.stages
 
@@ -97,6 +100,7 @@ class TransferNetMethod(_TransferFamily):
     name = "transfernet"
     model = "transfernet"
     stages = ("cls", "att", "joint")
+    mask_stages = ("att", "joint")
 
     def model_kwargs(self, cfg: Config) -> dict:
         t = cfg.transfer
@@ -134,6 +138,7 @@ class BaselineNetMethod(_TransferFamily):
     name = "baselinenet"
     model = "baselinenet"
     stages = ("cls", "baseline")
+    mask_stages = ("baseline",)
 
     def model_kwargs(self, cfg: Config) -> dict:
         return {**super().model_kwargs(cfg), "bg_scale": cfg.transfer.bg_scale}
@@ -156,6 +161,7 @@ class DecoupledNetTransferMethod(_TransferFamily):
     model = "decouplednet"
     stages = ("cls", "seg")
     crop_stages = ("seg",)
+    mask_stages = ("seg",)
 
     def model_kwargs(self, cfg: Config) -> dict:
         return {**super().model_kwargs(cfg), "weight_pool": cfg.model.weight_pool}

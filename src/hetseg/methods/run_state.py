@@ -1,0 +1,118 @@
+"""What a run directory holds, read before a method trains there (docs/GUARANTEES.md, "A run dir holds one
+recipe"): which stages it has trained, which weights an ``--init-from`` brought, and the refusals of a
+recipe or a method other than the one it holds. Split from ``methods/base.py``, which calls it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hetseg.config import Config, describe_difference
+from hetseg.engine.checkpoint import read_model_json
+from hetseg.errors import HetsegError
+
+if TYPE_CHECKING:
+    from hetseg.methods.base import Method
+
+
+def remove_if_untrained(run: Path) -> None:
+    """Remove a run dir this command created when it holds nothing but its config.json and empty folders
+    (e.g. a stage's data was refused before any step); anything else in it stays."""
+    try:
+        files = [p for p in run.rglob("*") if not p.is_dir()]
+        if files != [run / "config.json"] and files:
+            return
+        for p in files:
+            p.unlink()
+        for d in sorted((p for p in run.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [run]:
+            d.rmdir()
+    except OSError:  # a tidy-up only: the refusal being raised is what the user must see
+        pass
+
+
+def held_stages(info: dict) -> set[str] | None:
+    """The stages whose weights a run holds, from its model.json ``info``: trained there, or brought by the
+    ``--init-from`` it recorded; None when unknown (a file of bare weights, or a model.json from before
+    hetseg recorded ``init_from``)."""
+    if "init_from" not in info:
+        return None
+    src, own = info["init_from"], set(info.get("stages", {}))
+    if src is None:
+        return own
+    if not isinstance(src, dict) or not isinstance(src.get("stages"), list):  # a bare file, or hand-edited
+        return None
+    return own | set(src["stages"])
+
+
+def init_record(init_from: str | None) -> dict | None:
+    """What model.json records of ``--init-from``: the path, and the stages its weights hold
+    (:func:`held_stages` of a run dir; None for a bare .safetensors file, which says nothing of them)."""
+    if not init_from:
+        return None
+    src, held = Path(init_from), None
+    if (src / "model.json").is_file():
+        try:
+            held = held_stages(read_model_json(src))
+        except HetsegError:  # --init-from takes the weights only: an unreadable model.json just says nothing
+            pass
+    return {"path": str(init_from), "stages": None if held is None else sorted(held)}
+
+
+def trained_stages(run: Path, stages: Sequence[str], checkpoints: bool = False) -> list[str]:
+    """Those of ``stages`` trained in ``run``: done marker, or recorded in model.json (a stage killed between
+    its model file and its marker, healed as done on a rerun), or -- with ``checkpoints`` -- half-trained."""
+    recorded = read_model_json(run).get("stages", {}) if (run / "model.json").is_file() else {}
+    return [s for s in stages if s in recorded or (run / s / "done.json").is_file()
+            or (checkpoints and (run / s / "checkpoints" / "last.ckpt").is_file())]
+
+
+def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str], method: Method | None = None) -> None:
+    """A run dir holds one recipe (docs/GUARANTEES.md). Once one of ``stages`` has trained there (done
+    marker or checkpoint), another config would skip or resume that stage under settings it never
+    trained with, and config.json would then claim them; refused in one line before anything is written."""
+    p = run / "config.json"
+    if not p.is_file():
+        # Trained state no recorded config describes: e.g. a records-only runs dir whose tracked files
+        # (config.json, model.json, done.json) were removed with git while the ignored weights and
+        # checkpoints stayed. Training would resume those checkpoints and start from those weights under
+        # this config's schedule, without a word.
+        left = [f for f in (run / "model.safetensors", run / "model.json", *sorted(run.glob("*/done.json")),
+                            *sorted(run.glob("*/checkpoints/last.ckpt"))) if f.is_file()]
+        if left:
+            restore = " (model.json holds a copy)" if (run / "model.json").is_file() else ""
+            raise HetsegError(f"{p}: missing, but {left[0]} is there, trained under a config this run dir no longer "
+                              f"records; fix: restore config.json{restore}, delete {run} to train from scratch, or "
+                              "train into another run directory")
+        return
+    held = [f for f in (run / "model.safetensors", *sorted(run.glob("*/done.json")),
+                        *sorted(run.glob("*/checkpoints/last.ckpt"))) if f.is_file()]
+    other = _recorded_method(p)
+    if held and other and other != cfg.model.name:
+        # Another method's stages are invisible to this one's, so its weights were taken as this run's
+        # starting point (refused only when their shapes happened not to fit).
+        raise HetsegError(f"{run}: holds a {other} run, trained there; fix: train {cfg.model.name} into another run "
+                          f"directory (--init-from {run} starts it from those weights where they fit)")
+    trained = trained_stages(run, stages, checkpoints=True)
+    if not trained:
+        return
+    # Keys the method never reads (Method.unread: seg.* for TransferNet) cannot change what it trained.
+    diff = [k for k in cfg.recipe_difference_from(p) if method is None or method.unread(k, cfg) is None]
+    if diff:
+        # One run dir, one recipe, whichever stage the changed key belongs to (it read as a problem of the
+        # trained stage when only a later stage's budget changed).
+        raise HetsegError(f"{p}: this run dir holds one recipe and has trained stage '{trained[0]}' with it; the "
+                          f"config now differs in {describe_difference(diff)}; fix: train with the settings "
+                          f"recorded in {p}, or into another run directory (hetseg train --config {p} --run-dir NEW "
+                          f"--init-from {run} KEY=VALUE ... starts from its weights)")
+
+
+def _recorded_method(config_json: Path) -> str | None:
+    """model.name as a run's config.json records it (None when unreadable: the recipe check then speaks)."""
+    import json
+
+    try:
+        name = json.loads(config_json.read_text(encoding="utf-8")).get("model", {}).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
