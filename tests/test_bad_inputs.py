@@ -255,3 +255,22 @@ def test_one_image_named_twice_is_predicted_once(tmp_path):
     (tmp_path / "other" / "a.png").write_bytes(b"y")
     with pytest.raises(HetsegError, match="same a.png"):
         check_outputs(collect_inputs([str(a), str(tmp_path / "other" / "a.png")]), tmp_path / "out")
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "export"])
+def test_a_run_stopped_in_its_first_stage_is_told_to_resume(tmp_path, capsys, command):
+    """Review s16 (finding 8): a run killed in its first stage has config.json and a last.ckpt but no model.json;
+    eval, predict and export said "pass a run directory written by 'hetseg train'", which it is."""
+    from hetseg.cli import main
+    from hetseg.config import Config
+
+    run = tmp_path / "run"
+    Config(run_dir=str(run)).save(run / "config.json")
+    (run / "cls" / "checkpoints").mkdir(parents=True)
+    (run / "cls" / "checkpoints" / "last.ckpt").write_bytes(b"half a stage")
+    extra = {"eval": [], "predict": ["--input", str(JPG), "--output", str(tmp_path / "out")],
+             "export": ["--out", str(tmp_path / "m.onnx")]}[command]
+    assert main([command, "--checkpoint", str(run), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {run}: no stage has finished yet"), err
+    assert f"fix: rerun 'hetseg train --run-dir {run} --config {run / 'config.json'}'" in err

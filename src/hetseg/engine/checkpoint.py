@@ -93,6 +93,10 @@ def read_model_json(run: Path) -> dict:
     """``run/model.json`` parsed and checked (a tampered or truncated file is one error line)."""
     meta_path = run / "model.json"
     if not meta_path.is_file():
+        started = sorted(run.glob("*/checkpoints/last.ckpt")) if (run / "config.json").is_file() else []
+        if started:  # a run whose first stage was stopped part-way: it is one, and the rerun resumes it
+            raise HetsegError(f"{run}: no stage has finished yet ({started[0]} is a half-trained stage); fix: rerun "
+                              f"'hetseg train --run-dir {run} --config {run / 'config.json'}', which resumes it")
         raise HetsegError(f"{run}: no model.json; fix: pass a run directory written by 'hetseg train'")
     try:
         info = json.loads(meta_path.read_text(encoding="utf-8"))
