@@ -90,6 +90,14 @@ def test_saved_config_round_trips(tmp_path):
     (["predict", "--checkpoint", "r", "--input", "", "--output", "o"], "--input: empty value"),  # was the cwd
     (["predict", "--checkpoint", "r", "--input", "a", "--output", " "], "--output: empty value"),
     (["bench"], "error: BENCH: required but missing"),  # said 'BENCH, overrides', which are optional
+    # review s16 (findings 7, 12): the last of two settings of one key won without a word; a --method typo
+    # was reported as model.name
+    (["train", "--run-dir", "r", "cls.steps=2", "cls.steps=3"], "cls.steps=3: cls.steps is set twice (also by cls.steps=2)"),
+    (["train", "--method", "deconvnet", "model.name=dis", "--run-dir", "r"], "also by --method deconvnet"),
+    (["train", "--run-dir", "r", "run_dir=s"], "run_dir=s: run_dir is set twice (also by --run-dir r)"),
+    (["train", "--run-dir", "r", "seg={steps: 3}", "seg.steps=4"], "seg.steps is set twice"),
+    (["train", "--method", "decouplenet", "--run-dir", "r"], "error: --method decouplenet: unknown method"),
+    (["bench", "dis", "dis.t_train=2", "dis.t_train=3"], "dis.t_train is set twice"),
 ])
 def test_command_line_mistakes_are_one_line_and_start_nothing(tmp_path, monkeypatch, capsys, argv, names):
     """argparse's usage block and a bench that starts workers on ``--seeds -1`` both broke the contract."""

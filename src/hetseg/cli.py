@@ -94,11 +94,15 @@ def _run(args: argparse.Namespace) -> int:
 
         return cli_score(args.pred, args.gt, args.num_classes, args.classes, args.json)
     if args.cmd == "train":
-        from hetseg.config import Config
+        from hetseg.config import Config, refuse_repeated
         from hetseg.methods import get_method, train
 
         file_cfg = Config.load(args.config) if args.config else None
         cfg = file_cfg or Config()
+        if args.method:
+            get_method(args.method, "--method ")
+        refuse_repeated(args.overrides, {**({"run_dir": f"--run-dir {args.run_dir}"} if args.run_dir else {}),
+                                         **({"model.name": f"--method {args.method}"} if args.method else {})})
         pre = ([f"run_dir={args.run_dir}"] if args.run_dir else []) + ([f"model.name={args.method}"] if args.method else [])
         cfg = cfg.override(pre + args.overrides)
         stages = None if args.stage == "all" else (args.stage,)
@@ -179,6 +183,10 @@ def _run(args: argparse.Namespace) -> int:
         from hetseg.io_atomic import check_out_dir
 
         _check_bench_options(args)
+        if args.overrides:
+            from hetseg.config import refuse_repeated
+
+            refuse_repeated(args.overrides)
         check_out_dir(args.out)  # before the training, not after it
         if args.name == "backbone":
             from hetseg.bench.backbone import default_runs, run_backbone

@@ -301,6 +301,19 @@ def _parse_override(item: str) -> tuple[str, Any]:
         return key, value
 
 
+def refuse_repeated(items: list[str], taken: dict[str, str] | None = None) -> None:
+    """One line when two ``key=value`` overrides set one leaf key, or one sets a key that ``taken`` (key ->
+    the option that set it, e.g. ``{"model.name": "--method dis"}``) already holds: only the last was read,
+    as with an option or a YAML key given twice, which are refused too."""
+    seen = dict(taken or {})
+    for item in items:
+        for key in override_keys(item):
+            if key in seen:
+                raise HetsegError(f"{item}: {key} is set twice (also by {seen[key]}), and only the last would be "
+                                  "read; fix: give it once")
+            seen[key] = item
+
+
 def override_keys(item: str) -> list[str]:
     """The dotted leaf keys a ``key=value`` override sets: ``seg.steps=3`` -> [seg.steps];
     ``seg={steps: 3, lr: 0.1}`` -> [seg.steps, seg.lr] (a mapping value is merged leaf by leaf)."""

@@ -259,10 +259,11 @@ class Method:
         return summaries
 
 
-def get_method(name: str) -> Method:
-    """The registered method ``name`` (importing hetseg.methods registers them all)."""
+def get_method(name: str, given_as: str = "model.name=") -> Method:
+    """The registered method ``name`` (importing hetseg.methods registers them all); ``given_as`` names the
+    setting the user typed in the error (``"--method "`` on the command line)."""
     import hetseg.methods  # noqa: F401 - registration side effect
 
     if name not in METHODS:
-        raise HetsegError(f"model.name={name}: unknown method; fix: choose one of {', '.join(sorted(METHODS))}")
+        raise HetsegError(f"{given_as}{name}: unknown method; fix: choose one of {', '.join(sorted(METHODS))}")
     return METHODS[name]
