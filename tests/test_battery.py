@@ -141,6 +141,19 @@ def test_predict_is_eval_mode_and_refuses_what_is_not_an_image_batch(name):
     assert grey.predict(x[:, :1]).probs.shape == (2, K + 1, *x.shape[-2:])  # a 1-channel model takes 1 channel
 
 
+def test_predict_on_an_input_too_small_for_the_network_is_one_valueerror(name):
+    """Review s16 (finding 12): DeconvNet raised torch's "Calculated padded input size per channel" where the
+    others name the smallest input; every model now says what is too small (a ValueError, not a conv's error)."""
+    net = build(name)
+    for side in (8, 50):  # under the first pooling's output / under fc6's kernel at the CPU scale's 2 x 2
+        try:
+            out = net.predict(torch.randn(1, 3, side, side))
+        except ValueError as e:
+            assert "too small" in str(e), e
+        else:  # a model that resizes its input (the encoder models, TransferNet) segments at the input's size
+            assert out.probs.shape[-2:] == (side, side)
+
+
 def test_create_model_refuses_a_class_count_that_is_not_one(name):
     """num_classes=0 built a model for some, "10" was stored as a string, -1 ended in torch's "negative dimension"."""
     for bad in (0, -1, "10", 2.0, True, 255, 300):  # 300 came back as class 44 in the uint8 label map

@@ -18,6 +18,14 @@ from .scales import Scale, get_scale
 from .vgg import VGGEncoder, init_conv_
 
 
+def check_fc6_input(images: Tensor, k: int) -> None:
+    """A ValueError naming the smallest input when images (N, C, H, W) leave pool5 (floor(H / 32) after five
+    2x2 poolings) under fc6's k x k kernel, checked before the encoder: the pooling's or the conv's own
+    error ("Output size is too small", "padded input size per channel") named neither."""
+    if min(images.shape[-2:]) < 32 * k:
+        raise ValueError(f"input {tuple(images.shape[-2:])} too small for fc6 kernel {k}: need at least {32 * k} px per side")
+
+
 class ClassifierOutput(NamedTuple):
     """Everything the bridge, the decoder and the closed-form saliency need from one forward.
 
@@ -76,14 +84,9 @@ class Classifier(nn.Module):
 
     def forward(self, x: Tensor) -> ClassifierOutput:
         """x (N, in_channels, H, W), H and W multiples of 32 -> :class:`ClassifierOutput`."""
+        check_fc6_input(x, self.fc6.kernel_size[0])
         enc = self.encoder(x)
         pool5 = enc.features
-        k = self.fc6.kernel_size[0]
-        if pool5.shape[-1] < k or pool5.shape[-2] < k:
-            raise ValueError(
-                f"input {tuple(x.shape[-2:])} too small for fc6 kernel {k}: "
-                f"need at least {32 * k} px per side"
-            )
         h6 = self.fc6(pool5)
         h7 = self.fc7(self.dropout(torch.relu(h6)))
         score_map = self.score(self.dropout(torch.relu(h7)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from .base import MasksOnlySegmenter, register
+from .classifier import check_fc6_input
 from .decoder import DeconvDecoder
 from .scales import Scale, get_scale
 from .vgg import ConvBlock, VGGEncoder, init_conv_
@@ -47,6 +48,7 @@ class DeconvNet(MasksOnlySegmenter):
 
     def forward(self, images: Tensor) -> Tensor:
         """images (N, C, H, W), H and W multiples of 32 -> logits (N, K+1, H, W)."""
+        check_fc6_input(images, self.fc6.conv.kernel_size[0])
         enc = self.encoder(images)
         x = self.fc6_deconv(self.fc7(self.fc6(enc.features)))
         return self.decoder(x, enc.switches, enc.sizes)
