@@ -34,6 +34,7 @@ def test_load_and_override_give_the_same_config(tmp_path):
     ("false", "got bool"), ("[]", "got list"), ("0", "got int"),  # were read as an empty config
     ("", "empty config"), ("# only a comment", "empty config"),  # a failed copy trained the defaults
     ("seg: {precision: 33}", "seg.precision"), ("data: {num_classes: 256}", "data.num_classes"),
+    ("cls:\n\tsteps: 3", "cannot read config (line 2, column 1: found character"),  # where: review s16, 12
 ])
 def test_bad_config_file_is_one_line_naming_file_and_key(tmp_path, text, key):
     p = tmp_path / "bad.yaml"

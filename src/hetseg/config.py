@@ -234,6 +234,9 @@ class Config:
             d = yaml.load(p.read_text(encoding="utf-8"), Loader=YamlLoader)
         except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:  # RecursionError: [[[[...
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            mark = getattr(e, "problem_mark", None)  # a YAML syntax error: where it is, as an editor counts
+            if mark is not None:
+                why = f"line {mark.line + 1}, column {mark.column + 1}: {getattr(e, 'problem', None) or why}"
             fix = ("give each key once (merge the two)" if why.endswith("twice") else "check the path"
                    if isinstance(e, FileNotFoundError) else "give a YAML or JSON file")
             raise HetsegError(f"{p}: cannot read config ({why}); fix: {fix}") from None
