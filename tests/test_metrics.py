@@ -239,3 +239,23 @@ def test_the_runs_own_classes_file_with_a_blank_line_inside_is_refused_not_shift
     # names given in the config twice: refused before training, since model.json refuses them on load
     with pytest.raises(HetsegError, match="data.class_names: 'cat' is given twice"):
         class_names(cfg.override(["data.class_names=[background, cat, cat]"]))
+
+
+def test_classifier_val_map_skips_a_class_without_positives_and_says_nothing(recwarn):
+    """Review s16 (finding 10): torchmetrics' macro mean counted a class absent from val as AP 0, with a warning
+    on the console, so a val split missing one of three classes capped mAP at 0.67 for a perfect classifier."""
+    import torch
+    from torchmetrics.classification import MultilabelAveragePrecision
+
+    from hetseg.methods.decouplednet.stages import mean_ap_over_present
+
+    metric = MultilabelAveragePrecision(num_labels=3, average="none")
+    metric.update(torch.tensor([[0.9, 0.1, 0.2], [0.2, 0.8, 0.3]]), torch.tensor([[1, 0, 0], [0, 1, 0]]))
+    assert float(mean_ap_over_present(metric)) == 1.0
+    assert not [w for w in recwarn if "positive" in str(w.message)]
+    g = torch.Generator().manual_seed(0)  # every class present: the macro mean, unchanged
+    p, t = torch.rand(50, 3, generator=g), (torch.rand(50, 3, generator=g) > 0.5).long()
+    metric.reset()
+    metric.update(p, t)
+    macro = MultilabelAveragePrecision(num_labels=3, average="macro")(p, t)
+    assert torch.isclose(mean_ap_over_present(metric), macro)

@@ -25,6 +25,8 @@ _NOISE = (
     r".*You defined a `validation_step` but have no `val_dataloader`.*",  # stages validate only when given data
     r".*resuming from a checkpoint that ended before the epoch ended.*",  # hetseg restores the position
                                                 # inside the epoch itself (engine/resume.py: resume_position)
+    r"(?s).*The dirpath has changed from .*won't be reloaded.*",  # --resume FILE of another run dir: hetseg
+                                                # keeps no best-k checkpoints, so nothing is lost
 )
 
 
