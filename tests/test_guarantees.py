@@ -514,6 +514,27 @@ def test_a_model_json_threshold_that_is_not_a_probability_is_one_error_line(trai
     assert err.count("\n") == 1 and "weights hold NaN or inf" in err and not (tmp_path / "o").exists(), err
 
 
+def test_predict_does_not_mix_two_models_in_one_folder(trained, tmp_path, capsys):
+    """Review s16 (finding 5): predicting with another run into a folder of predictions added to it without a
+    word, so `hetseg score` then scored two models' masks as one. scores.json now records its run."""
+    import shutil
+
+    _, run, _ = trained
+    other = tmp_path / "other"
+    shutil.copytree(run, other)  # the same weights at another path: another run as far as predict knows
+    photo = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 60, 3), np.uint8)).save(photo)
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(run), "--input", str(photo), "--output", str(out)]) == 0
+    assert json.loads((out / "scores.json").read_text())["source"] == str(run.resolve())
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["predict", "--checkpoint", str(other), "--input", str(photo), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {out}: holds predictions of {run.resolve()}")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["predict", "--checkpoint", str(run), "--input", str(photo), "--output", str(out)]) == 0  # a rerun
+
+
 def test_predicting_a_huge_photo_stays_under_the_memory_bound(trained, tmp_path):
     """8000 x 8000: the old full-resolution float maps needed ~3.6 GB; the bound is 1.2 GB above start. A
     60000 x 1 strip stays under it too."""

@@ -23,7 +23,7 @@ import torch
 
 from hetseg.data.io import read_image
 from hetseg.data.records import IMAGE_EXTS
-from hetseg.engine.checkpoint import load_model
+from hetseg.engine.checkpoint import load_model, run_dir
 from hetseg.engine.evaluate import check_label_options, check_threshold, label_threshold, predict_images
 from hetseg.errors import HetsegError
 from hetseg.io_atomic import write_atomic, write_json
@@ -81,6 +81,16 @@ def previous_predictions(out_dir: Path) -> tuple[list[dict], list[str]]:
                           "folder") from None
 
 
+def previous_source(out_dir: Path) -> str | None:
+    """The run (its resolved directory) whose predictions ``out_dir``'s scores.json holds; None without one,
+    or from a hetseg that did not record it."""
+    try:
+        source = json.loads((out_dir / "scores.json").read_text(encoding="utf-8")).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return source if isinstance(source, str) else None
+
+
 def check_outputs(paths: Sequence[Path], out_dir: Path, overlay: bool = False) -> tuple[list[dict], list[str]]:
     """Refuse an output folder that is a file or holds an input, colliding output names, and a
     prediction (or, with ``overlay``, a ``figures/`` figure) that would overwrite a PNG an earlier
@@ -133,6 +143,12 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
     paths = collect_inputs(inputs, skipped)
     # kept: predicting more images into a folder adds to it
     earlier, unfinished = check_outputs(paths, out_dir, overlay)
+    source = str(run_dir(checkpoint).resolve())
+    before = previous_source(out_dir)
+    if before not in (None, source) and (earlier or unfinished):
+        # adding to it would leave one folder (and one score) mixing two models' predictions without a word
+        raise HetsegError(f"{out_dir}: holds predictions of {before}; fix: predict {checkpoint} into another "
+                          "--output folder")
     # A corrupt input is refused before anything is written, so every input is decoded here first. The
     # decoded images are kept up to DECODED_KEPT_BYTES (a few photos: decoded once); beyond that they
     # are decoded again batch by batch below, so memory stays bounded for any number of images.
@@ -148,7 +164,7 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
     left = [i for i in unfinished if Path(i).stem not in stems]  # another stopped run's claims stay
     # Claim every PNG before writing the first: a run stopped half-way leaves them listed, so a rerun
     # replaces them instead of refusing them as another program's files.
-    write_json(out_dir / "scores.json", {"threshold": thr, "images": kept,
+    write_json(out_dir / "scores.json", {"source": source, "threshold": thr, "images": kept,
                                          "unfinished": left + [str(p) for p in paths]})
     records = []
     for start in range(0, len(paths), batch_size):
@@ -162,7 +178,7 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
                 names[k + 1]: round(float(s), 4) for k, s in enumerate(pred.class_scores)}
             records.append({"image": str(p), "size": [int(img.shape[0]), int(img.shape[1])], "threshold": thr,
                             "identified": [names[c] for c in pred.identified], "class_scores": scores})
-    write_json(out_dir / "scores.json", {"threshold": thr, "images": kept + records,
+    write_json(out_dir / "scores.json", {"source": source, "threshold": thr, "images": kept + records,
                                          **({"unfinished": left} if left else {})})
     if skipped:  # said, not silently dropped; after the work, so a refused command prints only its error line
         many = len(skipped) > 1
