@@ -501,6 +501,19 @@ def test_a_bad_strong_split_is_refused_before_the_classifier_trains(tiny_scenes,
                      "cls.steps=1", "cls.batch_size=4", "--stage", "cls"]) == 0
 
 
+def test_an_accumulate_that_does_not_divide_an_epoch_is_said(tiny_scenes, tmp_path, capsys):
+    """Review s16 (finding 9): exact resume needs batches per epoch to be a multiple of accumulate
+    (docs/GUARANTEES.md, Resume) and each epoch's last step otherwise averages fewer batches; nothing said so."""
+    n = len((tiny_scenes / "splits" / "train_weak.txt").read_text().splitlines()) // 8  # batches per epoch
+    divides, not_divides = 1, next(a for a in range(2, n + 2) if n % a)
+    for acc, said in ((divides, False), (not_divides, True)):
+        run = tmp_path / f"acc{acc}"
+        assert main(["train", "--run-dir", str(run), "--no-progress", f"data.root={tiny_scenes}", "--stage", "cls",
+                     "cls.steps=1", "cls.batch_size=8", f"cls.accumulate={acc}"]) == 0
+        err = capsys.readouterr().err
+        assert (f"hetseg: note: stage 'cls': {n} batches per epoch is not a multiple of accumulate {acc}" in err) is said
+
+
 def test_selective_search_proposals_without_opencv_are_refused_before_training(tiny_scenes, tmp_path, capsys,
                                                                                 monkeypatch):
     """Without opencv-contrib, crops.proposals=selective-search trained on random boxes only and recorded

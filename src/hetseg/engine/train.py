@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,6 +115,12 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
     workers = cfg.data.workers
     train_loader = loader(train_ds, sc.batch_size, workers, shuffle=True, seed=cfg.seed)
     val_loader = loader(val_ds, sc.batch_size, workers, shuffle=False, seed=cfg.seed) if val_ds is not None else None
+    batches = len(train_loader)
+    if batches % sc.accumulate and ckpt_path is None:  # said once, when the stage starts
+        print(f"hetseg: note: stage '{name}': {batches} batches per epoch is not a multiple of accumulate "
+              f"{sc.accumulate}, so each epoch's last step averages {batches % sc.accumulate} and a resume inside an "
+              "epoch is not bit-identical (docs/GUARANTEES.md, Resume); fix: an accumulate that divides it, if that "
+              "matters", file=sys.stderr)
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=train_loader,
                 val_dataloaders=val_loader if sc.val_every else None, ckpt_path=ckpt_path, weights_only=True)
