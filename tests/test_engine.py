@@ -514,6 +514,23 @@ def test_an_accumulate_that_does_not_divide_an_epoch_is_said(tiny_scenes, tmp_pa
         assert (f"hetseg: note: stage 'cls': {n} batches per epoch is not a multiple of accumulate {acc}" in err) is said
 
 
+def test_a_later_stage_on_an_untrained_earlier_one_is_said_when_training(tiny_scenes, tmp_path, capsys):
+    """Review s16 (finding 11): ``train --stage seg`` into a new run dir trained the decoder on a random
+    classifier; eval and predict said so only afterwards. The training command now says it first."""
+    base = ["--no-progress", f"data.root={tiny_scenes}", "cls.steps=1", "cls.batch_size=8", "seg.steps=1",
+            "seg.batch_size=4", "crops.crops_per_subset=2", "crops.proposals=none"]
+    cls_run = tmp_path / "cls"
+    assert main(["train", "--run-dir", str(cls_run), "--stage", "cls", *base]) == 0
+    assert "hetseg: note" not in capsys.readouterr().err
+    assert main(["train", "--run-dir", str(tmp_path / "bare"), "--stage", "seg", *base]) == 0
+    err = capsys.readouterr().err
+    assert f"hetseg: note: {tmp_path / 'bare'}: stage cls has no trained weights here" in err and err.count("\n") == 1
+    assert main(["train", "--run-dir", str(tmp_path / "from"), "--stage", "seg", "--init-from", str(cls_run), *base]) == 0
+    assert "hetseg: note" not in capsys.readouterr().err
+    assert main(["train", "--run-dir", str(tmp_path / "from"), "--stage", "seg", *base]) == 0  # its rerun: recorded
+    assert "hetseg: note" not in capsys.readouterr().err
+
+
 def test_selective_search_proposals_without_opencv_are_refused_before_training(tiny_scenes, tmp_path, capsys,
                                                                                 monkeypatch):
     """Without opencv-contrib, crops.proposals=selective-search trained on random boxes only and recorded

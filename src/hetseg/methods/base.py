@@ -23,7 +23,8 @@ from hetseg.engine.resume import fault_point
 from hetseg.engine.train import is_rank_zero, mark_done, stage_done
 from hetseg.errors import HetsegError
 from hetseg.methods.model_keys import check_encoder_keys
-from hetseg.methods.run_state import init_record, refuse_other_recipe, remove_if_untrained, trained_stages
+from hetseg.methods.run_state import (init_record, refuse_other_recipe, remove_if_untrained, trained_stages,
+                                      untrained_before)
 from hetseg.registry import Registry
 
 METHODS = Registry("method")  # name (= model.name in configs) -> Method instance
@@ -207,6 +208,13 @@ class Method:
 
             for key in self.mask_splits(cfg):
                 check_strong_masks(load_split(cfg, key), cfg.data.num_classes)
+        missing = untrained_before(run, self.default_stages(cfg), stages, source)
+        if missing and is_rank_zero():  # cheap to say now; eval and predict said it only after the training
+            import sys
+
+            print(f"hetseg: note: {run}: stage {', '.join(missing)} has no trained weights here (not trained in this run "
+                  f"nor brought by --init-from), so stage {stages[0]} trains on its initial weights; fix: train "
+                  f"{missing[0]} first, or --init-from a run that has", file=sys.stderr)
         new_run = not run.exists()
         if is_rank_zero():  # only now: a run refused above (bad data, bad --init-from) leaves no run dir behind
             cfg.save(run / "config.json")

@@ -116,3 +116,27 @@ def _recorded_method(config_json: Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return name if isinstance(name, str) else None
+
+
+def untrained_before(run: Path, order: Sequence[str], stages: Sequence[str], source: dict | None) -> list[str]:
+    """The stages of ``order`` (a method's default stages) before the first of ``stages`` that hold no
+    weights: neither trained in ``run`` nor brought by an ``--init-from`` (``source``, :func:`init_record`;
+    or one the run's model.json recorded). [] when that is unknown (bare weights)."""
+    asked = [s for s in stages if s in order]
+    if not asked:
+        return []
+    before = list(order[:list(order).index(asked[0])])
+    have = set(trained_stages(run, before))
+    if (run / "model.json").is_file():
+        try:
+            held = held_stages(read_model_json(run))
+        except HetsegError:
+            return []
+        if held is None:
+            return []
+        have |= held
+    if source is not None:
+        if source.get("stages") is None:
+            return []
+        have |= set(source["stages"])
+    return [s for s in before if s not in have]
