@@ -115,7 +115,8 @@ def test_trained_state_without_its_config_is_refused(trained, tmp_path, capsys):
         f.unlink()
     left = sorted(p for p in run.rglob("*") if p.is_file())
     weights = (run / "model.safetensors").read_bytes()
-    argv = ["train", "--run-dir", str(run), "--no-progress", f"data.root={trained[0].data.root}", *TINY, "cls.steps=5"]
+    tiny = [o for o in TINY if not o.startswith("cls.steps=")]
+    argv = ["train", "--run-dir", str(run), "--no-progress", f"data.root={trained[0].data.root}", *tiny, "cls.steps=5"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"hetseg: error: {run / 'config.json'}: missing, but ")
