@@ -94,7 +94,8 @@ def _run(args: argparse.Namespace) -> int:
 
         return cli_score(args.pred, args.gt, args.num_classes, args.classes, args.json)
     if args.cmd == "train":
-        from hetseg.config import Config, refuse_repeated
+        from hetseg.config import Config
+        from hetseg.config_check import refuse_repeated
         from hetseg.methods import get_method, train
 
         file_cfg = Config.load(args.config) if args.config else None
@@ -184,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
 
         _check_bench_options(args)
         if args.overrides:
-            from hetseg.config import refuse_repeated
+            from hetseg.config_check import refuse_repeated
 
             refuse_repeated(args.overrides)
         check_out_dir(args.out)  # before the training, not after it

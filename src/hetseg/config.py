@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from hetseg.config_check import YamlLoader, merge
+from hetseg.config_check import YamlLoader, merge, parse_override
 from hetseg.errors import HetsegError
 
 
@@ -255,7 +255,7 @@ class Config:
         for item in items:
             if "=" not in item:
                 raise HetsegError(f"{item}: override is not key=value; fix: write e.g. seg.steps=100")
-            key, parsed = _parse_override(item)
+            key, parsed = parse_override(item)
             nested: dict[str, Any] = {}
             node = nested
             parts = key.split(".")
@@ -289,45 +289,6 @@ def _stage_sections(cls: type, prefix: str = "") -> tuple[str, ...]:
         elif dataclasses.is_dataclass(t):
             out.extend(_stage_sections(t, f"{prefix}{f.name}."))
     return tuple(out)
-
-
-def _parse_override(item: str) -> tuple[str, Any]:
-    """``key=value`` -> (key, the value read as YAML; the raw text where it is not YAML)."""
-    key, _, value = item.partition("=")
-    try:
-        return key, yaml.load(value, Loader=YamlLoader) if value.strip() else ""
-    except yaml.constructor.ConstructorError as e:
-        if str(e.problem).endswith("twice"):  # seg={steps: 3, steps: 4}: not "expected a section"
-            raise HetsegError(f"{item}: {e.problem}; fix: give each key once") from None
-        return key, value
-    except (yaml.YAMLError, RecursionError):
-        return key, value
-
-
-def refuse_repeated(items: list[str], taken: dict[str, str] | None = None) -> None:
-    """One line when two ``key=value`` overrides set one leaf key, or one sets a key that ``taken`` (key ->
-    the option that set it, e.g. ``{"model.name": "--method dis"}``) already holds: only the last was read,
-    as with an option or a YAML key given twice, which are refused too."""
-    seen = dict(taken or {})
-    for item in items:
-        for key in override_keys(item):
-            if key in seen:
-                raise HetsegError(f"{item}: {key} is set twice (also by {seen[key]}), and only the last would be "
-                                  "read; fix: give it once")
-            seen[key] = item
-
-
-def override_keys(item: str) -> list[str]:
-    """The dotted leaf keys a ``key=value`` override sets: ``seg.steps=3`` -> [seg.steps];
-    ``seg={steps: 3, lr: 0.1}`` -> [seg.steps, seg.lr] (a mapping value is merged leaf by leaf)."""
-    key, parsed = _parse_override(item)
-
-    def leaves(prefix: str, v: Any) -> list[str]:
-        if isinstance(v, dict) and v:
-            return [k for sub, vv in v.items() for k in leaves(f"{prefix}.{sub}", vv)]
-        return [prefix]
-
-    return leaves(key, parsed)
 
 
 # Every dotted section that is one stage's budget (pre, cls, seg, deconv, transfer.att, dis.joint, ...):

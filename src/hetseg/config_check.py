@@ -4,7 +4,8 @@ Split from ``config.py`` (the dataclasses and ``Config``) so that each stays one
 type- and range-checked by name (``_MIN`` / ``_MAX`` apply to a field name wherever it appears,
 ``_CHOICES`` to one dotted key, ``_STAGE_CHOICES`` to a field of any stage section), and ``merge``
 builds a new dataclass from a mapping, refusing unknown keys. Errors are one line naming the key.
-:class:`YamlLoader` is the YAML reader every config file and override goes through.
+:class:`YamlLoader` is the YAML reader every config file and override goes through;
+:func:`parse_override`, :func:`override_keys` and :func:`refuse_repeated` read ``key=value`` overrides.
 """
 
 from __future__ import annotations
@@ -152,3 +153,43 @@ def merge(base: Any, d: dict[str, Any], where: str, prefix: str) -> Any:
 
 
 __all__ = ["SEED_MAX", "YamlLoader", "check_value", "merge"]
+
+
+# Command-line overrides (``key=value``), read as Config.override reads them.
+def parse_override(item: str) -> tuple[str, Any]:
+    """``key=value`` -> (key, the value read as YAML; the raw text where it is not YAML)."""
+    key, _, value = item.partition("=")
+    try:
+        return key, yaml.load(value, Loader=YamlLoader) if value.strip() else ""
+    except yaml.constructor.ConstructorError as e:
+        if str(e.problem).endswith("twice"):  # seg={steps: 3, steps: 4}: not "expected a section"
+            raise HetsegError(f"{item}: {e.problem}; fix: give each key once") from None
+        return key, value
+    except (yaml.YAMLError, RecursionError):
+        return key, value
+
+
+def refuse_repeated(items: list[str], taken: dict[str, str] | None = None) -> None:
+    """One line when two ``key=value`` overrides set one leaf key, or one sets a key that ``taken`` (key ->
+    the option that set it, e.g. ``{"model.name": "--method dis"}``) already holds: only the last was read,
+    as with an option or a YAML key given twice, which are refused too."""
+    seen = dict(taken or {})
+    for item in items:
+        for key in override_keys(item):
+            if key in seen:
+                raise HetsegError(f"{item}: {key} is set twice (also by {seen[key]}), and only the last would be "
+                                  "read; fix: give it once")
+            seen[key] = item
+
+
+def override_keys(item: str) -> list[str]:
+    """The dotted leaf keys a ``key=value`` override sets: ``seg.steps=3`` -> [seg.steps];
+    ``seg={steps: 3, lr: 0.1}`` -> [seg.steps, seg.lr] (a mapping value is merged leaf by leaf)."""
+    key, parsed = parse_override(item)
+
+    def leaves(prefix: str, v: Any) -> list[str]:
+        if isinstance(v, dict) and v:
+            return [k for sub, vv in v.items() for k in leaves(f"{prefix}.{sub}", vv)]
+        return [prefix]
+
+    return leaves(key, parsed)

@@ -33,7 +33,8 @@ from hetseg.bench.curves import run_losses
 from hetseg.bench.provenance import check_recipe, machine_info, read_json, with_overrides
 from hetseg.bench.table1_recipe import strong_split_file
 from hetseg.bench.workers import cell_pool, job
-from hetseg.config import Config, override_keys
+from hetseg.config import Config
+from hetseg.config_check import override_keys
 from hetseg.errors import HetsegError
 
 if TYPE_CHECKING:

@@ -16,7 +16,8 @@ from typing import Any
 
 from torch import nn
 
-from hetseg.config import OWN_SECTIONS, STAGE_SECTIONS, Config, describe_difference, override_keys
+from hetseg.config import OWN_SECTIONS, STAGE_SECTIONS, Config, describe_difference
+from hetseg.config_check import override_keys
 from hetseg.engine.checkpoint import read_model_json, save_model
 from hetseg.engine.context import class_names, command_line, init_weights, seeded_model
 from hetseg.engine.resume import fault_point
