@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", type=_SEED, nargs="+", default=[0])
     b.add_argument("--out", default="benchmarks/results")
     b.add_argument("--data", default="data/fashion-scenes")
-    b.add_argument("--runs", default=None, help="run directories (default: runs/<name>)")
+    b.add_argument("--runs", default=None, help="run directories (default: runs/<name>; voc-real: runs/voc_real; backbone --family resnet: runs/backbone_resnet)")
     b.add_argument("--init", default="pretrained", choices=["pretrained", "scratch"],
                    help="table1: every network from the shared pretrained backbone (paper protocol) or from scratch")
     b.add_argument("--jobs", type=_int_in(1), default=2,

@@ -22,7 +22,7 @@ from hetseg.engine.checkpoint import read_model_json, save_model
 from hetseg.engine.context import class_names, command_line, init_weights, seeded_model
 from hetseg.engine.resume import fault_point
 from hetseg.engine.train import is_rank_zero, mark_done, stage_done
-from hetseg.errors import HetsegError
+from hetseg.errors import HetsegError, one_line
 from hetseg.methods.model_keys import check_encoder_keys
 from hetseg.methods.run_state import (init_record, refuse_other_recipe, remove_if_untrained, trained_stages,
                                       untrained_before)
@@ -213,9 +213,9 @@ class Method:
         if missing and is_rank_zero():  # cheap to say now; eval and predict said it only after the training
             import sys
 
-            print(f"hetseg: note: {run}: stage {', '.join(missing)} has no trained weights here (not trained in this run "
-                  f"nor brought by --init-from), so stage {stages[0]} trains on its initial weights; fix: train "
-                  f"{missing[0]} first, or --init-from a run that has", file=sys.stderr)
+            print(one_line(f"hetseg: note: {run}: stage {', '.join(missing)} has no trained weights here (not trained "
+                           f"in this run nor brought by --init-from), so stage {stages[0]} trains on its initial "
+                           f"weights; fix: train {missing[0]} first, or --init-from a run that has"), file=sys.stderr)
         new_run = not run.exists()
         if is_rank_zero():  # only now: a run refused above (bad data, bad --init-from) leaves no run dir behind
             cfg.save(run / "config.json")
