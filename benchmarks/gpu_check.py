@@ -88,6 +88,7 @@ def method_config(label: str, data: Path, run_dir: Path, smoke: str = "") -> tup
     cfg.run_dir, cfg.data.root = str(run_dir), str(data)
     cfg.data.workers = 0 if smoke else WORKERS
     cfg.model.vgg_weights, cfg.model.backbone = "", ""  # no ImageNet weights on that machine
+    cfg.model.imagenet = smoke == "cpu"  # paper scale from random weights, on purpose (throughput, not accuracy)
     cfg.model.scale = "cpu" if smoke == "cpu" else "paper"
     cfg.crops = paper.crops
     for name in ("cls", "seg", "deconv"):

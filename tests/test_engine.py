@@ -550,3 +550,26 @@ def test_selective_search_proposals_without_opencv_are_refused_before_training(t
     assert main([*args, "--stage", "cls"]) == 0 and (run / "cls" / "done.json").is_file()
     capsys.readouterr()
     assert main(args) == 2 and "needs opencv" in capsys.readouterr().err and not (run / "seg").exists()
+
+
+def test_paper_scale_without_imagenet_weights_is_refused_unless_asked(tmp_path):
+    """Review s16 (paper scale, finding 1): the README's own-data command trained paper-scale VGG-16 from random
+    weights without a word when model.vgg_weights was not given; the papers start from ImageNet. Now one line,
+    and model.imagenet=false (read at paper scale only) says "from random weights" on purpose."""
+    from hetseg.engine.context import init_weights
+    from hetseg.errors import HetsegError
+    from hetseg.methods import get_method
+    from hetseg.methods.model_keys import check_encoder_keys
+    from hetseg.models import create_model
+
+    for name, key in (("decouplednet", "model.vgg_weights"), ("dis", "model.resnet_weights")):
+        net = create_model(name, num_classes=3, scale="cpu")  # the rule reads the config's scale, not the net's
+        cfg = Config(run_dir=str(tmp_path / name)).override([f"model.name={name}", "model.scale=paper"])
+        with pytest.raises(HetsegError, match=f"^{key}: not given, so this paper-scale run would start"):
+            init_weights(net, cfg, None)
+        off = cfg.override(["model.imagenet=false"])
+        check_encoder_keys(off, get_method(name))  # not refused as a setting vgg16 ignores, at paper scale
+        assert init_weights(net, off, None) == "seeded init"
+        assert init_weights(net, Config(run_dir=str(tmp_path / name)).override([f"model.name={name}"]), None) == "seeded init"
+    with pytest.raises(HetsegError, match="model.imagenet=False: read only with a non-VGG encoder"):
+        check_encoder_keys(Config().override(["model.imagenet=false"]), get_method("decouplednet"))  # CPU scale

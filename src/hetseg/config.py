@@ -42,7 +42,9 @@ class ModelConfig:
     resnet_weights: str = ""     # optional torchvision-format ResNet-101 file (DIS, paper scale)
     backbone: str = ""           # optional backbone.safetensors (or its run dir) from stage "pre"
     encoder: str = "vgg16"       # vgg16: the method's paper encoder (VGG-16; DIS: ResNet) | a models/encoders.py name
-    imagenet: bool = True        # non-VGG encoders: start from their ImageNet weights (hetseg[imagenet])
+    imagenet: bool = True        # non-VGG encoders: start from their ImageNet weights (hetseg[imagenet]); paper-scale
+                                 # VGG-16 / ResNet: false starts from random weights on purpose (else model.vgg_weights
+                                 # / model.resnet_weights is required: engine/context.init_weights)
     input_size: int = 0          # non-VGG encoders: the square input side (0: 320)
     width: int = 0               # non-VGG encoders: head / bridge / neck width (0: the model's 256)
     bridge_kernel: int = 0       # non-VGG encoders: fc6-seg / fc6-deconv kernel (0: the model's 3)

@@ -114,6 +114,8 @@ def base_config(scale: str, seed: int, data: str | Path, budget: str = "default"
     cfg.model.scale = scale
     if init == "pretrained" and not cfg.model.vgg_weights:
         cfg.model.backbone = str(backbone or "shipped")
+    if init == "scratch" and scale == "paper":
+        cfg.model.imagenet = False  # the protocol, said: paper-scale VGG from random weights (engine/context.py)
     # DeconvNet has no separate classifier stage: seg's batch and crops, cls + seg steps (equal total
     # steps) and the classifiers' optimizer (Adam), in both protocols. From scratch, seg's SGD 0.01 kept
     # it at all-background (k = 5/10/25); from the backbone, a probe on *training* scenes (700 steps at

@@ -149,6 +149,16 @@ def init_weights(net: nn.Module, cfg: Config, init_from: str | None) -> str:
         return f"backbone {cfg.model.backbone}"
     if cfg.model.vgg_weights or cfg.model.resnet_weights:
         return imagenet_file(net, cfg)
+    if cfg.model.scale == "paper" and cfg.model.encoder == "vgg16" and cfg.model.imagenet:
+        # The papers' networks start from ImageNet (docs/REFERENCE.md §1.3, docs/DIS.md "ImageNet weights");
+        # a paper-scale run without the file trained ~300M parameters from random weights without a word.
+        from hetseg.models.backbone import backbone_family
+
+        key, kind = ("resnet_weights", "ResNet-101") if backbone_family(net) == "resnet" else ("vgg_weights", "VGG-16")
+        raise HetsegError(f"model.{key}: not given, so this paper-scale run would start {kind} from random weights, "
+                          f"where the paper starts from ImageNet; fix: model.{key}=FILE (torchvision's ImageNet "
+                          f"{kind} file, README \"GPU set-up\"), or model.imagenet=false to train from random weights "
+                          "on purpose")
     return "seeded init"
 
 

@@ -30,7 +30,10 @@ def check_encoder_keys(cfg: Config, method: Method) -> None:
                           f"or one of {', '.join(sorted(ENCODERS))}")
     if enc != "vgg16" and not method.encoder_model:
         return  # build refuses the encoder itself: that is the one line to give
-    changed = [k for k in (ENCODER_KEYS if enc == "vgg16" else VGG_KEYS) if getattr(cfg.model, k) != getattr(default, k)]
+    keys = ENCODER_KEYS if enc == "vgg16" else VGG_KEYS
+    if enc == "vgg16" and cfg.model.scale == "paper":  # model.imagenet=false: paper-scale VGG from random weights
+        keys = tuple(k for k in keys if k != "imagenet")  # on purpose (engine/context.init_weights)
+    changed = [k for k in keys if getattr(cfg.model, k) != getattr(default, k)]
     if not changed:
         return
     k = changed[0]
