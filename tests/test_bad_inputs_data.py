@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from conftest import FIXTURES, VOC_ROOT
 from PIL import Image
@@ -638,3 +639,20 @@ def test_a_coco_file_that_keeps_no_image_is_refused_and_writes_nothing(tmp_path)
     raises_one_line(build_coco_split, ann, imgs, out, "coco60_transfernet", name="instances.json",
                     contains="no image kept: 1 in the file")
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_crop_cache_is_bounded_and_does_not_change_a_crop(tmp_path, monkeypatch):
+    """Review s16 (paper scale, finding 4): every DataLoader worker kept every decoded strong image, tens of GB
+    at VOC Full or COCO. Past CACHE_BYTES an image is decoded again instead; the crops are the same."""
+    import hetseg.data.datasets as ds_mod
+
+    root = dataset(tmp_path, {"a": (JPG32, PNG32)})
+    split = Split(root, [Record("a", "JPEGImages/a.jpg", (1, 15), "SegmentationClass/a.png")], "train", 21)
+    full = CropDataset(split, 21, 32, crops_per_subset=2)
+    want = [full[i] for i in range(len(full))]
+    assert full._cache_bytes > 0 and list(full._cache) == ["a"]
+    monkeypatch.setattr(ds_mod, "CACHE_BYTES", 1000)  # less than one decoded image
+    bounded = CropDataset(split, 21, 32, crops_per_subset=2)
+    got = [bounded[i] for i in range(len(bounded))]
+    assert bounded._cache == {} and bounded._cache_bytes == 0
+    assert all(torch.equal(a, b) for w, g in zip(want, got) for a, b in zip(w, g))

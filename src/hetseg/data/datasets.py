@@ -26,6 +26,7 @@ def multi_hot(labels: tuple[int, ...], num_classes: int) -> torch.Tensor:
     return v
 
 
+CACHE_BYTES = 2 << 30  # decoded strong images one process keeps (each DataLoader worker has its own)
 _CHECKED: set[tuple[str, str, int]] = set()  # (root, split checksum, C) whose masks passed, in this process
 
 
@@ -89,7 +90,8 @@ class CropDataset(SeededDataset):
     Item i -> (pair i // N_p, crop i % N_p) where a pair is (strong image, non-empty label subset).
     ``target="binary"`` gives DecoupledNet's (image, subset multi-hot (C-1,), binary mask (S,S));
     ``target="multiclass"`` gives the full class mask of the crop (DeconvNet), subset all labels.
-    Decoded strong images are cached in memory: the strong set is small by definition. Every mask is
+    Decoded strong images are cached in memory up to :data:`CACHE_BYTES` per process (a 5/10/25 split
+    whole; at VOC Full or COCO scale every worker would otherwise hold tens of GB). Every mask is
     checked when the dataset is built (:func:`check_strong_masks`: size, values, labels; a
     :class:`~hetseg.errors.DataError` raised in the main process rather than inside a DataLoader
     worker), and the sizes again after decoding.
@@ -113,6 +115,7 @@ class CropDataset(SeededDataset):
         self.pairs = [(r, s) for r in strong for s in subsets_of(r) if s]
         self.use_proposals = use_proposals
         self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._cache_bytes = 0
         self._fg: dict[tuple[str, tuple[int, ...]], tuple[int, int, int, int]] = {}
 
     def __len__(self) -> int:
@@ -124,7 +127,11 @@ class CropDataset(SeededDataset):
             mask = read_mask(self.split.path(rec.mask), self.num_classes)
             check_pair(self.split.path(rec.image), self.split.path(rec.mask), img, mask)
             boxes = proposals(img) if self.use_proposals else np.zeros((0, 4), np.int64)
+            size = img.nbytes + mask.nbytes + boxes.nbytes
+            if self._cache_bytes + size > CACHE_BYTES:  # VOC Full or COCO: read again next time, memory bounded
+                return img, mask, boxes
             self._cache[rec.id] = (img, mask, boxes)
+            self._cache_bytes += size
         return self._cache[rec.id]
 
     def box(self, rec, subset: tuple[int, ...], rng: np.random.Generator) -> tuple[int, int, int, int]:

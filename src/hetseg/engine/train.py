@@ -63,13 +63,15 @@ def _keep_old_log(stage_dir: Path) -> None:
 def _launch_topology() -> dict:
     """Devices/nodes for the Trainer. Under torchrun, take them from its environment so that the
     same command works on CPUs too (Lightning's ``devices="auto"`` means 1 device on a CPU, which
-    would not match a 2-process launch); otherwise let Lightning pick (all visible GPUs, or 1 CPU)."""
+    would not match a 2-process launch); otherwise one device. (``"auto"`` took every visible GPU
+    through Lightning's own launcher, whose ranks get no ``RANK``, so each wrote the run's files as
+    rank 0, and multiplied the recipe's batch by the GPU count without a word: multi-GPU is torchrun's.)"""
     local = os.environ.get("LOCAL_WORLD_SIZE")
     world = os.environ.get("WORLD_SIZE")
     if local and world:
         return {"devices": int(local), "num_nodes": max(1, int(world) // int(local)),
                 "strategy": "ddp" if int(world) > 1 else "auto"}
-    return {"devices": "auto"}
+    return {"devices": 1}
 
 
 def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: Dataset,
@@ -111,6 +113,7 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
         log_every_n_steps=min(20, max(1, sc.steps // 10)), default_root_dir=run_dir,
         val_check_interval=sc.val_every or None, check_val_every_n_epoch=None if sc.val_every else 1,
         accelerator="auto", deterministic=cfg.deterministic or None, **_launch_topology(),
+        benchmark=not cfg.deterministic,  # cuDNN autotuning: every training input has one fixed size
     )
     workers = cfg.data.workers
     train_loader = loader(train_ds, sc.batch_size, workers, shuffle=True, seed=cfg.seed)
