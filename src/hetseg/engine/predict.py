@@ -62,40 +62,33 @@ def collect_inputs(inputs: Sequence[str], skipped: list[Path] | None = None) -> 
     return list(first.values())
 
 
-def previous_predictions(out_dir: Path) -> tuple[list[dict], list[str]]:
+def previous_predictions(out_dir: Path) -> tuple[list[dict], list[str], str | None]:
     """What earlier ``hetseg predict`` runs into ``out_dir`` wrote, from its scores.json: (the
     per-image records of finished runs, the images of runs stopped before they finished, whose PNGs
-    may or may not be there); ([], []) without a scores.json."""
+    may or may not be there, the run that made them -- its resolved directory, None from a hetseg that
+    did not record it); ([], [], None) without a scores.json."""
     path = out_dir / "scores.json"
     if not path.is_file():
-        return [], []
+        return [], [], None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        images, unfinished = data["images"], data.get("unfinished", [])
+        images, unfinished, source = data["images"], data.get("unfinished", []), data.get("source")
         if not isinstance(images, list) or not isinstance(unfinished, list):
             raise TypeError
         return ([r for r in images if isinstance(r, dict) and isinstance(r.get("image"), str)],
-                [i for i in unfinished if isinstance(i, str)])
+                [i for i in unfinished if isinstance(i, str)], source if isinstance(source, str) else None)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise HetsegError(f"{path}: not a scores.json written by hetseg predict; fix: choose an empty --output "
                           "folder") from None
 
 
-def previous_source(out_dir: Path) -> str | None:
-    """The run (its resolved directory) whose predictions ``out_dir``'s scores.json holds; None without one,
-    or from a hetseg that did not record it."""
-    try:
-        source = json.loads((out_dir / "scores.json").read_text(encoding="utf-8")).get("source")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return source if isinstance(source, str) else None
-
-
-def check_outputs(paths: Sequence[Path], out_dir: Path, overlay: bool = False) -> tuple[list[dict], list[str]]:
-    """Refuse an output folder that is a file or holds an input, colliding output names, and a
+def check_outputs(paths: Sequence[Path], out_dir: Path, overlay: bool = False,
+                  source: str | None = None) -> tuple[list[dict], list[str]]:
+    """Refuse an output folder that is a file or holds an input, colliding output names, a
     prediction (or, with ``overlay``, a ``figures/`` figure) that would overwrite a PNG an earlier
-    ``hetseg predict`` there did not write (e.g. ``--output`` pointed at a mask folder). Returns
-    :func:`previous_predictions` of the folder."""
+    ``hetseg predict`` there did not write (e.g. ``--output`` pointed at a mask folder), and, given the
+    predicting run's ``source``, a folder holding another run's predictions (one folder, and one score,
+    would mix two models). Returns the records and unfinished images of :func:`previous_predictions`."""
     if out_dir.exists() and not out_dir.is_dir():
         raise HetsegError(f"{out_dir}: --output is a file; fix: give a folder for the predictions")
     blocker = next((a for a in out_dir.parents if a.exists() and not a.is_dir()), None)
@@ -117,7 +110,9 @@ def check_outputs(paths: Sequence[Path], out_dir: Path, overlay: bool = False) -
             raise HetsegError(f"{p}: writes the same {p.stem}.png as {seen[p.stem]}; fix: predict them into "
                               "separate folders or rename one")
         seen[p.stem] = p
-    earlier, unfinished = previous_predictions(out_dir)
+    earlier, unfinished, before = previous_predictions(out_dir)
+    if source is not None and before not in (None, source) and (earlier or unfinished):
+        raise HetsegError(f"{out_dir}: holds predictions of {before}; fix: predict into another --output folder")
     ours = {Path(r["image"]).stem for r in earlier} | {Path(i).stem for i in unfinished}
     for p in paths:
         for target in (out_dir / f"{p.stem}.png", *([figures / f"{p.stem}.png"] if overlay else [])):
@@ -142,13 +137,8 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
     skipped: list[Path] = []
     paths = collect_inputs(inputs, skipped)
     # kept: predicting more images into a folder adds to it
-    earlier, unfinished = check_outputs(paths, out_dir, overlay)
     source = str(run_dir(checkpoint).resolve())
-    before = previous_source(out_dir)
-    if before not in (None, source) and (earlier or unfinished):
-        # adding to it would leave one folder (and one score) mixing two models' predictions without a word
-        raise HetsegError(f"{out_dir}: holds predictions of {before}; fix: predict {checkpoint} into another "
-                          "--output folder")
+    earlier, unfinished = check_outputs(paths, out_dir, overlay, source)
     # A corrupt input is refused before anything is written, so every input is decoded here first. The
     # decoded images are kept up to DECODED_KEPT_BYTES (a few photos: decoded once); beyond that they
     # are decoded again batch by batch below, so memory stays bounded for any number of images.
