@@ -77,18 +77,15 @@ def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str], method: M
         # (config.json, model.json, done.json) were removed with git while the ignored weights and
         # checkpoints stayed. Training would resume those checkpoints and start from those weights under
         # this config's schedule, without a word.
-        left = [f for f in (run / "model.safetensors", run / "model.json", *sorted(run.glob("*/done.json")),
-                            *sorted(run.glob("*/checkpoints/last.ckpt"))) if f.is_file()]
+        left = _trained_files(run, run / "model.json")
         if left:
             restore = " (model.json holds a copy)" if (run / "model.json").is_file() else ""
             raise HetsegError(f"{p}: missing, but {left[0]} is there, trained under a config this run dir no longer "
                               f"records; fix: restore config.json{restore}, delete {run} to train from scratch, or "
                               "train into another run directory")
         return
-    held = [f for f in (run / "model.safetensors", *sorted(run.glob("*/done.json")),
-                        *sorted(run.glob("*/checkpoints/last.ckpt"))) if f.is_file()]
     other = _recorded_method(p)
-    if held and other and other != cfg.model.name:
+    if other and other != cfg.model.name and _trained_files(run):
         # Another method's stages are invisible to this one's, so its weights were taken as this run's
         # starting point (refused only when their shapes happened not to fit).
         raise HetsegError(f"{run}: holds a {other} run, trained there; fix: train {cfg.model.name} into another run "
@@ -105,6 +102,13 @@ def refuse_other_recipe(run: Path, cfg: Config, stages: Sequence[str], method: M
                           f"config now differs in {describe_difference(diff)}; fix: train with the settings "
                           f"recorded in {p}, or into another run directory (hetseg train --config {p} --run-dir NEW "
                           f"--init-from {run} KEY=VALUE ... starts from its weights)")
+
+
+def _trained_files(run: Path, *extra: Path) -> list[Path]:
+    """The files in ``run`` that mean something trained there (weights, done markers, checkpoints), with
+    ``extra`` ones, those that exist, in that order."""
+    return [f for f in (run / "model.safetensors", *extra, *sorted(run.glob("*/done.json")),
+                        *sorted(run.glob("*/checkpoints/last.ckpt"))) if f.is_file()]
 
 
 def _recorded_method(config_json: Path) -> str | None:
@@ -126,15 +130,15 @@ def untrained_before(run: Path, order: Sequence[str], stages: Sequence[str], sou
     if not asked:
         return []
     before = list(order[:list(order).index(asked[0])])
-    have = set(trained_stages(run, before))
-    if (run / "model.json").is_file():
+    have: set[str] = set()
+    if (run / "model.json").is_file():  # a stage trained here is in it: the model file precedes its marker
         try:
             held = held_stages(read_model_json(run))
         except HetsegError:
             return []
         if held is None:
             return []
-        have |= held
+        have = held
     if source is not None:
         if source.get("stages") is None:
             return []
