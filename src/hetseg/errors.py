@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Line breaks a terminal or Python's str.splitlines() would honour become spaces; every other control
-# character (a NUL or an escape code inside a file name or a split line) is shown as its escape, so an
-# error stays exactly one printable line (GUARANTEES.md, "Bad input").
-_BREAKS = {"\r\n": " ", "\n": " ", "\r": " ", "\v": " ", "\f": " ", "\x1c": " ", "\x1d": " ", "\x1e": " ",
-           "\x85": " ", "\u2028": " ", "\u2029": " "}
 
-
+# Line breaks (those of Python's str.splitlines(), which a terminal honours too) become spaces; every other
+# control character (a NUL or an escape code inside a file name or a split line) is shown as its escape, so
+# an error stays exactly one printable line (GUARANTEES.md, "Bad input").
 def one_line(text: str) -> str:
     """``text`` as one printable line: line breaks -> spaces, other control characters -> ``\\xNN``."""
-    for brk, sub in _BREAKS.items():
-        text = text.replace(brk, sub)
-    return "".join(c if c == "\t" or (c >= " " and not "\x7f" <= c <= "\x9f") else ascii(c)[1:-1] for c in text)
+    return "".join(c if c == "\t" or (c >= " " and not "\x7f" <= c <= "\x9f") else ascii(c)[1:-1]
+                   for c in " ".join(text.splitlines()))
 
 
 class HetsegError(Exception):
