@@ -168,7 +168,7 @@ def test_every_network_starts_from_the_one_shared_backbone(bench):
 
 def test_paper_scale_pretrained_without_imagenet_weights_is_one_line(tmp_path, scenes):
     """No shipped backbone at paper scale: refused before anything trains, naming the fix."""
-    with pytest.raises(HetsegError, match="only model.scale=cpu has a shipped backbone.*vgg_weights") as e:
+    with pytest.raises(HetsegError, match="at paper scale every network starts from ImageNet VGG-16.*vgg_weights") as e:
         run_table1("paper", [0], str(tmp_path / "out"), str(scenes), str(tmp_path / "runs"), budget="tiny", ks=(5,))
     assert "\n" not in str(e.value) and not (tmp_path / "runs").exists()
 

@@ -213,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("name", metavar="BENCH", choices=["table1", "transfer", "dis", "voc-real", "backbone"],
                    help="table1 | transfer | dis | voc-real | backbone")
     b.add_argument("--voc-root", default=None, help="voc-real: a VOC-layout root (…/VOC2012)")
-    b.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
+    b.add_argument("--scale", default="cpu", choices=["cpu", "paper"],
+                   help="cpu: the committed CPU recipes; paper: the configs/*_paper.yaml recipes (hetseg.bench.paper), "
+                        "ImageNet weights required")
     b.add_argument("--seeds", type=_SEED, nargs="+", default=[0])
     b.add_argument("--out", default="benchmarks/results")
     b.add_argument("--data", default="data/fashion-scenes")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from hetseg.bench import paper
 from hetseg.bench.curves import run_losses
 from hetseg.bench.provenance import check_recipe, machine_info, read_json, with_overrides
 from hetseg.bench.table1_recipe import strong_split_file
@@ -56,8 +57,10 @@ def base_config(scale: str, seed: int, data: str | Path, k: int | str, runs: str
     # model.resnet_weights=<torchvision ResNet-101 file>; without it the shipped one refuses paper scale).
     named = any(k in ("model.backbone", "model.resnet_weights") for o in overrides for k in override_keys(o))
     init = [] if named else ["model.backbone=shipped"]
+    recipe = paper.DIS if scale == "paper" else []  # paper: configs/dis_voc_paper.yaml's stages; cpu: the defaults
     cfg = Config(seed=seed).override(["model.name=dis", f"model.scale={scale}", f"data.root={data}", *init,
-                                      f"data.strong_split={strong_split_file(k)}", *BUDGETS[budget], *overrides])
+                                      f"data.strong_split={strong_split_file(k)}", *recipe, *BUDGETS[budget],
+                                      *overrides])
     return dataclasses.replace(cfg, run_dir=str(Path(runs) / f"seed{seed}" / f"dis_k{k}_base"))
 
 

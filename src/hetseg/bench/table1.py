@@ -233,6 +233,6 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
              "channels_last": first.seg.channels_last, "jobs": jobs, "ks": list(ks),
              "overrides": list(overrides), "backbone": backbone_record(backbone)}
     paths = write_results(cells, out, command, scale, list(seeds), data, runs, time.perf_counter() - t0,
-                          equal_effort(init), extra, name)
+                          equal_effort(init, scale), extra, name)
     print(f"[table1] results: {', '.join(map(str, paths))}", flush=True)
     return 0

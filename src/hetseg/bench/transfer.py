@@ -22,8 +22,9 @@ from hetseg.bench.provenance import (backbone_record, dataset_info, machine_info
 from hetseg.bench.table1_report import mean_std
 from hetseg.bench.transfer_report import NAMES, PAPER_VAL, claims, markdown, mean_or_none, per_step
 from hetseg.bench.workers import cell_pool, job
+from hetseg.bench import paper
 from hetseg.config import Config, describe_difference
-from hetseg.engine.context import backbone_file
+from hetseg.engine.context import backbone_file, require_imagenet
 from hetseg.errors import HetsegError
 from hetseg.io_atomic import write_json, write_text
 
@@ -42,12 +43,7 @@ RECIPES: dict[str, list[str]] = {
         "transfer.joint.steps=1400", "transfer.joint.batch_size=16",  # stage 2: 16 source-mask rows / step
         "crops.proposals=none",                                    # DecoupledNet crops: random boxes only
     ],
-    "paper": [
-        "model.scale=paper", "data.workers=8",
-        "transfer.att.steps=15000", "transfer.att.batch_size=4", "transfer.att.accumulate=8",  # 64 rows
-        "transfer.joint.steps=15000", "transfer.joint.batch_size=2", "transfer.joint.accumulate=16",
-        "cls.precision=bf16-mixed", "seg.precision=bf16-mixed",
-    ],
+    "paper": paper.TRANSFER,  # configs/transfernet_coco_paper.yaml's training sections; ImageNet VGG-16
 }
 
 
@@ -58,7 +54,7 @@ def equal_effort(cfg: Config) -> Config:
     j = cfg.transfer.joint
     b = cfg.transfer.baseline
     for f in ("steps", "batch_size", "accumulate", "lr", "optimizer", "weight_decay", "lr_step", "momentum",
-              "precision"):
+              "precision", "checkpoint_every"):
         setattr(b, f, getattr(j, f))
     cfg.seg.steps, cfg.seg.batch_size, cfg.seg.accumulate = j.steps, j.batch_size, j.accumulate
     return cfg
@@ -68,6 +64,7 @@ def transfer_config(scale: str, seed: int, data: str, overrides: Sequence[str] =
     if scale not in RECIPES:
         raise HetsegError(f"unknown scale '{scale}'; fix: --scale {' | '.join(RECIPES)}")
     cfg = Config(seed=seed).override([f"data.root={data}", f"model.scale={scale}", *RECIPES[scale], *overrides])
+    require_imagenet(cfg, "vgg")  # paper scale: refused here, before the bench makes a folder
     return equal_effort(cfg)
 
 

@@ -149,17 +149,27 @@ def init_weights(net: nn.Module, cfg: Config, init_from: str | None) -> str:
         return f"backbone {cfg.model.backbone}"
     if cfg.model.vgg_weights or cfg.model.resnet_weights:
         return imagenet_file(net, cfg)
-    if cfg.model.scale == "paper" and cfg.model.encoder == "vgg16" and cfg.model.imagenet:
-        # The papers' networks start from ImageNet (docs/REFERENCE.md §1.3, docs/DIS.md "ImageNet weights");
-        # a paper-scale run without the file trained ~300M parameters from random weights without a word.
-        from hetseg.models.backbone import backbone_family
+    from hetseg.models.backbone import backbone_family
 
-        key, kind = ("resnet_weights", "ResNet-101") if backbone_family(net) == "resnet" else ("vgg_weights", "VGG-16")
+    require_imagenet(cfg, backbone_family(net))
+    return "seeded init"
+
+
+def require_imagenet(cfg: Config, family: str) -> None:
+    """Refuse a paper-scale paper encoder that would start from random weights without being asked to.
+
+    The papers' networks start from ImageNet (docs/REFERENCE.md §1.3, docs/DIS.md "ImageNet weights"); a
+    paper-scale run without the file trained ~300M parameters from random weights without a word. A
+    config naming a backbone or the ImageNet file of ``family`` ("vgg" | "resnet"), a CPU-scale one, a
+    non-VGG encoder and ``model.imagenet=false`` pass. Benches call it before they create any folder.
+    """
+    key, kind = ("resnet_weights", "ResNet-101") if family == "resnet" else ("vgg_weights", "VGG-16")
+    named = cfg.model.backbone or getattr(cfg.model, key)
+    if cfg.model.scale == "paper" and cfg.model.encoder == "vgg16" and cfg.model.imagenet and not named:
         raise HetsegError(f"model.{key}: not given, so this paper-scale run would start {kind} from random weights, "
                           f"where the paper starts from ImageNet; fix: model.{key}=FILE (torchvision's ImageNet "
                           f"{kind} file, README \"GPU set-up\"), or model.imagenet=false to train from random weights "
                           "on purpose")
-    return "seeded init"
 
 
 def imagenet_file(net: nn.Module, cfg: Config) -> str:
