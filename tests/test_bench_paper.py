@@ -77,6 +77,11 @@ def test_transfer_paper_recipe_is_the_coco_configs():
     stages_equal(cfg.transfer.joint, tn.transfer.joint, "transfer.joint")
     stages_equal(cfg.transfer.baseline, bn.transfer.baseline, "transfer.baseline")
     stages_equal(cfg.seg, dnt.seg, "seg (DecoupledNet-transfer)")
+    # equal effort: 32 source-mask rows per update for every decoder; DecoupledNet-transfer's BatchNorm
+    # sees micro-batches of 16 crops, not stage 2's 2 (a memory choice of TransferNet's joint stage)
+    j = cfg.transfer.joint
+    assert (cfg.seg.batch_size, cfg.seg.accumulate) == (16, 2) and j.batch_size * j.accumulate == 32
+    assert cfg.seg.steps == cfg.transfer.baseline.steps == j.steps
     assert cfg.transfer.feature_scale == tn.transfer.feature_scale == 0
     assert cfg.model.scale == "paper" and cfg.data.workers == 8
 
@@ -99,4 +104,5 @@ def test_transfer_paper_without_imagenet_weights_is_refused_in_its_config():
     with pytest.raises(HetsegError, match=r"^model.vgg_weights: not given.*fix: model.vgg_weights=FILE"):
         transfer_config("paper", 0, "/data/VOC2012")
     assert transfer_config("paper", 0, "/data/VOC2012", ["model.imagenet=false"]).model.imagenet is False
-    assert transfer_config("cpu", 0, "d").model.backbone == "shipped"
+    cpu = transfer_config("cpu", 0, "d")
+    assert cpu.model.backbone == "shipped" and (cpu.seg.batch_size, cpu.seg.accumulate) == (16, 1)  # committed runs

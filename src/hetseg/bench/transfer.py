@@ -50,13 +50,17 @@ RECIPES: dict[str, list[str]] = {
 def equal_effort(cfg: Config) -> Config:
     """Every decoder gets stage 2's budget: the same optimizer steps with the same number of
     source-mask rows per step. BaselineNet (no recipe of its own) also takes TransferNet's
-    optimizer; DecoupledNet-transfer keeps its own (``cfg.seg``: SGD, step policy)."""
+    optimizer; DecoupledNet-transfer keeps its own (``cfg.seg``: SGD, step policy) and its own micro-batch
+    where that divides the rows per update: its BatchNorm layers (models/bridge.py) see ``cfg.seg.batch_size``
+    crops, where stage 2's micro-batch (2 pairs at paper scale, for memory) would give them 2."""
     j = cfg.transfer.joint
     b = cfg.transfer.baseline
     for f in ("steps", "batch_size", "accumulate", "lr", "optimizer", "weight_decay", "lr_step", "momentum",
               "precision", "checkpoint_every"):
         setattr(b, f, getattr(j, f))
-    cfg.seg.steps, cfg.seg.batch_size, cfg.seg.accumulate = j.steps, j.batch_size, j.accumulate
+    rows = j.batch_size * j.accumulate
+    micro = cfg.seg.batch_size if rows % cfg.seg.batch_size == 0 else j.batch_size
+    cfg.seg.steps, cfg.seg.batch_size, cfg.seg.accumulate = j.steps, micro, rows // micro
     return cfg
 
 
