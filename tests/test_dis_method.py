@@ -125,8 +125,12 @@ def test_bench_dis_tiny_writes_results(scenes, tmp_path, capsys):
     from hetseg.bench.provenance import dataset_info
 
     (out / "table1.json").write_text(json.dumps(t1))  # as committed: another data set and seeds, so not beside
-    assert beside(out, [5], dataset_info(scenes), [0]) == {}
+    assert beside(out, [5], dataset_info(scenes), [0], "cpu") == {}
     t1 = {**t1, "dataset": dataset_info(scenes), "seeds": [0]}  # a Table 1 made on these scenes with this seed
+    (out / "table1.json").write_text(json.dumps({**t1, "scale": "paper"}))
+    assert beside(out, [5], dataset_info(scenes), [0], "cpu") == {}  # another scale: not beside
+    (out / "table1.json").write_text(json.dumps({**t1, "dataset": {"meta_sha256": None}}))
+    assert beside(out, [5], {"meta_sha256": None}, [0], "cpu") == {}  # two sets without meta.json: unknown, not same
     (out / "table1.json").write_text(json.dumps(t1))
     assert run_dis("cpu", [0], str(out), str(scenes), str(tmp_path / "runs"), budget="tiny", jobs=1,
                    figure_images=1) == 0
@@ -244,7 +248,8 @@ def test_dis_seed_summary_and_claims():
 
 def test_bench_dis_starts_from_the_shipped_backbone_unless_the_weights_are_named():
     """Paper scale has no shipped backbone: naming ``model.resnet_weights`` (ImageNet ResNet-101) replaces
-    it, and without it the shipped one's scale check refuses the run (it used to train from random weights)."""
+    it, and without it the bench refuses the run before any folder (tests/test_bench_paper.py; it used to
+    train from random weights, then named a shipped backbone the user never asked for)."""
     from hetseg.bench.dis import base_config
 
     assert base_config("cpu", 0, "d", 5, "runs").model.backbone == "shipped"
@@ -252,7 +257,7 @@ def test_bench_dis_starts_from_the_shipped_backbone_unless_the_weights_are_named
     assert named.model.backbone == "" and named.model.resnet_weights == "r101.pth"
     mapping = base_config("paper", 0, "d", 5, "runs", overrides=["model={resnet_weights: r101.pth}"])
     assert mapping.model.backbone == "" and mapping.model.resnet_weights == "r101.pth"
-    assert base_config("paper", 0, "d", 5, "runs").model.backbone == "shipped"
+    assert base_config("paper", 0, "d", 5, "runs").model.backbone == ""
 
 
 @pytest.mark.parametrize("stage_name", ["recon", "joint"])

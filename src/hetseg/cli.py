@@ -23,6 +23,14 @@ _BENCH_OPTIONS = {
 }
 
 
+def bench_defaults(args: argparse.Namespace) -> None:
+    """Fill ``--jobs`` and ``--out`` when not given. Paper scale runs on a GPU: one cell at a time (``--jobs N``
+    is N single-thread CPU processes), its results beside, not over, the committed CPU-scale ones."""
+    paper = args.scale == "paper" and args.name in ("table1", "transfer", "dis")
+    args.jobs = args.jobs or (1 if paper else 2)
+    args.out = args.out or ("benchmarks/results/paper" if paper else "benchmarks/results")
+
+
 def _check_bench_options(args: argparse.Namespace) -> None:
     """Raise HetsegError for a bench option given a non-default value that ``args.name`` does not read."""
     default = _build_parser().parse_args(["bench", args.name])  # the defaults, as parsed
@@ -184,6 +192,7 @@ def _run(args: argparse.Namespace) -> int:
         from hetseg.io_atomic import check_out_dir
 
         _check_bench_options(args)
+        bench_defaults(args)
         if args.overrides:
             from hetseg.config_check import refuse_repeated
 

@@ -217,13 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cpu: the committed CPU recipes; paper: the configs/*_paper.yaml recipes (hetseg.bench.paper), "
                         "ImageNet weights required")
     b.add_argument("--seeds", type=_SEED, nargs="+", default=[0])
-    b.add_argument("--out", default="benchmarks/results")
+    b.add_argument("--out", default=None,
+                   help="results folder (default: benchmarks/results; at --scale paper benchmarks/results/paper)")
     b.add_argument("--data", default="data/fashion-scenes")
-    b.add_argument("--runs", default=None, help="run directories (default: runs/<name>; voc-real: runs/voc_real; backbone --family resnet: runs/backbone_resnet)")
+    b.add_argument("--runs", default=None, help="run directories (default: runs/<name>, at --scale paper runs/<name>_paper "
+                   "(transfer: runs/transfer/paper_s<S>); voc-real: runs/voc_real; backbone --family resnet: runs/backbone_resnet)")
     b.add_argument("--init", default="pretrained", choices=["pretrained", "scratch"],
                    help="table1: every network from the shared pretrained backbone (paper protocol) or from scratch")
-    b.add_argument("--jobs", type=_int_in(1), default=2,
-                   help="cells trained at once, one single-thread process each (2 suits a 2-core machine)")
+    b.add_argument("--jobs", type=_int_in(1), default=None,
+                   help="cells trained at once, one single-thread process each (default 2, which suits a 2-core "
+                        "machine; 1 at --scale paper, one cell at a time on the GPU)")
     b.add_argument("--ks", nargs="+", default=None, metavar="K",
                    help="table1: the mask budgets to run, images per class or 'full' (default: 5 10 25 full)")
     b.add_argument("--budget", default="default", choices=["default", "tiny"],

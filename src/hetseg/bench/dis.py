@@ -31,6 +31,7 @@ import torch
 
 from hetseg.bench import paper
 from hetseg.bench.curves import run_losses
+from hetseg.bench.preflight import check_inputs
 from hetseg.bench.provenance import check_recipe, machine_info, read_json, with_overrides
 from hetseg.bench.table1_recipe import strong_split_file
 from hetseg.bench.workers import cell_pool, job
@@ -56,7 +57,7 @@ def base_config(scale: str, seed: int, data: str | Path, k: int | str, runs: str
     # The shipped ResNet backbone, unless the overrides name the starting weights (paper scale:
     # model.resnet_weights=<torchvision ResNet-101 file>; without it the shipped one refuses paper scale).
     named = any(k in ("model.backbone", "model.resnet_weights") for o in overrides for k in override_keys(o))
-    init = [] if named else ["model.backbone=shipped"]
+    init = [] if named or scale == "paper" else ["model.backbone=shipped"]  # paper: run_dis' check_inputs asks
     recipe = paper.DIS if scale == "paper" else []  # paper: configs/dis_voc_paper.yaml's stages; cpu: the defaults
     cfg = Config(seed=seed).override(["model.name=dis", f"model.scale={scale}", f"data.root={data}", *init,
                                       f"data.strong_split={strong_split_file(k)}", *recipe, *BUDGETS[budget],
@@ -201,10 +202,17 @@ def run_dis(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benchma
     from hetseg.demo import ensure_bench_data
 
     t0 = time.perf_counter()
-    runs = runs or "runs/dis"
+    runs = runs or ("runs/dis" if scale == "cpu" else f"runs/dis_{scale}")
     ks = tuple(k if str(k) == "full" else int(k) for k in ks)
     ensure_bench_data(data)  # the default fashion-scenes where there is no data set yet
     bases = {(s, k): base_config(scale, s, data, k, runs, budget, overrides) for s in seeds for k in ks}
+    if bases:  # the data keys are every cell's: checked once, before any folder or training
+        b = bases[(seeds[0], ks[0])]
+        check_inputs(b, "resnet", [
+            ("data.weak_split", b.data.weak_split, "set data.weak_split to the tag-only split of --data", False),
+            ("data.val_split", b.data.val_split, "set data.val_split to the split to score", True),
+            *[(f"k = {k}", strong_split_file(k), f"make {strong_split_file(k)} under --data (docs/BENCHMARKS.md, "
+               "'The benches at paper scale')", True) for k in ks]])
     t_trains = sorted({0, bases[(seeds[0], ks[0])].dis.t_train})
     if jobs <= 1:
         records = [run_k(bases[key], key[1], t_trains, runs, progress) for key in bases]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from hetseg.bench.curves import tenths_cells, tenths_header
-from hetseg.bench.provenance import dataset_info, machine_info, machine_labels, read_json
+from hetseg.bench.provenance import dataset_info, machine_info, machine_labels, read_json, weights_phrase
 from hetseg.bench.table1_report import fmt_mean_std, mean_std, ordering
 from hetseg.config import Config
 from hetseg.io_atomic import write_json, write_text
@@ -30,15 +30,17 @@ def parameter_counts(num_classes: int) -> dict[str, int]:
     return out
 
 
-def beside(out: Path, ks: list, dataset: dict, seeds: list) -> dict:
+def beside(out: Path, ks: list, dataset: dict, seeds: list, scale: str) -> dict:
     """DecoupledNet / DeconvNet mean mIoU (%) at the same k from OUT/table1.json, when present and made on
-    the same data set (meta.json checksum) with the same seeds; another table1.json is not shown beside."""
+    the same data set (meta.json checksum, which a data set without one never matches), at the same scale
+    and with the same seeds; another table1.json is not shown beside."""
     p = out / "table1.json"
     t1 = read_json(p)
     if not t1:
         return {}
-    same_data = dataset.get("meta_sha256") == (t1.get("dataset") or {}).get("meta_sha256")
-    if not same_data or list(t1.get("seeds") or []) != list(seeds):
+    mine = dataset.get("meta_sha256")
+    same_data = mine is not None and mine == (t1.get("dataset") or {}).get("meta_sha256")
+    if not same_data or t1.get("scale") != scale or list(t1.get("seeds") or []) != list(seeds):
         return {}
     methods = ("decouplednet", "deconvnet")
     return {"source": str(p), "command": t1.get("command"), "init": t1.get("init"),
@@ -132,9 +134,10 @@ def markdown(r: dict) -> str:
              f"Val: {r['dataset']['splits'].get('val', {})}.",
              f"Data checksum (meta.json content sha256) `{(r['dataset']['meta_sha256'] or '')[:12]}`. Budgets (fixed before the run): "
              f"{r['budgets']}. Nothing was chosen on val.",
-             "Initial weights: " + (f"the shipped ResNet backbone `{b['file']}` (sha256 `{b['sha256'][:12]}…`, "
+             "Initial weights: " + (f"{weights_phrase(b)}." if (b := r.get("backbone")) and b.get("imagenet") else
+                                    f"the shipped ResNet backbone `{b['file']}` (sha256 `{b['sha256'][:12]}…`, "
                                     f"`{b['command']}`, held-out item accuracy {100 * b['held_out_acc']:.1f} %)."
-                                    if (b := r.get("backbone")) else "random (seeded) weights."), "",
+                                    if b else "random (seeded) weights."), "",
              f"## mIoU (%) on val against test-time inference steps t_ts (mean ± sample std over seeds "
              f"{r['seeds']})", "",
              "| k | t_tr | " + " | ".join(f"t_ts={t}" for t in ts) + " | GT labels, t_ts=0 |",
@@ -191,11 +194,11 @@ def markdown(r: dict) -> str:
 
 
 def _backbone(cfg: Config) -> dict | None:
-    """File, sha256, command and accuracy of the backbone the runs started from (None: random init)."""
-    from hetseg.bench.provenance import backbone_record
-    from hetseg.engine.context import backbone_file
+    """File, sha256, command and accuracy of the backbone the runs started from, or their ImageNet file
+    (None: random init)."""
+    from hetseg.bench.provenance import start_weights
 
-    return backbone_record(backbone_file(cfg, "resnet"))
+    return start_weights(cfg, "resnet")
 
 
 def write_results(records: list[dict], out: str | Path, command: str, scale: str, seeds: list[int], data: str,
@@ -208,7 +211,7 @@ def write_results(records: list[dict], out: str | Path, command: str, scale: str
               "budgets": _stage_budget(cfg), "infer_lr": cfg.dis.infer_lr, "recon_weight": cfg.dis.recon_weight,
               "dataset": dataset_info(data), "machine": machine_info(), "backbone": _backbone(cfg),
               "parameters": parameter_counts(cfg.data.num_classes - 1), "records": records,
-              "beside": beside(out, sorted({r["k"] for r in records}, key=str), dataset_info(data), seeds),
+              "beside": beside(out, sorted({r["k"] for r in records}, key=str), dataset_info(data), seeds, scale),
               "paper": PAPER}
     # time and place of the work behind the numbers, not of this invocation (records may be older)
     walls = [r.get("base_wall_s") for r in records] + [c.get(f) for r in records for c in r["cells"]

@@ -44,6 +44,28 @@ def backbone_record(path: Path | None) -> dict | None:
             "effective_batch": info.get("effective_batch"), "data": info.get("data")}
 
 
+def start_weights(cfg: Config, family: str = "vgg") -> dict | None:
+    """What every network of a bench started from: the backbone :func:`backbone_record` describes, or
+    the ImageNet file of ``family`` ("vgg" | "resnet", paper scale) as file + sha256 with ``"imagenet":
+    True``; None for random weights. A paper-scale report used to say "random" beside an ImageNet start."""
+    from hetseg.engine.context import backbone_file
+
+    path = backbone_file(cfg, family)
+    if path is not None:
+        return backbone_record(path)
+    file = cfg.model.resnet_weights if family == "resnet" else cfg.model.vgg_weights
+    if not file:
+        return None
+    with open(file, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return {"file": file, "sha256": digest, "imagenet": True, "command": None, "held_out_acc": None}
+
+
+def weights_phrase(b: dict) -> str:
+    """How a report names an ImageNet start (:func:`start_weights`): file and short checksum."""
+    return f"ImageNet weights `{b['file']}` (sha256 `{b['sha256'][:12]}…`)"
+
+
 def machine_labels(records: list[dict]) -> list[str]:
     """The machines ``records`` (dicts with a :func:`machine_info` ``machine``) were made on, sorted:
     "CPU model (vector flags)", so two machines of one model name with other vector units stay apart.
@@ -93,7 +115,8 @@ def meta_checksum(meta: dict) -> str | None:
 def dataset_info(data: str | Path) -> dict:
     """What identifies the data set a bench ran on: meta checksum, sizes, split checksums."""
     meta = read_json(Path(data) / "meta.json")
-    return {"root": str(data), "meta_sha256": meta_checksum(meta), "seed": meta.get("seed"),
+    return {"root": str(data), "name": meta.get("dataset") or Path(data).resolve().name,
+            "meta_sha256": meta_checksum(meta), "seed": meta.get("seed"),
             "num_train": meta.get("num_train"), "num_val": meta.get("num_val"),
             "splits": {k: {"size": v.get("size"), "checksum": v.get("checksum")}
                        for k, v in meta.get("splits", {}).items() if k.startswith(("strong_", "train_", "val"))}}

@@ -31,8 +31,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any
 
+from hetseg.bench.preflight import check_inputs
 from hetseg.bench.provenance import check_recipe, with_overrides
-from hetseg.bench.table1_recipe import KS, METHODS, base_config, cell_config, classifier_config, equal_effort
+from hetseg.bench.table1_recipe import (KS, METHODS, base_config, cell_config, classifier_config, equal_effort,
+                                        strong_split_file)
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
 from hetseg.errors import HetsegError
@@ -164,6 +166,14 @@ def _parse_ks(ks: Sequence[int | str]) -> tuple:
     return tuple(out)
 
 
+def _strong_fix(k: int | str, cfg: Config) -> str:
+    where = f"{cfg.data.root}/{strong_split_file(k)}"
+    if k == "full":
+        return f"list every train image with a mask in {where} (VOC: a copy of train_aug.txt), or leave full out of --ks"
+    return (f"hetseg data splits --split {cfg.data.root}/{cfg.data.weak_split} --per-class {k} --out {where} "
+            f"(docs/BENCHMARKS.md, 'The benches at paper scale'), or leave {k} out of --ks")
+
+
 def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benchmarks/results",
                data: str = "data/fashion-scenes", runs: str | None = None, budget: str = "default",
                ks: Sequence[int | str] = KS, overrides: Sequence[str] = (), speed: str = "default",
@@ -175,18 +185,24 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
     for tests and budget studies; ``speed`` is one of :data:`~hetseg.bench.table1_recipe.SPEEDS` (the same for every method);
     ``jobs`` > 1 trains that many cells at once in single-thread processes.
     """
-    from hetseg.bench.provenance import backbone_record
+    from hetseg.bench.provenance import start_weights
     from hetseg.bench.table1_report import write_results
     from hetseg.demo import ensure_bench_data
-    from hetseg.engine.context import backbone_file
 
     t0 = time.perf_counter()
     name = "table1" if init == "pretrained" else f"table1_{init}"
-    runs = runs or f"runs/{name}"
+    runs = runs or f"runs/{name}" + ("" if scale == "cpu" else f"_{scale}")
     ks = _parse_ks(ks)
     ensure_bench_data(data)  # the default fashion-scenes where there is no data set yet
     bases = {seed: base_config(scale, seed, data, budget, overrides, speed, init) for seed in seeds}
-    backbone = backbone_file(bases[seeds[0]]) if seeds else None  # a missing shipped file: one line, now
+    if seeds:  # the data keys are every seed's: checked once, before any folder or training
+        b = bases[seeds[0]]
+        check_inputs(b, "vgg", [
+            ("data.weak_split", b.data.weak_split, "set data.weak_split to the image-label split of --data", False),
+            ("data.val_split", b.data.val_split, "set data.val_split to the split to score (VOC: "
+             "ImageSets/Segmentation/val.txt)", True),
+            *[(f"--ks {k}", strong_split_file(k), _strong_fix(k, b), True) for k in ks]])
+    start = start_weights(bases[seeds[0]]) if seeds else None  # a missing shipped file: one line, now
     # -Str cells whose strong images are exactly the weak set ("full") are DecoupledNet's cell.
     alias = {(s, k) for s in seeds for k in ks if same_classifier_data(
         cell_config(bases[s], "decouplednet-str", k, runs), classifier_config(bases[s], runs))}
@@ -231,7 +247,7 @@ def run_table1(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "benc
     first = bases[seeds[0]] if seeds else Config()
     extra = {"init": init, "budget": budget, "speed": speed, "precision": first.seg.precision,
              "channels_last": first.seg.channels_last, "jobs": jobs, "ks": list(ks),
-             "overrides": list(overrides), "backbone": backbone_record(backbone)}
+             "overrides": list(overrides), "backbone": start}
     paths = write_results(cells, out, command, scale, list(seeds), data, runs, time.perf_counter() - t0,
                           equal_effort(init, scale), extra, name)
     print(f"[table1] results: {', '.join(map(str, paths))}", flush=True)

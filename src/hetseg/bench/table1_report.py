@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hetseg.bench.curves import loss_by_parts, tenths_cells, tenths_header
-from hetseg.bench.provenance import dataset_info, machine_info, read_json
+from hetseg.bench.provenance import dataset_info, machine_info, read_json, weights_phrase
 from hetseg.io_atomic import write_atomic, write_json, write_text
 
 # DecoupledNet paper (Hong et al., NIPS 2015), Table 1, PASCAL VOC 2012 val mIoU (%), by strong
@@ -151,6 +151,8 @@ def claims(summary: dict, per_seed: dict | None = None) -> list[dict]:
 def _backbone_line(b: dict | None) -> str:
     if not b:
         return ": every network from random weights."
+    if b.get("imagenet"):
+        return f": every network starts from {weights_phrase(b)}."
     acc, data = b.get("held_out_acc"), b.get("data") or {}
     made = (f", made by `{b['command']}`: {b.get('steps')} steps x {b.get('effective_batch')} single-item images "
             f"from {data.get('train_items', '-')} Fashion-MNIST train items, held-out item accuracy "
@@ -208,7 +210,8 @@ def markdown(report: dict) -> str:
     """table1.md: our table beside the paper's, the rule, per-cell details and per-class IoU."""
     ks, summ, m = [str(k) for k in report["ks"]], report["summary"], report["machine"]
     seeds = report["seeds"]
-    lines = ["# Table 1 on fashion-scenes: DecoupledNet vs DecoupledNet-Str vs DeconvNet"
+    name = report["dataset"].get("name", "fashion-scenes")
+    lines = [f"# Table 1 on {name}: DecoupledNet vs DecoupledNet-Str vs DeconvNet"
              + ("" if report.get("init", "pretrained") == "pretrained" else f" ({report['init']})"), "",
              f"Command: `{report['command']}` (budget `{report['budget']}`, speed `{report.get('speed')}`: "
              f"precision {report.get('precision')}, channels_last {report.get('channels_last')}"
@@ -227,7 +230,7 @@ def markdown(report: dict) -> str:
         row = [f"{fmt_mean_std(summ.get(x, {}).get(k))} | {PAPER[x][k if k == 'full' else int(k)]:.1f}"
                + ("*" if k == "full" else "") for x in PAPER]
         lines.append(f"| {k} | " + " | ".join(row) + " |")
-    lines += ["", f"Paper: {PAPER_NOTE} (* approximate). Ours: fashion-scenes val, "
+    lines += ["", f"Paper: {PAPER_NOTE} (* approximate). Ours: {name} val, "
               f"{report['cells'][0]['eval_split']['images'] if report['cells'] else '-'} images, VOC devkit protocol.",
               "", "## Equal effort", "", report["equal_effort"], "",
               *_claims_lines(report), *_gt_table(report, ks), *_loss_table(report),
@@ -276,7 +279,7 @@ def figure(report: dict, path: Path) -> None:
     ax.set_ylabel("mIoU (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.set_title(f"Table 1 on fashion-scenes ({report['scale']} scale, init {report.get('init', 'scratch')}, "
+    ax.set_title(f"Table 1 on {report['dataset'].get('name', 'fashion-scenes')} ({report['scale']} scale, init {report.get('init', 'scratch')}, "
                  f"{len(report['seeds'])} seed(s))", fontsize=9)
     ax.legend(fontsize=7, ncol=2, loc="upper left")
     fig.tight_layout()

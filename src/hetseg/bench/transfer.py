@@ -17,14 +17,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hetseg.bench.curves import stage_losses
-from hetseg.bench.provenance import (backbone_record, dataset_info, machine_info, machine_labels, read_json,
+from hetseg.bench.provenance import (dataset_info, machine_info, machine_labels, read_json, start_weights,
                                      with_overrides)
 from hetseg.bench.table1_report import mean_std
 from hetseg.bench.transfer_report import NAMES, PAPER_VAL, claims, markdown, mean_or_none, per_step
 from hetseg.bench.workers import cell_pool, job
 from hetseg.bench import paper
+from hetseg.bench.preflight import check_inputs
 from hetseg.config import Config, describe_difference
-from hetseg.engine.context import backbone_file, require_imagenet
 from hetseg.errors import HetsegError
 from hetseg.io_atomic import write_json, write_text
 
@@ -68,7 +68,6 @@ def transfer_config(scale: str, seed: int, data: str, overrides: Sequence[str] =
     if scale not in RECIPES:
         raise HetsegError(f"unknown scale '{scale}'; fix: --scale {' | '.join(RECIPES)}")
     cfg = Config(seed=seed).override([f"data.root={data}", f"model.scale={scale}", *RECIPES[scale], *overrides])
-    require_imagenet(cfg, "vgg")  # paper scale: refused here, before the bench makes a folder
     return equal_effort(cfg)
 
 
@@ -125,6 +124,13 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
     trained: dict = {}  # seed -> what its worker measured while training (a rerun below only finds it done)
     roots = {s: Path(runs) / f"{scale}_s{s}" for s in seeds}
     cfgs = {s: transfer_config(scale, s, data, overrides) for s in seeds}
+    if seeds:  # the data keys are every seed's: checked once, before any folder or training
+        t = cfgs[seeds[0]].transfer
+        check_inputs(cfgs[seeds[0]], "vgg", [
+            ("transfer.source_split", t.source_split, "set it to the split of source-class images with masks", False),
+            ("transfer.target_split", t.target_split, "set it to the split of target-class images with labels", False),
+            ("transfer.val_split", t.val_split, "set it to the target-class split to score", True)])
+        transfer_classes(cfgs[seeds[0]])  # read when stage 2 builds, after the shared classifier
     out_dir.mkdir(parents=True, exist_ok=True)  # after the refusals above: a refused bench leaves no folder
     done = {s: rec for s in seeds if (rec := seed_record(cfgs[s], roots[s]))}
     todo = [s for s in seeds if s not in done]
@@ -215,7 +221,7 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         "feature_scale": [s["train"]["transfernet"]["joint"].get("feature_scale") for s in per_seed],
         "identification": [s["identification"] for s in per_seed],
         "train_loss": {str(s["seed"]): s["train_loss"] for s in per_seed},  # per stage, per tenth of its steps
-        "backbone": backbone_record(backbone_file(cfg)),  # file + sha256, as Table 1 records it
+        "backbone": start_weights(cfg),  # file + sha256, as Table 1 records it
         "wall_s": {"per_seed": [s["wall_s"] for s in per_seed], "total": round(time.perf_counter() - t0, 1)},
         "config": cfg.to_dict(), "command": command, "machine": machine_info(),
         # where each seed's record was written (a record from before machines were recorded: not listed)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 
 from hetseg.bench.curves import tenths_cells, tenths_header
+from hetseg.bench.provenance import weights_phrase
 from hetseg.bench.table1_report import claim_lines, ordering
 
 NAMES = {"transfernet": "TransferNet", "transfernet_gt": "TransferNet-GT", "baselinenet": "BaselineNet",
@@ -92,7 +93,8 @@ def markdown(r: dict, names: list[str]) -> str:
         + (f" on {r['machine']['usable_cpus']} CPUs ({r['machine']['cpu']}); records written on: "
            f"{', '.join(r.get('record_machines') or ['not recorded'])}" if r.get("machine") else "")
         + ". Initial weights: "
-        + (f"backbone `{r['backbone']['file']}` (sha256 `{r['backbone']['sha256'][:12]}…`)" if r.get("backbone")
+        + (weights_phrase(r["backbone"]) if (r.get("backbone") or {}).get("imagenet")
+           else f"backbone `{r['backbone']['file']}` (sha256 `{r['backbone']['sha256'][:12]}…`)" if r.get("backbone")
            else "random") + ".\n\n" + "\n".join(loss) + "\n\n"
         f"Command: `{r['command']}`\n"
     )

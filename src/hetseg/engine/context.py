@@ -161,10 +161,14 @@ def require_imagenet(cfg: Config, family: str) -> None:
     The papers' networks start from ImageNet (docs/REFERENCE.md §1.3, docs/DIS.md "ImageNet weights"); a
     paper-scale run without the file trained ~300M parameters from random weights without a word. A
     config naming a backbone or the ImageNet file of ``family`` ("vgg" | "resnet"), a CPU-scale one, a
-    non-VGG encoder and ``model.imagenet=false`` pass. Benches call it before they create any folder.
+    non-VGG encoder and ``model.imagenet=false`` pass; a named ImageNet file must exist. Benches call it
+    before they create any folder (the run itself would find a missing file only when it starts).
     """
     key, kind = ("resnet_weights", "ResNet-101") if family == "resnet" else ("vgg_weights", "VGG-16")
     named = cfg.model.backbone or getattr(cfg.model, key)
+    if getattr(cfg.model, key) and not Path(getattr(cfg.model, key)).is_file():
+        raise HetsegError(f"model.{key}={getattr(cfg.model, key)}: no such file; fix: give the path of a torchvision "
+                          "ImageNet weights file")
     if cfg.model.scale == "paper" and cfg.model.encoder == "vgg16" and cfg.model.imagenet and not named:
         raise HetsegError(f"model.{key}: not given, so this paper-scale run would start {kind} from random weights, "
                           f"where the paper starts from ImageNet; fix: model.{key}=FILE (torchvision's ImageNet "

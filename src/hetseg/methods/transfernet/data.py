@@ -76,16 +76,36 @@ def transfer_classes(cfg: Config) -> tuple[list[int], list[int]]:
 
     t = cfg.transfer
     if t.source_classes and t.target_classes:
-        return list(t.source_classes), list(t.target_classes)
+        return _checked(cfg, list(t.source_classes), list(t.target_classes), "transfer.")
     meta = Path(cfg.data.root) / "meta.json"
     try:
         m = json.loads(meta.read_text(encoding="utf-8"))
-        return list(t.source_classes or m["source_classes"]), list(t.target_classes or m["target_classes"])
+        source, target = list(t.source_classes or m["source_classes"]), list(t.target_classes or m["target_classes"])
     except (OSError, ValueError, KeyError, TypeError):
         if not Path(cfg.data.root).is_dir():
             raise HetsegError(f"{cfg.data.root}: dataset root not found; fix: {build_root_fix(cfg.data.root)}") from None
         raise HetsegError(f"{meta}: no source_classes/target_classes for the transfer split; fix: set "
                           "transfer.source_classes=[...] and transfer.target_classes=[...] (mask indices)") from None
+    return _checked(cfg, source, target, "transfer." if t.source_classes or t.target_classes else f"{meta}: ")
+
+
+def _checked(cfg: Config, source: list, target: list, where: str) -> tuple[list[int], list[int]]:
+    """The two lists, refused in one line unless each is a non-empty list of distinct object-class mask
+    indices (1 .. data.num_classes - 1) and no class is in both: a class past the last one failed as an
+    IndexError when the model was built, after the shared classifier had trained."""
+    k = cfg.data.num_classes
+    for name, classes in (("source_classes", source), ("target_classes", target)):
+        bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, int) or not 0 < c < k]
+        if not classes or bad or len(set(classes)) != len(classes):
+            problem = (f"{bad[0]!r} is not an object class of data.num_classes={k}" if bad
+                       else "empty" if not classes else "a class is listed twice")
+            raise HetsegError(f"{where}{name}: {problem}; fix: list distinct mask indices 1..{k - 1} "
+                              "(0 is the background)")
+    both = sorted(set(source) & set(target))
+    if both:
+        raise HetsegError(f"{where}target_classes: class {both[0]} is also a source class; fix: give each class "
+                          "to one side (source classes have masks, target classes only image labels)")
+    return source, target
 
 
 def domain_rows(cfg: Config, which: str, size: int) -> LabelRows:
