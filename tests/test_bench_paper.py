@@ -201,3 +201,25 @@ def test_bench_defaults_at_paper_scale_keep_one_gpu_and_the_committed_results():
     assert (a.jobs, a.out) == (2, "benchmarks/results")
     a = parsed("transfer", "--scale", "paper", "--jobs", "3", "--out", "o")
     assert (a.jobs, a.out) == (3, "o")
+
+
+def test_the_full_alias_reads_each_weak_split_once(scenes, monkeypatch):
+    """Which -Str cells are DecoupledNet's ('full': strong images = weak set) is decided by reading each
+    split once for every seed and k, not once per comparison (VOC: 10,582 masks decoded per read)."""
+    import hetseg.methods
+    from hetseg.bench.table1 import same_classifier_data
+    from hetseg.bench.table1_recipe import classifier_config
+
+    reads = []
+    real = hetseg.methods.load_split
+    monkeypatch.setattr(hetseg.methods, "load_split", lambda cfg, which: reads.append(cfg.data.weak_split)
+                        or real(cfg, which))
+    memo: dict = {}
+    same = {}
+    for seed in (0, 1):
+        base = base_config("cpu", seed, str(scenes))
+        for k in (5, "full"):
+            same[(seed, k)] = same_classifier_data(cell_config(base, "decouplednet-str", k, "r"),
+                                                   classifier_config(base, "r"), memo)
+    assert same == {(0, 5): False, (0, "full"): True, (1, 5): False, (1, "full"): True}
+    assert sorted(reads) == sorted({"splits/strong_5.txt", "splits/train_full.txt", "splits/train_weak.txt"})
