@@ -552,6 +552,21 @@ def test_selective_search_proposals_without_opencv_are_refused_before_training(t
     assert main(args) == 2 and "needs opencv" in capsys.readouterr().err and not (run / "seg").exists()
 
 
+def test_a_paper_scale_run_is_told_when_auto_proposals_fall_back_to_random_boxes():
+    """crops.proposals=auto without opencv-contrib crops random boxes (recorded in model.json); a paper-scale
+    run, whose recipe crops around proposals, is told so when it starts. CPU scale is not: its benches and
+    the demo crop random boxes on purpose."""
+    from hetseg.config import Config
+    from hetseg.methods.base import proposals_note
+
+    paper = Config().override(["model.scale=paper"])
+    assert "random boxes only" in proposals_note(paper, available=False)
+    assert "fix: pip install" in proposals_note(paper, available=False)
+    assert proposals_note(paper, available=True) is None
+    assert proposals_note(paper.override(["crops.proposals=none"]), available=False) is None
+    assert proposals_note(Config(), available=False) is None  # CPU scale
+
+
 def test_paper_scale_without_imagenet_weights_is_refused_unless_asked(tmp_path):
     """Review s16 (paper scale, finding 1): the README's own-data command trained paper-scale VGG-16 from random
     weights without a word when model.vgg_weights was not given; the papers start from ImageNet. Now one line,

@@ -36,6 +36,17 @@ def register_method(method: Method) -> Method:
     return METHODS.add(method.name, method)
 
 
+def proposals_note(cfg: Config, available: bool) -> str | None:
+    """What a paper-scale run whose crops fall back from ``crops.proposals=auto`` to random boxes is told when
+    it starts (model.json records the fallback too; at CPU scale the benches and the demo crop random boxes
+    on purpose, so nothing is said there)."""
+    if cfg.crops.proposals != "auto" or available or cfg.model.scale != "paper":
+        return None
+    return ("crops.proposals=auto: opencv-contrib is not installed, so the crops are random boxes only, where the "
+            "paper crops around selective-search proposals; fix: pip install -e \".[proposals]\", or "
+            "crops.proposals=none to say so")
+
+
 class Method:
     """Base class; subclasses set ``name``, ``model``, ``stages`` and implement ``run_stage``."""
 
@@ -168,13 +179,19 @@ class Method:
                 raise HetsegError(f"--stage {s}: method '{self.name}' has stages {', '.join(allowed)}; "
                                   f"fix: pick one of them or 'all'")
         cropping = set(stages) & set(self.crop_stages)
-        if cfg.crops.proposals == "selective-search" and cropping - set(trained_stages(Path(cfg.run_dir), stages)):
+        if cfg.crops.proposals != "none" and cropping - set(trained_stages(Path(cfg.run_dir), stages)):
             from hetseg.data.crops import proposals_available
 
-            if not proposals_available():  # its crops would be random boxes only, recorded as selective search
+            if not proposals_available() and cfg.crops.proposals == "selective-search":
+                # its crops would be random boxes only, recorded as selective search
                 raise HetsegError("crops.proposals=selective-search: needs opencv-contrib (cv2.ximgproc), which is "
                                   "not installed; fix: pip install -e \".[proposals]\", or crops.proposals=auto "
                                   "(selective search where installed) or none")
+            note = proposals_note(cfg, proposals_available())
+            if note and is_rank_zero():
+                import sys
+
+                print(f"hetseg: note: {note}", file=sys.stderr)
         run = Path(cfg.run_dir)
         refuse_other_recipe(run, cfg, allowed, self)  # read-only: every rank stops, not only rank 0
         # Checked against data.num_classes before anything is written; a pretraining-only run (extra stages,
