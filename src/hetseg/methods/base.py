@@ -178,7 +178,7 @@ class Method:
             if s not in allowed:
                 raise HetsegError(f"--stage {s}: method '{self.name}' has stages {', '.join(allowed)}; "
                                   f"fix: pick one of them or 'all'")
-        cropping = set(stages) & set(self.crop_stages)
+        cropping, crop_note = set(stages) & set(self.crop_stages), None
         if cfg.crops.proposals != "none" and cropping - set(trained_stages(Path(cfg.run_dir), stages)):
             from hetseg.data.crops import proposals_available
 
@@ -187,11 +187,7 @@ class Method:
                 raise HetsegError("crops.proposals=selective-search: needs opencv-contrib (cv2.ximgproc), which is "
                                   "not installed; fix: pip install -e \".[proposals]\", or crops.proposals=auto "
                                   "(selective search where installed) or none")
-            note = proposals_note(cfg, proposals_available())
-            if note and is_rank_zero():
-                import sys
-
-                print(f"hetseg: note: {note}", file=sys.stderr)
+            crop_note = proposals_note(cfg, proposals_available())  # said below, once nothing is refused
         run = Path(cfg.run_dir)
         refuse_other_recipe(run, cfg, allowed, self)  # read-only: every rank stops, not only rank 0
         # Checked against data.num_classes before anything is written; a pretraining-only run (extra stages,
@@ -233,6 +229,10 @@ class Method:
             print(one_line(f"hetseg: note: {run}: stage {', '.join(missing)} has no trained weights here (not trained "
                            f"in this run nor brought by --init-from), so stage {stages[0]} trains on its initial "
                            f"weights; fix: train {missing[0]} first, or --init-from a run that has"), file=sys.stderr)
+        if crop_note and is_rank_zero():
+            import sys
+
+            print(f"hetseg: note: {crop_note}", file=sys.stderr)
         new_run = not run.exists()
         if is_rank_zero():  # only now: a run refused above (bad data, bad --init-from) leaves no run dir behind
             cfg.save(run / "config.json")
