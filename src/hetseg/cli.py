@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hetseg.cli_parser import UsageError
 from hetseg.cli_parser import build_parser as _build_parser  # tests and _check_bench_options parse with it
-from hetseg.errors import HetsegError, one_line, os_error_fix
+from hetseg.errors import HetsegError, note, one_line, os_error_fix
 
 
 # Which benches read each bench option: a set option that the chosen bench would not read is refused,
@@ -52,7 +52,7 @@ def _note_untrained(checkpoint: str) -> None:
 
     line = untrained_note(checkpoint)
     if line:
-        print(f"hetseg: note: {one_line(line)}", file=sys.stderr)
+        note(line)
 
 
 def _note_transfer_val(args: argparse.Namespace, report: dict) -> None:
@@ -71,9 +71,9 @@ def _note_transfer_val(args: argparse.Namespace, report: dict) -> None:
     target = cfg.transfer.val_split
     if Path(cfg.data.root, target).resolve() == Path(cfg.data.root, cfg.data.val_split).resolve():
         return  # one split for both (e.g. VOC's val.txt): the score above is the target one
-    print(f"hetseg: note: a {report['model']} run segments its target classes only, so this score over "
-          f"data.val_split counts its source classes at 0; --split {target} (transfer.val_split) scores the "
-          "target classes, as hetseg bench transfer does", file=sys.stderr)
+    note(f"a {report['model']} run segments its target classes only, so this score over data.val_split counts its "
+         f"source classes at 0; --split {target} (transfer.val_split) scores the target classes, as hetseg bench "
+         "transfer does")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -122,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
         own = Path(cfg.run_dir) / "config.json"
         if file_cfg and not (own.exists() and own.resolve() == Path(args.config).resolve()):
             for line in method.unread_settings(file_cfg, cfg if stages is None else None):
-                print(one_line(f"hetseg: note: {args.config}: {line}"), file=sys.stderr)
+                note(f"{args.config}: {line}")
         for name, summary in train(cfg, stages, args.resume, args.init_from, not args.no_progress).items():
             m = summary.get("metrics") or {}
             extra = ", ".join(f"{k} {v:.4f}" for k, v in m.items())

@@ -14,6 +14,14 @@ def one_line(text: str) -> str:
                    for c in " ".join(text.splitlines()))
 
 
+def note(text: str) -> None:
+    """Print ``hetseg: note: <text>`` as one line on stderr: what a command says beside its work, never an
+    error (a refused command prints only its error line, so callers say notes once nothing was refused)."""
+    import sys
+
+    print(one_line(f"hetseg: note: {text}"), file=sys.stderr)
+
+
 class HetsegError(Exception):
     """Base class; the CLI prints ``str(err)`` on one line and exits with status 2."""
 

@@ -14,7 +14,6 @@ Memory stays bounded over any number of images (one batch at a time, plus at mos
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from hetseg.data.io import read_image
 from hetseg.data.records import IMAGE_EXTS
 from hetseg.engine.checkpoint import load_model, run_dir
 from hetseg.engine.evaluate import check_label_options, check_threshold, label_threshold, predict_images
-from hetseg.errors import HetsegError
+from hetseg.errors import HetsegError, note
 from hetseg.io_atomic import write_atomic, write_json
 from hetseg.palette import save_index_png
 
@@ -172,6 +171,6 @@ def run_predict(checkpoint: str, inputs: Sequence[str], output: str, overlay: bo
                                          **({"unfinished": left} if left else {})})
     if skipped:  # said, not silently dropped; after the work, so a refused command prints only its error line
         many = len(skipped) > 1
-        print(f"hetseg: note: skipped {len(skipped)} folder entr{'ies' if many else 'y'} that {'are' if many else 'is'} "
-              f"not {'/'.join(IMAGE_EXTS)} files, e.g. {skipped[0]}", file=sys.stderr)
+        note(f"skipped {len(skipped)} folder entr{'ies' if many else 'y'} that {'are' if many else 'is'} not "
+             f"{'/'.join(IMAGE_EXTS)} files, e.g. {skipped[0]}")
     return records

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +33,7 @@ from hetseg.config import Config, StageConfig
 from hetseg.engine.console import StageProgress, quiet_lightning
 from hetseg.engine.resume import check_checkpoint, loader
 from hetseg.engine.stage import Stage
-from hetseg.errors import HetsegError
+from hetseg.errors import HetsegError, note
 from hetseg.io_atomic import write_json
 
 
@@ -120,10 +119,9 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
     val_loader = loader(val_ds, sc.batch_size, workers, shuffle=False, seed=cfg.seed) if val_ds is not None else None
     batches = len(train_loader)
     if batches % sc.accumulate and ckpt_path is None:  # said once, when the stage starts
-        print(f"hetseg: note: stage '{name}': {batches} batches per epoch is not a multiple of accumulate "
-              f"{sc.accumulate}, so each epoch's last step averages {batches % sc.accumulate} and a resume inside an "
-              "epoch is not bit-identical (docs/GUARANTEES.md, Resume); fix: an accumulate that divides it, if that "
-              "matters", file=sys.stderr)
+        note(f"stage '{name}': {batches} batches per epoch is not a multiple of accumulate {sc.accumulate}, so each "
+             f"epoch's last step averages {batches % sc.accumulate} and a resume inside an epoch is not bit-identical "
+             "(docs/GUARANTEES.md, Resume); fix: an accumulate that divides it, if that matters")
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=train_loader,
                 val_dataloaders=val_loader if sc.val_every else None, ckpt_path=ckpt_path, weights_only=True)

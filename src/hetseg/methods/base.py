@@ -22,7 +22,7 @@ from hetseg.engine.checkpoint import read_model_json, save_model
 from hetseg.engine.context import class_names, command_line, init_weights, seeded_model
 from hetseg.engine.resume import fault_point
 from hetseg.engine.train import is_rank_zero, mark_done, stage_done
-from hetseg.errors import HetsegError, one_line
+from hetseg.errors import HetsegError, note
 from hetseg.methods.model_keys import check_encoder_keys
 from hetseg.methods.run_state import (init_record, refuse_other_recipe, remove_if_untrained, trained_stages,
                                       untrained_before)
@@ -182,12 +182,13 @@ class Method:
         if cfg.crops.proposals != "none" and cropping - set(trained_stages(Path(cfg.run_dir), stages)):
             from hetseg.data.crops import proposals_available
 
-            if not proposals_available() and cfg.crops.proposals == "selective-search":
+            available = proposals_available()
+            if not available and cfg.crops.proposals == "selective-search":
                 # its crops would be random boxes only, recorded as selective search
                 raise HetsegError("crops.proposals=selective-search: needs opencv-contrib (cv2.ximgproc), which is "
                                   "not installed; fix: pip install -e \".[proposals]\", or crops.proposals=auto "
                                   "(selective search where installed) or none")
-            crop_note = proposals_note(cfg, proposals_available())  # said below, once nothing is refused
+            crop_note = proposals_note(cfg, available)  # said below, once nothing is refused
         run = Path(cfg.run_dir)
         refuse_other_recipe(run, cfg, allowed, self)  # read-only: every rank stops, not only rank 0
         # Checked against data.num_classes before anything is written; a pretraining-only run (extra stages,
@@ -224,15 +225,11 @@ class Method:
                 check_strong_masks(load_split(cfg, key), cfg.data.num_classes)
         missing = untrained_before(run, self.default_stages(cfg), stages, source)
         if missing and is_rank_zero():  # cheap to say now; eval and predict said it only after the training
-            import sys
-
-            print(one_line(f"hetseg: note: {run}: stage {', '.join(missing)} has no trained weights here (not trained "
-                           f"in this run nor brought by --init-from), so stage {stages[0]} trains on its initial "
-                           f"weights; fix: train {missing[0]} first, or --init-from a run that has"), file=sys.stderr)
+            note(f"{run}: stage {', '.join(missing)} has no trained weights here (not trained in this run nor brought "
+                 f"by --init-from), so stage {stages[0]} trains on its initial weights; fix: train {missing[0]} first, "
+                 "or --init-from a run that has")
         if crop_note and is_rank_zero():
-            import sys
-
-            print(f"hetseg: note: {crop_note}", file=sys.stderr)
+            note(crop_note)
         new_run = not run.exists()
         if is_rank_zero():  # only now: a run refused above (bad data, bad --init-from) leaves no run dir behind
             cfg.save(run / "config.json")
