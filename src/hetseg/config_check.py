@@ -152,7 +152,7 @@ def merge(base: Any, d: dict[str, Any], where: str, prefix: str) -> Any:
     return type(base)(**kwargs)
 
 
-__all__ = ["SEED_MAX", "YamlLoader", "check_value", "merge"]
+__all__ = ["SEED_MAX", "YamlLoader", "check_value", "merge", "override_keys", "parse_override", "refuse_repeated"]
 
 
 # Command-line overrides (``key=value``), read as Config.override reads them.

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from hetseg.bench.curves import tenths_cells, tenths_header
-from hetseg.bench.provenance import dataset_info, machine_info, machine_labels, read_json, weights_phrase
+from hetseg.bench.provenance import (dataset_info, machine_info, machine_labels, read_json, start_weights,
+                                     weights_phrase)
 from hetseg.bench.table1_report import fmt_mean_std, mean_std, ordering
 from hetseg.config import Config
 from hetseg.io_atomic import write_json, write_text
@@ -193,14 +194,6 @@ def markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _backbone(cfg: Config) -> dict | None:
-    """File, sha256, command and accuracy of the backbone the runs started from, or their ImageNet file
-    (None: random init)."""
-    from hetseg.bench.provenance import start_weights
-
-    return start_weights(cfg, "resnet")
-
-
 def write_results(records: list[dict], out: str | Path, command: str, scale: str, seeds: list[int], data: str,
                   runs: str, wall: float, cfg: Config, t_test: list[int], t_trains: list[int], budget: str,
                   overrides: list[str], figure_images: int) -> list[Path]:
@@ -209,7 +202,7 @@ def write_results(records: list[dict], out: str | Path, command: str, scale: str
     report = {"command": command, "scale": scale, "seeds": seeds, "runs": runs, "budget": budget,
               "overrides": overrides, "wall_s": round(wall, 1), "t_test": t_test, "t_trains": t_trains,
               "budgets": _stage_budget(cfg), "infer_lr": cfg.dis.infer_lr, "recon_weight": cfg.dis.recon_weight,
-              "dataset": dataset_info(data), "machine": machine_info(), "backbone": _backbone(cfg),
+              "dataset": dataset_info(data), "machine": machine_info(), "backbone": start_weights(cfg, "resnet"),
               "parameters": parameter_counts(cfg.data.num_classes - 1), "records": records,
               "beside": beside(out, sorted({r["k"] for r in records}, key=str), dataset_info(data), seeds, scale),
               "paper": PAPER}

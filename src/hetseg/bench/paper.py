@@ -16,8 +16,7 @@ from typing import Any
 
 def stage(section: str, **fields: Any) -> list[str]:
     """``section.key=value`` overrides of one training stage, e.g. ``stage("cls", steps=5500)``."""
-    return [f"{section}.{key}={str(value).lower() if isinstance(value, bool) else value}"
-            for key, value in fields.items()]
+    return [f"{section}.{key}={value}" for key, value in fields.items()]
 
 
 # One update sees 64 crops (16 x 4 on one GPU), SGD, weight decay 5e-4, bf16 autocast, a checkpoint

@@ -165,10 +165,11 @@ def require_imagenet(cfg: Config, family: str) -> None:
     before they create any folder (the run itself would find a missing file only when it starts).
     """
     key, kind = ("resnet_weights", "ResNet-101") if family == "resnet" else ("vgg_weights", "VGG-16")
-    named = cfg.model.backbone or getattr(cfg.model, key)
-    if getattr(cfg.model, key) and not Path(getattr(cfg.model, key)).is_file():
-        raise HetsegError(f"model.{key}={getattr(cfg.model, key)}: no such file; fix: give the path of a torchvision "
-                          "ImageNet weights file")
+    file = getattr(cfg.model, key)
+    if file and not Path(file).is_file():
+        raise HetsegError(f"model.{key}={file}: no such file; fix: give the path of a torchvision ImageNet "
+                          "weights file")
+    named = file or cfg.model.backbone
     if cfg.model.scale == "paper" and cfg.model.encoder == "vgg16" and cfg.model.imagenet and not named:
         raise HetsegError(f"model.{key}: not given, so this paper-scale run would start {kind} from random weights, "
                           f"where the paper starts from ImageNet; fix: model.{key}=FILE (torchvision's ImageNet "
@@ -196,8 +197,7 @@ def imagenet_file(net: nn.Module, cfg: Config) -> str:
         kind = "ResNet" if family == "resnet" else "VGG-16"
         raise HetsegError(f"model.{other}={getattr(cfg.model, other)}: method '{cfg.model.name}' has a {kind} encoder; "
                           f"fix: give its torchvision ImageNet {kind} file as model.{key}=FILE instead")
-    if not Path(path).is_file():
-        raise HetsegError(f"model.{key}={path}: no such file; fix: give the path of a torchvision ImageNet weights file")
+    require_imagenet(cfg, family)  # the file must exist
     try:
         load_imagenet_file(net, path)
     except Exception as e:  # noqa: BLE001 - a foreign file: its reader's failure, said in one line
