@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import subprocess
@@ -771,7 +772,9 @@ def test_a_stage_that_never_trained_is_noted_by_eval_and_predict(scenes, tmp_pat
     (cls_run / "model.json").write_text(written)
 
     assert main(["train", "--run-dir", str(seg_run), "--stage", "seg", "--init-from", str(cls_run), *base]) == 0
-    assert json.loads((seg_run / "model.json").read_text())["init_from"] == {"path": str(cls_run), "stages": ["cls"]}
+    cls_sha = hashlib.sha256((cls_run / "model.safetensors").read_bytes()).hexdigest()  # the weights it started from
+    assert json.loads((seg_run / "model.json").read_text())["init_from"] == {"path": str(cls_run), "stages": ["cls"],
+                                                                            "sha256": cls_sha}
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(seg_run)]) == 0
     assert "hetseg: note" not in capsys.readouterr().err
@@ -814,7 +817,8 @@ def test_the_untrained_stage_note_is_never_false_and_its_fix_never_stale(scenes,
 
     (cls_run / "model.json").write_text("{not json")
     assert main(["train", "--run-dir", str(tmp_path / "s2"), "--stage", "seg", "--init-from", str(cls_run), *base]) == 0
-    assert json.loads((tmp_path / "s2" / "model.json").read_text())["init_from"] == {"path": str(cls_run), "stages": None}
+    assert json.loads((tmp_path / "s2" / "model.json").read_text())["init_from"] == {
+        "path": str(cls_run), "stages": None, "sha256": hashlib.sha256((cls_run / "model.safetensors").read_bytes()).hexdigest()}
     info = json.loads((bare / "model.json").read_text())
     info["init_from"] = "runs/cls"  # edited by hand
     (bare / "model.json").write_text(json.dumps(info))

@@ -4,6 +4,7 @@ recipe or a method other than the one it holds. Split from ``methods/base.py``, 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,8 +47,10 @@ def held_stages(info: dict) -> set[str] | None:
 
 
 def init_record(init_from: str | None) -> dict | None:
-    """What model.json records of ``--init-from``: the path, and the stages its weights hold
-    (:func:`held_stages` of a run dir; None for a bare .safetensors file, which says nothing of them)."""
+    """What model.json records of ``--init-from``: the path, the stages its weights hold (:func:`held_stages`
+    of a run dir; None for a bare .safetensors file, which says nothing of them) and the sha256 of the weights
+    file read (a run dir's model.safetensors), so a run names the very weights it started from even after the
+    path is retrained or overwritten (docs/GUARANTEES.md, "A stage that never trained is said")."""
     if not init_from:
         return None
     src, held = Path(init_from), None
@@ -56,7 +59,10 @@ def init_record(init_from: str | None) -> dict | None:
             held = held_stages(read_model_json(src))
         except HetsegError:  # --init-from takes the weights only: an unreadable model.json just says nothing
             pass
-    return {"path": str(init_from), "stages": None if held is None else sorted(held)}
+    weights = src / "model.safetensors" if src.is_dir() else src
+    with open(weights, "rb") as f:  # init_weights has just read it; streamed, a paper-scale file is ~0.5 GB
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return {"path": str(init_from), "stages": None if held is None else sorted(held), "sha256": digest}
 
 
 def trained_stages(run: Path, stages: Sequence[str], checkpoints: bool = False) -> list[str]:
