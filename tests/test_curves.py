@@ -116,10 +116,12 @@ def test_phase_flatness_script_reads_each_methods_own_stage_config_and_writes_it
     assert (tmp_path / "out" / "pf.png").stat().st_size > 0
     capsys.readouterr()
     assert mod.main([str(tmp_path / "absent"), "--out", str(tmp_path / "x")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()  # exactly one line
+    assert line.startswith("hetseg: error: ") and "; fix: " in line
     (root / "dt_run" / "config.json").write_text(json.dumps({"model": {"name": "decouplednet_transfer"}}))
     assert mod.main([str(root), "--out", str(tmp_path / "y")]) == 2
-    for line in capsys.readouterr().err.strip().splitlines():
-        assert line.startswith("hetseg: error: ") and "; fix: " in line
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("hetseg: error: ") and "; fix: " in line
     assert not (tmp_path / "y.json").exists()
 
 

@@ -784,6 +784,15 @@ def test_a_stage_that_never_trained_is_noted_by_eval_and_predict(scenes, tmp_pat
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(cls_run)]) == 0
     assert "hetseg: note" not in capsys.readouterr().err
+    # cls_run's weights changed on that training; seg_run still names the ones it started from
+    assert hashlib.sha256((cls_run / "model.safetensors").read_bytes()).hexdigest() != cls_sha
+    assert json.loads((seg_run / "model.json").read_text())["init_from"]["sha256"] == cls_sha
+    # a bare weights file: its own sha256, stages unknown
+    bare_file = tmp_path / "cls_weights.safetensors"
+    bare_file.write_bytes((cls_run / "model.safetensors").read_bytes())
+    assert main(["train", "--run-dir", str(tmp_path / "seg_bare"), "--stage", "seg", "--init-from", str(bare_file), *base]) == 0
+    assert json.loads((tmp_path / "seg_bare" / "model.json").read_text())["init_from"] == {
+        "path": str(bare_file), "stages": None, "sha256": hashlib.sha256(bare_file.read_bytes()).hexdigest()}
 
 
 def test_the_untrained_stage_note_is_never_false_and_its_fix_never_stale(scenes, tmp_path, capsys):

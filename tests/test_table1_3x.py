@@ -56,6 +56,18 @@ def test_leads_questions_and_report(tmp_path):
     assert (tmp_path / "o" / "t.png").stat().st_size > 0
 
 
+def test_a_tie_still_shrinks_and_a_growing_lead_does_not(tmp_path):
+    mod = _script()
+    for name, leads, every, end in (("tie", {"5": (60, 30), "10": (60, 30), "25": (60, 40), "full": (63, 56)}, True, True),
+                                    ("grows", {"5": (60, 50), "10": (60, 40), "25": (60, 35), "full": (63, 33)},
+                                     False, False)):
+        diag, table = _records(tmp_path / name, leads)
+        assert mod.main(["--diagnostics", str(diag), "--table", str(table), "--out", str(tmp_path / name / "t")]) == 0
+        q = json.loads((tmp_path / name / "t.json").read_text())["questions"]
+        # the rule reads 36.2 >= L10 >= L25 >= 7.1: equal leads still shrink; a lead growing end to end does not
+        assert (q["lead_shrinks_at_every_step"], q["lead_shrinks_end_to_end"]) == (every, end)
+
+
 def test_a_cell_below_deconvnet_and_a_mixed_val_split(tmp_path, capsys):
     mod = _script()
     diag, table = _records(tmp_path / "a", {"5": (60, 30), "10": (40, 45), "25": (60, 40), "full": (63, 56)})
