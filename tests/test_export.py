@@ -48,6 +48,8 @@ def test_exported_file_reproduces_predict_at_any_batch_and_threshold(tmp_path, n
     assert "onnxruntime vs PyTorch" in capsys.readouterr().out
     meta = json.loads((tmp_path / "m.onnx.json").read_text())
     assert meta["parity"]["ok"] and meta["class_names"][0] == "background" and meta["input"]["shape"][1:] == [3, 96, 96]
+    # the masks-only model has no image-level scores; every other one must export them (checked below)
+    assert meta["outputs"] == (["probs"] if name == "deconvnet" else ["probs", "class_scores"])
     from hetseg.engine.checkpoint import load_model
 
     net, _, _ = load_model(run)

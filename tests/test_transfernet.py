@@ -294,6 +294,34 @@ def test_bench_jobs_trains_seeds_in_workers_and_reports_their_training(tiny_scen
     assert all((runs / f"cpu_s{s}" / "transfernet" / "model.safetensors").is_file() for s in (0, 1))
 
 
+def test_feature_scale_is_one_over_the_mean_per_image_max_of_the_first_n_rows():
+    """calibrate_feature_scale's formula on a stub encoder whose features are its input times the net's
+    current scale: the scale is reset to 1 first, only the first n rows are read, batches are joined."""
+    from types import SimpleNamespace
+
+    from hetseg.methods.transfernet import calibrate_feature_scale
+
+    class Stub(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("feature_scale", torch.tensor(0.5))  # a previous value, not 1
+            self.seen = 0
+
+        def encode(self, x):
+            self.seen += len(x)
+            return SimpleNamespace(features=x * self.feature_scale)
+
+    def row(peak: float):
+        img = torch.zeros(3, 4, 4)
+        img[1, 2, 3] = peak
+        return img, [1]
+
+    net = Stub()
+    # per-image maxima 2 and 6 in the first two rows; the third (100) is beyond n
+    assert calibrate_feature_scale(net, [row(2.0), row(6.0), row(100.0)], n=2, batch=1) == pytest.approx(0.25)
+    assert net.seen == 2 and float(net.feature_scale) == 1.0
+
+
 def test_tiny_end_to_end_recipe_and_bench(tiny_scenes, tmp_path):
     from hetseg.bench.transfer import run_transfer
     from hetseg.methods.transfernet.evaluate import METHODS, crf_available
