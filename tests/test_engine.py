@@ -567,6 +567,27 @@ def test_a_paper_scale_run_is_told_when_auto_proposals_fall_back_to_random_boxes
     assert proposals_note(Config(), available=False) is None  # CPU scale
 
 
+def test_hetseg_train_at_paper_scale_prints_the_auto_proposals_note_once(tiny_scenes, tmp_path, capsys, monkeypatch):
+    """The note above as a user meets it (review s18): `hetseg train` prints it once on stderr when a crop stage
+    is to train, and not for a classifier-only run. The paper-scale network is swapped for the CPU-scale one
+    and the stages' training for a no-op, so the test reads only what train says before it trains."""
+    import hetseg.data.crops
+    from hetseg.methods.base import Method
+
+    monkeypatch.setattr(hetseg.data.crops, "proposals_available", lambda: False)
+    real_build = Method.build
+    monkeypatch.setattr(Method, "build", lambda self, cfg: real_build(self, cfg.override(["model.scale=cpu", "model.imagenet=true"])))
+    monkeypatch.setattr(Method, "_train_stages", lambda self, *a, **k: {})
+    args = ["train", "--no-progress", f"data.root={tiny_scenes}", "model.scale=paper", "model.imagenet=false",
+            "crops.proposals=auto"]
+    for stage, notes in (("seg", 1), ("cls", 0)):
+        capsys.readouterr()
+        assert main([*args, "--run-dir", str(tmp_path / stage), "--stage", stage]) == 0
+        err = capsys.readouterr().err
+        said = [line for line in err.splitlines() if line.startswith("hetseg: note: crops.proposals=auto")]
+        assert len(said) == notes and ("random boxes only" in said[0] if said else True), err
+
+
 def test_paper_scale_without_imagenet_weights_is_refused_unless_asked(tmp_path):
     """Review s16 (paper scale, finding 1): the README's own-data command trained paper-scale VGG-16 from random
     weights without a word when model.vgg_weights was not given; the papers start from ImageNet. Now one line,
