@@ -18,7 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-from hetseg.bench.curves import FLAT_TOLERANCE, flattened, late_change, loss_by_parts, phase_flatness
+from hetseg.bench.curves import (FLAT_TOLERANCE, flattened, late_change, loss_by_parts, phase_flatness, tenths_cells,
+                                 tenths_header)
 from hetseg.io_atomic import write_json, write_text
 
 KS = ("5", "10", "25", "full")
@@ -48,8 +49,9 @@ def stage(stage_dir: Path) -> dict:
     tenths = loss_by_parts(stage_dir)
     last = phase_flatness(stage_dir, int(section["steps"]), float(section["lr_step"]))[-1]
     done = json.loads((stage_dir / "done.json").read_text())
-    return {"stage": str(stage_dir), "steps": done["steps"], "wall_s": done["wall_s"],
-            "rule_change": late_change(tenths), "rule_flat": flattened(tenths),
+    # named from the runs root on, so the record does not depend on where the script was run from
+    return {"stage": "/".join(stage_dir.parts[-3:]), "steps": done["steps"], "wall_s": done["wall_s"],
+            "tenths": tenths, "rule_change": late_change(tenths), "rule_flat": flattened(tenths),
             "final_lr_change": last["change"], "final_lr_flat": last["flat"]}
 
 
@@ -118,6 +120,14 @@ def report(res: dict, command: str) -> str:
         c, s, d = r["stages"]
         lines.append(f"| {r['k']} | {flat_cell(c)} | {flat_cell(s)} | {flat_cell(d)} | "
                      f"{c['wall_s']:.0f} + {s['wall_s']:.0f}; {d['wall_s']:.0f} |")
+    lines += ["", "The curves: mean training loss over each tenth of a stage's steps (the classifier once per run that "
+              "trained one).", "", *tenths_header("stage", "steps")]
+    seen = set()
+    for r in res["rows"]:
+        for st in r["stages"]:
+            if st["stage"] not in seen:
+                seen.add(st["stage"])
+                lines.append(f"| {st['stage']} | {st['steps']} | {tenths_cells(st['tenths'])} |")
     return "\n".join(lines) + "\n"
 
 
