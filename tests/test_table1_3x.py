@@ -80,3 +80,17 @@ def test_a_cell_below_deconvnet_and_a_mixed_val_split(tmp_path, capsys):
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("hetseg: error: ") and "different val splits" in line and "; fix: " in line
     assert not (tmp_path / "b" / "t.json").exists()
+
+
+def test_the_committed_results_are_the_scripts_output_on_the_committed_records(tmp_path):
+    """benchmarks/results/table1_3x_seed0.json is what the script writes from the committed records: nothing in
+    it was typed by hand or left from older records."""
+    repo = SCRIPT.parents[1]
+    committed = json.loads((repo / "benchmarks" / "results" / "table1_3x_seed0.json").read_text())
+    mod = _script()
+    assert mod.main(["--diagnostics", str(repo / mod.DIAG), "--table", str(repo / mod.TABLE),
+                     "--out", str(tmp_path / "t")]) == 0
+    fresh = json.loads((tmp_path / "t.json").read_text())
+    assert committed["command"] == "python scripts/table1_3x.py --out benchmarks/results/table1_3x_seed0"
+    assert {k: v for k, v in fresh.items() if k != "command"} == {k: v for k, v in committed.items() if k != "command"}
+
