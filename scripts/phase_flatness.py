@@ -17,30 +17,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import re
 import sys
 from pathlib import Path
 
-from hetseg.bench.curves import FLAT_TOLERANCE, flattened, late_change, loss_by_parts, phase_flatness, tenths_cells
+from hetseg.bench.curves import pct, read_stage, verdict
 from hetseg.io_atomic import write_json, write_text
-
-def stage_config(cfg: dict, stage: str) -> dict:
-    """The StageConfig dict (steps, lr_step, ...) of ``stage`` in a run's saved config.json, found where
-    the run's method reads it (``Method.stage_section``: "joint" is DIS's dis.joint, TransferNet's
-    transfer.joint)."""
-    from hetseg.errors import HetsegError
-    from hetseg.methods import get_method
-
-    try:
-        found = cfg
-        for part in get_method(cfg.get("model", {}).get("name", "")).stage_section(stage).split("."):
-            found = found.get(part) if isinstance(found, dict) else None
-    except HetsegError as e:  # an unknown model.name
-        raise ValueError(str(e).split("; fix:")[0]) from None
-    if not isinstance(found, dict) or "steps" not in found or "lr_step" not in found:
-        raise ValueError(f"its config.json has no stage {stage!r} with steps and lr_step")
-    return found
 
 
 def group(stage: str) -> str:
@@ -49,32 +31,6 @@ def group(stage: str) -> str:
     are counted apart."""
     parts = stage.split("/")
     return f"{parts[0]}: {re.sub(r'_k[^/]*$', '', parts[-2])}/{parts[-1]}"
-
-
-def read_stage(stage_dir: Path, root: Path) -> dict:
-    """One stage's record: the rule's verdict and the within-phase reading."""
-    sc = stage_config(json.loads((stage_dir.parent / "config.json").read_text()), stage_dir.name)
-    tenths = loss_by_parts(stage_dir)
-    phases = phase_flatness(stage_dir, int(sc["steps"]), float(sc["lr_step"]))
-    rule = tenths_cells(tenths).rsplit(" | ", 1)[1]  # the bench tables' own verdict cell
-    return {"stage": str(stage_dir.relative_to(root.parent)), "steps": int(sc["steps"]),
-            "lr_step": float(sc["lr_step"]), "rule_change": late_change(tenths), "rule_verdict": rule,
-            "rule_flat": True if rule == "flat (loss 0)" else flattened(tenths),
-            "phases": phases, "flat_at_final_lr": phases[-1]["flat"],
-            "flat_within_phases": None if any(p["flat"] is None for p in phases) else all(p["flat"] for p in phases)}
-
-
-def verdict(flat: bool | None, change: float | None = None) -> str:
-    """A Markdown cell for a flat / falling / unknown verdict; "flat (floor)" when only the absolute
-    floor (a fall of at most 0.01 in loss units) makes a fall of more than 5 % flat."""
-    if flat is None:
-        return "-"
-    return ("flat (floor)" if change is not None and change < -FLAT_TOLERANCE else "flat") if flat else "**falling**"
-
-
-def pct(x: float | None) -> str:
-    """A relative change as a signed percentage ('-' when unknown)."""
-    return "-" if x is None else f"{100 * x:+.1f} %"
 
 
 def report(stages: list[dict], unfinished: list[str], command: str, checksum: str) -> str:

@@ -18,8 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from hetseg.bench.curves import (FLAT_TOLERANCE, flattened, late_change, loss_by_parts, phase_flatness, tenths_cells,
-                                 tenths_header)
+from hetseg.bench.curves import loss_by_parts, pct, read_stage, tenths_cells, tenths_header, verdict
 from hetseg.io_atomic import write_json, write_text
 
 KS = ("5", "10", "25", "full")
@@ -42,17 +41,15 @@ def points(**values: float) -> dict:
     return {key: round(v, 1) for key, v in values.items()}
 
 
-def stage(stage_dir: Path) -> dict:
-    """Flatness of one stage: the rule's change and verdict, and the final-lr phase's (within-phase reading)."""
-    cfg = json.loads((stage_dir.parent / "config.json").read_text())
-    section = {"cls": cfg["cls"], "seg": cfg["seg"], "deconv": cfg["deconv"]}[stage_dir.name]
-    tenths = loss_by_parts(stage_dir)
-    last = phase_flatness(stage_dir, int(section["steps"]), float(section["lr_step"]))[-1]
+def stage(stage_dir: Path, root: Path) -> dict:
+    """Flatness of one stage (hetseg.bench.curves.read_stage: the rule's change and verdict, and the final-lr
+    phase's within-phase reading), its per-tenth curve and its wall time; labelled from ``root``'s parent on,
+    so the record does not depend on where the script was run from."""
+    read = read_stage(stage_dir, root)
     done = json.loads((stage_dir / "done.json").read_text())
-    # named from the runs root on, so the record does not depend on where the script was run from
-    return {"stage": "/".join(stage_dir.parts[-3:]), "steps": done["steps"], "wall_s": done["wall_s"],
-            "tenths": tenths, "rule_change": late_change(tenths), "rule_flat": flattened(tenths),
-            "final_lr_change": last["change"], "final_lr_flat": last["flat"]}
+    return {"stage": read["stage"], "steps": done["steps"], "wall_s": done["wall_s"],
+            "tenths": loss_by_parts(stage_dir), "rule_change": read["rule_change"], "rule_flat": read["rule_flat"],
+            "final_lr_change": read["phases"][-1]["change"], "final_lr_flat": read["flat_at_final_lr"]}
 
 
 def collect(diag: Path = DIAG, table: Path = TABLE) -> dict:
@@ -72,7 +69,7 @@ def collect(diag: Path = DIAG, table: Path = TABLE) -> dict:
         # rounded after the subtraction, as every table of the project does (a lead of 16.7, not 55.1 - 38.3)
         rows.append({"k": k, **points(decouplednet=d, decouplednet_gt=g, deconvnet=v, lead=d - v),
                      "table": points(decouplednet=td, decouplednet_gt=tg, deconvnet=tv, lead=td - tv),
-                     "stages": [stage(diag / CLS_RUN[k] / "cls"), stage(dn / "seg"), stage(dc / "deconv")]})
+                     "stages": [stage(diag / CLS_RUN[k] / "cls", diag), stage(dn / "seg", diag), stage(dc / "deconv", diag)]})
     if len(checksums) != 1:
         raise ValueError(f"the evaluations read {len(checksums)} different val splits; fix: evaluate every run on one")
     leads = [r["lead"] for r in rows]
@@ -85,10 +82,7 @@ def collect(diag: Path = DIAG, table: Path = TABLE) -> dict:
 def flat_cell(s: dict) -> str:
     """'rule / final lr' verdicts of one stage as a Markdown cell."""
     def one(flat: bool | None, change: float | None) -> str:
-        if flat is None:
-            return "-"
-        word = ("flat (floor)" if change < -FLAT_TOLERANCE else "flat") if flat else "**falling**"
-        return f"{100 * change:+.1f} % {word}"
+        return "-" if flat is None else f"{pct(change)} {verdict(flat, change)}"
     return f"{one(s['rule_flat'], s['rule_change'])} / {one(s['final_lr_flat'], s['final_lr_change'])}"
 
 
