@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from hetseg.bench.curves import pct, read_stage, verdict
-from hetseg.io_atomic import write_json, write_text
+from hetseg.io_atomic import write_atomic, write_json, write_text
 
 
 def group(stage: str) -> str:
@@ -88,7 +88,7 @@ def figure(stages: list[dict], path: Path) -> None:
     ax.set_title("Training-loss change per stage\n(dashed: -5 %; the 0.01 absolute floor is not drawn)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))  # as every bench figure
     plt.close(fig)
 
 

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from hetseg.bench.curves import loss_by_parts, pct, read_stage, tenths_cells, tenths_header, verdict
-from hetseg.io_atomic import write_json, write_text
+from hetseg.io_atomic import write_atomic, write_json, write_text
 
 KS = ("5", "10", "25", "full")
 DIAG = Path("benchmarks/runs/diagnostics")
@@ -144,7 +144,7 @@ def figure(res: dict, path: Path) -> None:
     ax.set_title("Table 1, seed 0: 3x equal effort (solid) vs the table's budget (dashed)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))  # as every bench figure
     plt.close(fig)
 
 
