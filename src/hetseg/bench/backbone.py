@@ -13,7 +13,6 @@ benches start from it. Results: ``OUT/backbone.{json,md,png}`` (resnet: ``backbo
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 
 from hetseg.bench.curves import curve
 from hetseg.config import Config
+from hetseg.engine.checkpoint import file_sha256
 from hetseg.zoo import backbone_dir
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def run_backbone(runs: str = "runs/backbone", out: str = "benchmarks/results", d
             else str(dest / "backbone.safetensors"))
     dest.mkdir(parents=True, exist_ok=True)
     write_atomic(dest / "backbone.safetensors", lambda tmp: save_file(halved, tmp))
-    sha = hashlib.sha256((dest / "backbone.safetensors").read_bytes()).hexdigest()
+    sha = file_sha256(dest / "backbone.safetensors")
     command = ("hetseg bench backbone" + ("" if family == "vgg" else f" --family {family}")
                + ("" if budget == "default" else f" --budget {budget}")
                + ("" if runs == default_runs(family) else f" --runs {runs}"))

@@ -31,6 +31,8 @@ def read_json(path: Path) -> dict:
 def backbone_record(path: Path | None) -> dict | None:
     """The backbone every network started from: file, sha256, and -- where its ``backbone.json``
     sits beside it (the shipped one, ``hetseg bench backbone``) -- its command, steps and accuracy."""
+    from hetseg.engine.checkpoint import file_sha256
+
     if path is None:
         return None
     path = Path(path)
@@ -39,7 +41,7 @@ def backbone_record(path: Path | None) -> dict | None:
         shown = path.resolve().relative_to(Path.cwd().resolve())
     except ValueError:
         shown = path
-    return {"file": str(shown), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    return {"file": str(shown), "sha256": file_sha256(path),
             "command": info.get("command"), "steps": info.get("steps"), "held_out_acc": info.get("held_out_acc"),
             "effective_batch": info.get("effective_batch"), "data": info.get("data")}
 
@@ -48,6 +50,7 @@ def start_weights(cfg: Config, family: str = "vgg") -> dict | None:
     """What every network of a bench started from: the backbone :func:`backbone_record` describes, or
     the ImageNet file of ``family`` ("vgg" | "resnet", paper scale) as file + sha256 with ``"imagenet":
     True``; None for random weights. A paper-scale report used to say "random" beside an ImageNet start."""
+    from hetseg.engine.checkpoint import file_sha256
     from hetseg.engine.context import backbone_file
 
     path = backbone_file(cfg, family)
@@ -56,9 +59,7 @@ def start_weights(cfg: Config, family: str = "vgg") -> dict | None:
     file = cfg.model.resnet_weights if family == "resnet" else cfg.model.vgg_weights
     if not file:
         return None
-    with open(file, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-    return {"file": file, "sha256": digest, "imagenet": True, "command": None, "held_out_acc": None}
+    return {"file": file, "sha256": file_sha256(file), "imagenet": True, "command": None, "held_out_acc": None}
 
 
 def weights_phrase(b: dict) -> str:

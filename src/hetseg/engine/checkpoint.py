@@ -8,6 +8,7 @@ weights first. Lightning checkpoints are only for resuming. Loading never unpick
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -38,6 +39,19 @@ def save_model(run_dir: str | Path, net: nn.Module, cfg: Config, class_names: li
     return path
 
 
+def weights_file(path: str | Path) -> Path:
+    """The weights file ``path`` names: a run directory's ``model.safetensors``, or the file itself."""
+    p = Path(path)
+    return p / "model.safetensors" if p.is_dir() else p
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex of a file, streamed (a paper-scale weights file is ~0.5 GB): how runs and results name
+    the weights they started from."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def _read_weights(p: Path) -> dict:
     try:
         return load_file(str(p), device="cpu")
@@ -52,9 +66,7 @@ def load_weights(net: nn.Module, path: str | Path, strict: bool = True) -> None:
     Every name and shape is checked before anything is copied, so a file that does not fit
     leaves ``net`` untouched.
     """
-    p = Path(path)
-    if p.is_dir():
-        p = p / "model.safetensors"
+    p = weights_file(path)
     if p.suffix != ".safetensors" or not p.is_file():
         raise HetsegError(f"{p}: no safetensors weights here; fix: pass a run directory or a .safetensors file")
     state = _read_weights(p)
@@ -159,4 +171,5 @@ def load_model(run: str | Path, device: str | None = None) -> tuple[nn.Module, C
     return net, cfg, info
 
 
-__all__ = ["load_model", "load_weights", "model_threshold", "read_model_json", "run_dir", "save_model"]
+__all__ = ["file_sha256", "load_model", "load_weights", "model_threshold", "read_model_json", "run_dir", "save_model",
+           "weights_file"]

@@ -4,13 +4,12 @@ recipe or a method other than the one it holds. Split from ``methods/base.py``, 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hetseg.config import Config, describe_difference
-from hetseg.engine.checkpoint import read_model_json
+from hetseg.engine.checkpoint import file_sha256, read_model_json, weights_file
 from hetseg.errors import HetsegError
 
 if TYPE_CHECKING:
@@ -59,10 +58,8 @@ def init_record(init_from: str | None) -> dict | None:
             held = held_stages(read_model_json(src))
         except HetsegError:  # --init-from takes the weights only: an unreadable model.json just says nothing
             pass
-    weights = src / "model.safetensors" if src.is_dir() else src
-    with open(weights, "rb") as f:  # init_weights has just read it; streamed, a paper-scale file is ~0.5 GB
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-    return {"path": str(init_from), "stages": None if held is None else sorted(held), "sha256": digest}
+    return {"path": str(init_from), "stages": None if held is None else sorted(held),
+            "sha256": file_sha256(weights_file(src))}  # the file init_weights has just loaded
 
 
 def trained_stages(run: Path, stages: Sequence[str], checkpoints: bool = False) -> list[str]:
