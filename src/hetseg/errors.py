@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -17,8 +18,6 @@ def one_line(text: str) -> str:
 def note(text: str) -> None:
     """Print ``hetseg: note: <text>`` as one line on stderr: what a command says beside its work, never an
     error (a refused command prints only its error line, so callers say notes once nothing was refused)."""
-    import sys
-
     print(one_line(f"hetseg: note: {text}"), file=sys.stderr)
 
 
