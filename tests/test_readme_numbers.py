@@ -137,3 +137,15 @@ def test_table1_prose_numbers_are_the_results() -> None:
     assert f"DecoupledNet scores {line('decouplednet')} (true labels {line('decouplednet_gt')})" in text
     assert f"DeconvNet {line('deconvnet')} at k = 5 / 10 / 25 / full" in text
     assert line("lead", " → ") in text
+
+
+def test_voc_real_prose_numbers_are_the_results() -> None:
+    """Classifier mAPs from voc_real.json; the shipped voc-lite0's scores from its own model.json."""
+    text = " ".join(" ".join(_section("Real photos ")).split()).replace("**", "")
+    recs = {(r["method"], r["k"]): r for r in _results("voc_real.json")["records"] if r["seed"] == 0}
+    assert f"weak-set classifier (380 images) {recs[('decouplednet', 3)]['cls_mAP_eval']:.3f}" in text
+    strs = " / ".join(f"{recs[('decouplednet-str', k)]['cls_mAP_eval']:.3f}" for k in (3, 5, 10))
+    assert f"own classifier {strs} at k = 3 / 5 / 10" in text
+    scores = json.loads((ROOT / "src/hetseg/zoo/voc-lite0/model.json").read_text())["shipped"]["scores"]
+    assert f"it scores {scores['eval_miou'] * 100:.1f} mIoU on the {scores['eval_images']} held-out" in text
+    assert f"({scores['eval_miou_gt_labels'] * 100:.1f} when given their true labels)" in text
