@@ -87,3 +87,16 @@ def test_bench_voc_real_tiny(tmp_path):
     assert about["run"] == dn_run and about["scores"]["eval_miou"] == next(
         c["miou"] for c in r["records"] if c["run"] == dn_run)
     assert set(about["splits"]) == {"weak", "strong_1", "eval", "division_seed"}
+
+
+def test_voc_real_without_the_imagenet_extra_writes_nothing(tmp_path, monkeypatch):
+    """The recipe's EfficientNet-Lite0 starts from the `imagenet` extra's weights: without the package the
+    bench is refused in one line before it divides the photos, so no runs folder is left half made."""
+    import hetseg.models.efficientnet as eff
+    from hetseg.bench.voc_real import run_voc_real
+    from hetseg.errors import HetsegError
+
+    monkeypatch.setattr(eff, "WEIGHTS_PACKAGE", "no_such_weights_package_here")
+    with pytest.raises(HetsegError, match="hetseg\\[imagenet\\]"):
+        run_voc_real(str(VOC_ROOT), str(tmp_path / "out"), str(tmp_path / "runs"), ks=(1,), budget="tiny", jobs=1)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()

@@ -194,6 +194,15 @@ def ship_about(report: dict, method: str = "decouplednet") -> dict:
                        "classifier_mAP_eval": rec.get("cls_mAP_eval"), "eval_images": d["n_eval"]}}
 
 
+def preflight(cfg: Config) -> None:
+    """Refuse, before ``divide`` writes the runs folder's splits, a run whose encoder's ImageNet weights are not
+    installed (the ``imagenet`` extra): every cell would otherwise fail on it after the split files exist."""
+    if cfg.model.imagenet and cfg.model.encoder == "efficientnet_lite0":
+        from hetseg.models.efficientnet import default_weights_path
+
+        default_weights_path()  # one-line HetsegError naming the install command
+
+
 def run_voc_real(voc_root: str, out: str = "benchmarks/results", runs: str = "runs/voc_real", seeds: Sequence[int] = (0,),
                  ks: Sequence[int] = KS, budget: str = "default", overrides: Sequence[str] = (), jobs: int = 2,
                  progress: bool = False, figure_images: int = 4) -> int:
@@ -201,6 +210,7 @@ def run_voc_real(voc_root: str, out: str = "benchmarks/results", runs: str = "ru
     from hetseg.bench.voc_real_report import write_results
 
     t0 = time.perf_counter()
+    preflight(base_config(voc_root, runs, seeds[0], budget, overrides))
     division = divide(voc_root, runs, ks)
     records = []
     for seed in seeds:
