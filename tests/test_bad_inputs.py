@@ -274,3 +274,9 @@ def test_a_run_stopped_in_its_first_stage_is_told_to_resume(tmp_path, capsys, co
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {run}: no stage has finished yet"), err
     assert f"fix: rerun 'hetseg train --run-dir {run} --config {run / 'config.json'}'" in err
+    # stopped before its first checkpoint (a user-journey review): still a run of hetseg train, said so
+    (run / "cls" / "checkpoints" / "last.ckpt").unlink()
+    assert main([command, "--checkpoint", str(run), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {run}: no stage has finished yet"), err
+    assert "written by 'hetseg train'" not in err

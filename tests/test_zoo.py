@@ -69,6 +69,11 @@ def test_models_lists_what_ships(tmp_path, monkeypatch, capsys):
     zoo.ship(tiny_run(tmp_path), "tiny", {"summary": "a test model"}, dest=tmp_path / "zoo")
     assert main(["models"]) == 0
     assert capsys.readouterr().out.strip() == "tiny: a test model"
+    # shipped without --about: listed with what it is, not with an empty description (a user-journey review)
+    zoo.ship(tiny_run(tmp_path / "b"), "bare", {}, dest=tmp_path / "zoo")
+    assert main(["models"]) == 0
+    bare = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("bare:"))
+    assert "decouplednet_enc from run run (no --about" in bare
     out = tmp_path / "pred"
     assert main(["predict", "--model", "tiny", "--input", str(VOC / "JPEGImages" / "2007_000039.jpg"),
                  "--output", str(out)]) == 0

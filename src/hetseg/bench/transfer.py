@@ -112,7 +112,7 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
     evaluation then runs in this process, seed by seed, on the finished runs."""
     from hetseg.baselines import all_background, best_threshold
     from hetseg.demo import ensure_bench_data
-    from hetseg.methods import class_names, load_split
+    from hetseg.methods import class_names, load_config_split
     from hetseg.methods.transfernet.data import transfer_classes
     from hetseg.methods.transfernet.evaluate import METHODS, label_identification, run_recipe
 
@@ -162,7 +162,7 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         write_json(root / "transfer_eval.json", {**rec, "config": cfg.to_dict(), "scores": {
             k: v.to_dict(class_names(cfg)) for k, v in res["scores"].items()}})
         per_seed.append(rec)
-    val = load_split(cfg, cfg.transfer.val_split)  # seeds differ in nothing the val split depends on
+    val = load_config_split(cfg, "transfer.val_split", cfg.transfer.val_split)  # seeds differ in nothing the val split depends on
     first = roots[seeds[0]] / "transfernet"
     if figure is not None and (first / "model.safetensors").is_file():
         # Every seed came from its records, but the first seed's weights are still on this machine: the
@@ -179,7 +179,7 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
     names = class_names(cfg)
     splits = {}
     for key in ("source_split", "target_split", "val_split"):
-        sp = load_split(cfg, getattr(cfg.transfer, key))
+        sp = load_config_split(cfg, f"transfer.{key}", getattr(cfg.transfer, key))
         splits[key] = {"file": getattr(cfg.transfer, key), "images": len(sp), "checksum": sp.checksum(),
                        "masks": sum(r.mask is not None for r in sp.records)}
     context = {"all_background": all_background(val, cfg.data.num_classes).miou,

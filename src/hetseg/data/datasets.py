@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from hetseg.data.crops import (binary_target, crop_pad, enclosing_box, foreground_box, label_subsets,
                                proposals, warp)
 from hetseg.data.io import check_pair, check_pair_files, read_image, read_mask
-from hetseg.data.records import Split
+from hetseg.data.records import Record, Split
 from hetseg.data.transforms import prepare, random_crop_flip, to_tensor
 from hetseg.errors import DataError
 
@@ -84,6 +84,14 @@ class ImageLabelDataset(SeededDataset):
         return to_tensor(img), multi_hot(rec.labels, self.num_classes)
 
 
+def crop_pairs(records: list[Record], target: str = "binary") -> list[tuple[Record, tuple[int, ...]]]:
+    """The (strong record, label subset) pairs :class:`CropDataset` crops: every non-empty subset of an
+    image's labels (``target="binary"``, DecoupledNet Sec. 5) or its whole label set ("multiclass");
+    records without a mask or labels give none. ``len(pairs) * crops_per_subset`` is the stage's size."""
+    subsets_of = (lambda r: label_subsets(r.labels)) if target == "binary" else (lambda r: [r.labels])
+    return [(r, s) for r in records if r.mask is not None for s in subsets_of(r) if s]
+
+
 class CropDataset(SeededDataset):
     """Stage seg (and DeconvNet): combinatorial crops of the strong set.
 
@@ -111,8 +119,7 @@ class CropDataset(SeededDataset):
         if target not in ("binary", "multiclass"):  # anything else used to act as "multiclass"
             raise ValueError(f"target={target!r}: expected 'binary' or 'multiclass'")
         self.target = target
-        subsets_of = (lambda r: label_subsets(r.labels)) if target == "binary" else (lambda r: [r.labels])
-        self.pairs = [(r, s) for r in strong for s in subsets_of(r) if s]
+        self.pairs = crop_pairs(strong, target)
         self.use_proposals = use_proposals
         self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._cache_bytes = 0

@@ -203,7 +203,8 @@ def _check_path(guard: RootGuard, root: Path, rel: str, split_path: Path, lineno
     if check_files and not p.is_file():
         what = f"under {root} is a directory, not a file" if p.is_dir() else f"does not exist under {root}"
         raise DataError(split_path, f"line {lineno}: '{rel}' (id {rid}) {what}",
-                        "fix the split file or pass the right --root")
+                        "fix the split file, or read it against its dataset root (data.root; --root of "
+                        "'hetseg eval' and 'hetseg data splits')")
 
 
 def read_split(path: str | Path, root: str | Path | None = None, labels: Mapping[str, Sequence[int]] | None = None,

@@ -109,6 +109,9 @@ def read_model_json(run: Path) -> dict:
         if started:  # a run whose first stage was stopped part-way: it is one, and the rerun resumes it
             raise HetsegError(f"{run}: no stage has finished yet ({started[0]} is a half-trained stage); fix: rerun "
                               f"'hetseg train --run-dir {run} --config {run / 'config.json'}', which resumes it")
+        if (run / "config.json").is_file():  # stopped before its first checkpoint (e.g. bad data at step 1)
+            raise HetsegError(f"{run}: no stage has finished yet (config.json but no model.json); fix: rerun "
+                              f"'hetseg train --run-dir {run} --config {run / 'config.json'}' to train it")
         raise HetsegError(f"{run}: no model.json; fix: pass a run directory written by 'hetseg train'")
     try:
         info = json.loads(meta_path.read_text(encoding="utf-8"))

@@ -71,3 +71,8 @@ class StageProgress(ProgressBar):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # A stage stopped by an error (e.g. an image that fails to decode mid-stage): clear the bar's line
+        # first, or the one "hetseg: error:" line is printed glued onto the bar's.
+        self.on_train_end(trainer, pl_module)

@@ -54,16 +54,6 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split
     read-only VOC root), else from ``<root>/labels.json``, else from the masks.
     """
     data_root = Path(cfg.data.root)
-
-    def own_labels() -> dict[str, tuple[int, ...]] | None:
-        # Read only for the run's own splits: another data set's split has its own labels, and a
-        # run moved to another machine (or shipped) no longer has its data.labels file.
-        if not cfg.data.labels:
-            return None
-        from hetseg.data.labels import load_labels_file
-
-        return load_labels_file(cfg.data.labels, cfg.data.num_classes)
-
     rel = {"weak": cfg.data.weak_split, "strong": cfg.data.strong_split, "val": cfg.data.val_split}.get(which)
     if rel is not None and root is not None and Path(root).resolve() != data_root.resolve():
         # --root names another dataset: its split of that role (--root was ignored)
@@ -76,18 +66,11 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split
                               "--split the split file of that dataset")
         return read_split(path, root, num_classes=cfg.data.num_classes)
     if rel is not None:
-        path = Path(rel) if Path(rel).is_absolute() else data_root / rel
-        if data_root.is_dir() and not path.exists():  # the setting to change, not only the file (a root that is
-            # missing as a whole gets read_split's "build it" fix)
-            raise HetsegError(f"data.{which}_split={rel}: no such split file ({path}); fix: set data.{which}_split "
-                              f"to a split file of {data_root}" + (" (e.g. made by 'hetseg data splits')"
-                                                                   if which == "strong" else "")
-                              + ", or give eval --split PATH")
-        return read_split(path, data_root, labels=own_labels(), num_classes=cfg.data.num_classes)
+        return load_config_split(cfg, f"data.{which}_split", rel)
     if root is None and not Path(which).is_absolute():
         for cand in (data_root / which, data_root / "splits" / f"{which}.txt"):
             if cand.is_file():
-                return read_split(cand, data_root, labels=own_labels(), num_classes=cfg.data.num_classes)
+                return read_split(cand, data_root, labels=_own_labels(cfg), num_classes=cfg.data.num_classes)
     path = Path(which)
     if root is not None and not path.is_absolute() and not path.is_file() and (Path(root) / path).is_file():
         path = Path(root) / path  # --split splits/x.txt --root DIR: the file under DIR
@@ -98,6 +81,34 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split
         raise HetsegError(f"{which}: no such split (not under {where} either); fix: give weak, strong, val, "
                           "a split name in <root>/splits or a split file path")
     return read_split(path, Path(root) if root is not None else default_root(path), num_classes=cfg.data.num_classes)
+
+
+def load_config_split(cfg: Config, setting: str, rel: str) -> Split:
+    """The split file a config setting names (``data.weak_split``, ``transfer.source_split``, ...): a path
+    relative to ``cfg.data.root`` (or a bare name in ``<root>/splits``) or an absolute one, always read
+    against ``cfg.data.root`` with the run's own labels -- every split setting of a run reads the same way,
+    wherever its file lives. A missing file is refused in one line naming ``setting``."""
+    data_root = Path(cfg.data.root)
+    path = Path(rel) if Path(rel).is_absolute() else data_root / rel
+    if not path.is_file() and not Path(rel).is_absolute() and (data_root / "splits" / f"{rel}.txt").is_file():
+        path = data_root / "splits" / f"{rel}.txt"
+    if path.is_dir():
+        raise HetsegError(f"{setting}={rel}: a folder, not a split file; fix: give a split file (one image [mask] per line)")
+    if data_root.is_dir() and not path.exists():  # the setting to change, not only the file (a root that is
+        # missing as a whole gets read_split's "build it" fix)
+        raise HetsegError(f"{setting}={rel}: no such split file ({path}); fix: set {setting} to a split file of "
+                          f"{data_root}" + (" (e.g. made by 'hetseg data splits')" if setting == "data.strong_split" else ""))
+    return read_split(path, data_root, labels=_own_labels(cfg), num_classes=cfg.data.num_classes)
+
+
+def _own_labels(cfg: Config) -> dict[str, tuple[int, ...]] | None:
+    """``data.labels`` when set. Read only for the run's own splits: another data set's split has its own
+    labels, and a run moved to another machine (or shipped) no longer has its data.labels file."""
+    if not cfg.data.labels:
+        return None
+    from hetseg.data.labels import load_labels_file
+
+    return load_labels_file(cfg.data.labels, cfg.data.num_classes)
 
 
 def command_line() -> str:

@@ -73,6 +73,17 @@ def _launch_topology() -> dict:
     return {"devices": 1}
 
 
+def check_batch(name: str, samples: int, sc: StageConfig) -> None:
+    """Refuse, in one line, a stage with fewer training samples than its batch_size: batches drop their
+    ragged end, so not one step would ever run. Called by :func:`run_stage` and, for every stage of a run
+    before its first one trains, by ``Method.train`` (a later stage's setting used to surface only after
+    the earlier stages had trained, and the run's saved config then refused the corrected setting)."""
+    if samples < sc.batch_size:
+        raise HetsegError(f"stage '{name}': {samples} training samples, fewer than its batch_size "
+                          f"{sc.batch_size}; fix: lower that stage's batch_size to at most {max(1, samples)}, "
+                          "or train on more images")
+
+
 def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: Dataset,
               val_ds: Dataset | None = None, resume: str | None = None, callbacks: Sequence = (),
               progress: bool = True) -> dict:
@@ -87,10 +98,7 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
     done = stage_done(run_dir, name)
     if done is not None:
         return done
-    if len(train_ds) < sc.batch_size:  # batches drop their ragged end: not one step would ever run
-        raise HetsegError(f"stage '{name}': {len(train_ds)} training samples, fewer than its batch_size "
-                          f"{sc.batch_size}; fix: lower that stage's batch_size to at most {max(1, len(train_ds))}, "
-                          "or train on more images")
+    check_batch(name, len(train_ds), sc)
     ckpt_dir = stage_dir / "checkpoints"
     ckpt_path = resume
     if ckpt_path is None and (ckpt_dir / "last.ckpt").is_file():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hetseg.config import Config
 from hetseg.engine.checkpoint import read_model_json, run_dir
-from hetseg.engine.context import class_names, load_split
+from hetseg.engine.context import class_names, load_config_split, load_split
 from hetseg.engine.evaluate import evaluate_run
 from hetseg.engine.train import stage_done
 from hetseg.errors import HetsegError
@@ -54,5 +54,5 @@ def untrained_note(run: str | Path) -> str | None:
 
 # What benches and apps train and score through (never a stage directly); they read finished runs with
 # the engine's public helpers (engine.checkpoint.load_model, engine.evaluate, engine.context).
-__all__ = ["METHODS", "Method", "class_names", "evaluate_run", "get_method", "load_split", "register_method",
-           "stage_done", "train", "untrained_note"]
+__all__ = ["METHODS", "Method", "class_names", "evaluate_run", "get_method", "load_config_split", "load_split",
+           "register_method", "stage_done", "train", "untrained_note"]

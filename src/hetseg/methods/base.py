@@ -20,8 +20,8 @@ from hetseg.config import OWN_SECTIONS, STAGE_SECTIONS, Config, describe_differe
 from hetseg.config_check import override_keys
 from hetseg.engine.checkpoint import read_model_json, save_model
 from hetseg.engine.context import class_names, command_line, init_weights, seeded_model
-from hetseg.engine.resume import fault_point
-from hetseg.engine.train import is_rank_zero, mark_done, stage_done
+from hetseg.engine.resume import check_checkpoint, fault_point
+from hetseg.engine.train import check_batch, is_rank_zero, mark_done, stage_done
 from hetseg.errors import HetsegError, note
 from hetseg.methods.model_keys import check_encoder_keys
 from hetseg.methods.run_state import (init_record, refuse_other_recipe, remove_if_untrained, trained_stages,
@@ -59,8 +59,15 @@ class Method:
     mask_stages: tuple[str, ...] = ()  # stages trained on masks: :meth:`mask_splits`, checked before any stage
 
     def mask_splits(self, cfg: Config) -> list[str]:
-        """The splits (``load_split`` keys or paths) whose masks :attr:`mask_stages` train on."""
-        return ["strong"]
+        """The settings (dotted config keys) naming the splits whose masks :attr:`mask_stages` train on."""
+        return ["data.strong_split"]
+
+    def stage_samples(self, cfg: Config, stage: str) -> int | None:
+        """How many training samples ``stage`` will see (its training set's length), computed from the
+        split files without training; None: not checked ahead. :meth:`train` checks every stage still to
+        train against its batch_size before the first one starts. Building the count may refuse bad data
+        (e.g. a transfer split with none of its classes) in one line, which is the point: before training."""
+        return None
 
     def model_kwargs(self, cfg: Config) -> dict:
         """Constructor kwargs of the model (JSON-serialisable; stored in model.json)."""
@@ -191,6 +198,11 @@ class Method:
             crop_note = proposals_note(cfg, available)  # said below, once nothing is refused
         run = Path(cfg.run_dir)
         refuse_other_recipe(run, cfg, allowed, self)  # read-only: every rank stops, not only rank 0
+        if run.is_dir() and not (run / "config.json").is_file() and any(p.name != "splits" for p in run.iterdir()):
+            # e.g. a dataset root given as --run-dir: the run's files would land among the user's own. (splits/:
+            # the transfer family writes its both-domains split there before the run starts.)
+            raise HetsegError(f"--run-dir {run}: a folder holding other files and no config.json, so not a hetseg run; "
+                              "fix: give --run-dir a new or empty folder")
         # Checked against data.num_classes before anything is written; a pretraining-only run (extra stages,
         # e.g. pre on Fashion-MNIST items) reads no class list of the data set, so its own checks speak.
         names = class_names(cfg, check=bool(set(stages) & set(self.stages)))
@@ -219,10 +231,18 @@ class Method:
             # Before the first stage: a wrong strong split or a bad mask used to surface only when the stage
             # reading it began (after the classifier's whole budget) or when a crop first sampled the mask.
             from hetseg.data.datasets import check_strong_masks
-            from hetseg.engine.context import load_split
+            from hetseg.engine.context import load_config_split
 
-            for key in self.mask_splits(cfg):
-                check_strong_masks(load_split(cfg, key), cfg.data.num_classes)
+            for setting in self.mask_splits(cfg):
+                section, key = setting.split(".")
+                split = load_config_split(cfg, setting, getattr(getattr(cfg, section), key))
+                check_strong_masks(split, cfg.data.num_classes)
+        for s in [s for s in stages if s not in trained_stages(run, stages)]:
+            n = self.stage_samples(cfg, s)  # every stage's data size before the first one trains
+            if n is not None:
+                check_batch(s, n, self.stage_config(cfg, s))
+        if resume is not None:  # a checkpoint of another stage, or none at all: refused before any note is said
+            check_checkpoint(resume, next(s for s in stages if s not in trained_stages(run, stages)))
         missing = untrained_before(run, self.default_stages(cfg), stages, source)
         if missing and is_rank_zero():  # cheap to say now; eval and predict said it only after the training
             note(f"{run}: stage {', '.join(missing)} has no trained weights here (not trained in this run nor brought "

@@ -100,7 +100,8 @@ class Segmenter(nn.Module):
     """Base class of every segmentation model.
 
     Subclasses set ``num_classes`` (K object classes, no background) and implement
-    :meth:`predict`. ``labels`` (object indices per image) replaces the model's own label
+    :meth:`predict`. ``labels`` (per image the object indices 0..K-1, i.e. mask index - 1, or an (N, K)
+    bool/float multi-hot: :func:`labels_to_mask`) replaces the model's own label
     identification (the "-GT" evaluations, or labels chosen by a shared classifier). Every
     subclass's ``predict`` checks its input and puts the model in eval mode first (:func:`_predict_entry`).
     """
@@ -206,10 +207,17 @@ def create_model(name: str, **kwargs) -> Segmenter:
     return net
 
 
-def labels_to_mask(labels: list[list[int]], n: int, k: int, device: torch.device | str | None = None) -> Tensor:
-    """Per-image object index lists -> (N, K) bool, checking range and length."""
+def labels_to_mask(labels: list[list[int]] | Tensor, n: int, k: int, device: torch.device | str | None = None) -> Tensor:
+    """Per-image object index lists (0-based, background excluded: mask index - 1) -> (N, K) bool, checking
+    range and length. A bool or floating (N, K) tensor is a multi-hot and is taken as it is (its values
+    must be 0 or 1): read as index lists, a multi-hot ``torch.zeros(2, 20)`` forced class 0 on every image."""
     import torch
 
+    if isinstance(labels, torch.Tensor) and (labels.dtype == torch.bool or labels.is_floating_point()):
+        if labels.shape != (n, k) or not ((labels == 0) | (labels == 1)).all():
+            raise ValueError(f"labels: a {labels.dtype} tensor is read as a multi-hot, which must be ({n}, {k}) of "
+                             f"0/1, got {tuple(labels.shape)}; or give per-image lists of object indices 0..{k - 1}")
+        return labels.to(device=device, dtype=torch.bool)
     if len(labels) != n:
         raise ValueError(f"labels has {len(labels)} entries for {n} images")
     active = torch.zeros(n, k, dtype=torch.bool, device=device)

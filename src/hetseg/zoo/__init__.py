@@ -112,7 +112,9 @@ def ship(run: str | Path, name: str, shipped: dict, dest: str | Path | None = No
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()}
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "model.safetensors", lambda tmp: save_file(half, tmp))
-    info["shipped"] = {"name": name, "dtype": "float16", **shipped}
+    # Without --about, `hetseg models` still says what the model is, and that nothing more was given.
+    summary = f"{info.get('method', info.get('model'))} from run {run.name} (no --about: scores and provenance not given)"
+    info["shipped"] = {"name": name, "dtype": "float16", "summary": summary, **shipped}
     write_json(out / "model.json", json.loads(json.dumps(info)))
     return out
 

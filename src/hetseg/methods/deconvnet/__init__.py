@@ -11,7 +11,7 @@ from hetseg.config import Config
 from hetseg.engine.stage import Stage, masked_ce
 from hetseg.engine.train import run_stage
 from hetseg.methods.base import Method, register_method
-from hetseg.methods.decouplednet import crop_dataset
+from hetseg.methods.decouplednet import crop_dataset, crop_samples
 
 
 class DeconvStage(Stage):
@@ -33,6 +33,9 @@ class DeconvNetMethod(Method):
     stages = ("deconv",)
     crop_stages = ("deconv",)
     mask_stages = ("deconv",)
+
+    def stage_samples(self, cfg: Config, stage: str) -> int | None:
+        return crop_samples(cfg, "strong", "multiclass")
 
     def run_stage(self, stage: str, net: nn.Module, cfg: Config, resume: str | None, callbacks: Sequence,
                   progress: bool) -> tuple[dict, dict]:

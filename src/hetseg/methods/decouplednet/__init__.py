@@ -35,6 +35,13 @@ def crop_dataset(cfg: Config, split_key: str, target: str, size: int):
     return ds, record, "selective-search" if use_props else "random boxes only"
 
 
+def crop_samples(cfg: Config, split_key: str, target: str) -> int:
+    """The length :func:`crop_dataset` will have, from the split file alone (no mask is decoded)."""
+    from hetseg.data.datasets import crop_pairs
+
+    return len(crop_pairs(load_split(cfg, split_key).records, target)) * cfg.crops.crops_per_subset
+
+
 def train_cls(net: nn.Module, cfg: Config, weak_key: str, resume: str | None, callbacks: Sequence,
               progress: bool) -> tuple[dict, dict]:
     """Stage ``cls`` on the image labels of split ``weak_key``; validated on the val split's labels."""
@@ -62,6 +69,11 @@ class DecoupledNetMethod(Method):
 
     def model_kwargs(self, cfg: Config) -> dict:
         return {**super().model_kwargs(cfg), "weight_pool": cfg.model.weight_pool}
+
+    def stage_samples(self, cfg: Config, stage: str) -> int | None:
+        if stage == "cls":
+            return len(load_split(cfg, "weak"))
+        return crop_samples(cfg, "strong", "binary") if stage == "seg" else None  # pre: its own item set
 
     def run_stage(self, stage: str, net: nn.Module, cfg: Config, resume: str | None, callbacks: Sequence,
                   progress: bool) -> tuple[dict, dict]:

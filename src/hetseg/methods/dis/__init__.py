@@ -48,6 +48,9 @@ class DISMethod(Method):
         return ds, {"strong": {"file": cfg.data.strong_split, "images": len(ds.strong), "checksum": strong.checksum()},
                     "weak": {"file": cfg.data.weak_split, "images": len(ds.weak), "checksum": weak.checksum()}}
 
+    def stage_samples(self, cfg: Config, stage: str) -> int | None:
+        return None if stage == "pre" else len(self.dataset(cfg, 1)[0])  # the same mixed set for all three
+
     def run_stage(self, stage: str, net: nn.Module, cfg: Config, resume: str | None, callbacks: Sequence,
                   progress: bool) -> tuple[dict, dict]:
         if stage == "pre":

@@ -32,9 +32,10 @@ from torch import nn
 
 from hetseg.config import Config
 from hetseg.engine.checkpoint import load_model
+from hetseg.engine.context import load_config_split
 from hetseg.engine.train import run_stage
 from hetseg.methods.base import Method, register_method
-from hetseg.methods.decouplednet import crop_dataset, train_cls
+from hetseg.methods.decouplednet import crop_dataset, crop_samples, train_cls
 from hetseg.methods.decouplednet.stages import SegStage
 from hetseg.methods.transfernet.data import (DomainPairs, LabelRows, both_domains_split, domain_rows,
                                              transfer_classes)
@@ -70,10 +71,22 @@ class _TransferFamily(Method):
         return cfg.transfer.threshold
 
     def mask_splits(self, cfg: Config) -> list[str]:
-        return [cfg.transfer.source_split]  # the source classes' masks; target images have labels only
+        return ["transfer.source_split"]  # the source classes' masks; target images have labels only
 
     def default_stages(self, cfg: Config) -> tuple[str, ...]:
         return self.stages[1:] if cfg.transfer.classifier_run else self.stages
+
+    def stage_samples(self, cfg: Config, stage: str) -> int | None:
+        """``cls``: the both-domains images (:meth:`both_domains`, counted without writing its split);
+        the others: their (image, label) rows, which also refuses a split with none of its classes."""
+        if stage == "cls":
+            return len({r.image for side in ("source", "target") for r in load_config_split(
+                cfg, f"transfer.{side}_split", getattr(cfg.transfer, f"{side}_split")).records})
+        if stage == "seg":  # DecoupledNet-transfer: crops of the source images
+            scfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, strong_split=cfg.transfer.source_split))
+            return crop_samples(scfg, "strong", "binary")
+        rows = [len(domain_rows(cfg, "source", 1))] + ([len(domain_rows(cfg, "target", 1))] if stage != "baseline" else [])
+        return max(rows)  # TransferNet pairs every target row with a source row (DomainPairs)
 
     def both_domains(self, cfg: Config) -> Config:
         """``cfg`` whose weak split is the written both-domains split of this run."""

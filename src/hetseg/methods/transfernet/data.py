@@ -16,7 +16,7 @@ from hetseg.data.datasets import SeededDataset
 from hetseg.data.io import read_image, read_mask
 from hetseg.data.records import Record, Split, build_root_fix, write_split
 from hetseg.data.transforms import to_tensor
-from hetseg.engine.context import load_split
+from hetseg.engine.context import load_config_split, load_split
 from hetseg.errors import HetsegError
 
 
@@ -30,10 +30,16 @@ class LabelRows(SeededDataset):
         allowed = set(classes)
         self.split, self.size, self.masks = split, size, masks
         self.rows = [(r, c) for r in split.records for c in r.labels if c in allowed]
+        where, side = split.meta.get("split_file", split.name), "source" if masks else "target"
         if masks and any(r.mask is None for r, _ in self.rows):
-            raise HetsegError(f"split '{split.name}' has images without masks; the source split needs masks")
+            bad = next(r for r, _ in self.rows if r.mask is None)
+            raise HetsegError(f"{where}: image {bad.id} has a source-class label but no mask, and the source split "
+                              "trains the decoder on masks; fix: give transfer.source_split a split whose lines "
+                              "name a mask (the source classes' masks)")
         if not self.rows:
-            raise HetsegError(f"split '{split.name}' has no image with a label among {sorted(allowed)}")
+            raise HetsegError(f"{where}: no image with a label among the {side} classes {sorted(allowed)}; fix: "
+                              f"check that transfer.{side}_split is the {side} split (not swapped with the other) "
+                              f"and transfer.{side}_classes")
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -114,8 +120,8 @@ def domain_rows(cfg: Config, which: str, size: int) -> LabelRows:
     t = cfg.transfer
     source, target = transfer_classes(cfg)
     if which == "source":
-        return LabelRows(load_split(cfg, t.source_split), source, size, True, cfg.seed)
-    return LabelRows(load_split(cfg, t.target_split), target, size, False, cfg.seed)
+        return LabelRows(load_config_split(cfg, "transfer.source_split", t.source_split), source, size, True, cfg.seed)
+    return LabelRows(load_config_split(cfg, "transfer.target_split", t.target_split), target, size, False, cfg.seed)
 
 
 def both_domains_split(cfg: Config, path: str | Path) -> Split:
@@ -126,8 +132,8 @@ def both_domains_split(cfg: Config, path: str | Path) -> Split:
     only the unmasked images); the classifier sees ``.weak()`` of it, the masks dropped."""
     records: list[Record] = []
     seen: set[str] = set()
-    for rel in (cfg.transfer.source_split, cfg.transfer.target_split):
-        for r in load_split(cfg, rel).records:
+    for side in ("source", "target"):
+        for r in load_config_split(cfg, f"transfer.{side}_split", getattr(cfg.transfer, f"{side}_split")).records:
             if r.image not in seen:
                 seen.add(r.image)
                 records.append(Record(r.id, r.image, r.labels, r.mask))

@@ -20,7 +20,7 @@ from hetseg.data.io import read_image, read_mask
 from hetseg.data.records import Split
 from hetseg.data.transforms import prepare, restore
 from hetseg.engine.checkpoint import load_model
-from hetseg.engine.context import load_split
+from hetseg.engine.context import load_config_split
 from hetseg.engine.evaluate import evaluate_split, model_device, scored_records
 from hetseg.methods.base import get_method
 from hetseg.metrics import ConfusionMatrix, Scores
@@ -194,7 +194,7 @@ def run_recipe(cfg: Config, run_root: str | Path, progress: bool = False, method
             nets[m] = load_model(root / m)[0]
     if not evaluate:
         return {"train": summaries, "wall_s": walls}
-    val = load_split(cfg, cfg.transfer.val_split)
+    val = load_config_split(cfg, "transfer.val_split", cfg.transfer.val_split)
     t0 = time.perf_counter()
     scores = evaluate_transfer(nets, val, cfg.data.num_classes, cfg.transfer.threshold, methods, cfg.transfer.crf)
     walls["evaluation"] = round(time.perf_counter() - t0, 1)
