@@ -20,9 +20,8 @@ torchvision-format ResNet (``models/resnet.py``) would return ``features`` = [re
 stem (stride 2), layer1 (4), layer2 (8), layer3 (16), layer4 (32)] and ``last`` = layer4, with
 ``pretrained=True`` reading a torchvision state dict (DIS's dilated variant: strides 2, 4, 8, 8, 8
 and stride 8; decoders only upsample where a finer level exists). The VGG-16 encoder of ``models/vgg.py`` (the
-paper's topology, with max-pool switches for the unpooling decoder) is registered the same way:
-conv1..conv5 outputs as ``features`` and pool5 as ``last``; its switches stay with the models that
-unpool, since a learned decoder does not need them.
+paper's topology, with max-pool switches for the unpooling decoder) is not in this registry: the paper
+models build it themselves (``model.encoder=vgg16``), since their unpooling decoders need its switches.
 
 Builders take JSON-serialisable keyword arguments only, so a model that names its encoder can be
 rebuilt from model.json.
