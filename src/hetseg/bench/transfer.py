@@ -162,7 +162,8 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         write_json(root / "transfer_eval.json", {**rec, "config": cfg.to_dict(), "scores": {
             k: v.to_dict(class_names(cfg)) for k, v in res["scores"].items()}})
         per_seed.append(rec)
-    val = load_config_split(cfg, "transfer.val_split", cfg.transfer.val_split)  # seeds differ in nothing the val split depends on
+    # seeds differ in nothing the val split depends on
+    val = load_config_split(cfg, "transfer.val_split", cfg.transfer.val_split)
     first = roots[seeds[0]] / "transfernet"
     if figure is not None and (first / "model.safetensors").is_file():
         # Every seed came from its records, but the first seed's weights are still on this machine: the

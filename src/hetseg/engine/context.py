@@ -93,11 +93,13 @@ def load_config_split(cfg: Config, setting: str, rel: str) -> Split:
     if not path.is_file() and not Path(rel).is_absolute() and (data_root / "splits" / f"{rel}.txt").is_file():
         path = data_root / "splits" / f"{rel}.txt"
     if path.is_dir():
-        raise HetsegError(f"{setting}={rel}: a folder, not a split file; fix: give a split file (one image [mask] per line)")
+        raise HetsegError(f"{setting}={rel}: a folder, not a split file; fix: give a split file (one image [mask] "
+                          "per line)")
     if data_root.is_dir() and not path.exists():  # the setting to change, not only the file (a root that is
         # missing as a whole gets read_split's "build it" fix)
+        made_by = " (e.g. made by 'hetseg data splits')" if setting == "data.strong_split" else ""
         raise HetsegError(f"{setting}={rel}: no such split file ({path}); fix: set {setting} to a split file of "
-                          f"{data_root}" + (" (e.g. made by 'hetseg data splits')" if setting == "data.strong_split" else ""))
+                          f"{data_root}{made_by}")
     return read_split(path, data_root, labels=_own_labels(cfg), num_classes=cfg.data.num_classes)
 
 

@@ -113,7 +113,8 @@ def ship(run: str | Path, name: str, shipped: dict, dest: str | Path | None = No
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "model.safetensors", lambda tmp: save_file(half, tmp))
     # Without --about, `hetseg models` still says what the model is, and that nothing more was given.
-    summary = f"{info.get('method', info.get('model'))} from run {run.name} (no --about: scores and provenance not given)"
+    what = info.get("method", info.get("model"))
+    summary = f"{what} from run {run.name} (no --about: scores and provenance not given)"
     info["shipped"] = {"name": name, "dtype": "float16", "summary": summary, **shipped}
     write_json(out / "model.json", json.loads(json.dumps(info)))
     return out

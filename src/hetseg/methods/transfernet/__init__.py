@@ -85,8 +85,9 @@ class _TransferFamily(Method):
         if stage == "seg":  # DecoupledNet-transfer: crops of the source images
             scfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, strong_split=cfg.transfer.source_split))
             return crop_samples(scfg, "strong", "binary")
-        rows = [len(domain_rows(cfg, "source", 1))] + ([len(domain_rows(cfg, "target", 1))] if stage != "baseline" else [])
-        return max(rows)  # TransferNet pairs every target row with a source row (DomainPairs)
+        source = len(domain_rows(cfg, "source", 1))
+        # TransferNet pairs every target row with a source row (DomainPairs); BaselineNet trains on source rows
+        return source if stage == "baseline" else max(source, len(domain_rows(cfg, "target", 1)))
 
     def both_domains(self, cfg: Config) -> Config:
         """``cfg`` whose weak split is the written both-domains split of this run."""
