@@ -230,8 +230,9 @@ def markdown(report: dict) -> str:
         row = [f"{fmt_mean_std(summ.get(x, {}).get(k))} | {PAPER[x][k if k == 'full' else int(k)]:.1f}"
                + ("*" if k == "full" else "") for x in PAPER]
         lines.append(f"| {k} | " + " | ".join(row) + " |")
-    lines += ["", f"Paper: {PAPER_NOTE} (* approximate). Ours: {name} val, "
-              f"{report['cells'][0]['eval_split']['images'] if report['cells'] else '-'} images, VOC devkit protocol.",
+    ev = report["cells"][0]["eval_split"] if report["cells"] else {}
+    lines += ["", f"Paper: {PAPER_NOTE} (* approximate). Ours: {name} val, {ev.get('images', '-')} images "
+              f"(split sha256 `{ev.get('checksum', '-')[:12]}…`), VOC devkit protocol.",
               "", "## Equal effort", "", report["equal_effort"], "",
               *_claims_lines(report), *_gt_table(report, ks), *_loss_table(report),
               "## Cells", "", "| method | k | seed | mIoU | strong images | steps (cls / seg or deconv) "
