@@ -149,3 +149,17 @@ def test_voc_real_prose_numbers_are_the_results() -> None:
     scores = json.loads((ROOT / "src/hetseg/zoo/voc-lite0/model.json").read_text())["shipped"]["scores"]
     assert f"it scores {scores['eval_miou'] * 100:.1f} mIoU on the {scores['eval_images']} held-out" in text
     assert f"({scores['eval_miou_gt_labels'] * 100:.1f} when given their true labels)" in text
+
+
+def test_demo_numbers_are_demo_json() -> None:
+    """The AVX-512 BF16 record a fresh clone's `make demo` wrote (benchmarks/results/demo.json)."""
+    d = _results("demo.json")
+    text = " ".join(" ".join(_section("Demo ")).split()).replace("**", "")
+    b = d["baselines"]
+    assert (f"{d['miou'] * 100:.1f}, true labels {d['miou_gt_labels'] * 100:.1f}, baselines "
+            f"{b['all_background'] * 100:.1f} / {b['best_global_threshold'] * 100:.1f}") in text
+    assert f"demo: mIoU={d['miou'] * 100:.1f}" in text and "avx512_bf16" in d["machine"]["cpu_flags"]
+    rows = {r[0]: r[1] for r in _rows(_section("Demo "))}
+    assert rows["all background"] == f"{b['all_background'] * 100:.1f}"  # the same on either machine
+    best = rows["best single global threshold (chosen on val) + oracle image labels"]
+    assert best == f"{b['best_global_threshold'] * 100:.1f}"
