@@ -227,7 +227,8 @@ class Method:
         init_weights(net, cfg, init_from)
         source = init_record(init_from)
         self.prepare(net, cfg, fresh)
-        if set(stages) & set(self.mask_stages) - set(trained_stages(run, stages)):
+        todo = [s for s in stages if s not in trained_stages(run, stages)]  # what this command will train
+        if set(todo) & set(self.mask_stages):
             # Before the first stage: a wrong strong split or a bad mask used to surface only when the stage
             # reading it began (after the classifier's whole budget) or when a crop first sampled the mask.
             from hetseg.data.datasets import check_strong_masks
@@ -237,12 +238,12 @@ class Method:
                 section, key = setting.split(".")
                 split = load_config_split(cfg, setting, getattr(getattr(cfg, section), key))
                 check_strong_masks(split, cfg.data.num_classes)
-        for s in [s for s in stages if s not in trained_stages(run, stages)]:
+        for s in todo:
             n = self.stage_samples(cfg, s)  # every stage's data size before the first one trains
             if n is not None:
                 check_batch(s, n, self.stage_config(cfg, s))
         if resume is not None:  # a checkpoint of another stage, or none at all: refused before any note is said
-            check_checkpoint(resume, next(s for s in stages if s not in trained_stages(run, stages)))
+            check_checkpoint(resume, todo[0])  # never empty here: a --resume with nothing to train is refused above
         missing = untrained_before(run, self.default_stages(cfg), stages, source)
         if missing and is_rank_zero():  # cheap to say now; eval and predict said it only after the training
             note(f"{run}: stage {', '.join(missing)} has no trained weights here (not trained in this run nor brought "

@@ -32,13 +32,12 @@ from torch import nn
 
 from hetseg.config import Config
 from hetseg.engine.checkpoint import load_model
-from hetseg.engine.context import load_config_split
 from hetseg.engine.train import run_stage
 from hetseg.methods.base import Method, register_method
 from hetseg.methods.decouplednet import crop_dataset, crop_samples, train_cls
 from hetseg.methods.decouplednet.stages import SegStage
-from hetseg.methods.transfernet.data import (DomainPairs, LabelRows, both_domains_split, domain_rows,
-                                             transfer_classes)
+from hetseg.methods.transfernet.data import (DomainPairs, LabelRows, both_domains_records, both_domains_split,
+                                             domain_rows, transfer_classes)
 from hetseg.methods.transfernet.stages import BaselineStage, TransferStage
 from hetseg.models.transfernet import TransferNet
 
@@ -80,8 +79,7 @@ class _TransferFamily(Method):
         """``cls``: the both-domains images (:meth:`both_domains`, counted without writing its split);
         the others: their (image, label) rows, which also refuses a split with none of its classes."""
         if stage == "cls":
-            return len({r.image for side in ("source", "target") for r in load_config_split(
-                cfg, f"transfer.{side}_split", getattr(cfg.transfer, f"{side}_split")).records})
+            return len(both_domains_records(cfg))
         if stage == "seg":  # DecoupledNet-transfer: crops of the source images
             scfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, strong_split=cfg.transfer.source_split))
             return crop_samples(scfg, "strong", "binary")

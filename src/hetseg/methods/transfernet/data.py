@@ -124,12 +124,8 @@ def domain_rows(cfg: Config, which: str, size: int) -> LabelRows:
     return LabelRows(load_config_split(cfg, "transfer.target_split", t.target_split), target, size, False, cfg.seed)
 
 
-def both_domains_split(cfg: Config, path: str | Path) -> Split:
-    """Write (atomically) and read the shared classifier's weak split: source-train + target-train
-    images; ``path`` is absolute, its lines are relative to ``cfg.data.root``. A masked image keeps its
-    mask in the file, so its labels are read as the source split read them (from the mask where
-    labels.json does not list it: a labels-only line refused an own data set whose labels.json lists
-    only the unmasked images); the classifier sees ``.weak()`` of it, the masks dropped."""
+def both_domains_records(cfg: Config) -> list[Record]:
+    """The shared classifier's images: source-train then target-train, each image once (first seen kept)."""
     records: list[Record] = []
     seen: set[str] = set()
     for side in ("source", "target"):
@@ -137,6 +133,15 @@ def both_domains_split(cfg: Config, path: str | Path) -> Split:
             if r.image not in seen:
                 seen.add(r.image)
                 records.append(Record(r.id, r.image, r.labels, r.mask))
-    write_split(path, records)
+    return records
+
+
+def both_domains_split(cfg: Config, path: str | Path) -> Split:
+    """Write (atomically) and read the shared classifier's weak split: source-train + target-train
+    images; ``path`` is absolute, its lines are relative to ``cfg.data.root``. A masked image keeps its
+    mask in the file, so its labels are read as the source split read them (from the mask where
+    labels.json does not list it: a labels-only line refused an own data set whose labels.json lists
+    only the unmasked images); the classifier sees ``.weak()`` of it, the masks dropped."""
+    write_split(path, both_domains_records(cfg))
     cfg2 = Config.from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "weak_split": str(Path(path))}})
     return load_split(cfg2, "weak")
