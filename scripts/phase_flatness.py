@@ -42,8 +42,11 @@ def report(stages: list[dict], unfinished: list[str], command: str, checksum: st
     kinds: dict[str, list[dict]] = {}
     for r in stages:
         kinds.setdefault(group(r["stage"]), []).append(r)
+    scales = sorted({str(r["scale"]) for r in stages})
+    seeds = sorted({r["seed"] for r in stages})
     lines = ["# Within-phase flatness beside the flatness rule", "",
-             f"Command: `{command}`. Records read: {len(stages)} stages, sha256 of their logs and configs "
+             f"Command: `{command}`. Records read: {len(stages)} stages at scale {', '.join(scales)} (each run's "
+             f"config.json, model.scale), seeds {', '.join(map(str, seeds))}, sha256 of their logs and configs "
              f"`{checksum[:12]}…`. The reading and why it exists: docs/DECISIONS.md, \"Within-phase flatness\" "
              "(a second reading, stated after the rule had failed to say flat on tripled budgets; it "
              "replaces nothing). Each constant-lr phase [a, b) of length L: mean loss over "
@@ -55,13 +58,13 @@ def report(stages: list[dict], unfinished: list[str], command: str, checksum: st
              "| runs: method/stage | stages | rule: flat | within phases: final lr flat | every phase flat |", "|---|---|---|---|---|"]
     lines += [f"| {k} | {len(v)} | {count(v, 'rule_flat')} | {count(v, 'flat_at_final_lr')} | "
               f"{count(v, 'flat_within_phases')} |" for k, v in sorted(kinds.items())]
-    lines += ["", "| stage | steps | lr ×0.1 at | rule (last 3/10 vs 5-7/10) | before the drop | at the final lr |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| stage | scale | seed | steps | lr ×0.1 at | rule (last 3/10 vs 5-7/10) | before the drop | "
+              "at the final lr |", "|---|---|---|---|---|---|---|---|"]
     for r in stages:
         ph = r["phases"]
         before = f"{pct(ph[0]['change'])} {verdict(ph[0]['flat'], ph[0]['change'])}" if len(ph) == 2 else "(fixed lr)"
         drop = str(ph[1]["from"]) if len(ph) == 2 else "-"
-        lines.append(f"| {r['stage']} | {r['steps']} | {drop} | {r['rule_verdict']} | "
+        lines.append(f"| {r['stage']} | {r['scale']} | {r['seed']} | {r['steps']} | {drop} | {r['rule_verdict']} | "
                      f"{before} | {pct(ph[-1]['change'])} {verdict(ph[-1]['flat'], ph[-1]['change'])} |")
     return "\n".join(lines) + "\n"
 

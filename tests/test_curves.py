@@ -101,7 +101,8 @@ def test_phase_flatness_script_reads_each_methods_own_stage_config_and_writes_it
     for run, name, stage in (("dis_run", "dis", "joint"), ("tn_run", "transfernet", "joint"),
                              ("dt_run", "decouplednet_transfer", "seg"), ("busy_run", "dis", "joint")):
         (root / run).mkdir(parents=True)
-        (root / run / "config.json").write_text(json.dumps({"model": {"name": name}, **sections}))
+        (root / run / "config.json").write_text(json.dumps({"model": {"name": name, "scale": "cpu"}, "seed": 1,
+                                                            **sections}))
         _log(root / run, [1.0] * 100).rename(root / run / stage)
         if run != "busy_run":  # a stage still training has no done.json
             (root / run / stage / "done.json").write_text("{}")
@@ -112,13 +113,16 @@ def test_phase_flatness_script_reads_each_methods_own_stage_config_and_writes_it
         "runs/dis_run/joint": [750, 1000], "runs/tn_run/joint": [1000], "runs/dt_run/seg": [700, 1000]}
     assert rec["unfinished"] == ["runs/busy_run/joint"]
     assert all(r["flat_at_final_lr"] is True for r in rec["stages"])
-    assert (tmp_path / "out" / "pf.md").read_text().count("(fixed lr)") == 1
+    assert {(r["scale"], r["seed"]) for r in rec["stages"]} == {("cpu", 1)}
+    md = (tmp_path / "out" / "pf.md").read_text()
+    assert md.count("(fixed lr)") == 1 and "3 stages at scale cpu" in md and "seeds 1," in md
+    assert "| runs/dis_run/joint | cpu | 1 | 1000 | 750 |" in md
     assert (tmp_path / "out" / "pf.png").stat().st_size > 0
     capsys.readouterr()
     assert mod.main([str(tmp_path / "absent"), "--out", str(tmp_path / "x")]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()  # exactly one line
     assert line.startswith("hetseg: error: ") and "; fix: " in line
-    (root / "dt_run" / "config.json").write_text(json.dumps({"model": {"name": "decouplednet_transfer"}}))
+    (root / "dt_run" / "config.json").write_text(json.dumps({"model": {"name": "decouplednet_transfer"}}))  # no seg, no scale
     assert mod.main([str(root), "--out", str(tmp_path / "y")]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("hetseg: error: ") and "; fix: " in line

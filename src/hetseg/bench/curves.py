@@ -169,11 +169,15 @@ def stage_config(cfg: dict, stage: str) -> dict:
 def read_stage(stage_dir: Path, root: Path) -> dict:
     """One finished stage's record, labelled from ``root``'s parent on: the flatness rule's change and verdict
     and the within-phase reading (scripts/phase_flatness.py, scripts/table1_3x.py)."""
-    sc = stage_config(json.loads((stage_dir.parent / "config.json").read_text()), stage_dir.name)
+    run_cfg = json.loads((stage_dir.parent / "config.json").read_text())
+    sc = stage_config(run_cfg, stage_dir.name)
+    if not isinstance(run_cfg.get("model"), dict) or "scale" not in run_cfg["model"] or "seed" not in run_cfg:
+        raise ValueError("no model.scale or seed")  # every config hetseg writes has both
     tenths = loss_by_parts(stage_dir)
     phases = phase_flatness(stage_dir, int(sc["steps"]), float(sc["lr_step"]))
     rule = tenths_cells(tenths).rsplit(" | ", 1)[1]  # the bench tables' own verdict cell
-    return {"stage": str(stage_dir.relative_to(root.parent)), "steps": int(sc["steps"]),
+    return {"stage": str(stage_dir.relative_to(root.parent)), "scale": run_cfg["model"]["scale"],
+            "seed": run_cfg["seed"], "steps": int(sc["steps"]),
             "lr_step": float(sc["lr_step"]), "rule_change": late_change(tenths), "rule_verdict": rule,
             "rule_flat": True if rule == "flat (loss 0)" else flattened(tenths),
             "phases": phases, "flat_at_final_lr": phases[-1]["flat"],
