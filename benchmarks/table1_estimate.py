@@ -1,4 +1,4 @@
-"""How long will ``hetseg bench table1`` take with the current Config defaults? (issue 4, item 5)
+"""How long will one seed of ``hetseg bench table1`` take with a given recipe? (issue 4, item 5)
 
 Runs every kind of work the benchmark does for a few steps through the real pipeline (Lightning,
 DataLoader, the bench's own configs): the classifier on the weak set, the seg stage on strong_5 and
@@ -8,14 +8,21 @@ as process CPU time at 1 thread -- the 1-core wall time, which other processes o
 do not inflate -- and multiplies by the bench plan (:func:`plan`). The 2-core figure divides by the
 measured 2-thread speed-up when ``--threads2`` is given, else reports the 1-core bound.
 
-Usage: ``.venv/bin/python benchmarks/table1_estimate.py [--steps 12] [--val 100] [--speed default|fp32|bf16|bf16+cl]``;
-writes ``benchmarks/results/table1_estimate[_<speed>].json`` and ``.md``.
+The recipe is the bench's own (:func:`hetseg.bench.table1_recipe.base_config`): ``--init pretrained`` (the
+default, as ``make bench-table1``) or ``scratch``, then Config overrides as ``hetseg bench table1`` takes them
+(e.g. ``cls.steps=9000 seg.steps=7200``). The per-step times do not depend on the step budgets; the plan does.
+
+Usage: ``.venv/bin/python benchmarks/table1_estimate.py [--init pretrained|scratch] [--steps 12] [--val 100]
+[--speed default|fp32|bf16|bf16+cl] [KEY=VALUE ...]``; writes ``benchmarks/results/table1_estimate[_<speed>].json``
+and ``.md`` (``--name`` for another stem).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -82,8 +89,10 @@ def _time_eval(run: Path, n: int) -> float:
     return (time.process_time() - c0) / n
 
 
-def measure(data: str, steps: int, val: int, speed: str = "default") -> dict:
-    base = base_config("cpu", 0, data, speed=speed)
+def measure(data: str, steps: int, val: int, speed: str = "default", init: str = "pretrained",
+            overrides: tuple[str, ...] = ()) -> tuple[dict, object]:
+    """Per-unit process CPU seconds at 1 thread, and the seed-0 base Config they were timed with."""
+    base = base_config("cpu", 0, data, overrides=overrides, speed=speed, init=init)
     t: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         cls_cfg = classifier_config(base, tmp)
@@ -142,23 +151,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val", type=int, default=100, help="val images timed per model family")
     ap.add_argument("--threads2", type=float, default=None, help="2-thread speed-up to assume (e.g. 1.7)")
     ap.add_argument("--speed", default="default", choices=sorted(SPEEDS))
+    ap.add_argument("--init", default="pretrained", choices=("pretrained", "scratch"),
+                    help="the bench's initialisation protocol (make bench-table1: pretrained)")
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--name", default=None, help="file stem (default table1_estimate[_<speed>])")
+    ap.add_argument("overrides", nargs="*", help="Config overrides as hetseg bench table1 takes them")
     args = ap.parse_args(argv)
+    command = "python benchmarks/table1_estimate.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    t, base = measure(args.data, args.steps, args.val, args.speed)
+    t, base = measure(args.data, args.steps, args.val, args.speed, args.init, tuple(args.overrides))
     from hetseg.methods import load_split
 
     n_val = len(load_split(base, "val"))
-    rep = {"speed": args.speed, "cpu_s_per_unit (1 thread)": t, **estimate(t, base, n_val, args.threads2),
+    rep = {"command": command.strip(), "init": args.init, "overrides": args.overrides, "data": args.data,
+           "speed": args.speed, "cpu_s_per_unit (1 thread)": t, **estimate(t, base, n_val, args.threads2),
            "total_min_jobs2": round(makespan(t, base, n_val, 2) / 60, 1),
            "val_images": n_val, "torch": torch.__version__, "wall_s": round(time.perf_counter() - t0, 1)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = "table1_estimate" + ("" if args.speed == "default" else f"_{args.speed}")
+    name = args.name or "table1_estimate" + ("" if args.speed == "default" else f"_{args.speed}")
     write_json(out / f"{name}.json", rep)
-    md = [f"# Estimated wall time of `hetseg bench table1` (one seed, Config defaults, speed {args.speed}: "
+    recipe = f"--init {args.init}" + "".join(f" {o}" for o in args.overrides)
+    md = [f"# Estimated wall time of one seed of `hetseg bench table1 --scale cpu {recipe}` (speed {args.speed}: "
           f"precision {base.seg.precision}, channels_last {base.seg.channels_last})", "",
+          f"Command: `{rep['command']}`; data `{args.data}`; torch {torch.__version__}.", "",
           "Per-step process CPU time at 1 thread (data loading included), times the bench plan.", "",
           "| unit | CPU s |", "|---|---|", *[f"| {k} | {v} |" for k, v in t.items()], "",
           f"Budgets (steps, batch): {rep['budget']}; plan: {rep['plan']}", "",
