@@ -40,30 +40,35 @@ from hetseg.models.scales import get_scale
 MODES = ("fp32", "bf16", "channels_last", "channels_last+bf16")
 
 
-def _batches(kind: str, cfg: Config, n: int, batch: int, seed: int = 0) -> list[tuple]:
-    """``n`` fixed batches for a stage kind, prepared up front so data loading is never timed."""
+def _batches(kind: str, cfg: Config, n: int, batch: int, seed: int = 0) -> tuple[list[tuple], str]:
+    """``n`` fixed batches for a stage kind, prepared up front so data loading is never timed, and where
+    they came from (the split and its sha256, or why random tensors stood in)."""
     from hetseg.data.datasets import CropDataset, ImageLabelDataset
     from hetseg.methods import load_split
 
     size, C = get_scale(cfg.model.scale).input_size, cfg.data.num_classes
     g = torch.Generator().manual_seed(seed)
     try:
+        split = load_split(cfg, "weak" if kind == "cls" else "strong")
         if kind == "cls":
-            ds = ImageLabelDataset(load_split(cfg, "weak").weak(), C, size, train=True, seed=seed)
+            ds = ImageLabelDataset(split.weak(), C, size, train=True, seed=seed)
         else:
-            ds = CropDataset(load_split(cfg, "strong"), C, size, 200, 0.1, 1.6, False,
+            ds = CropDataset(split, C, size, 200, 0.1, 1.6, False,
                              "binary" if kind == "seg" else "multiclass", seed=seed)
         idx = torch.randperm(len(ds), generator=g)[: n * batch].tolist()
         items = [ds[i] for i in idx]
-        return [tuple(torch.stack(col) for col in zip(*items[b * batch:(b + 1) * batch])) for b in range(n)]
+        source = (f"{cfg.data.weak_split if kind == 'cls' else cfg.data.strong_split} ({len(split)} images, "
+                  f"sha256 {split.checksum()})")
+        return [tuple(torch.stack(col) for col in zip(*items[b * batch:(b + 1) * batch])) for b in range(n)], source
     except Exception as e:  # no dataset here: random tensors still time the arithmetic
         print(f"[precision] {kind}: real data unavailable ({e}); using random tensors")
+        source = f"random tensors (real data unavailable: {e})"
         x = lambda: torch.randn(batch, 3, size, size, generator=g)  # noqa: E731
         if kind == "cls":
-            return [(x(), (torch.rand(batch, C - 1, generator=g) < 0.2).float()) for _ in range(n)]
+            return [(x(), (torch.rand(batch, C - 1, generator=g) < 0.2).float()) for _ in range(n)], source
         sub = lambda: (torch.rand(batch, C - 1, generator=g) < 0.3).float()  # noqa: E731
         hi = 2 if kind == "seg" else C
-        return [(x(), sub(), torch.randint(0, hi, (batch, size, size), generator=g)) for _ in range(n)]
+        return [(x(), sub(), torch.randint(0, hi, (batch, size, size), generator=g)) for _ in range(n)], source
 
 
 def _module(kind: str, cfg: Config, seed: int = 0):
@@ -150,10 +155,10 @@ def _curve_gap(a: list[float], b: list[float]) -> dict:
             "final_quarter_mean": [round(sum(a[-tail:]) / tail, 5), round(sum(b[-tail:]) / tail, 5)]}
 
 
-def check(kind: str, cfg: Config, steps: int, batch: int, warmup: int = 2) -> dict:
+def check(kind: str, cfg: Config, steps: int, batch: int, warmup: int = 2, seed: int = 0) -> dict:
     """All four modes trained from one init on the same batches, interleaved: timings + curves."""
-    batches = _batches(kind, cfg, n=min(steps, 6), batch=batch)
-    init = _module(kind, cfg)
+    batches, source = _batches(kind, cfg, n=min(steps, 6), batch=batch, seed=seed)
+    init = _module(kind, cfg, seed=seed)
     mods = {m: copy.deepcopy(init) for m in MODES}
     per_mode = {m: _to_mode(mods[m], batches, m) for m in MODES}
     curves, times = _train_interleaved(mods, per_mode, steps)
@@ -161,7 +166,7 @@ def check(kind: str, cfg: Config, steps: int, batch: int, warmup: int = 2) -> di
     # other processes on a shared machine do not inflate (with 1 thread it is the 1-core wall time).
     med = lambda v: round(sorted(v)[len(v) // 2], 4)  # noqa: E731
     res: dict = {
-        "batch": batch, "timed_steps": steps - warmup,
+        "batch": batch, "timed_steps": steps - warmup, "batches_from": source,
         "timing_s_per_step": {m: med([c for _, c in t[warmup:]]) for m, t in times.items()},
         "wall_s_per_step": {m: med([w for w, _ in t[warmup:]]) for m, t in times.items()},
         "curves": {m: [round(v, 6) for v in c] for m, c in curves.items()},
@@ -177,8 +182,12 @@ def check(kind: str, cfg: Config, steps: int, batch: int, warmup: int = 2) -> di
 
 def _markdown(report: dict) -> str:
     lines = ["# bf16 autocast / channels_last on this CPU (issue 4, item 5)", "",
-             f"{report['machine']}; torch {report['torch']}, {report['threads']} threads; "
-             f"{report['steps']} training steps per curve; command `{report['command']}`", "",
+             f"{report['machine']} ({', '.join(report['machine_info']['cpu_flags'])}); torch {report['torch']}, "
+             f"{report['threads']} threads; "
+             f"{report['steps']} training steps per curve; command `{report['command']}`; seed {report['seed']} "
+             f"(batches and initial weights); scale cpu; data `{report['data']['root']}` (meta sha256 "
+             f"`{str(report['data']['meta_sha256'])[:12]}…`); batches from: "
+             + "; ".join(f"{k}: {r['batches_from']}" for k, r in report["stages"].items()), "",
              "| step | batch | fp32 CPU s/step | bf16 | channels_last | cl+bf16 | bf16 loss gap (max / mean) "
              "| noise floor (cl vs fp32) | bf16 forward agreement |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -207,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=10, help="steps per mode (the first 2 are not timed)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: CPU time per step = 1-core time, robust on a shared machine)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the batches' selection and the initial weights")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -214,12 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config().override([f"data.root={args.data}"])
     stages = {}
     for kind, sc in (("cls", cfg.cls), ("seg", cfg.seg), ("deconv", cfg.deconv)):
-        stages[kind] = check(kind, cfg, args.steps, sc.batch_size)
+        stages[kind] = check(kind, cfg, args.steps, sc.batch_size, seed=args.seed)
         print(f"[precision] {kind}: {stages[kind]['timing_s_per_step']} s/step; bf16 gap "
               f"{stages[kind]['gap_bf16_vs_fp32']}; floor {stages[kind]['gap_channels_last_vs_fp32 (noise floor)']}")
-    from hetseg.bench.provenance import machine_info
+    from hetseg.bench.provenance import dataset_info, machine_info
 
-    report = {"machine": machine_info()["cpu"],
+    report = {"machine": machine_info()["cpu"], "machine_info": machine_info(), "seed": args.seed, "scale": "cpu",
+              "data": dataset_info(args.data),
               "torch": torch.__version__, "threads": torch.get_num_threads(), "steps": args.steps,
               "command": " ".join(["python benchmarks/precision_check.py",
                                    *(argv if argv is not None else sys.argv[1:])]),
