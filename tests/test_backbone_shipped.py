@@ -45,10 +45,17 @@ def test_tiny_run_ships_float16_weights_with_a_matching_record(tiny):
     assert rec["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert rec["command"] == f"hetseg bench backbone --budget tiny --runs {tiny / 'runs'}" and rec["steps"] == 4
     assert rec["data"]["held_out_items"] == 16 and "never t10k" in rec["data"]["items"]
+    # the held-out checksum names the last 16 Fashion-MNIST train items, pixels and labels
+    from hetseg.data.scenes import load_fashion_mnist
+
+    x, y, _, _ = load_fashion_mnist(str(FMNIST_DIR))
+    want = hashlib.sha256(x[-16:].astype("uint8").tobytes() + y[-16:].astype("int64").tobytes()).hexdigest()
+    assert rec["data"]["held_out_sha256"] == want
     assert rec["curve"]["train_loss"] and rec["curve"]["held_out_acc"]
     for name in ("backbone.json", "backbone.md", "backbone.png"):
         assert (tiny / "out" / name).is_file(), name
     md = (tiny / "out" / "backbone.md").read_text()
+    assert f"`{want[:12]}…`" in md
     assert "sha256" in md and str(tiny / "zoo" / "backbone.safetensors") in md  # the file it wrote, not the package's
     assert "the shipped files are untouched" in md and "src/hetseg/zoo" not in md
 

@@ -64,7 +64,7 @@ def run_backbone(runs: str = "runs/backbone", out: str = "benchmarks/results", d
     from safetensors.torch import save_file
 
     from hetseg.bench.backbone_report import write_results
-    from hetseg.data.items import item_splits
+    from hetseg.data.items import item_splits, items_checksum
     from hetseg.engine.checkpoint import load_weights
     from hetseg.io_atomic import write_atomic, write_json
     from hetseg.methods import get_method, train
@@ -102,6 +102,7 @@ def run_backbone(runs: str = "runs/backbone", out: str = "benchmarks/results", d
               "dtype": "float16", "recipe": recipe,
               "data": {"items": "Fashion-MNIST train items only (never t10k, which make the val scenes)",
                        "train_items": summary["train_samples"], "held_out_items": len(held_out),
+                       "held_out_sha256": items_checksum(held_out),
                        "image_size": net.input_size},
               "steps": summary["steps"], "effective_batch": summary["effective_batch"],
               # A resumed stage times its last invocation only (the engine keeps no clock across kills).

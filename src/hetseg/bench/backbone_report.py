@@ -18,7 +18,9 @@ def markdown(r: dict) -> str:
         f"# Shipped CPU-scale backbone, {family} (our ImageNet stand-in; {what})", "",
         f"Command: `{r['command']}` (seed {r['seed']}); {r['steps']} steps x {r['effective_batch']} on "
         f"{r['data']['train_items']:,} Fashion-MNIST **train** items ({r['data']['image_size']} px, one item on "
-        f"clutter); held out: the last {r['data']['held_out_items']:,} train items. No t10k item is seen.",
+        f"clutter); held out: the last {r['data']['held_out_items']:,} train items"
+        + (f" (sha256 of their pixels and labels `{r['data']['held_out_sha256'][:12]}…`)"
+           if r["data"].get("held_out_sha256") else "") + ". No t10k item is seen.",  # older records lack it
         f"Wall time {r['wall_s'] / 60:.1f} min on {r['machine']['usable_cpus']} CPUs ({r['machine']['cpu']})"
         + (" in the last invocation, which resumed from a checkpoint (earlier invocations are not timed)."
            if r.get("resumed") else "."), "",

@@ -14,6 +14,8 @@ The last ``holdout`` items (default 2,000) are kept for the pretraining's own va
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 
@@ -56,3 +58,11 @@ def item_splits(fashion_mnist_dir: str | None, size: int, seed: int, holdout: in
         raise ValueError(f"holdout must be in (0, {len(x)}), got {holdout}")
     return (ItemDataset(x[:-holdout], y[:-holdout], size, True, seed),
             ItemDataset(x[-holdout:], y[-holdout:], size, False, seed))
+
+
+def items_checksum(ds: ItemDataset) -> str:
+    """sha256 of an ItemDataset's source items and labels (uint8 pixels, then int64 labels): which
+    Fashion-MNIST items a backbone's accuracy was measured on (benchmarks/results/backbone.md)."""
+    h = hashlib.sha256(np.ascontiguousarray(ds.items, dtype=np.uint8).tobytes())
+    h.update(np.ascontiguousarray(ds.labels, dtype=np.int64).tobytes())
+    return h.hexdigest()
