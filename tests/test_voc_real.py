@@ -54,6 +54,9 @@ def test_bench_voc_real_tiny(tmp_path):
     assert r["command"].endswith(" " + " ".join(TINY_ENCODER))  # the overrides that made the numbers are named
     assert r["jobs"] == 1 and "(each on one thread, one at a time)" in (out / "voc_real.md").read_text()
     assert {c["method"] for c in r["records"]} == set(METHODS) and all(0 <= c["miou"] <= 1 for c in r["records"])
+    # scale and the precision each stage resolved to are named (precision: auto picks per machine)
+    assert r["scale"] == "cpu" and all(c["precision"] and set(c["precision"]) == set(c["steps"]) for c in r["records"])
+    assert "; scale cpu; precision " in (out / "voc_real.md").read_text()
     # A rerun reports every cell from its record: nothing is evaluated (or trained) again.
     evals = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("eval_*.json")}
     assert evals and run_voc_real(str(VOC_ROOT), str(out), str(tmp_path / "runs"), ks=(1,), budget="tiny", jobs=1,

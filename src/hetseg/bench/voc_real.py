@@ -156,6 +156,7 @@ def run_cell(cfg: Config, method: str, k: int | str, cls_run: str | None, progre
               "iou": report["scores"]["iou"], "wall_s": round(time.perf_counter() - t0, 1),
               "train_wall_s": round(sum(v.get("wall_s", 0.0) for v in summaries.values()), 1),
               "steps": {s: v["steps"] for s, v in summaries.items()},
+              "precision": {s: v.get("precision") for s, v in summaries.items()},  # as resolved (precision: auto)
               "decoder_loss": decoder_loss(cfg.run_dir, "deconv" if method == "maskonly" else "seg"),
               "cls_mAP_eval": (summaries.get("cls") or {}).get("metrics", {}).get("val/mAP")}
     write_json(record_path, record)  # a rerun reports from it instead of evaluating again

@@ -43,7 +43,9 @@ def markdown(r: dict) -> str:
     enc = f"{'ImageNet ' if r['imagenet'] else 'randomly initialised '}{r['encoder']}"
     lines = [f"# Real photos: {r['division']['images']} PASCAL VOC images, {enc} encoder", "",
              f"Command: `{r['command']}`; wall {r['wall_s'] / 60:.1f} min on {r['machine']['usable_cpus']} CPUs "
-             f"({r['machine']['cpu']}); input {r['input_size']} px.",
+             f"({r['machine']['cpu']}); input {r['input_size']} px" + (f"; scale {r['scale']}" if "scale" in r else "")
+             + ("; precision " + ", ".join(sorted({f"{st} {p}" for c in r["records"] for st, p in c.get("precision", {}).items()}))
+                if any(c.get("precision") for c in r["records"]) else "") + ".",  # the 2026-12-02 run predates both
              f"Division (seed {r['split_seed']}): {d['n_eval']} evaluation images (sha256 `{d['eval'][:12]}`), "
              f"{d['n_weak']} weak images (labels only; sha256 `{d['weak'][:12]}`), strong " +
              ", ".join(f"k={k}: {d[f'n_strong_{k}']} images (`{d[f'strong_{k}'][:12]}`)" for k in ks) + ".",
@@ -93,7 +95,8 @@ def write_results(records: list[dict], division: dict, out: str | Path, command:
 
     report = {"command": command, "voc_root": voc_root, "runs": runs, "budget": budget, "overrides": overrides, "jobs": jobs,
               "wall_s": round(wall, 1), "ks": ks, "division": division, "split_seed": SPLIT_SEED,
-              "encoder": cfg.model.encoder, "imagenet": cfg.model.imagenet, "input_size": cfg.model.input_size,
+              "scale": cfg.model.scale, "encoder": cfg.model.encoder, "imagenet": cfg.model.imagenet,
+              "input_size": cfg.model.input_size,
               "budgets": {"cls": {"steps": cfg.cls.steps, "batch": cfg.cls.batch_size},
                           "seg": {"steps": cfg.seg.steps, "batch": cfg.seg.batch_size},
                           "maskonly": {"steps": cfg.deconv.steps, "batch": cfg.deconv.batch_size}},
