@@ -31,6 +31,7 @@ import lightning as L
 import torch
 
 from hetseg.bench.table1_recipe import KS, SPEEDS, base_config, cell_config, classifier_config
+from hetseg.engine.train import resolve_precision
 from hetseg.io_atomic import write_json, write_text
 
 
@@ -165,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
     n_val = len(load_split(base, "val"))
     rep = {"command": command.strip(), "init": args.init, "overrides": args.overrides, "data": args.data,
+           "precision": resolve_precision(base.seg.precision),
            "speed": args.speed, "cpu_s_per_unit (1 thread)": t, **estimate(t, base, n_val, args.threads2),
            "total_min_jobs2": round(makespan(t, base, n_val, 2) / 60, 1),
            "val_images": n_val, "torch": torch.__version__, "wall_s": round(time.perf_counter() - t0, 1)}
@@ -174,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out / f"{name}.json", rep)
     recipe = f"--init {args.init}" + "".join(f" {o}" for o in args.overrides)
     md = [f"# Estimated wall time of one seed of `hetseg bench table1 --scale cpu {recipe}` (speed {args.speed}: "
-          f"precision {base.seg.precision}, channels_last {base.seg.channels_last})", "",
+          f"precision {base.seg.precision}, here {resolve_precision(base.seg.precision)}; channels_last "
+          f"{base.seg.channels_last})", "",
           f"Command: `{rep['command']}`; data `{args.data}`; torch {torch.__version__}.", "",
           "Per-step process CPU time at 1 thread (data loading included), times the bench plan.", "",
           "| unit | CPU s |", "|---|---|", *[f"| {k} | {v} |" for k, v in t.items()], "",
