@@ -21,7 +21,7 @@ def _script():
 def _run(path: Path, stage: str | None, miou: float, gt: float | None = None, checksum: str = "c" * 64) -> None:
     path.mkdir(parents=True)
     model = "deconvnet" if path.name.startswith("deconvnet") else "decouplednet"  # each stage read where its method reads it
-    (path / "config.json").write_text(json.dumps({"model": {"name": model},
+    (path / "config.json").write_text(json.dumps({"model": {"name": model, "scale": "cpu"}, "seed": 0,
                                                   **{s: {"steps": 1000, "lr_step": 0.75} for s in ("cls", "seg", "deconv")}}))
     for name, value in (("eval_val.json", miou), ("eval_val_gt.json", gt)):
         if value is not None:
