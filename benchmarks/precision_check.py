@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{stages[kind]['gap_bf16_vs_fp32']}; floor {stages[kind]['gap_channels_last_vs_fp32 (noise floor)']}")
     from hetseg.bench.provenance import dataset_info, machine_info
 
-    report = {"machine": machine_info()["cpu"], "machine_info": machine_info(), "seed": args.seed, "scale": "cpu",
+    mi = machine_info()
+    report = {"machine": mi["cpu"], "machine_info": mi, "seed": args.seed, "scale": "cpu",
               "data": dataset_info(args.data),
               "torch": torch.__version__, "threads": torch.get_num_threads(), "steps": args.steps,
               "command": " ".join(["python benchmarks/precision_check.py",

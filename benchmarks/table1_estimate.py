@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out / f"{name}.json", rep)
     recipe = f"--init {args.init}" + "".join(f" {o}" for o in args.overrides)
     md = [f"# Estimated wall time of one seed of `hetseg bench table1 --scale cpu {recipe}` (speed {args.speed}: "
-          f"precision {base.seg.precision}, here {resolve_precision(base.seg.precision)}; channels_last "
+          f"precision {base.seg.precision}, here {rep['precision']}; channels_last "
           f"{base.seg.channels_last})", "",
           f"Command: `{rep['command']}`; data `{args.data}`; torch {torch.__version__}.", "",
           "Per-step process CPU time at 1 thread (data loading included), times the bench plan.", "",

@@ -227,7 +227,8 @@ class Method:
         init_weights(net, cfg, init_from)
         source = init_record(init_from)
         self.prepare(net, cfg, fresh)
-        todo = [s for s in stages if s not in trained_stages(run, stages)]  # what this command will train
+        done = trained_stages(run, stages)  # read once: each call reads every stage's files
+        todo = [s for s in stages if s not in done]  # what this command will train
         if set(todo) & set(self.mask_stages):
             # Before the first stage: a wrong strong split or a bad mask used to surface only when the stage
             # reading it began (after the classifier's whole budget) or when a crop first sampled the mask.
