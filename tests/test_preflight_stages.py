@@ -55,6 +55,10 @@ def test_stage_samples_is_the_length_of_the_set_the_stage_trains_on(scenes, tmp_
         with pytest.raises(KeyboardInterrupt):
             m.run_stage(stage, net, cfg, None, (), False)
     assert seen[stage] == m.stage_samples(cfg, stage) > 0
+    if method == "dis":  # its count is len(dataset): check it against the split files themselves
+        strong, weak = ([line.split()[0] for line in (scenes / "splits" / f).read_text().splitlines() if line.strip()]
+                        for f in ("strong_5.txt", "train_weak.txt"))
+        assert seen[stage] == max(len(strong), len(set(weak) - set(strong))) and len(weak) > len(strong)
 
 
 def test_a_later_stages_batch_is_refused_before_the_first_stage_trains(scenes, tmp_path, capsys):
@@ -90,10 +94,13 @@ def test_an_absolute_transfer_split_outside_the_root_reads_against_data_root(sce
 
     elsewhere = tmp_path / "elsewhere" / "splits"
     elsewhere.mkdir(parents=True)
-    shutil.copy(scenes / "splits" / "transfer_source_train.txt", elsewhere / "src.txt")
+    # half of the default split's lines: the rows read must be these, not the default file's
+    lines = (scenes / "splits" / "transfer_source_train.txt").read_text().splitlines()
+    (elsewhere / "src.txt").write_text("\n".join(lines[:len(lines) // 2]) + "\n")
     cfg = _cfg(scenes, tmp_path / "run", "transfernet", f"transfer.source_split={elsewhere / 'src.txt'}")
-    rel = _cfg(scenes, tmp_path / "run", "transfernet")
-    assert [r for r, _ in domain_rows(cfg, "source", 96).rows] == [r for r, _ in domain_rows(rel, "source", 96).rows]
+    full = [r.image for r in domain_rows(_cfg(scenes, tmp_path / "run", "transfernet"), "source", 96).split.records]
+    got = [r.image for r in domain_rows(cfg, "source", 96).split.records]
+    assert len(full) == len(lines) >= 2 and got == full[:len(lines) // 2]  # its images, found under data.root
 
 
 def test_predict_takes_a_multi_hot_and_refuses_a_wrong_one():

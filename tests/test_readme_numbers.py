@@ -159,6 +159,8 @@ def test_demo_numbers_are_demo_json() -> None:
     assert (f"{d['miou'] * 100:.1f}, true labels {d['miou_gt_labels'] * 100:.1f}, baselines "
             f"{b['all_background'] * 100:.1f} / {b['best_global_threshold'] * 100:.1f}") in text
     assert f"demo: mIoU={d['miou'] * 100:.1f}" in text and "avx512_bf16" in d["machine"]["cpu_flags"]
+    wall = round(d["total_wall_s"])
+    assert f"{wall // 60} min {wall % 60} s in all by its total_wall_s" in text.replace("`", "")
     rows = {r[0]: r[1] for r in _rows(_section("Demo "))}
     assert rows["all background"] == f"{b['all_background'] * 100:.1f}"  # the same on either machine
     best = rows["best single global threshold (chosen on val) + oracle image labels"]

@@ -27,6 +27,8 @@ def test_division_is_fixed_disjoint_and_keeps_weak_masks_out(tmp_path):
     strong = {r.id for r in read_split(tmp_path / "a" / "splits" / "strong_1.txt", VOC_ROOT).records}
     assert a["n_eval"] == 1 and a["images"] == 5 and not ev & ({r.id for r in weak.records} | strong)
     assert all(r.mask is None and r.labels for r in weak.records) and strong <= {r.id for r in weak.records}
+    # not vacuously: every non-eval image is weak, and strong_1 names images (as many as the record says)
+    assert a["n_weak"] == len(weak.records) == 4 and strong and a["n_strong_1"] == len(strong)
     # the same root again: the same files; another root into that runs folder: refused, nothing changed
     assert divide(VOC_ROOT, tmp_path / "a", ks=(1,)) == a
     import shutil
