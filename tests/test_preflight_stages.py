@@ -5,7 +5,6 @@ the corrected setting, so the folder could never finish. Also: every split setti
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
