@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +86,7 @@ def test_transfer_table_is_transfer_json() -> None:
         assert per_seed == [_r(x * 100) for x in m["miou"]], name
         assert _mean_std(r[2]) == (_r(gt["mean"] * 100), _r(gt["std"] * 100)), name
         assert float(re.match(NUM, r[3])[0]) == m["paper_val_miou"], name
+    assert rows["TransferNet"][3].endswith(f"GT {d['transfernet_gt']['paper_val_miou']}")
 
 
 def test_dis_table_is_dis_json() -> None:
@@ -111,6 +113,21 @@ def test_backbone_accuracy_and_checksum_are_backbone_json() -> None:
         assert f"sha256 `{d['sha256'][:12]}…`" in text, name
 
 
+def test_backbone_curve_size_and_wall_are_the_records() -> None:
+    """The held-out curve, steps x batch, file sizes and the ResNet's wall time as the README prints them."""
+    text = " ".join(" ".join(_section("Shipped CPU-scale backbone")).split()).replace("**", "")
+    vgg, res = _results("backbone.json"), _results("backbone_resnet.json")
+    # half up, as the README prints 0.785 (1,570 of 2,000 items): 79
+    curve = " → ".join(str((Decimal(str(a)) * 100).quantize(Decimal(1), ROUND_HALF_UP))
+                       for _, a in vgg["curve"]["held_out_acc"])
+    assert f"every {vgg['curve']['held_out_acc'][0][0]} steps {curve} %" in text
+    assert f"{vgg['steps']:,} steps × {vgg['effective_batch']}" in text
+    for family, d in (("backbone-cpu", vgg), ("backbone-cpu-resnet", res)):
+        f = ROOT / "src/hetseg/zoo" / family / "backbone.safetensors"
+        assert f"({d['dtype']}, {f.stat().st_size / 1e6:.1f} MB, sha256 `{d['sha256'][:12]}…`" in text, family
+    assert not res["resumed"] and f"{res['wall_s'] / 60:.1f} min on 2 cores" in text
+
+
 def test_voc_real_table_is_voc_real_json() -> None:
     d = _results("voc_real.json")
     by = {(r["method"], r["k"]): r for r in d["records"] if r["seed"] == 0}
@@ -130,6 +147,12 @@ def test_table1_prose_numbers_are_the_results() -> None:
     maps = {c["seed"]: c["cls_val_metrics"]["val/mAP"] for c in _results("table1.json")["cells"]
             if c["method"] == "decouplednet" and c["k"] == 5}
     assert "val mAP " + " / ".join(f"{maps[s]:.3f}" for s in (0, 1, 2)) in text
+    strs = {k: [c["cls_val_metrics"]["val/mAP"] for c in _results("table1.json")["cells"]
+                if c["method"] == "decouplednet-str" and c["k"] == k] for k in (5, 10, 25)}
+    means = " / ".join(f"{sum(v) / len(v):.2f}" for v in strs.values())
+    spread = max(abs(x - sum(v) / len(v)) for v in strs.values() for x in v)
+    assert f"-Str's own classifiers {means} at k = 5 / 10 / 25, each within ±0.03 across seeds" in text
+    assert all(len(v) == 3 for v in strs.values()) and spread <= 0.03, spread
     rows = _results("table1_3x_seed0.json")["rows"]
 
     def line(key: str, sep: str = " / ") -> str:
