@@ -143,6 +143,7 @@ def _add_data(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``hetseg`` argument parser with every subcommand; its errors are the one-line ``hetseg: error:`` form."""
     p = _Parser(prog="hetseg", description="``hetseg`` command line. Each subcommand is a thin layer over a "
                 "library function.")
     p.add_argument("-v", "--verbose", action="store_true", help="log more; show a traceback for file-system errors")

@@ -105,10 +105,12 @@ class ConfusionMatrix:
         return self
 
     def reset(self) -> None:
+        """Forget every image added so far."""
         self.matrix[:] = 0
         self.num_images = 0
 
     def compute(self) -> Scores:
+        """The scores of every image added since the last reset."""
         return scores_from_confusion(self.matrix, self.num_images)
 
 

@@ -15,6 +15,7 @@ class Registry(dict):
         self.kind = kind
 
     def add(self, name: str, obj: Any) -> Any:
+        """Register ``obj`` under ``name`` and return it; a name registered twice is a ValueError."""
         if name in self:
             raise ValueError(f"{self.kind} {name!r} registered twice")
         self[name] = obj

@@ -10,6 +10,8 @@ from hetseg.zoo import backbone_dir
 
 
 def markdown(r: dict) -> str:
+    """The Markdown page for one backbone record ``r`` (as ``benchmarks/results/backbone*.json``): recipe,
+    data, held-out curve and checksum."""
     loss, acc = r["curve"]["train_loss"], r["curve"]["held_out_acc"]
     family = r.get("family", "vgg")  # results written before the resnet family name none
     folder = backbone_dir(family).name
@@ -42,6 +44,7 @@ def markdown(r: dict) -> str:
 
 
 def figure(r: dict, path: Path) -> None:
+    """Write the record's training-loss and held-out-accuracy curves side by side to ``path`` (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")

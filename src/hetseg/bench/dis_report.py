@@ -126,6 +126,8 @@ def claims(summary: list[dict], t_test: list[int]) -> list[dict]:
 
 
 def markdown(r: dict) -> str:
+    """The Markdown page for a DIS bench record ``r`` (``benchmarks/results/dis.json``): labelmap mIoU per
+    (k, t_train) against the inference steps t, claims judged, loss curves (docs/DIS.md)."""
     ts = r["t_test"]
     lines = [f"# DIS as specified here: labelmap vs inference steps (scale {r['scale']})", "",
              f"Command: `{r['command']}`; seeds {r['seeds']}; wall {r['wall_s'] / 60:.1f} min this invocation "

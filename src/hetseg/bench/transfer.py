@@ -65,6 +65,8 @@ def equal_effort(cfg: Config) -> Config:
 
 
 def transfer_config(scale: str, seed: int, data: str, overrides: Sequence[str] = ()) -> Config:
+    """The transfer bench's config for one seed: ``scale``'s recipe, then ``overrides``, then the equal-effort
+    budgets (docs/BENCHMARKS.md). Raises HetsegError for an unknown scale."""
     if scale not in RECIPES:
         raise HetsegError(f"unknown scale '{scale}'; fix: --scale {' | '.join(RECIPES)}")
     cfg = Config(seed=seed).override([f"data.root={data}", f"model.scale={scale}", *RECIPES[scale], *overrides])

@@ -108,6 +108,8 @@ def divide(root: str | Path, work: str | Path, ks: Sequence[int] = KS, seed: int
 
 
 def base_config(voc_root: str, runs: str, seed: int, budget: str, overrides: Sequence[str]) -> Config:
+    """The real-photo bench's config shared by every cell of one seed: the VOC root, the division's split
+    files under ``runs/splits``, the recipe, ``budget``'s step counts, then ``overrides``."""
     from hetseg.data.classes import VOC_CLASSES
 
     sp = (Path(runs) / "splits").absolute()
@@ -120,6 +122,8 @@ def base_config(voc_root: str, runs: str, seed: int, budget: str, overrides: Seq
 
 
 def cell_config(base: Config, method: str, k: int | str, runs: str) -> Config:
+    """One cell's config from ``base``: ``method``'s model and its k-image strong split (-Str also trains its
+    classifier on it); its run directory is ``runs/seed<S>/<method>_k<k>``."""
     strong = str((Path(runs) / "splits" / f"strong_{k}.txt").absolute())
     data = dataclasses.replace(base.data, strong_split=strong,
                                weak_split=strong if method == "decouplednet-str" else base.data.weak_split)

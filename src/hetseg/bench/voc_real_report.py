@@ -16,6 +16,8 @@ PAPER = ("DecoupledNet paper, Table 1 (VOC 2012 val, ImageNet VGG-16, full VOC+S
 
 
 def figure(records: list[dict], cfg: Config, path: Path, n: int) -> list[str]:
+    """Write ``n`` evaluation photos with their masks and each method's prediction to ``path``; returns the
+    ids of the photos shown."""
     import torch
 
     from hetseg.data.io import read_image, read_mask
@@ -39,6 +41,7 @@ def figure(records: list[dict], cfg: Config, path: Path, n: int) -> list[str]:
 
 
 def markdown(r: dict) -> str:
+    """The Markdown page for a real-photo bench record ``r`` (``benchmarks/results/voc_real.json``)."""
     ks, d = r["ks"], r["division"]
     enc = f"{'ImageNet ' if r['imagenet'] else 'randomly initialised '}{r['encoder']}"
     lines = [f"# Real photos: {r['division']['images']} PASCAL VOC images, {enc} encoder", "",

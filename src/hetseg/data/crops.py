@@ -121,4 +121,5 @@ def proposals(image: np.ndarray, max_boxes: int = 300) -> np.ndarray:
 
 
 def proposals_available() -> bool:
+    """Whether selective-search proposals can be computed here (the optional OpenCV contrib extra)."""
     return _selective_search() is not None

@@ -62,6 +62,7 @@ class SeededDataset(Dataset):
         self.epoch = epoch
 
     def rng(self, index: int) -> np.random.Generator:
+        """The generator of sample ``index`` in the current epoch: a function of (seed, epoch, index) only."""
         return np.random.default_rng([self.seed, self.epoch, index])
 
 

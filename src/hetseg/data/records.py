@@ -53,6 +53,7 @@ class Record:
 
     @property
     def strong(self) -> bool:
+        """Whether the record has a pixel mask."""
         return self.mask is not None
 
 
@@ -244,6 +245,8 @@ def read_split(path: str | Path, root: str | Path | None = None, labels: Mapping
 
 
 def default_root(split_path: Path) -> Path:
+    """The dataset root a split file belongs to: the folder holding the path's last ``splits`` folder (else
+    its last ``ImageSets`` folder, as in VOC), else the split file's own folder."""
     # absolute(), not resolve(): a dataset reached through a symlink keeps the path the user gave
     parts = split_path.absolute().parts
     for marker in ("splits", "ImageSets"):

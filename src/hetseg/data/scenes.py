@@ -78,6 +78,7 @@ def load_fashion_mnist(directory: str | Path | None = None
 
 
 def scene_id(split: str, index: int) -> str:
+    """The id of scene ``index`` of ``split`` (``train_000042``): its file stem and its split-file line."""
     return f"{split}_{index:06d}"
 
 

@@ -43,6 +43,7 @@ class EpochSampler(Sampler[int]):
         self.epoch = epoch
 
     def order(self, epoch: int) -> list[int]:
+        """The sample order of ``epoch``: the same for the same seed and epoch, so a resumed run continues it."""
         if not self.shuffle:
             return list(range(self.n))
         g = torch.Generator().manual_seed(self.seed)

@@ -74,6 +74,7 @@ class Method:
         return {"num_classes": cfg.data.num_classes - 1, "scale": cfg.model.scale}
 
     def default_stages(self, cfg: Config) -> tuple[str, ...]:
+        """The stages ``--stage all`` runs for ``cfg``, in order; default :attr:`stages`."""
         return self.stages
 
     def stage_section(self, stage: str) -> str:

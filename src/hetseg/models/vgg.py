@@ -116,6 +116,7 @@ class VGGEncoder(nn.Module):
 
     @property
     def out_channels(self) -> int:
+        """Channels of pool5's output (512 at paper scale)."""
         return self.widths[-1]
 
     def convs(self) -> list[nn.Conv2d]:

@@ -38,6 +38,7 @@ METHODS = ("transfernet", "transfernet_gt", "baselinenet", "baselinenet_gt", "de
 
 
 def crf_available() -> bool:
+    """Whether the optional ``crf`` extra (pydensecrf) is installed."""
     try:
         import pydensecrf.densecrf  # noqa: F401
     except ImportError:
