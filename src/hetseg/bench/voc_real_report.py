@@ -92,6 +92,8 @@ def markdown(r: dict) -> str:
 def write_results(records: list[dict], division: dict, out: str | Path, command: str, voc_root: str, runs: str,
                   wall: float, cfg: Config, ks: list[int], budget: str, overrides: list[str], figure_images: int,
                   jobs: int = 2) -> list[Path]:
+    """Write ``voc_real.json`` (the cells' ``records`` with the command, division, recipe, budgets and machine),
+    ``voc_real.md`` and, when ``figure_images`` > 0, ``voc_real.png`` into ``out``; returns their paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     from hetseg.bench.voc_real import SPLIT_SEED

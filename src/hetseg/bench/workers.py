@@ -16,11 +16,15 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from typing import TypeVar
 
 import torch
 
 from hetseg.errors import HetsegError
+
+T = TypeVar("T")
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -50,7 +54,7 @@ def cell_pool(jobs: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init)
 
 
-def job(fn, *args):
+def job(fn: Callable[..., T], *args: object) -> T:
     """Run ``fn(*args)`` in a worker; a HetsegError comes back as a plain one (DataError does not unpickle)."""
     try:
         return fn(*args)

@@ -129,7 +129,7 @@ class CropDataset(SeededDataset):
     def __len__(self) -> int:
         return len(self.pairs) * self.n_p
 
-    def _load(self, rec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _load(self, rec: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if rec.id not in self._cache:
             img = read_image(self.split.path(rec.image))
             mask = read_mask(self.split.path(rec.mask), self.num_classes)
@@ -142,7 +142,10 @@ class CropDataset(SeededDataset):
             self._cache_bytes += size
         return self._cache[rec.id]
 
-    def box(self, rec, subset: tuple[int, ...], rng: np.random.Generator) -> tuple[int, int, int, int]:
+    def box(self, rec: Record, subset: tuple[int, ...], rng: np.random.Generator) -> tuple[int, int, int, int]:
+        """The crop box (x0, y0, x1, y1) in ``rec``'s image pixels for the class ``subset`` (DecoupledNet Sec. 5):
+        the whole image with probability ``full_image_prob``; else, half the time, a proposal that contains the
+        subset's foreground box (when one does); else a random box enclosing it, up to ``max_scale``."""
         img, mask, props = self._load(rec)
         h, w = mask.shape
         if rng.random() < self.full_image_prob:

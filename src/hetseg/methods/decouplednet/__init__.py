@@ -8,6 +8,7 @@ Optional stage ``pre`` pretrains the CPU-scale classifier on single fashion item
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -19,10 +20,14 @@ from hetseg.methods.base import Method, register_method
 from hetseg.methods.decouplednet.stages import ClsStage, SegStage
 from hetseg.methods.pretrain import ClassifierPretrainStage, run_pretrain, write_backbone
 
+if TYPE_CHECKING:
+    from hetseg.data.datasets import CropDataset
 
-def crop_dataset(cfg: Config, split_key: str, target: str, size: int):
+
+def crop_dataset(cfg: Config, split_key: str, target: str, size: int) -> tuple[CropDataset, dict, str]:
     """Combinatorial crops of a split's strong images (DecoupledNet Sec. 5) at the model's input
-    side ``size``; ``target`` binary | multiclass."""
+    side ``size``; ``target`` binary | multiclass. Returns the dataset, its record (split file, images,
+    checksum, pairs) and the box source (``selective-search`` or ``random boxes only``)."""
     from hetseg.data.crops import proposals_available
     from hetseg.data.datasets import CropDataset
 
