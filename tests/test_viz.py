@@ -46,3 +46,15 @@ def test_a_prediction_figure_of_an_extreme_aspect_ratio_is_written_without_a_war
         warnings.simplefilter("error")
         save_prediction_figure(tmp_path / "f.png", rgb, pred, ["background", "thing"], truth=pred)
     assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_class_names_and_titles_are_text_not_tex(tmp_path):
+    """A class named "T-shirt $\\bogus$" (read from a dataset's classes.txt) made matplotlib's mathtext parser raise
+    a 109-line traceback from predict --overlay; names and titles are data, drawn as typed."""
+    from hetseg.viz import save_prediction_figure
+
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    pred = np.array([[0, 1] * 4] * 8, np.uint8)
+    save_prediction_figure(tmp_path / "f.png", rgb, pred, ["background", "T-shirt $\\bogus$"], truth=pred)
+    save_grid(tmp_path / "g.png", [[rgb]], titles=["US$ 5 and $\\bogus$"])
+    assert (tmp_path / "f.png").stat().st_size > 0 and (tmp_path / "g.png").stat().st_size > 0

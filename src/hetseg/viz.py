@@ -86,11 +86,13 @@ def save_label_grid(path: str | Path, rows: Sequence[Sequence[np.ndarray]], titl
                 ax.imshow(colorize(a.astype(np.uint8)), interpolation="nearest")
                 present |= set(np.unique(a).tolist())
             if i == 0 and j < len(titles):
-                ax.set_title(titles[j], fontsize=9)
+                ax.set_title(titles[j], fontsize=9, parse_math=False)
     cmap = voc_colormap(256) / 255.0
     handles = [Patch(color=cmap[c], label=class_names[c] if c < len(class_names) else ("void" if c == VOID else str(c)))
                for c in sorted(present)]
-    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    legend = fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    for text in legend.get_texts():  # class names are data: "$\\alpha$" or "US$" is a name, not TeX to typeset
+        text.set_parse_math(False)
     fig.tight_layout(rect=(0, 0, 1 - 1.8 / fig.get_figwidth(), 1))
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
 
@@ -128,7 +130,7 @@ def save_grid(path: str | Path, rows: Sequence[Sequence[np.ndarray]], titles: Se
             else:
                 ax.set_axis_off()
             if i == 0 and titles is not None and j < len(titles):
-                ax.set_title(titles[j], fontsize=8)
+                ax.set_title(titles[j], fontsize=8, parse_math=False)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     from hetseg.io_atomic import write_atomic
