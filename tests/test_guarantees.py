@@ -248,6 +248,25 @@ def test_killed_between_model_file_and_marker_finishes_the_marker(trained):
     assert json.loads((run / "seg" / "done.json").read_text()) == done
 
 
+@pytest.mark.parametrize("marker", ["[1]", "{}", '{"stage": "seg", "steps": "3", "wall_s": 1.0}',
+                                    '{"stage": "cls", "steps": 3, "wall_s": 1.0}', "[" * 100_000])
+def test_an_edited_stage_marker_is_one_line_and_changes_nothing(trained, tmp_path, capsys, marker):
+    """A done.json that is not the summary hetseg writes (a list, no steps, another stage's, nested past Python's
+    recursion limit) gave a TypeError / KeyError / RecursionError traceback, after config.json had been rewritten
+    (a copied run's run_dir)."""
+    import shutil
+
+    _, run, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "seg" / "done.json").write_text(marker)
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    assert main(["train", "--run-dir", str(copy), "--no-progress", "--config", str(copy / "config.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"hetseg: error: {copy / 'seg' / 'done.json'}: unreadable stage marker")
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
+
+
 def test_stage_marked_done_without_its_model_is_refused(trained, tmp_path, capsys):
     import shutil
 

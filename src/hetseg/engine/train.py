@@ -38,15 +38,22 @@ from hetseg.io_atomic import write_json
 
 
 def stage_done(run_dir: str | Path, stage: str) -> dict | None:
-    """The stage's done.json, or None. A done.json that does not parse is a half-written marker
-    from an old crash: refused with a one-line error rather than trusted."""
+    """The stage's done.json, or None. A done.json that does not parse, or is not the summary
+    :func:`mark_done` writes (this stage's name, integer ``steps``, numeric ``wall_s``), is a half-written
+    or edited marker: refused with a one-line error rather than trusted."""
     p = Path(run_dir) / stage / "done.json"
     if not p.is_file():
         return None
     try:
-        return json.loads(p.read_text())
-    except (ValueError, UnicodeDecodeError):
-        raise HetsegError(f"{p}: unreadable stage marker; fix: delete it to retrain stage '{stage}'") from None
+        done = json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        done = None
+    number = (int, float)
+    if not (isinstance(done, dict) and done.get("stage") == stage and type(done.get("steps")) is int
+            and isinstance(done.get("wall_s"), number) and not isinstance(done.get("wall_s"), bool)):
+        raise HetsegError(f"{p}: unreadable stage marker (not the summary hetseg writes when stage '{stage}' "
+                          f"finishes); fix: delete it to retrain stage '{stage}'")
+    return done
 
 
 def _keep_old_log(stage_dir: Path) -> None:

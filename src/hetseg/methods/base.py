@@ -207,7 +207,9 @@ class Method:
         # Checked against data.num_classes before anything is written; a pretraining-only run (extra stages,
         # e.g. pre on Fashion-MNIST items) reads no class list of the data set, so its own checks speak.
         names = class_names(cfg, check=bool(set(stages) & set(self.stages)))
-        marked = [s for s in allowed if (run / s / "done.json").is_file()]
+        # Every marker is read (and checked) here, before config.json is written: a bad one found in the stage
+        # loop left a rewritten config behind.
+        marked = [s for s in allowed if stage_done(run, s) is not None]
         if marked and not (run / "model.safetensors").is_file():
             # A finished stage whose weights are gone must not be replaced by fresh weights.
             raise HetsegError(f"{run / 'model.safetensors'}: missing, but stage '{marked[0]}' is marked done; fix: "
