@@ -156,6 +156,20 @@ def test_missing_fashion_mnist_names_the_fix(tmp_path):
     assert "nowhere" in str(e.value) and "--fashion-mnist-dir" in str(e.value)
 
 
+@pytest.mark.parametrize("damage", ["deflate", "header"])
+def test_a_corrupt_fashion_mnist_file_is_named(tmp_path, damage):
+    """A .gz whose deflate stream is damaged raised zlib.error (not an OSError) as a 31-line traceback."""
+    import gzip
+
+    good = gzip.compress(b"\0\0\x08\x01" + (3).to_bytes(4, "big") + bytes(3))
+    bad = good[:10] + b"\xff" * 64 if damage == "deflate" else gzip.compress(b"nope")
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (tmp_path / f"{name}.gz").write_bytes(bad)
+    with pytest.raises(DataError, match="not a readable idx file") as e:
+        load_fashion_mnist(tmp_path)
+    assert "train-images-idx3-ubyte.gz" in str(e.value) and "re-download" in str(e.value)
+
+
 def test_fashion_mnist_folder_from_the_environment(tmp_path, monkeypatch):
     """``make demo FMNIST=DIR`` reaches every command through HETSEG_FASHION_MNIST; an explicit folder wins."""
     monkeypatch.setenv("HETSEG_FASHION_MNIST", str(tmp_path / "from_env"))

@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import shutil
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ def _read_idx(directory: Path, name: str) -> np.ndarray:
             raise ValueError(f"bad magic number {magic:#x}")
         shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
         return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zlib.error) as e:  # zlib.error: a corrupt deflate stream inside the .gz
         raise DataError(path, f"not a readable idx file ({e})", "re-download or reinstall Fashion-MNIST") from None
 
 
