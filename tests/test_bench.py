@@ -332,6 +332,9 @@ def test_ks_from_the_command_line_are_validated(scenes, tmp_path, capsys):
     assert main(["bench", "table1", "cls.steps=2", "seg.steps=2", "--ks", "5", "0", *where]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["hetseg: error: --ks: '0' is not a mask budget; fix: give images per class (5, 10, 25) or 'full'"]
+    assert main(["bench", "table1", "cls.steps=2", "seg.steps=2", "--ks", "\u00b2", *where]) == 2  # "²".isdigit()
+    assert capsys.readouterr().err.strip().splitlines() == [f"hetseg: error: --ks: '\u00b2' is not a mask budget; fix: "
+                                                           "give images per class (5, 10, 25) or 'full'"]
     assert main(["bench", "table1", "cls.steps=2", "seg.steps=2", "--ks", "full", "full", *where]) == 2
     assert "repeats a budget" in capsys.readouterr().err and not list(tmp_path.iterdir())
 

@@ -168,7 +168,7 @@ def _parse_ks(ks: Sequence[int | str]) -> tuple:
     for k in ks:
         if str(k) == "full":
             out.append("full")
-        elif str(k).isdigit() and int(k) > 0:
+        elif str(k).isascii() and str(k).isdigit() and int(k) > 0:  # not isdigit() alone: "²" is a digit int() refuses
             out.append(int(k))
         else:
             raise HetsegError(f"--ks: '{k}' is not a mask budget; fix: give images per class (5, 10, 25) or 'full'")
