@@ -45,6 +45,28 @@ def test_bad_config_file_is_one_line_naming_file_and_key(tmp_path, text, key):
     assert "\n" not in msg and msg.startswith(str(p)) and key in msg and "fix:" in msg
 
 
+def test_a_config_that_is_a_pipe_is_refused_without_blocking(tmp_path):
+    """``--config`` naming a FIFO blocked in read_text() for ever (no writer ever comes)."""
+    import os
+
+    import signal
+
+    fifo = tmp_path / "cfg.fifo"
+    os.mkfifo(fifo)
+
+    def hung(*_):  # were the check to break, fail here rather than hang the suite
+        raise TimeoutError("Config.load blocked on a pipe")
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        with pytest.raises(HetsegError, match="not a regular file") as e:
+            Config.load(fifo)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert str(e.value).startswith(str(fifo)) and "\n" not in str(e.value) and "fix:" in str(e.value)
+
+
 @pytest.mark.parametrize("item", ["cls.steps=abc", "cls.steps=1.5", "cls.batch_size=0", "cls=5", "nope.x=1", "cls.steps",
                                   "seed=-1", "seed=4294967296", "cls={1: 2, x: 3}", "cls.lr=.inf", "eval.threshold=-5",
                                   "data.root=", "data.val_split= ", "eval.split="])  # empty: read the current folder

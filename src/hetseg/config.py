@@ -232,6 +232,9 @@ class Config:
     def load(cls, path: str | Path) -> Config:
         """A YAML or JSON file merged onto the defaults, every key checked (one-line HetsegError)."""
         p = Path(path)
+        if p.exists() and not p.is_file() and not p.is_dir():  # a pipe would block read_text() for ever
+            raise HetsegError(f"{p}: cannot read config (not a regular file: a device, pipe or socket); fix: give a "
+                              "YAML or JSON file")
         try:
             d = yaml.load(p.read_text(encoding="utf-8"), Loader=YamlLoader)
         except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:  # RecursionError: [[[[...
