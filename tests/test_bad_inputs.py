@@ -280,3 +280,46 @@ def test_a_run_stopped_in_its_first_stage_is_told_to_resume(tmp_path, capsys, co
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {run}: no stage has finished yet"), err
     assert "written by 'hetseg train'" not in err
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # valid JSON nested far past Python's recursion limit
+
+
+@pytest.mark.parametrize("case", ["about", "coco", "remap", "model.json", "scores.json", "score --json", "labels",
+                                  "saved config", "transfer meta"])
+def test_json_nested_past_the_recursion_limit_is_one_line(tmp_path, case):
+    """json.loads raises RecursionError (not a ValueError) on such a file: every reader gave a traceback
+    (ship --about, data coco --ann / --remap, eval / predict on the run, score --json, labels.json, a run's
+    config.json, the transfer split's meta.json)."""
+    from hetseg.config import Config
+    from hetseg.data.labels import load_labels_json
+    from hetseg.engine.checkpoint import read_model_json
+    from hetseg.engine.predict import previous_predictions
+    from hetseg.errors import HetsegError
+    from hetseg.methods.transfernet.data import transfer_classes
+    from hetseg.metrics import check_json_out
+    from hetseg.zoo import read_about
+
+    f = tmp_path / ("model.json" if case == "model.json" else "scores.json" if case == "scores.json" else
+                    "meta.json" if case == "transfer meta" else "x.json")
+    f.write_text(DEEP)
+    call = {"about": lambda: read_about(f), "coco": lambda: load_coco(f), "remap": lambda: load_remap(f),
+            "model.json": lambda: read_model_json(tmp_path), "scores.json": lambda: previous_predictions(tmp_path),
+            "score --json": lambda: check_json_out(f), "labels": lambda: load_labels_json(f),
+            "saved config": lambda: Config().recipe_difference_from(f),
+            "transfer meta": lambda: transfer_classes(Config().override([f"data.root={tmp_path}"]))}[case]
+    with pytest.raises(HetsegError) as e:
+        call()
+    assert "\n" not in str(e.value) and str(f) in str(e.value) and "fix" in str(e.value)
+    assert f.read_text() == DEEP
+
+
+def test_json_nested_past_the_recursion_limit_is_unreadable_where_a_reader_may_say_so(tmp_path):
+    """The readers whose contract is "None / no record when unreadable" say that, rather than a traceback."""
+    from hetseg.data.scenes import read_meta
+    from hetseg.engine.evaluate import check_same_split
+    from hetseg.methods.run_state import _recorded_method
+
+    (tmp_path / "meta.json").write_text(DEEP)
+    assert read_meta(tmp_path) is None and _recorded_method(tmp_path / "meta.json") is None
+    assert check_same_split(tmp_path / "meta.json", "0" * 64, "val.txt") is None

@@ -207,7 +207,7 @@ class Config:
             return []
         try:
             saved = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as e:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
             raise HetsegError(f"{p}: cannot read a run's saved config ({type(e).__name__}); fix: restore it, "
                               "or use another run directory") from None
         return self.recipe_difference(saved if isinstance(saved, dict) else {}, reader)

@@ -239,7 +239,7 @@ def check_json_out(path: str | Path) -> None:
             old = json.loads(path.read_text(encoding="utf-8"))
             # files from before the marker: score's own top-level keys (eval nests its scores)
             ours = old.get("written_by") == SCORE_FILE_MARK or {"pred", "gt", "classes", "protocol"} <= old.keys()
-        except (OSError, ValueError, AttributeError):  # unreadable, not UTF-8/JSON, or not an object
+        except (RecursionError, OSError, ValueError, AttributeError):  # unreadable, not UTF-8/JSON, or not an object
             ours = False
         if not ours:
             raise DataError(path, "already exists and is not a scores file written by hetseg score, "

@@ -96,7 +96,7 @@ def load_remap(name_or_path: str | Path) -> Remap:
         drop = {int(x) for x in d.get("drop_if_any", [])}
         names = {int(k): str(v) for k, v in d.get("names", {}).items()}
         voc_eq = {int(k): int(v) for k, v in d.get("voc_equivalents", {}).items()}
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+    except (RecursionError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise DataError(src, f"not a remap JSON ({type(e).__name__}: {e})",
                         'write {"mapping": {"<coco category id>": <mask index>}, "drop_if_any": [...]}') from None
     bad = sorted(v for v in mapping.values() if not 1 <= v < IGNORE_INDEX)

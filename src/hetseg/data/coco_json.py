@@ -123,7 +123,7 @@ def load_coco(ann_json: str | Path) -> COCO:
         data = json.loads(p.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError:
         raise DataError(p, "annotation JSON not found", "check the path") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (RecursionError, OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(p, f"not a COCO instances JSON ({type(e).__name__}: {e})", _JSON_FIX) from None
     _check_dataset(p, data)
     coco = COCO()

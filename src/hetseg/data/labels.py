@@ -79,7 +79,7 @@ def load_labels_json(path: str | Path, num_classes: int | None = None) -> dict[s
     except UnicodeDecodeError as e:
         raise DataError(p, f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})",
                         "save labels.json as UTF-8") from None
-    except (OSError, json.JSONDecodeError) as e:
+    except (RecursionError, OSError, json.JSONDecodeError) as e:
         what = "is a directory" if p.is_dir() else f"cannot read labels JSON ({type(e).__name__}: {e})"
         raise DataError(p, what, _JSON_FIX) from None
     if not isinstance(data, dict):

@@ -133,7 +133,7 @@ def read_meta(root: str | Path) -> dict | None:
     """``root``'s meta.json as a dict, or None when it is missing, unreadable or not a JSON object."""
     try:
         meta = json.loads((Path(root) / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (RecursionError, OSError, ValueError):
         return None
     return meta if isinstance(meta, dict) else None
 

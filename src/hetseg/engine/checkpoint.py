@@ -115,7 +115,7 @@ def read_model_json(run: Path) -> dict:
         raise HetsegError(f"{run}: no model.json; fix: pass a run directory written by 'hetseg train'")
     try:
         info = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
+    except (RecursionError, ValueError, UnicodeDecodeError) as e:
         raise HetsegError(f"{meta_path}: not valid JSON ({e}); fix: restore it or retrain the run") from None
     if not isinstance(info, dict):
         raise HetsegError(f"{meta_path}: expected a JSON object; fix: restore it or retrain the run")

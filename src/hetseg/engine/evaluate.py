@@ -166,7 +166,7 @@ def check_same_split(results: Path, checksum: str, split: str) -> None:
     benches reuse as the cell's score. Re-evaluating the same split (same checksum) replaces them."""
     try:
         old = json.loads(results.read_text(encoding="utf-8")).get("split_checksum")
-    except (OSError, ValueError, AttributeError):
+    except (RecursionError, OSError, ValueError, AttributeError):
         return  # no results there, or none this code wrote
     if isinstance(old, str) and old != checksum:
         raise HetsegError(f"{split}: its images differ from those {results} was scored on (split checksum "

@@ -76,7 +76,7 @@ def previous_predictions(out_dir: Path) -> tuple[list[dict], list[str], str | No
             raise TypeError
         return ([r for r in images if isinstance(r, dict) and isinstance(r.get("image"), str)],
                 [i for i in unfinished if isinstance(i, str)], source if isinstance(source, str) else None)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (RecursionError, OSError, ValueError, KeyError, TypeError, AttributeError):
         raise HetsegError(f"{path}: not a scores.json written by hetseg predict; fix: choose an empty --output "
                           "folder") from None
 

@@ -120,7 +120,7 @@ def _recorded_method(config_json: Path) -> str | None:
 
     try:
         name = json.loads(config_json.read_text(encoding="utf-8")).get("model", {}).get("name")
-    except (OSError, ValueError, AttributeError):
+    except (RecursionError, OSError, ValueError, AttributeError):
         return None
     return name if isinstance(name, str) else None
 

@@ -80,7 +80,7 @@ def read_about(path: str | Path) -> dict:
     p = Path(path)
     try:
         obj = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
+    except (RecursionError, OSError, ValueError, UnicodeDecodeError) as e:
         raise HetsegError(f"{p}: not a readable JSON file ({str(e)[:100]}); fix: pass a JSON object file") from None
     if not isinstance(obj, dict):
         raise HetsegError(f"{p}: expected a JSON object; fix: pass a JSON object file")

@@ -87,7 +87,7 @@ def transfer_classes(cfg: Config) -> tuple[list[int], list[int]]:
     try:
         m = json.loads(meta.read_text(encoding="utf-8"))
         source, target = list(t.source_classes or m["source_classes"]), list(t.target_classes or m["target_classes"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (RecursionError, OSError, ValueError, KeyError, TypeError):
         if not Path(cfg.data.root).is_dir():
             raise HetsegError(f"{cfg.data.root}: dataset root not found; fix: {build_root_fix(cfg.data.root)}") from None
         raise HetsegError(f"{meta}: no source_classes/target_classes for the transfer split; fix: set "
