@@ -222,6 +222,21 @@ def test_a_classes_file_not_utf8_a_folder_or_with_a_name_twice_is_one_error_line
     assert "\n" not in str(e.value) and str(bad) in str(e.value)
 
 
+@pytest.mark.parametrize("n", [1, 256])
+def test_a_classes_file_holds_as_many_classes_as_num_classes_may_be(tmp_path, n):
+    """score --classes took a 1-line file (background only) and a 300-line one, where --num-classes refuses
+    anything outside [2, 255]: masks are 8-bit with 255 void."""
+    from hetseg.metrics import read_classes_file
+
+    f = tmp_path / "classes.txt"
+    f.write_text("".join(f"c{i}\n" for i in range(n)))
+    with pytest.raises(DataError, match=f"{n} class names?, expected 2 to 255") as e:
+        read_classes_file(f)
+    assert "\n" not in str(e.value) and str(f) in str(e.value)
+    f.write_text("".join(f"c{i}\n" for i in range(255)))
+    assert len(read_classes_file(f)) == 255
+
+
 def test_the_runs_own_classes_file_with_a_blank_line_inside_is_refused_not_shifted(tmp_path):
     """A blank line inside ROOT/classes.txt used to be skipped by the run's reader, so 'dog' named class 2
     while score and eval (read_classes_file) refused the file: one reader now, trailing blank lines allowed."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from hetseg.data.classes import IGNORE_INDEX
 from hetseg.data.io import read_mask
 from hetseg.errors import DataError
 from hetseg.io_atomic import check_can_write, write_text
@@ -213,6 +214,10 @@ def read_classes_file(path: str | Path) -> list[str]:
     if not names or any(not n.strip() for n in names):
         raise DataError(path, "empty classes file or blank line inside", "one class name per line, background first")
     names = [n.strip() for n in names]
+    if not 2 <= len(names) <= IGNORE_INDEX:  # as --num-classes: masks are 8-bit, 255 is void
+        raise DataError(path, f"{len(names)} class name{'s' * (len(names) != 1)}, expected 2 to {IGNORE_INDEX} "
+                        "(background and at least one class; mask value 255 is void)",
+                        "one class name per line, background first")
     twice = first_repeated(names)
     if twice is not None:  # two classes of one name would merge in every per-class table
         raise DataError(path, f"class name '{twice}' on lines {names.index(twice) + 1} and "
