@@ -152,6 +152,26 @@ def test_a_refused_train_leaves_no_run_dir_and_keeps_an_old_config(trained, scen
     assert "hetseg: error: " in capsys.readouterr().err and (run / "config.json").read_bytes() == before
 
 
+@pytest.mark.parametrize("split", ["val", "train_weak"])
+def test_an_empty_image_is_refused_before_the_first_step_and_leaves_no_run_dir(scenes, tmp_path, capsys, split):
+    """A 0-byte val image was found only by the validation at the end of stage cls (a weak one when a batch
+    first drew it): the refused train left a run dir with a checkpoint behind. Headers are read first now.
+    (The weak image is one the strong split does not hold: strong images' headers were read already.)"""
+    import shutil
+
+    root = tmp_path / "scenes"
+    shutil.copytree(scenes, root)
+    strong = (root / "splits" / "strong_5.txt").read_text()
+    which = [Path(line.split()[0]).name for line in (root / "splits" / f"{split}.txt").read_text().splitlines()
+             if line.split()[0] not in strong][-1]
+    (root / "JPEGImages" / which).write_bytes(b"")
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--no-progress", f"data.root={root}", *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"hetseg: error: {root / 'JPEGImages' / which}: cannot read image header")
+    assert not run.exists()
+
+
 def test_crafted_pickle_checkpoint_is_refused_and_never_executed(trained, tmp_path, capsys):
     cfg, run, _ = trained
     marker = tmp_path / "pwned"

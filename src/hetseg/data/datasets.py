@@ -6,6 +6,8 @@ reproducible for a seed whatever the number of DataLoader workers.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -65,6 +67,11 @@ class SeededDataset(Dataset):
         """The generator of sample ``index`` in the current epoch: a function of (seed, epoch, index) only."""
         return np.random.default_rng([self.seed, self.epoch, index])
 
+    def image_files(self) -> list[Path]:
+        """Every image file the dataset reads (the engine checks their headers before a stage's first
+        step: ``engine.train.run_stage``); default: none (items not read from image files)."""
+        return []
+
 
 class ImageLabelDataset(SeededDataset):
     """Stage cls: (image (3,S,S), multi-hot (C-1,)). Random crop + flip when ``train``."""
@@ -75,6 +82,10 @@ class ImageLabelDataset(SeededDataset):
 
     def __len__(self) -> int:
         return len(self.split)
+
+    def image_files(self) -> list[Path]:
+        """Every record's image."""
+        return [self.split.path(r.image) for r in self.split.records]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         rec = self.split.records[i]
@@ -128,6 +139,10 @@ class CropDataset(SeededDataset):
 
     def __len__(self) -> int:
         return len(self.pairs) * self.n_p
+
+    def image_files(self) -> list[Path]:
+        """The images of the strong records that give pairs."""
+        return list(dict.fromkeys(self.split.path(rec.image) for rec, _ in self.pairs))
 
     def _load(self, rec: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if rec.id not in self._cache:

@@ -9,6 +9,7 @@ not indices, and silently trains on garbage.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -227,6 +228,21 @@ def check_sizes(image_path: str | Path, mask_path: str | Path, image_hw: tuple[i
 def check_pair(image_path: str | Path, mask_path: str | Path, image: np.ndarray, mask: np.ndarray) -> None:
     """Raise :class:`DataError` naming both files unless image (H, W, 3) and mask (H, W) share H x W."""
     check_sizes(image_path, mask_path, image.shape[:2], mask.shape[:2])
+
+
+_HEADERS_READ: set[str] = set()  # image files whose header check_image_files has read, in this process
+
+
+def check_image_files(paths: Iterable[str | Path]) -> None:
+    """Read every image's header (:func:`image_size`, no decoding) once per process: a missing, empty
+    or non-image file is one :class:`DataError` naming it before a stage's first step, not when a batch
+    first draws it (mid-stage, after the run's first checkpoints). A file corrupt past its header is
+    still found only when decoded."""
+    for p in paths:
+        key = str(p)
+        if key not in _HEADERS_READ:
+            image_size(p)
+            _HEADERS_READ.add(key)
 
 
 def check_pair_files(image_path: str | Path, mask_path: str | Path) -> None:

@@ -13,6 +13,8 @@ strong rows.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -49,6 +51,10 @@ class MixedDataset(SeededDataset):
 
     def __len__(self) -> int:
         return max(len(self.strong), len(self.weak))
+
+    def image_files(self) -> list[Path]:
+        """The masked half's images, then the tag-only half's."""
+        return [split.path(r.image) for split, r in (*self.strong, *self.weak)]
 
     def _row(self, split: Split, rec, has_mask: bool, rng: np.random.Generator):
         img = read_image(split.path(rec.image))

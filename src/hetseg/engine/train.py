@@ -30,6 +30,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import Dataset
 
 from hetseg.config import Config, StageConfig
+from hetseg.data.io import check_image_files
 from hetseg.engine.console import StageProgress, quiet_lightning
 from hetseg.engine.resume import check_checkpoint, loader
 from hetseg.engine.stage import Stage
@@ -106,6 +107,12 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
     if done is not None:
         return done
     check_batch(name, len(train_ds), sc)
+    # An empty or non-image file is refused before the first step, not when a batch first draws it (after
+    # the run's first checkpoints). Datasets that read image files list them; one of arrays has none.
+    for ds in (train_ds, val_ds):
+        files = getattr(ds, "image_files", None)
+        if files is not None:
+            check_image_files(files())
     ckpt_dir = stage_dir / "checkpoints"
     ckpt_path = resume
     if ckpt_path is None and (ckpt_dir / "last.ckpt").is_file():

@@ -44,6 +44,10 @@ class LabelRows(SeededDataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def image_files(self) -> list[Path]:
+        """The images of the split's rows, each once."""
+        return list(dict.fromkeys(self.split.path(r.image) for r, _ in self.rows))
+
     def __getitem__(self, i: int):
         rec, c = self.rows[i]
         img = read_image(self.split.path(rec.image))
@@ -70,6 +74,10 @@ class DomainPairs(Dataset):
 
     def __len__(self) -> int:
         return max(len(self.target), len(self.source))
+
+    def image_files(self) -> list[Path]:
+        """The target domain's images, then the source domain's."""
+        return [*self.target.image_files(), *self.source.image_files()]
 
     def __getitem__(self, i: int):
         return (*self.target[i % len(self.target)], *self.source[int(self._perm[i % len(self.source)])])
