@@ -45,6 +45,18 @@ def test_bad_config_file_is_one_line_naming_file_and_key(tmp_path, text, key):
     assert "\n" not in msg and msg.startswith(str(p)) and key in msg and "fix:" in msg
 
 
+def test_a_yaml_alias_bomb_is_one_short_line(tmp_path):
+    """Nested anchors build a value whose repr grows 9x a level: the error echoed it whole (312 MB at 9 levels)."""
+    inner = "&b0 [" + ", ".join(['"lol"'] * 9) + "]"
+    for i in range(1, 7):
+        inner = f"&b{i} [" + ", ".join([inner] + [f"*b{i - 1}"] * 8) + "]"
+    p = tmp_path / "bomb.yaml"
+    p.write_text("transfer:\n  target_classes: " + inner + "\n")
+    with pytest.raises(HetsegError, match="transfer.target_classes.*expected an integer") as e:
+        Config.load(p)
+    assert len(str(e.value)) < 400 and "\n" not in str(e.value)
+
+
 def test_a_config_that_is_a_pipe_is_refused_without_blocking(tmp_path):
     """``--config`` naming a FIFO blocked in read_text() for ever (no writer ever comes)."""
     import os

@@ -14,6 +14,7 @@ import copy
 import dataclasses
 import math
 import re
+import reprlib
 import typing
 from typing import Any
 
@@ -82,10 +83,21 @@ YamlLoader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 8, 8, 6, 60, 60
+
+
+def shown(v: Any, width: int = 120) -> str:
+    """``repr(v)``, at most ``width`` characters (reprlib cuts nesting and items first, so a huge value is
+    never rendered whole): a YAML alias bomb of nine nested nine-item lists printed a 312 MB error line."""
+    r = _SHORT.repr(v)
+    return r if len(r) <= width else r[:width - 3] + "..."
+
+
 def check_value(t: Any, v: Any, key: str, where: str) -> Any:
     """Type- and range-check one leaf value; returns it converted (int -> float for float fields)."""
     def bad(expect: str):
-        return HetsegError(f"{where}: {key}: expected {expect}, got {v!r}; fix: set {key} to {expect}")
+        return HetsegError(f"{where}: {key}: expected {expect}, got {shown(v)}; fix: set {key} to {expect}")
 
     origin = typing.get_origin(t)
     name = key.rsplit(".", 1)[-1]
@@ -144,7 +156,7 @@ def merge(base: Any, d: dict[str, Any], where: str, prefix: str) -> Any:
             if v is None:
                 v = {}
             if not isinstance(v, dict):
-                raise HetsegError(f"{where}: {key}: expected a section (mapping), got {v!r}; fix: write "
+                raise HetsegError(f"{where}: {key}: expected a section (mapping), got {shown(v)}; fix: write "
                                   f"{key}.<field>=... or a '{name}:' mapping")
             kwargs[name] = merge(cur, v, where, key + ".")
         else:
