@@ -221,6 +221,16 @@ def test_a_control_character_in_a_split_line_is_shown_escaped_on_the_one_line(tm
     assert char not in err
 
 
+def test_a_split_line_of_megabytes_is_echoed_cut_short(tmp_path, capsys):
+    """The error echoed the whole line (a binary file given as a split, or a path of megabytes): the line
+    keeps its start and its end -- where the fix is -- around " ... "."""
+    (tmp_path / "s.txt").write_text("../" + "a" * 3_000_000 + ".jpg\n", encoding="utf-8")
+    assert main(["data", "splits", "--split", str(tmp_path / "s.txt"), "--per-class", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 2100 and " ... " in err
+    assert err.startswith(f"hetseg: error: {tmp_path / 's.txt'}: line 1") and "; fix: " in err
+
+
 # 5. labels.json ------------------------------------------------------------------------------------
 
 

@@ -9,10 +9,18 @@ from pathlib import Path
 # Line breaks (those of Python's str.splitlines(), which a terminal honours too) become spaces; every other
 # control character (a NUL or an escape code inside a file name or a split line) is shown as its escape, so
 # an error stays exactly one printable line (GUARANTEES.md, "Bad input").
-def one_line(text: str) -> str:
-    """``text`` as one printable line: line breaks -> spaces, other control characters -> ``\\xNN``."""
-    return "".join(c if c == "\t" or (c >= " " and not "\x7f" <= c <= "\x9f") else ascii(c)[1:-1]
+def one_line(text: str, width: int = 2000) -> str:
+    """``text`` as one printable line: line breaks -> spaces, other control characters -> ``\\xNN``; a line
+    over ``width`` characters keeps its start and its end (the fix) around " ... " (a split line or path of
+    megabytes was echoed whole)."""
+    if len(text) > 4 * width:  # cut before escaping: the escapes of a huge text would be built only to be cut
+        text = text[:width] + text[-width:]
+    line = "".join(c if c == "\t" or (c >= " " and not "\x7f" <= c <= "\x9f") else ascii(c)[1:-1]
                    for c in " ".join(text.splitlines()))
+    if len(line) <= width:
+        return line
+    keep = (width - 5) // 2
+    return line[:keep] + " ... " + line[-keep:]
 
 
 def note(text: str) -> None:
