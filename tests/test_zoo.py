@@ -80,14 +80,49 @@ def test_models_lists_what_ships(tmp_path, monkeypatch, capsys):
     assert Image.open(out / "2007_000039.png").size == Image.open(VOC / "JPEGImages" / "2007_000039.jpg").size
 
 
-def test_ship_refuses_a_bad_about_file_in_one_line(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("about,says", [
+    ("[1, 2]", "expected a JSON object"),
+    ('{"name": "other", "summary": "s"}', "sets name, which ship records itself"),  # was written over --name
+    ('{"dtype": "float32"}', "sets dtype"),  # the weights are float16 whatever it said
+    ('{"summary": ["a", "list"]}', "'summary' is not a string"),
+    (None, "not a regular file"),  # a pipe: read_text() blocked for ever
+])
+def test_ship_refuses_a_bad_about_file_in_one_line(tmp_path, monkeypatch, capsys, about, says):
+    import os
+    import signal
+
     monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")  # were the check to break, nothing lands in the package
     run = tiny_run(tmp_path)
-    (tmp_path / "about.json").write_text("[1, 2]")
-    assert main(["ship", "--run", str(run), "--name", "x", "--about", str(tmp_path / "about.json")]) == 2
+    path = tmp_path / "about.json"
+    if about is None:
+        os.mkfifo(path)
+    else:
+        path.write_text(about)
+
+    def hung(*_):  # were the pipe check to break, fail rather than hang the suite
+        raise TimeoutError("ship blocked on a pipe")
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        assert main(["ship", "--run", str(run), "--name", "x", "--about", str(path)]) == 2
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "expected a JSON object" in err
+    assert err.count("\n") == 1 and says in err and "fix:" in err
     assert "x" not in zoo.names() and not (tmp_path / "zoo" / "x").exists()
+
+
+def test_models_names_a_hand_edited_shipped_block_in_one_line(tmp_path, monkeypatch, capsys):
+    """A model.json whose "shipped" is not an object was an AttributeError traceback from `hetseg models`."""
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    out = zoo.ship(tiny_run(tmp_path), "tiny", {"summary": "a test model"}, dest=tmp_path / "zoo")
+    info = json.loads((out / "model.json").read_text())
+    info["shipped"] = ["hand", "edited"]
+    (out / "model.json").write_text(json.dumps(info))
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out / 'model.json'}: 'shipped' is" in err and "fix:" in err
 
 
 def test_ship_never_overwrites_without_replace(tmp_path):

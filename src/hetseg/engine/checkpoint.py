@@ -127,7 +127,8 @@ def read_model_json(run: Path) -> dict:
     if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):  # scores.json is keyed by them
         raise HetsegError(f"{meta_path}: 'class_names' must be distinct strings; fix: restore the file or retrain "
                           "the run")
-    for key in ("stages", "splits"):  # optional; what trained, read by the untrained-stage note and a rerun
+    for key in ("stages", "splits", "shipped"):  # optional; what trained (read by the untrained-stage note and a
+        # rerun), and a shipped model's provenance (read by `hetseg models`)
         if key in info and not isinstance(info[key], dict):
             raise HetsegError(f"{meta_path}: '{key}' is {info[key]!r}, not a JSON object; fix: restore the file "
                               "or retrain the run")

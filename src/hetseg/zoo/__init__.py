@@ -76,14 +76,23 @@ def shipped_backbone(scale: str, family: str = "vgg") -> Path:
 
 
 def read_about(path: str | Path) -> dict:
-    """The ``--about`` JSON object of ``hetseg ship``; a bad file is one error line."""
+    """The ``--about`` JSON object of ``hetseg ship``; a bad file is one error line, and so are the keys
+    ship writes itself (``name``, ``dtype``: an --about of its own overrode them) and a non-string summary."""
     p = Path(path)
+    if p.exists() and not p.is_file() and not p.is_dir():  # a pipe would block read_text() for ever
+        raise HetsegError(f"{p}: not a regular file (a device, pipe or socket); fix: pass a JSON object file")
     try:
         obj = json.loads(p.read_text(encoding="utf-8"))
     except (RecursionError, OSError, ValueError, UnicodeDecodeError) as e:
         raise HetsegError(f"{p}: not a readable JSON file ({str(e)[:100]}); fix: pass a JSON object file") from None
     if not isinstance(obj, dict):
         raise HetsegError(f"{p}: expected a JSON object; fix: pass a JSON object file")
+    own = sorted(k for k in ("name", "dtype") if k in obj)
+    if own:
+        raise HetsegError(f"{p}: sets {', '.join(own)}, which ship records itself (the --name and float16); fix: "
+                          "drop those keys")
+    if not isinstance(obj.get("summary", ""), str):
+        raise HetsegError(f"{p}: 'summary' is not a string (hetseg models prints it); fix: give one line of text")
     return obj
 
 
