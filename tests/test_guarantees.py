@@ -303,6 +303,18 @@ def test_stage_marked_done_without_its_model_is_refused(trained, tmp_path, capsy
     assert "unreadable safetensors" in capsys.readouterr().err
 
 
+def test_predict_into_a_symlink_loop_is_one_line(trained, tmp_path, capsys):
+    """Path.resolve() raised RuntimeError on the loop: a 33-line traceback."""
+    _, run, _ = trained
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(img)
+    (tmp_path / "loopA").symlink_to(tmp_path / "loopB")
+    (tmp_path / "loopB").symlink_to(tmp_path / "loopA")
+    assert main(["predict", "--checkpoint", str(run), "--input", str(img), "--output", str(tmp_path / "loopA")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {tmp_path / 'loopA'}: ") and "fix:" in err
+
+
 def test_predict_never_overwrites_inputs_or_collides(trained, tmp_path, capsys):
     _, run, _ = trained
     inp = tmp_path / "photos"

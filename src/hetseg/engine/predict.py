@@ -98,7 +98,10 @@ def check_outputs(paths: Sequence[Path], out_dir: Path, overlay: bool = False,
     if overlay and (figures.exists() or figures.is_symlink()) and not figures.is_dir():
         raise HetsegError(f"{figures}: a file where --overlay writes its figures folder; fix: predict into "
                           "another --output or move that file")
-    out_res = out_dir.resolve()
+    try:
+        out_res = out_dir.resolve()
+    except (RuntimeError, OSError):  # a symlink loop (RuntimeError before Python 3.13)
+        raise HetsegError(f"{out_dir}: --output is a symlink loop; fix: give a folder, or remove the link") from None
     for p in paths:
         if p.resolve().parent in (out_res, out_res / "figures"):
             raise HetsegError(f"{out_dir}: --output holds the input {p}; fix: write predictions to another folder "
