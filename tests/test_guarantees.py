@@ -396,6 +396,14 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["done.json"]  # no temporary left behind
     with pytest.raises(HetsegError, match="fix: a file or folder of that name is in the way"):
         write_json(tmp_path, {"a folder": "is not a file"})
+    # the folders made for a failed write go again (a refused export left exp/new1/new2/ behind), not others
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "keep.txt").write_text("mine")
+    with pytest.raises(HetsegError, match="write failed"):
+        write_atomic(tmp_path / "exp" / "new1" / "new2" / "m.onnx", fail)
+    with pytest.raises(ValueError, match="parity"):  # any failure, not only a file-system one
+        write_atomic(tmp_path / "exp" / "new1" / "m.onnx", lambda tmp: (_ for _ in ()).throw(ValueError("parity")))
+    assert [p.name for p in (tmp_path / "exp").iterdir()] == ["keep.txt"]
 
 
 def test_atomic_writes_get_the_mode_open_would_give(tmp_path):

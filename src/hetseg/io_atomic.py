@@ -62,13 +62,16 @@ def holds_other_text(path: str | Path, text: str) -> bool:
 
 
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` and rename the result to ``path``; on failure ``path`` is untouched."""
+    """Call ``write(tmp_path)`` and rename the result to ``path``; on failure ``path`` is untouched, and the
+    folders made for it are removed again (when still empty): a refused export left its new folders behind."""
     path = Path(path)
+    made = [d for d in (path.parent, *path.parent.parents) if not d.exists() and not d.is_symlink()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
     except OSError as e:
+        _undo(None, made)
         raise _cannot_write(path, e) from None
     try:
         write(tmp)
@@ -78,13 +81,24 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
+        _undo(tmp, made)
         raise HetsegError(f"{path}: write failed ({e.strerror}, the previous file, if any, is unchanged); "
                           f"fix: {os_error_fix(e)}") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _undo(tmp, made)
         raise
     return path
+
+
+def _undo(tmp: str | None, made: list[Path]) -> None:
+    """Remove a failed write's temporary file, then the folders made for it, deepest first, while empty."""
+    if tmp is not None:
+        Path(tmp).unlink(missing_ok=True)
+    for d in made:  # made lists the deepest folder first
+        try:
+            d.rmdir()
+        except OSError:  # not empty (another writer's file) or already gone: leave it
+            break
 
 
 def write_text(path: str | Path, text: str) -> Path:
