@@ -55,8 +55,8 @@ def test_table1_table_is_table1_json() -> None:
         if k != "full":  # at full -Str is the DecoupledNet cell itself (the README says so instead of repeating it)
             assert _mean_std(r[4]) == (_r(s["decouplednet-str"][k]["mean"]), _r(s["decouplednet-str"][k]["std"])), k
             assert _mean_std(r[5]) == (_r(g["decouplednet-str"][k]["mean"]), _r(g["decouplednet-str"][k]["std"])), k
-            for col, method in ((3, "decouplednet"), (6, "decouplednet-str"), (8, "deconvnet")):
-                assert float(r[col]) == d["paper"][method][k], (k, method)
+        for col, method in ((3, "decouplednet"), (6, "decouplednet-str"), (8, "deconvnet")):
+            assert float(r[col]) == d["paper"][method][k], (k, method)
 
 
 def test_table1_per_seed_line_is_table1_json() -> None:
