@@ -80,7 +80,7 @@ class CropConfig:
     """Combinatorial cropping (DecoupledNet Sec. 5), see hetseg.data.crops."""
 
     crops_per_subset: int = 200  # N_p
-    full_image_prob: float = 0.1  # share of samples that use the uncropped image (the N_s term)
+    full_image_prob: float = 0.1  # share of samples that use the uncropped image (our N_s term; docs/DECISIONS.md)
     max_scale: float = 1.6        # largest box side relative to the image side
     proposals: str = "auto"       # auto | none | selective-search (needs opencv-contrib)
 
