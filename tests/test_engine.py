@@ -609,3 +609,34 @@ def test_paper_scale_without_imagenet_weights_is_refused_unless_asked(tmp_path):
         assert init_weights(net, Config(run_dir=str(tmp_path / name)).override([f"model.name={name}"]), None) == "seeded init"
     with pytest.raises(HetsegError, match="model.imagenet=False: read only with a non-VGG encoder"):
         check_encoder_keys(Config().override(["model.imagenet=false"]), get_method("decouplednet"))  # CPU scale
+
+
+def test_the_caffe_label_loss_is_summed_over_classes_and_the_paper_configs_use_it():
+    """Caffe's SigmoidCrossEntropyLoss (the original classifiers') sums over classes and averages over images;
+    torch's mean also averages over the K classes, so SGD at a Caffe learning rate took K-times-smaller
+    steps (a read against the paper, 2026-12-07). ``cls.label_loss=caffe`` gives Caffe's loss; the CPU
+    recipes keep "mean" (Adam barely sees the factor)."""
+    import torch
+    import torch.nn.functional as F
+
+    from hetseg.methods.decouplednet.stages import ClsStage, label_bce
+    from hetseg.models import create_model
+
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(4, 20, generator=g), (torch.rand(4, 20, generator=g) > 0.7).float()
+    per = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    assert torch.allclose(label_bce(logits, y, "caffe"), per.sum(1).mean())
+    assert torch.allclose(label_bce(logits, y), per.mean())
+    # the stage reads its section's setting
+    net = create_model("decouplednet", num_classes=5, scale="cpu")
+    x, t = torch.randn(2, 3, 96, 96, generator=g), torch.tensor([[1.0, 0, 0, 1, 0], [0, 1, 0, 0, 0]])
+    losses = {}
+    for how in ("mean", "caffe"):
+        stage = ClsStage(net, Config().override([f"cls.label_loss={how}"]).cls, 5)
+        stage.log = lambda *a, **k: None
+        losses[how] = stage.training_step((x, t), 0).item()
+    assert losses["caffe"] == pytest.approx(5 * losses["mean"], rel=1e-5)  # K = 5 object classes
+    for name in ("decouplednet_voc_paper", "transfernet_coco_paper", "baselinenet_coco_paper",
+                 "decouplednet_transfer_coco_paper"):
+        assert Config.load(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml").cls.label_loss == "caffe"
+    assert Config().cls.label_loss == "mean"

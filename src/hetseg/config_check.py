@@ -35,7 +35,7 @@ _CHOICES = {
 # are not here.
 _NONEMPTY = frozenset({"data.root", "data.weak_split", "data.strong_split", "data.val_split", "eval.split",
                        "transfer.source_split", "transfer.target_split", "transfer.val_split", "run_dir"})
-_STAGE_CHOICES = {"optimizer": ("sgd", "adam"),
+_STAGE_CHOICES = {"optimizer": ("sgd", "adam"), "label_loss": ("mean", "caffe"),
                   "precision": ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64", "64-true")}
 # (minimum, exclusive?) per field name, wherever it appears
 _MIN = {"steps": (1, False), "batch_size": (1, False), "accumulate": (1, False), "checkpoint_every": (1, False),

@@ -28,7 +28,7 @@ _VGG_SGD = dict(batch_size=16, accumulate=4, optimizer="sgd", weight_decay=0.000
 # (cls + seg steps, seg's solver: configs/deconvnet_voc_paper.yaml), in table1_recipe.base_config.
 # Proposals stay off in the bench (crops.proposals=none for every method, table1_recipe.EQUAL_EFFORT).
 TABLE1: list[str] = [
-    *stage("cls", steps=5500, lr=0.001, lr_step=0.7, **_VGG_SGD),
+    *stage("cls", steps=5500, lr=0.001, lr_step=0.7, label_loss="caffe", **_VGG_SGD),
     *stage("seg", steps=5500, lr=0.01, lr_step=0.7273, **_VGG_SGD),  # lr x0.1 on step 4,000
     "crops.crops_per_subset=200", "crops.max_scale=1.6", "model.weight_pool=avg", "data.workers=8",
 ]
@@ -39,7 +39,7 @@ TABLE1: list[str] = [
 # Caffe's 0-255 input. BaselineNet and DecoupledNet-transfer take stage 2's budget (transfer.equal_effort).
 TRANSFER: list[str] = [
     *stage("cls", steps=15000, batch_size=16, optimizer="sgd", lr=0.001, weight_decay=0.0005, lr_step=0.7,
-           precision="bf16-mixed", checkpoint_every=1000),
+           precision="bf16-mixed", checkpoint_every=1000, label_loss="caffe"),
     *stage("transfer.att", steps=15000, batch_size=4, accumulate=8, optimizer="adam", lr=0.001, weight_decay=0.0,
            lr_step=1.0, checkpoint_every=1000),
     *stage("transfer.joint", steps=15000, batch_size=2, accumulate=16, optimizer="adam", lr=0.0005,

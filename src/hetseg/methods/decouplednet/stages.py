@@ -27,7 +27,7 @@ class ClsStage(Stage):
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits = self.net.classifier(x).logits_avg
-        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+        loss = label_bce(logits, y, self.sc.label_loss)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -35,7 +35,15 @@ class ClsStage(Stage):
         x, y = batch
         logits = self.net.classifier(x).logits_avg
         self.val_map.update(torch.sigmoid(logits.float()), y.long())
-        self.log("val/loss", F.binary_cross_entropy_with_logits(logits.float(), y), sync_dist=True)
+        self.log("val/loss", label_bce(logits, y, self.sc.label_loss), sync_dist=True)
+
+
+def label_bce(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Multi-label sigmoid BCE of logits (N, K) against 0/1 targets (N, K) -> 0-d tensor: ``"mean"`` over
+    images and classes (torch's default), or ``"caffe"``, summed over classes and averaged over images --
+    Caffe's SigmoidCrossEntropyLoss, the original's (docs/REFERENCE.md §1.3), K times ``"mean"``."""
+    loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+    return loss * logits.shape[1] if reduction == "caffe" else loss
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/mAP", mean_ap_over_present(self.val_map), prog_bar=True)
