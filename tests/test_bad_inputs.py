@@ -323,3 +323,23 @@ def test_json_nested_past_the_recursion_limit_is_unreadable_where_a_reader_may_s
     (tmp_path / "meta.json").write_text(DEEP)
     assert read_meta(tmp_path) is None and _recorded_method(tmp_path / "meta.json") is None
     assert check_same_split(tmp_path / "meta.json", "0" * 64, "val.txt") is None
+
+
+def test_a_corrupt_tiff_is_one_line_with_libtiffs_own_message_on_it(tmp_path, capfd):
+    """libtiff prints its error ("Using code not yet in table.") on file descriptor 2 before Pillow raises:
+    a second stderr line beside hetseg's. It is captured and put on the one line."""
+    rng = np.random.default_rng(0)
+    p = tmp_path / "bad.tif"
+    Image.fromarray(rng.integers(0, 255, (64, 96, 3), np.uint8)).save(p, compression="tiff_lzw")
+    with Image.open(p) as im:
+        off = im.tag_v2[273][0]  # the first strip's offset
+    data = bytearray(p.read_bytes())
+    data[off + 10:off + 40] = b"\xff" * 30  # garble the LZW stream
+    p.write_bytes(bytes(data))
+    capfd.readouterr()
+    msg = raises_one_line(read_image, p, name="bad.tif", contains="cannot decode image")
+    assert capfd.readouterr().err == ""  # nothing printed past Python
+    assert "libtiff:" in msg, msg
+    good = tmp_path / "good.tif"
+    Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).save(good, compression="tiff_lzw")
+    assert read_image(good).shape == (8, 8, 3)

@@ -8,8 +8,12 @@ not indices, and silently trains on garbage.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,11 +51,43 @@ def _existing(path: str | Path, what: str) -> Path:
     return p
 
 
+@contextlib.contextmanager
+def _c_library_messages(capture: bool) -> Iterator[list[str]]:
+    """While active, what C code writes to file descriptor 2 goes into the yielded list instead of the
+    terminal: libtiff prints its own errors ("Using code not yet in table.") before Pillow raises, which
+    made a second stderr line beside hetseg's one (found by a bad-input review, 2026-12-07)."""
+    said: list[str] = []
+    if not capture:
+        yield said
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            said += [line.strip() for line in sink.read(4000).decode("utf-8", "replace").splitlines() if line.strip()]
+
+
+def _is_tiff(p: Path) -> bool:
+    """Whether the file starts with a TIFF byte-order mark (libtiff, not Pillow, will parse it)."""
+    try:
+        with open(p, "rb") as f:
+            return f.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+    except OSError:
+        return False
+
+
 def _open(path: str | Path, what: str) -> tuple[Path, Image.Image]:
     """Open + fully decode ``path`` with EXIF orientation applied; every failure is a DataError."""
     p = _existing(path, what)
+    said: list[str] = []
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _c_library_messages(_is_tiff(p)) as said:
             # Pillow warns (not raises) on e.g. palette transparency; decoding errors still raise.
             warnings.simplefilter("ignore")
             with Image.open(p) as im:
@@ -71,6 +107,8 @@ def _open(path: str | Path, what: str) -> tuple[Path, Image.Image]:
     except (OSError, SyntaxError, ValueError) as e:
         # UnidentifiedImageError and "image file is truncated" are OSErrors.
         msg = str(e).replace(str(p), "").strip(" :'") or type(e).__name__
+        if said:  # what libtiff printed, on this line rather than as lines of its own
+            msg += "; libtiff: " + " ".join(said).replace(str(p), "the file")
         raise DataError(p, f"cannot decode {what} ({type(e).__name__}: {msg})",
                         "re-download or re-encode the file; it is corrupt, truncated or not an image") from None
     return p, out
