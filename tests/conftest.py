@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,3 +45,18 @@ def make_scenes(factory, name: str, seed: int, num_train: int, num_val: int) -> 
     generate_scenes(out, seed=seed, num_train=num_train, num_val=num_val, size=96, fashion_mnist_dir=FMNIST_DIR,
                     workers=1)
     return out
+
+
+@contextlib.contextmanager
+def fails_instead_of_hanging(seconds: int = 10) -> Iterator[None]:
+    """Raise TimeoutError if the block runs past ``seconds``: a check against reading a pipe, were it to
+    break, would otherwise block the whole suite (SIGALRM interrupts a blocking open())."""
+    def hung(*_):
+        raise TimeoutError(f"blocked for {seconds} s (reading a pipe?)")
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

@@ -89,7 +89,8 @@ def test_models_lists_what_ships(tmp_path, monkeypatch, capsys):
 ])
 def test_ship_refuses_a_bad_about_file_in_one_line(tmp_path, monkeypatch, capsys, about, says):
     import os
-    import signal
+
+    from conftest import fails_instead_of_hanging
 
     monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")  # were the check to break, nothing lands in the package
     run = tiny_run(tmp_path)
@@ -98,16 +99,8 @@ def test_ship_refuses_a_bad_about_file_in_one_line(tmp_path, monkeypatch, capsys
         os.mkfifo(path)
     else:
         path.write_text(about)
-
-    def hung(*_):  # were the pipe check to break, fail rather than hang the suite
-        raise TimeoutError("ship blocked on a pipe")
-    old = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(10)
-    try:
+    with fails_instead_of_hanging():
         assert main(["ship", "--run", str(run), "--name", "x", "--about", str(path)]) == 2
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and says in err and "fix:" in err
     assert "x" not in zoo.names() and not (tmp_path / "zoo" / "x").exists()
