@@ -313,6 +313,11 @@ def test_predict_into_a_symlink_loop_is_one_line(trained, tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(run), "--input", str(img), "--output", str(tmp_path / "loopA")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {tmp_path / 'loopA'}: ") and "fix:" in err
+    # as an input, the loop is named as one (it was "no such file or directory")
+    assert main(["predict", "--checkpoint", str(run), "--input", str(tmp_path / "loopA"), "--output",
+                 str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a symlink that leads nowhere (or in a loop)" in err
 
 
 def test_predict_never_overwrites_inputs_or_collides(trained, tmp_path, capsys):

@@ -49,7 +49,9 @@ def collect_inputs(inputs: Sequence[str], skipped: list[Path] | None = None) -> 
         elif p.is_file():
             out.append(p)
         else:
-            raise HetsegError(f"{p}: no such file or directory; fix: pass image files or a folder of images")
+            what = ("a symlink that leads nowhere (or in a loop)" if p.is_symlink() else
+                    "not a regular file (a device, pipe or socket)" if p.exists() else "no such file or directory")
+            raise HetsegError(f"{p}: {what}; fix: pass image files or a folder of images")
     if not out:
         raise HetsegError(f"{' '.join(inputs)}: no images found; fix: pass image files or a folder of them "
                           f"({' '.join(IMAGE_EXTS)})")
