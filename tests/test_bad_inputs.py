@@ -59,6 +59,11 @@ def test_a_side_too_long_a_pipe_and_a_dangling_link_are_named(tmp_path):
     raises_one_line(read_image, tmp_path / "pipe.jpg", name="pipe.jpg", contains="not a regular file")
     (tmp_path / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
     raises_one_line(read_image, tmp_path / "gone.jpg", name="gone.jpg", contains="symlink that leads nowhere")
+    # a split file too (both were "split file not found")
+    os.mkfifo(tmp_path / "split.txt")
+    raises_one_line(read_split, tmp_path / "split.txt", name="split.txt", contains="not a regular file")
+    (tmp_path / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
+    raises_one_line(read_split, tmp_path / "gone.txt", name="gone.txt", contains="symlink that leads nowhere")
 
 
 def test_rgb_mask(tmp_path):

@@ -133,7 +133,11 @@ def read_list_text(path: str | Path, what: str = "split file") -> str:
         root = next((a for a in p.parents if a.name in ("splits", "ImageSets")), None)
         missing_root = root is not None and not root.parent.is_dir()
         fix = build_root_fix(root.parent) if missing_root else "check the path or run 'hetseg data splits'"
-        raise DataError(p, f"is a directory, not a {what}" if p.is_dir() else f"{what} not found", fix)
+        problem = (f"is a directory, not a {what}" if p.is_dir() else
+                   f"is a symlink that leads nowhere (or in a loop), not a {what}" if p.is_symlink() else
+                   f"is not a regular file (a device, pipe or socket), not a {what}" if p.exists() else
+                   f"{what} not found")
+        raise DataError(p, problem, fix)
     data = p.read_bytes()
     try:
         return data.decode("utf-8-sig")
