@@ -85,6 +85,7 @@ def test_models_lists_what_ships(tmp_path, monkeypatch, capsys):
     ('{"name": "other", "summary": "s"}', "sets name, which ship records itself"),  # was written over --name
     ('{"dtype": "float32"}', "sets dtype"),  # the weights are float16 whatever it said
     ('{"summary": ["a", "list"]}', "'summary' is not a string"),
+    ('{"summary": "s", "scores": {"miou": NaN}}', "NaN is not JSON"),  # was written on into model.json
     (None, "not a regular file"),  # a pipe: read_text() blocked for ever
 ])
 def test_ship_refuses_a_bad_about_file_in_one_line(tmp_path, monkeypatch, capsys, about, says):

@@ -75,6 +75,11 @@ def shipped_backbone(scale: str, family: str = "vgg") -> Path:
     return path
 
 
+def _not_json(word: str) -> None:
+    """json.loads' hook for NaN / Infinity: Python reads them, JSON has none (model.json would carry them on)."""
+    raise ValueError(f"{word} is not JSON (write null or a string)")
+
+
 def read_about(path: str | Path) -> dict:
     """The ``--about`` JSON object of ``hetseg ship``; a bad file is one error line, and so are the keys
     ship writes itself (``name``, ``dtype``: an --about of its own overrode them) and a non-string summary."""
@@ -82,7 +87,7 @@ def read_about(path: str | Path) -> dict:
     if p.exists() and not p.is_file() and not p.is_dir():  # a pipe would block read_text() for ever
         raise HetsegError(f"{p}: not a regular file (a device, pipe or socket); fix: pass a JSON object file")
     try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
+        obj = json.loads(p.read_text(encoding="utf-8"), parse_constant=_not_json)
     except (RecursionError, OSError, ValueError, UnicodeDecodeError) as e:
         raise HetsegError(f"{p}: not a readable JSON file ({str(e)[:100]}); fix: pass a JSON object file") from None
     if not isinstance(obj, dict):
