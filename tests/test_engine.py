@@ -636,6 +636,7 @@ def test_the_caffe_label_loss_is_summed_over_classes_and_the_paper_configs_use_i
         stage.log = lambda *a, **k: None
         losses[how] = stage.training_step((x, t), 0).item()
     assert losses["caffe"] == pytest.approx(5 * losses["mean"], rel=1e-5)  # K = 5 object classes
+    assert "on_validation_epoch_end" in vars(ClsStage)  # val/mAP is logged there (once lost to a misplaced edit)
     for name in ("decouplednet_voc_paper", "transfernet_coco_paper", "baselinenet_coco_paper",
                  "decouplednet_transfer_coco_paper"):
         assert Config.load(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml").cls.label_loss == "caffe"

@@ -37,6 +37,10 @@ class ClsStage(Stage):
         self.val_map.update(torch.sigmoid(logits.float()), y.long())
         self.log("val/loss", label_bce(logits, y, self.sc.label_loss), sync_dist=True)
 
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/mAP", mean_ap_over_present(self.val_map), prog_bar=True)
+        self.val_map.reset()
+
 
 def label_bce(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Multi-label sigmoid BCE of logits (N, K) against 0/1 targets (N, K) -> 0-d tensor: ``"mean"`` over
@@ -44,10 +48,6 @@ def label_bce(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") ->
     Caffe's SigmoidCrossEntropyLoss, the original's (docs/REFERENCE.md §1.3), K times ``"mean"``."""
     loss = F.binary_cross_entropy_with_logits(logits.float(), y)
     return loss * logits.shape[1] if reduction == "caffe" else loss
-
-    def on_validation_epoch_end(self) -> None:
-        self.log("val/mAP", mean_ap_over_present(self.val_map), prog_bar=True)
-        self.val_map.reset()
 
 
 def mean_ap_over_present(metric: MultilabelAveragePrecision) -> torch.Tensor:
