@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from hetseg.config_check import YamlLoader, merge, parse_override
-from hetseg.errors import HetsegError
+from hetseg.errors import HetsegError, path_problem
 
 
 @dataclass
@@ -238,8 +238,7 @@ class Config:
         """A YAML or JSON file merged onto the defaults, every key checked (one-line HetsegError)."""
         p = Path(path)
         if p.exists() and not p.is_file() and not p.is_dir():  # a pipe would block read_text() for ever
-            raise HetsegError(f"{p}: cannot read config (not a regular file: a device, pipe or socket); fix: give a "
-                              "YAML or JSON file")
+            raise HetsegError(f"{p}: {path_problem(p, 'config file')}; fix: give a YAML or JSON file")
         try:
             d = yaml.load(p.read_text(encoding="utf-8"), Loader=YamlLoader)
         except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:  # RecursionError: [[[[...

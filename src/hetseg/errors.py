@@ -23,6 +23,17 @@ def one_line(text: str, width: int = 2000) -> str:
     return line[:keep] + " ... " + line[-keep:]
 
 
+def path_problem(path: str | Path, noun: str) -> str:
+    """Why ``path`` is not a readable regular file, in the words every reader uses: a folder, a device / pipe /
+    socket (reading a pipe blocks), a dangling or looping link, or nothing there. ``noun`` names what was
+    wanted ("image file", "split file"); call it only when ``Path(path).is_file()`` is false."""
+    p = Path(path)
+    return (f"is a directory, not a {noun}" if p.is_dir() else
+            f"is not a regular file (a device, pipe or socket), not a {noun}" if p.exists() else
+            f"is a symlink that leads nowhere (or in a loop), not a {noun}" if p.is_symlink() else
+            f"{noun} not found")
+
+
 def note(text: str) -> None:
     """Print ``hetseg: note: <text>`` as one line on stderr: what a command says beside its work, never an
     error (a refused command prints only its error line, so callers say notes once nothing was refused)."""

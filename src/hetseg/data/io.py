@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from hetseg.data.paths import RootGuard, link_problem
-from hetseg.errors import DataError
+from hetseg.errors import DataError, path_problem
 from hetseg.palette import voc_colormap
 
 if TYPE_CHECKING:  # records imports this module
@@ -43,11 +43,7 @@ MAX_SIDE = 65535  # JPEG's own limit; a thin strip of a few hundred bytes otherw
 def _existing(path: str | Path, what: str) -> Path:
     p = Path(path)
     if not p.is_file():
-        problem = (f"is a directory, not a {what} file" if p.is_dir() else
-                   f"is not a regular file (a device, pipe or socket), not a {what} file" if p.exists() else
-                   f"is a symlink that leads nowhere (or in a loop), not a {what} file" if p.is_symlink() else
-                   f"{what} file not found")
-        raise DataError(p, problem, "check the path (and the split file that names it)")
+        raise DataError(p, path_problem(p, f"{what} file"), "check the path (and the split file that names it)")
     return p
 
 

@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from hetseg.data.labels import (labels_from_mask, load_cls_labels_npy, load_labels_json, normalise_labels,
                                 save_labels_json)
 from hetseg.data.paths import RootGuard, link_problem, unsafe_rel
-from hetseg.errors import DataError
+from hetseg.errors import DataError, path_problem
 from hetseg.io_atomic import write_text
 
 # Label readers live in hetseg.data.labels; re-exported here, where callers have always found them.
@@ -133,11 +133,7 @@ def read_list_text(path: str | Path, what: str = "split file") -> str:
         root = next((a for a in p.parents if a.name in ("splits", "ImageSets")), None)
         missing_root = root is not None and not root.parent.is_dir()
         fix = build_root_fix(root.parent) if missing_root else "check the path or run 'hetseg data splits'"
-        problem = (f"is a directory, not a {what}" if p.is_dir() else
-                   f"is a symlink that leads nowhere (or in a loop), not a {what}" if p.is_symlink() else
-                   f"is not a regular file (a device, pipe or socket), not a {what}" if p.exists() else
-                   f"{what} not found")
-        raise DataError(p, problem, fix)
+        raise DataError(p, path_problem(p, what), fix)
     data = p.read_bytes()
     try:
         return data.decode("utf-8-sig")

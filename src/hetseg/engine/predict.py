@@ -24,7 +24,7 @@ from hetseg.data.io import read_image
 from hetseg.data.records import IMAGE_EXTS
 from hetseg.engine.checkpoint import load_model, run_dir
 from hetseg.engine.evaluate import check_label_options, check_threshold, label_threshold, predict_images
-from hetseg.errors import HetsegError, note
+from hetseg.errors import HetsegError, note, path_problem
 from hetseg.io_atomic import write_atomic, write_json
 from hetseg.palette import save_index_png
 
@@ -49,8 +49,8 @@ def collect_inputs(inputs: Sequence[str], skipped: list[Path] | None = None) -> 
         elif p.is_file():
             out.append(p)
         else:
-            what = ("a symlink that leads nowhere (or in a loop)" if p.is_symlink() else
-                    "not a regular file (a device, pipe or socket)" if p.exists() else "no such file or directory")
+            what = (path_problem(p, "file or folder of images") if p.exists() or p.is_symlink()
+                    else "no such file or directory")
             raise HetsegError(f"{p}: {what}; fix: pass image files or a folder of images")
     if not out:
         raise HetsegError(f"{' '.join(inputs)}: no images found; fix: pass image files or a folder of them "

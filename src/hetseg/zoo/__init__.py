@@ -17,7 +17,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from hetseg.engine.checkpoint import load_model, read_model_json
-from hetseg.errors import HetsegError
+from hetseg.errors import HetsegError, path_problem
 from hetseg.io_atomic import write_atomic, write_json
 
 ZOO_DIR = Path(__file__).parent
@@ -85,7 +85,7 @@ def read_about(path: str | Path) -> dict:
     ship writes itself (``name``, ``dtype``: an --about of its own overrode them) and a non-string summary."""
     p = Path(path)
     if p.exists() and not p.is_file() and not p.is_dir():  # a pipe would block read_text() for ever
-        raise HetsegError(f"{p}: not a regular file (a device, pipe or socket); fix: pass a JSON object file")
+        raise HetsegError(f"{p}: {path_problem(p, '--about file')}; fix: pass a JSON object file")
     try:
         obj = json.loads(p.read_text(encoding="utf-8"), parse_constant=_not_json)
     except (RecursionError, OSError, ValueError, UnicodeDecodeError) as e:
