@@ -7,7 +7,6 @@ Typed dataclasses, loaded from YAML/JSON and overridden by dotted ``key=value`` 
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import yaml
 
 from hetseg.config_check import YamlLoader, merge, parse_override
 from hetseg.errors import HetsegError, path_problem
+from hetseg.io_atomic import parse_json
 
 
 @dataclass
@@ -211,8 +211,8 @@ class Config:
         if not p.is_file():
             return []
         try:
-            saved = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            saved = parse_json(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
             raise HetsegError(f"{p}: cannot read a run's saved config ({type(e).__name__}); fix: restore it, "
                               "or use another run directory") from None
         return self.recipe_difference(saved if isinstance(saved, dict) else {}, reader)

@@ -61,6 +61,17 @@ def holds_other_text(path: str | Path, text: str) -> bool:
         return True
 
 
+def parse_json(text: str, **kwargs: Any) -> Any:
+    """``json.loads(text, **kwargs)``, except that JSON nested past Python's recursion limit is a
+    ``json.JSONDecodeError`` (a ValueError) like any other malformed file: json raises RecursionError there,
+    which every reader would otherwise have to name beside ValueError (a 100,000-deep ``[[[...`` file was a
+    traceback in each of them)."""
+    try:
+        return json.loads(text, **kwargs)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+
+
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` and rename the result to ``path``; on failure ``path`` is untouched, and the
     folders made for it are removed again (when still empty): a refused export left its new folders behind."""

@@ -21,7 +21,7 @@ import numpy as np
 from hetseg.data.classes import IGNORE_INDEX
 from hetseg.data.io import read_mask
 from hetseg.errors import DataError
-from hetseg.io_atomic import check_can_write, write_text
+from hetseg.io_atomic import check_can_write, parse_json, write_text
 
 if TYPE_CHECKING:  # torch is imported lazily: scoring saved masks needs numpy only
     import torch
@@ -241,10 +241,10 @@ def check_json_out(path: str | Path) -> None:
         raise DataError(path, "--json is a folder", "give a file name, e.g. scores.json")
     if path.exists() or path.is_symlink():
         try:
-            old = json.loads(path.read_text(encoding="utf-8"))
+            old = parse_json(path.read_text(encoding="utf-8"))
             # files from before the marker: score's own top-level keys (eval nests its scores)
             ours = old.get("written_by") == SCORE_FILE_MARK or {"pred", "gt", "classes", "protocol"} <= old.keys()
-        except (RecursionError, OSError, ValueError, AttributeError):  # unreadable, not UTF-8/JSON, or not an object
+        except (OSError, ValueError, AttributeError):  # unreadable, not UTF-8/JSON, or not an object
             ours = False
         if not ours:
             raise DataError(path, "already exists and is not a scores file written by hetseg score, "

@@ -31,6 +31,7 @@ from hetseg.data.paths import RootGuard, link_problem, unsafe_rel
 from hetseg.data.records import Record, Split, load_labels_json, save_labels_json, split_text, write_split
 from hetseg.data.staging import refuse_other_file, staged
 from hetseg.errors import DataError
+from hetseg.io_atomic import parse_json
 from hetseg.palette import save_index_png
 
 __all__ = ["REMAP_DIR", "Remap", "build_coco_split", "coco_image_target", "coco_semantic_mask",
@@ -91,12 +92,12 @@ def load_remap(name_or_path: str | Path) -> Remap:
         except UnicodeDecodeError as e:
             raise DataError(p, f"not UTF-8 text (offset {e.start})", "save the remap JSON as UTF-8") from None
     try:
-        d = json.loads(text)
+        d = parse_json(text)
         mapping = {int(k): int(v) for k, v in d["mapping"].items()}
         drop = {int(x) for x in d.get("drop_if_any", [])}
         names = {int(k): str(v) for k, v in d.get("names", {}).items()}
         voc_eq = {int(k): int(v) for k, v in d.get("voc_equivalents", {}).items()}
-    except (RecursionError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise DataError(src, f"not a remap JSON ({type(e).__name__}: {e})",
                         'write {"mapping": {"<coco category id>": <mask index>}, "drop_if_any": [...]}') from None
     bad = sorted(v for v in mapping.values() if not 1 <= v < IGNORE_INDEX)

@@ -20,6 +20,7 @@ from pycocotools.coco import COCO
 
 from hetseg.data.io import _open
 from hetseg.errors import DataError
+from hetseg.io_atomic import parse_json
 
 _JSON_FIX = "pass instances_<split>.json with images, annotations and categories"
 
@@ -120,10 +121,10 @@ def load_coco(ann_json: str | Path) -> COCO:
     """
     p = Path(ann_json)
     try:
-        data = json.loads(p.read_bytes().decode("utf-8-sig"))
+        data = parse_json(p.read_bytes().decode("utf-8-sig"))
     except FileNotFoundError:
         raise DataError(p, "annotation JSON not found", "check the path") from None
-    except (RecursionError, OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(p, f"not a COCO instances JSON ({type(e).__name__}: {e})", _JSON_FIX) from None
     _check_dataset(p, data)
     coco = COCO()

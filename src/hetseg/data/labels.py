@@ -16,7 +16,7 @@ import numpy as np
 
 from hetseg.data.npyfile import read_npy
 from hetseg.errors import DataError
-from hetseg.io_atomic import write_text
+from hetseg.io_atomic import parse_json, write_text
 
 MAX_LABEL = 254
 _JSON_FIX = 'write {"<image id>": [class indices 1..254], ...}'
@@ -75,11 +75,11 @@ def load_labels_json(path: str | Path, num_classes: int | None = None) -> dict[s
     p = Path(path)
     try:
         text = p.read_bytes().decode("utf-8-sig")
-        data = json.loads(text, object_pairs_hook=_no_duplicate_keys(p))
+        data = parse_json(text, object_pairs_hook=_no_duplicate_keys(p))
     except UnicodeDecodeError as e:
         raise DataError(p, f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})",
                         "save labels.json as UTF-8") from None
-    except (RecursionError, OSError, json.JSONDecodeError) as e:
+    except (OSError, json.JSONDecodeError) as e:
         what = "is a directory" if p.is_dir() else f"cannot read labels JSON ({type(e).__name__}: {e})"
         raise DataError(p, what, _JSON_FIX) from None
     if not isinstance(data, dict):

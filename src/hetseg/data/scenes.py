@@ -31,7 +31,7 @@ from hetseg.data.scenes_render import (ITEM_COUNT_P, ITEM_SIDE, MASK_THRESHOLD, 
                                        render_scene)
 from hetseg.data.scenes_stats import best_global_threshold, summarise, threshold_histograms
 from hetseg.errors import DataError
-from hetseg.io_atomic import write_text
+from hetseg.io_atomic import parse_json, write_text
 from hetseg.palette import save_index_png
 
 DEFAULT_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
@@ -132,8 +132,8 @@ def _tasks(out: Path, split: str, seed: int, size: int, n: int, x: np.ndarray, y
 def read_meta(root: str | Path) -> dict | None:
     """``root``'s meta.json as a dict, or None when it is missing, unreadable or not a JSON object."""
     try:
-        meta = json.loads((Path(root) / "meta.json").read_text(encoding="utf-8"))
-    except (RecursionError, OSError, ValueError):
+        meta = parse_json((Path(root) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
     return meta if isinstance(meta, dict) else None
 

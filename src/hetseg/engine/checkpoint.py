@@ -9,7 +9,6 @@ weights first. Lightning checkpoints are only for resuming. Loading never unpick
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -20,7 +19,7 @@ from torch import nn
 import hetseg
 from hetseg.config import Config
 from hetseg.errors import HetsegError
-from hetseg.io_atomic import write_atomic, write_json
+from hetseg.io_atomic import parse_json, write_atomic, write_json
 from hetseg.palette import voc_colormap
 
 
@@ -114,8 +113,8 @@ def read_model_json(run: Path) -> dict:
                               f"'hetseg train --run-dir {run} --config {run / 'config.json'}' to train it")
         raise HetsegError(f"{run}: no model.json; fix: pass a run directory written by 'hetseg train'")
     try:
-        info = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (RecursionError, ValueError, UnicodeDecodeError) as e:
+        info = parse_json(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
         raise HetsegError(f"{meta_path}: not valid JSON ({e}); fix: restore it or retrain the run") from None
     if not isinstance(info, dict):
         raise HetsegError(f"{meta_path}: expected a JSON object; fix: restore it or retrain the run")

@@ -9,7 +9,6 @@ and its per-pixel class scores are resized back to the padded square, cropped an
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from hetseg.data.io import check_pair, read_image, read_mask
 from hetseg.data.records import Split
 from hetseg.data.transforms import prepare, restore_argmax
 from hetseg.errors import HetsegError
+from hetseg.io_atomic import parse_json
 from hetseg.metrics import ConfusionMatrix, Scores
 from hetseg.palette import save_index_png
 
@@ -165,8 +165,8 @@ def check_same_split(results: Path, checksum: str, split: str) -> None:
     is the split file's stem, so another file named val.txt would replace the run's val results, which
     benches reuse as the cell's score. Re-evaluating the same split (same checksum) replaces them."""
     try:
-        old = json.loads(results.read_text(encoding="utf-8")).get("split_checksum")
-    except (RecursionError, OSError, ValueError, AttributeError):
+        old = parse_json(results.read_text(encoding="utf-8")).get("split_checksum")
+    except (OSError, ValueError, AttributeError):
         return  # no results there, or none this code wrote
     if isinstance(old, str) and old != checksum:
         raise HetsegError(f"{split}: its images differ from those {results} was scored on (split checksum "

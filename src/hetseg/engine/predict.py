@@ -13,7 +13,6 @@ Memory stays bounded over any number of images (one batch at a time, plus at mos
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from hetseg.data.records import IMAGE_EXTS
 from hetseg.engine.checkpoint import load_model, run_dir
 from hetseg.engine.evaluate import check_label_options, check_threshold, label_threshold, predict_images
 from hetseg.errors import HetsegError, note, path_problem
-from hetseg.io_atomic import write_atomic, write_json
+from hetseg.io_atomic import parse_json, write_atomic, write_json
 from hetseg.palette import save_index_png
 
 
@@ -72,13 +71,13 @@ def previous_predictions(out_dir: Path) -> tuple[list[dict], list[str], str | No
     if not path.is_file():
         return [], [], None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
         images, unfinished, source = data["images"], data.get("unfinished", []), data.get("source")
         if not isinstance(images, list) or not isinstance(unfinished, list):
             raise TypeError
         return ([r for r in images if isinstance(r, dict) and isinstance(r.get("image"), str)],
                 [i for i in unfinished if isinstance(i, str)], source if isinstance(source, str) else None)
-    except (RecursionError, OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise HetsegError(f"{path}: not a scores.json written by hetseg predict; fix: choose an empty --output "
                           "folder") from None
 

@@ -17,7 +17,6 @@ unpickled); a corrupt one is refused with a one-line error.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ from hetseg.engine.console import StageProgress, quiet_lightning
 from hetseg.engine.resume import check_checkpoint, loader
 from hetseg.engine.stage import Stage
 from hetseg.errors import HetsegError, note
-from hetseg.io_atomic import write_json
+from hetseg.io_atomic import parse_json, write_json
 
 
 def stage_done(run_dir: str | Path, stage: str) -> dict | None:
@@ -46,8 +45,8 @@ def stage_done(run_dir: str | Path, stage: str) -> dict | None:
     if not p.is_file():
         return None
     try:
-        done = json.loads(p.read_text())
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        done = parse_json(p.read_text())
+    except (ValueError, UnicodeDecodeError):
         done = None
     number = (int, float)
     if not (isinstance(done, dict) and done.get("stage") == stage and type(done.get("steps")) is int

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from hetseg.config import Config, describe_difference
 from hetseg.engine.checkpoint import file_sha256, read_model_json, weights_file
 from hetseg.errors import HetsegError
+from hetseg.io_atomic import parse_json
 
 if TYPE_CHECKING:
     from hetseg.methods.base import Method
@@ -116,11 +117,9 @@ def _trained_files(run: Path, *extra: Path) -> list[Path]:
 
 def _recorded_method(config_json: Path) -> str | None:
     """model.name as a run's config.json records it (None when unreadable: the recipe check then speaks)."""
-    import json
-
     try:
-        name = json.loads(config_json.read_text(encoding="utf-8")).get("model", {}).get("name")
-    except (RecursionError, OSError, ValueError, AttributeError):
+        name = parse_json(config_json.read_text(encoding="utf-8")).get("model", {}).get("name")
+    except (OSError, ValueError, AttributeError):
         return None
     return name if isinstance(name, str) else None
 

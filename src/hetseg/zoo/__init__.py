@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from hetseg.engine.checkpoint import load_model, read_model_json
 from hetseg.errors import HetsegError, path_problem
-from hetseg.io_atomic import write_atomic, write_json
+from hetseg.io_atomic import parse_json, write_atomic, write_json
 
 ZOO_DIR = Path(__file__).parent
 
@@ -87,8 +87,8 @@ def read_about(path: str | Path) -> dict:
     if p.exists() and not p.is_file() and not p.is_dir():  # a pipe would block read_text() for ever
         raise HetsegError(f"{p}: {path_problem(p, '--about file')}; fix: pass a JSON object file")
     try:
-        obj = json.loads(p.read_text(encoding="utf-8"), parse_constant=_not_json)
-    except (RecursionError, OSError, ValueError, UnicodeDecodeError) as e:
+        obj = parse_json(p.read_text(encoding="utf-8"), parse_constant=_not_json)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
         raise HetsegError(f"{p}: not a readable JSON file ({str(e)[:100]}); fix: pass a JSON object file") from None
     if not isinstance(obj, dict):
         raise HetsegError(f"{p}: expected a JSON object; fix: pass a JSON object file")

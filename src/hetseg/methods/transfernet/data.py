@@ -18,6 +18,7 @@ from hetseg.data.records import Record, Split, build_root_fix, write_split
 from hetseg.data.transforms import to_tensor
 from hetseg.engine.context import load_config_split, load_split
 from hetseg.errors import HetsegError
+from hetseg.io_atomic import parse_json
 
 
 class LabelRows(SeededDataset):
@@ -86,16 +87,14 @@ class DomainPairs(Dataset):
 def transfer_classes(cfg: Config) -> tuple[list[int], list[int]]:
     """(source, target) class lists (mask indices): ``transfer.source_classes`` / ``target_classes``,
     or when empty the dataset's own, from ``<root>/meta.json`` (fashion-scenes writes them)."""
-    import json
-
     t = cfg.transfer
     if t.source_classes and t.target_classes:
         return _checked(cfg, list(t.source_classes), list(t.target_classes), "transfer.")
     meta = Path(cfg.data.root) / "meta.json"
     try:
-        m = json.loads(meta.read_text(encoding="utf-8"))
+        m = parse_json(meta.read_text(encoding="utf-8"))
         source, target = list(t.source_classes or m["source_classes"]), list(t.target_classes or m["target_classes"])
-    except (RecursionError, OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):
         if not Path(cfg.data.root).is_dir():
             raise HetsegError(f"{cfg.data.root}: dataset root not found; fix: {build_root_fix(cfg.data.root)}") from None
         raise HetsegError(f"{meta}: no source_classes/target_classes for the transfer split; fix: set "
