@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` and rename the result to ``path``; on failure ``path`` is untouched, and the
     folders made for it are removed again (when still empty): a refused export left its new folders behind."""
     path = Path(path)
-    made = [d for d in (path.parent, *path.parent.parents) if not d.exists() and not d.is_symlink()]
+    made = list(takewhile(lambda d: not d.exists() and not d.is_symlink(), (path.parent, *path.parent.parents)))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
