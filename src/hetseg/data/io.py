@@ -69,28 +69,22 @@ def _c_library_messages(capture: bool) -> Iterator[list[str]]:
             said += [line.strip() for line in sink.read(4000).decode("utf-8", "replace").splitlines() if line.strip()]
 
 
-def _is_tiff(p: Path) -> bool:
-    """Whether the file starts with a TIFF byte-order mark (libtiff, not Pillow, will parse it)."""
-    try:
-        with open(p, "rb") as f:
-            return f.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
-    except OSError:
-        return False
-
-
 def _open(path: str | Path, what: str) -> tuple[Path, Image.Image]:
     """Open + fully decode ``path`` with EXIF orientation applied; every failure is a DataError."""
     p = _existing(path, what)
     said: list[str] = []
     try:
-        with warnings.catch_warnings(), _c_library_messages(_is_tiff(p)) as said:
+        with warnings.catch_warnings():
             # Pillow warns (not raises) on e.g. palette transparency; decoding errors still raise.
             warnings.simplefilter("ignore")
             with Image.open(p) as im:
                 if max(im.size) > MAX_SIDE:  # read from the header: refused before decoding
                     raise DataError(p, f"{what} is {im.size[0]}x{im.size[1]} (WxH), a side above {MAX_SIDE} px",
                                     "resize or tile it")
-                im.load()  # force decoding now: a truncated file fails here, not deep in a worker
+                # force decoding now: a truncated file fails here, not deep in a worker. Pillow parses a TIFF's
+                # header itself; libtiff, which prints, runs only here (decided per file, no extra read)
+                with _c_library_messages(im.format == "TIFF") as said:
+                    im.load()
                 # Phones store the sensor orientation in EXIF; the annotation tools draw on the
                 # displayed (rotated) image, so apply it. A no-op (copy) without an orientation tag.
                 out = ImageOps.exif_transpose(im)
@@ -282,6 +276,7 @@ def check_image_files(paths: Iterable[str | Path]) -> None:
 def check_pair_files(image_path: str | Path, mask_path: str | Path) -> None:
     """:func:`check_pair` from the two files' headers only (no decoding)."""
     check_sizes(image_path, mask_path, image_size(image_path), image_size(mask_path, "mask"))
+    _HEADERS_READ.add(str(image_path))  # read here: check_image_files need not read it again
 
 
 def read_pair(root: str | Path, record: Record, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
