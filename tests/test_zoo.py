@@ -41,6 +41,10 @@ def test_ship_halves_weights_and_predicts_like_the_run(tmp_path):
     on_disk = load_file(str(out / "model.safetensors"))
     assert {v.dtype for v in on_disk.values() if v.is_floating_point()} == {torch.float16}
     assert json.loads((out / "model.json").read_text())["shipped"]["summary"] == "a test model"
+    # the library call too: ship's own name and dtype win over what ``shipped`` says (read_about refuses them)
+    other = zoo.ship(run, "tiny2", {"name": "x", "dtype": "float32"}, dest=tmp_path / "zoo")
+    assert {k: json.loads((other / "model.json").read_text())["shipped"][k] for k in ("name", "dtype")} == \
+        {"name": "tiny2", "dtype": "float16"}
     a, _, _ = load_model(run)
     b, _, _ = load_model(out)
     assert all(p.dtype == torch.float32 for p in b.parameters())  # cast back on load

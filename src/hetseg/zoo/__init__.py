@@ -129,7 +129,8 @@ def ship(run: str | Path, name: str, shipped: dict, dest: str | Path | None = No
     # Without --about, `hetseg models` still says what the model is, and that nothing more was given.
     what = info.get("method", info.get("model"))
     summary = f"{what} from run {run.name} (no --about: scores and provenance not given)"
-    info["shipped"] = {"name": name, "dtype": "float16", "summary": summary, **shipped}
+    own = {"name": name, "dtype": "float16"}  # what ship wrote: ``shipped`` never overrides it (keys keep this order)
+    info["shipped"] = {**own, "summary": summary, **shipped, **own}
     write_json(out / "model.json", json.loads(json.dumps(info)))
     return out
 
