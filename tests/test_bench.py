@@ -476,3 +476,13 @@ def test_decouplednet_cells_are_queued_before_the_cells_that_need_no_classifier(
         assert all(pos[(s, k, "decouplednet")] > pos[(s, 0, "cls")] for k in (5, 10))
     first_other = min(pos[t] for t in todo if t[2] != "decouplednet")
     assert all(pos[(0, k, "decouplednet")] < first_other for k in (5, 10))  # seed 0's classifier was ready first
+
+
+def test_the_table1_figure_draws_a_data_folder_name_as_typed(tmp_path):
+    """The title names the data set (meta.json's name, else the folder's); a `$` in it went to matplotlib's
+    TeX parser, which raised at the end of a finished bench (here on the malformed math between the `$`s)."""
+    from hetseg.bench.table1_report import figure
+
+    report = {"summary": {}, "ks": [5, "full"], "dataset": {"name": "cars$_{$2"}, "scale": "cpu", "seeds": [0]}
+    figure(report, tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 0

@@ -282,7 +282,7 @@ def figure(report: dict, path: Path) -> None:
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.set_title(f"Table 1 on {report['dataset'].get('name', 'fashion-scenes')} ({report['scale']} scale, init {report.get('init', 'scratch')}, "
-                 f"{len(report['seeds'])} seed(s))", fontsize=9)
+                 f"{len(report['seeds'])} seed(s))", fontsize=9, parse_math=False)  # a data folder's name, as typed
     ax.legend(fontsize=7, ncol=2, loc="upper left")
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
