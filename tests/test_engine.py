@@ -253,6 +253,43 @@ def test_overrides_of_the_methods_own_stages_pass_the_check():
         get_method(method).check_overrides(overrides)  # raises on a refusal
 
 
+def test_label_loss_outside_the_classifier_stage_is_named_as_ignored(tmp_path, capsys):
+    """Every stage section is a StageConfig, so seg.label_loss parsed and was silently ignored (only the
+    image classifier's BCE reads it); on the command line it is refused, in a config file it gets a note,
+    and it does not make a rerun's recipe differ."""
+    from hetseg.methods import get_method
+
+    get_method("decouplednet").check_overrides(["cls.label_loss=caffe"])
+    for method, key in (("decouplednet", "seg.label_loss"), ("dis", "dis.labelmap.label_loss"),
+                        ("transfernet", "transfer.att.label_loss"), ("decouplednet", "pre.label_loss")):
+        why = get_method(method).unread(key)
+        assert why and why.startswith("only stage cls") and why.endswith("fix: drop it, or set cls.label_loss")
+    item = "seg.label_loss=caffe"
+    args = ["train", "--method", "decouplednet", "--run-dir", str(tmp_path / "run"), "--no-progress", item]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"hetseg: error: {item}: only stage cls") and "\n" not in err
+    assert not (tmp_path / "run").exists()
+    cfg = tmp_path / "loss.yaml"
+    cfg.write_text(f"seg: {{label_loss: caffe}}\ndata: {{root: {tmp_path / 'nowhere'}}}\n")
+    assert main(["train", "--config", str(cfg), "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and lines[0] == (f"hetseg: note: {cfg}: seg.label_loss: only stage cls (the image "
+                                            "classifier) reads label_loss, so seg.label_loss would be ignored; "
+                                            "fix: drop it, or set cls.label_loss")
+    from hetseg.errors import HetsegError
+    from hetseg.methods.run_state import refuse_other_recipe
+
+    run = tmp_path / "trained"
+    (run / "cls").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(Config(run_dir=str(run)).to_dict()))
+    (run / "cls" / "done.json").write_text("{}")  # trained_stages reads the marker's presence only
+    method = get_method("decouplednet")
+    refuse_other_recipe(run, Config(run_dir=str(run)).override([item]), ("cls", "seg"), method)
+    with pytest.raises(HetsegError, match="differs in cls.label_loss"):
+        refuse_other_recipe(run, Config(run_dir=str(run)).override(["cls.label_loss=caffe"]), ("cls", "seg"), method)
+
+
 def test_every_stage_of_every_method_has_a_budget_section_it_accepts():
     """stage_section must name a real StageConfig (the one run_stage trains with), and an override of it passes."""
     from hetseg.config import STAGE_SECTIONS, Config, StageConfig

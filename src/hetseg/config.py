@@ -73,10 +73,11 @@ class StageConfig:
     # lr multiplier of the parameters a model reports as pretrained (``pretrained_modules``: an
     # ImageNet encoder); 0 freezes them (eval-mode BN, no gradient through them).
     pretrained_lr_mult: float = 1.0
-    # The multi-label classifier's BCE (stage cls only): "mean" over images and classes (torch's default), or
-    # "caffe", summed over classes and averaged over images as Caffe's SigmoidCrossEntropyLoss, which the
-    # original classifiers trained with: K times the gradient of "mean". Adam (the CPU recipes) is nearly
-    # blind to the factor; SGD at a Caffe learning rate is not (the paper configs; docs/DECISIONS.md).
+    # The multi-label classifier's BCE (stage cls only; Method.unread names it elsewhere): "mean" over images
+    # and classes (torch's default), or "caffe", summed over classes and averaged over images as Caffe's
+    # SigmoidCrossEntropyLoss, which the original classifiers presumably trained with (docs/DECISIONS.md):
+    # K times the gradient of "mean". Adam (the CPU recipes) is nearly blind to the factor; SGD at a Caffe
+    # learning rate is not (the paper configs).
     label_loss: str = "mean"
 
 

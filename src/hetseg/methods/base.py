@@ -94,7 +94,8 @@ class Method:
         stage budget of a stage it does not have (``seg.steps`` for DeconvNet, which reads ``deconv.*``),
         or -- given the run's ``cfg`` for a whole-method run -- of a stage that config skips (``cls.*`` for
         TransferNet with ``transfer.classifier_run``), or a key of a section only other methods read
-        (:data:`hetseg.config.OWN_SECTIONS`). The reason ends with a ``fix:`` naming what it does read."""
+        (:data:`hetseg.config.OWN_SECTIONS`), or ``label_loss`` in a stage section other than ``cls``. The
+        reason ends with a ``fix:`` naming what it does read."""
         mine = {self.stage_section(s) for s in self.stages + self.extra_stages}
         runs = mine if cfg is None else {self.stage_section(s) for s in self.default_stages(cfg) + self.extra_stages}
         budget = next((sec for sec in STAGE_SECTIONS if key.startswith(sec + ".")), None)
@@ -110,6 +111,10 @@ class Method:
         if not budget and readers and self.name not in readers:
             return (f"method '{self.name}' does not read {section}.*, so it would be ignored; fix: drop it, or "
                     f"--method {' | '.join(sorted(readers))}")
+        if budget and budget != "cls" and key == f"{budget}.label_loss":
+            # every stage section is a StageConfig, but only the image classifier's BCE reads label_loss
+            return (f"only stage cls (the image classifier) reads label_loss, so {key} would be ignored; "
+                    "fix: drop it, or set cls.label_loss")
         return None
 
     def check_overrides(self, overrides: Sequence[str], cfg: Config | None = None) -> None:
