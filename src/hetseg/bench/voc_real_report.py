@@ -16,8 +16,8 @@ PAPER = ("DecoupledNet paper, Table 1 (VOC 2012 val, ImageNet VGG-16, full VOC+S
 
 
 def figure(records: list[dict], cfg: Config, path: Path, n: int) -> list[str]:
-    """Write ``n`` evaluation photos with their masks and each method's prediction to ``path``; returns the
-    ids of the photos shown."""
+    """Write ``n`` evaluation photos with their masks and each method's prediction to ``path`` -- the
+    methods' runs at the largest k, of the first record's seed; returns the ids of the photos shown."""
     import torch
 
     from hetseg.data.io import read_image, read_mask

@@ -45,7 +45,9 @@ class ClsStage(Stage):
 def label_bce(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Multi-label sigmoid BCE of logits (N, K) against 0/1 targets (N, K) -> 0-d tensor: ``"mean"`` over
     images and classes (torch's default), or ``"caffe"``, summed over classes and averaged over images --
-    Caffe's SigmoidCrossEntropyLoss, the original's (docs/REFERENCE.md §1.3), K times ``"mean"``."""
+    Caffe's SigmoidCrossEntropyLoss, K times ``"mean"``. That the original used that layer is inferred: its
+    solver is not found, the paper says "sigmoid cross-entropy loss" (docs/REFERENCE.md §1.3) and the
+    original is Caffe code."""
     loss = F.binary_cross_entropy_with_logits(logits.float(), y)
     return loss * logits.shape[1] if reduction == "caffe" else loss
 
