@@ -26,7 +26,9 @@ def _imported_modules(source: str, package: str) -> list[str]:
             names += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = parts[:len(parts) - node.level + 1] if node.level else []
-            names.append(".".join(base + ([node.module] if node.module else [])))
+            mod = ".".join(base + ([node.module] if node.module else []))
+            # "from hetseg import engine" imports hetseg.engine: the names may be modules too
+            names += [mod] + [f"{mod}.{a.name}" for a in node.names]
     return names
 
 
@@ -41,8 +43,11 @@ def test_a_layer_imports_nothing_above_it(layer: str, banned: tuple[str, ...]) -
 
 def test_the_import_reader_sees_relative_and_lazy_imports() -> None:
     """The check above would pass vacuously if the reader missed these forms."""
-    source = "from ..engine import train\nfrom . import base\n\ndef f():\n    import hetseg.bench.table1\n"
-    assert _imported_modules(source, "hetseg.models") == ["hetseg.engine", "hetseg.models", "hetseg.bench.table1"]
+    source = ("from ..engine import train\nfrom . import base\nfrom .. import methods\n\n"
+              "def f():\n    import hetseg.bench.table1\n")
+    assert _imported_modules(source, "hetseg.models") == [
+        "hetseg.engine", "hetseg.engine.train", "hetseg.models", "hetseg.models.base", "hetseg", "hetseg.methods",
+        "hetseg.bench.table1"]
 
 
 def test_the_engine_names_no_method_or_stage() -> None:
