@@ -287,6 +287,38 @@ def test_a_stage_resumed_before_walls_spanned_sessions_is_marked(tmp_path):
     assert cell_record(tmp_path, "decouplednet", 5, 0)["wall_last_session_only"] == ["seg"]
 
 
+def test_the_report_says_which_precision_and_device_each_seed_trained_on(tmp_path):
+    """`precision: auto` resolves per machine, and seeds of one table may train on different machines (or one
+    stage across two): the report counts the sessions of every stage once -- a shared classifier once per
+    seed -- by precision and device, and says where a stage trained before sessions were recorded."""
+    from hetseg.bench.table1_report import cell_record, write_results
+
+    avx2, bf16 = "AMD EPYC (avx2)", "AMD EPYC (avx2, avx512f, avx512_bf16)"
+    cls = tmp_path / "cls"
+    cls.mkdir()
+    (cls / "model.json").write_text(json.dumps({"stages": {"cls": {"wall_s": 5.0, "precision": "32-true", "sessions": [
+        {"from_step": 0, "precision": "32-true", "device": avx2},
+        {"from_step": 40, "precision": "bf16-mixed", "device": bf16}]}}}))
+    cells = []
+    for seed, k in ((0, 5), (0, 10), (1, 5)):
+        run = tmp_path / f"s{seed}k{k}"
+        run.mkdir()
+        seg = ({"wall_s": 2.0, "precision": "bf16-mixed"} if seed else
+               {"wall_s": 2.0, "precision": "32-true", "sessions": [{"from_step": 0, "precision": "32-true",
+                                                                    "device": avx2}]})
+        (run / "model.json").write_text(json.dumps({"stages": {"seg": seg}}))
+        (run / "eval_val.json").write_text(json.dumps({"scores": {"miou": 0.5, "iou": {"a": 0.5}}, "split": "val",
+                                                            "split_checksum": "0" * 64, "images": 3}))
+        cells.append(cell_record(run, "decouplednet", k, seed, cls_run=cls if seed == 0 else None))
+    write_results(cells, tmp_path / "out", "c", "cpu", [0, 1], tmp_path, tmp_path, 1.0, "rule",
+                  {"ks": [5, 10], "budget": "b", "overrides": []})
+    report = json.loads((tmp_path / "out" / "table1.json").read_text())
+    last_only = "bf16-mixed on a device not recorded (its stage's last session; earlier ones unknown)"
+    assert report["trained_as"] == {"0": {f"32-true on {avx2}": 3, f"bf16-mixed on {bf16}": 1}, "1": {last_only: 1}}
+    md = (tmp_path / "out" / "table1.md").read_text()
+    assert f"seed 0: 32-true on {avx2} × 3, bf16-mixed on {bf16} × 1; seed 1: {last_only} × 1." in md
+
+
 def test_claims_are_judged_on_the_means_and_only_where_run():
     """Ordering per k, a shrinking lead, parity at full: each judged from the summary it is given."""
     summ = lambda **by_k: {m: {k: {"mean": v[i]} for k, v in by_k.items()}  # noqa: E731

@@ -320,6 +320,32 @@ def test_auto_precision_is_bf16_only_where_bf16_is_native(monkeypatch):
     assert Config().cls.precision == "auto"
 
 
+def test_stage_sessions_survive_a_checkpoint_and_older_checkpoints_say_unknown(monkeypatch):
+    """A stage records each session's first step, precision and device in its checkpoint, so a stage
+    resumed on another machine (another `precision: auto`) says so; a checkpoint written before
+    sessions were recorded gives one session of unknown precision and device, not this machine's."""
+    import torch
+    from torch import nn
+
+    from hetseg.engine import train
+    from hetseg.engine.stage import Stage
+
+    stage = Stage(nn.Conv2d(3, 2, 1), Config().seg)
+    stage.sessions = [{"from_step": 0, "precision": "bf16-mixed", "device": "X (avx2, avx512f, avx512_bf16)"}]
+    ckpt: dict = {}
+    stage.on_save_checkpoint(ckpt)
+    resumed = Stage(nn.Conv2d(3, 2, 1), Config().seg)
+    resumed.on_load_checkpoint(ckpt)
+    assert resumed.sessions == stage.sessions and resumed.sessions is not stage.sessions
+    old = Stage(nn.Conv2d(3, 2, 1), Config().seg)
+    old.on_load_checkpoint({"hetseg_wall_s": 3.0})
+    assert old.sessions == [{"from_step": 0, "precision": None, "device": None}] and old.wall_before == 3.0
+    # The device in a CPU's words: model name and the vector units that decide `precision: auto`.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(train, "cpu_info", lambda: ("AMD EPYC", ["avx2"]))
+    assert train.device_label() == "AMD EPYC (avx2)" and train.cpu_label("Y", []) == "Y (no AVX2)"
+
+
 def test_a_batch_larger_than_the_training_set_is_refused_in_one_line(tiny_scenes, tmp_path, capsys):
     """It used to run 0 steps and then blame a last.ckpt that did not exist ("rerun to resume")."""
     from hetseg.data.records import read_split, write_split

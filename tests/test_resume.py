@@ -66,6 +66,14 @@ def test_killed_and_resumed_run_is_bit_identical(scenes, reference, tmp_path, fa
         done = json.loads((run / fault.split(":")[1] / "done.json").read_text())
         assert done["resumed_from"] and done["wall_s_before_resume"] > 0
         assert done["wall_s"] >= round(done["wall_s_before_resume"], 1)
+        # ... and names each session: where it started, the precision `auto` resolved to and the device,
+        # since a stage resumed on another machine may train on under another precision.
+        from hetseg.engine.train import device_label, resolve_precision
+
+        first, second = done["sessions"]
+        assert first["from_step"] == 0 and 0 < second["from_step"] < done["steps"]
+        assert first["precision"] == second["precision"] == resolve_precision("auto")
+        assert first["device"] == second["device"] == device_label()
 
 
 def test_same_command_twice_with_two_threads_is_bit_identical(scenes, tmp_path):

@@ -71,13 +71,43 @@ def machine_labels(records: list[dict]) -> list[str]:
     """The machines ``records`` (dicts with a :func:`machine_info` ``machine``) were made on, sorted:
     "CPU model (vector flags)", so two machines of one model name with other vector units stay apart.
     Records without a machine are not listed."""
+    from hetseg.engine.train import cpu_label
+
     labels = set()
     for r in records:
         m = r.get("machine")
         if m:
             flags = m.get("cpu_flags")
-            labels.add(f"{m['cpu']} ({', '.join(flags) or 'no AVX2'})" if flags is not None else m["cpu"])
+            labels.add(cpu_label(m["cpu"], flags) if flags is not None else m["cpu"])
     return sorted(labels)
+
+
+def stage_sessions(done: dict) -> list[dict]:
+    """A stage's training sessions as its done.json (or model.json stage entry) ``done`` records them:
+    each one's first step, precision and device (engine.stage.Stage). A stage trained before they were
+    recorded gives one entry: its last session's precision, with first step and device unknown (None)."""
+    return done.get("sessions") or [{"from_step": None, "precision": done.get("precision"), "device": None}]
+
+
+def trained_as(sessions_by_seed: dict) -> dict:
+    """{seed: [sessions of every stage it trained]} -> {seed: {"<precision> on <device>": count}}: what
+    a reader needs where `precision: auto` resolved differently on the machines a bench ran on."""
+    out: dict = {}
+    for seed, sessions in sessions_by_seed.items():
+        for s in sessions:
+            label = (f"{s.get('precision') or 'precision not recorded'} on "
+                     f"{s.get('device') or 'a device not recorded'}"
+                     + (" (its stage's last session; earlier ones unknown)" if s.get("from_step") is None else ""))
+            out.setdefault(str(seed), {})[label] = out.get(str(seed), {}).get(label, 0) + 1
+    return out
+
+
+def trained_as_phrase(by_seed: dict) -> str:
+    """:func:`trained_as` in one sentence for a results Markdown."""
+    per_seed = [f"seed {seed}: " + ", ".join(f"{label} × {n}" for label, n in sorted(labels.items()))
+                for seed, labels in sorted(by_seed.items())]
+    return ("Training sessions by precision (`precision: auto` is bf16-mixed where bf16 is native, else "
+            "32-true) and device: " + "; ".join(per_seed) + ".")
 
 
 def machine_info() -> dict:
@@ -85,19 +115,14 @@ def machine_info() -> dict:
     import lightning
     import torch
 
-    cpu, flags = platform.processor() or platform.machine(), set()
-    try:
-        info = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name"))
-        flags = set(next((ln.split(":", 1)[1].split() for ln in info if ln.startswith("flags")), []))
-    except (OSError, StopIteration):
-        pass
+    from hetseg.engine.train import cpu_info
+
+    cpu, flags = cpu_info()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "usable_cpus": usable, "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "cuda": torch.cuda.is_available(),
-            # Two machines may both say "AMD EPYC": the vector units decide bf16 speed and `precision: auto`.
-            "cpu_flags": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]}
+            "cpu_flags": flags}  # engine.train.VECTOR_FLAGS: two machines may both say "AMD EPYC"
 
 
 # meta.json keys that describe how a generation ran, not what it made (scenes are byte-identical for

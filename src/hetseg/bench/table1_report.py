@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hetseg.bench.curves import loss_by_parts, tenths_cells, tenths_header
-from hetseg.bench.provenance import dataset_info, machine_info, read_json, weights_phrase
+from hetseg.bench.provenance import (dataset_info, machine_info, read_json, stage_sessions, trained_as,
+                                     trained_as_phrase, weights_phrase)
 from hetseg.io_atomic import write_atomic, write_json, write_text
 
 # DecoupledNet paper (Hong et al., NIPS 2015), Table 1, PASCAL VOC 2012 val mIoU (%), by strong
@@ -58,6 +59,7 @@ def cell_record(run: Path, method: str, k: int | str, seed: int, cls_run: Path |
         "wall_last_session_only": sorted(n for n, s in stages.items()
                                          if s.get("resumed_from") and "wall_s_before_resume" not in s),
         "steps": {name: s.get("steps") for name, s in stages.items()},
+        "sessions": {name: stage_sessions(s) for name, s in stages.items()},  # precision and device per session
         "effective_batch": {name: s.get("effective_batch") for name, s in stages.items()},
         "cls_val_metrics": stages.get("cls", {}).get("metrics", {}),
         "train_splits": splits,  # file, images, checksum (and crop pairs for strong)
@@ -223,6 +225,7 @@ def markdown(report: dict) -> str:
              f"{report['compute_wall_s'] / 60:.1f} min of training + evaluation in all"
              + (f" (a lower bound: {n} resumed stages count their last session only)"
                 if (n := report.get("stages_wall_last_session_only")) else "") + ".", "",
+             *([trained_as_phrase(report["trained_as"]), ""] if report.get("trained_as") else []),
              f"Initialisation `{report.get('init', 'scratch')}`" + _backbone_line(report.get("backbone")), "",
              "## mIoU (%) on val" + (" (mean ± sample std over seeds)" if len(seeds) > 1 else ""), "",
              "| strong / class | " + " | ".join(f"{LABELS[x]} | paper" for x in PAPER) + " |",
@@ -298,6 +301,7 @@ def write_results(cells: list[dict], out: str | Path, command: str, scale: str, 
     # Compute time in all, counting a shared classifier once per seed and an aliased cell not at all.
     seen: set = set()
     compute, partial = 0.0, 0  # the backbone is made once, by its own command (not timed here)
+    sessions: dict = {}
     for c in cells:
         if c.get("same_as"):
             continue
@@ -307,9 +311,11 @@ def write_results(cells: list[dict], out: str | Path, command: str, scale: str, 
                 seen.add(key)
                 compute += w
                 partial += stage in c.get("wall_last_session_only", ())
+                sessions.setdefault(c["seed"], []).extend(c.get("sessions", {}).get(stage, []))
     report = {"command": command, "scale": scale, "seeds": seeds, **extra, "runs": str(runs),
               "dataset": dataset_info(data), "machine": machine_info(), "total_wall_s": round(wall_s, 1),
               "compute_wall_s": round(compute, 1), "stages_wall_last_session_only": partial,
+              "trained_as": trained_as(sessions),
               "equal_effort": equal_effort,
               "paper": {m: {str(k): v for k, v in d.items()} for m, d in PAPER.items()}, "paper_note": PAPER_NOTE,
               "summary": summarise(cells), "summary_gt": summarise(cells, "miou_gt"), "cells": cells}

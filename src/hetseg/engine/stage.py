@@ -76,6 +76,11 @@ class Stage(L.LightningModule):
         # Training seconds of the sessions before a resume (from the checkpoint), and this session's start:
         # a stage killed and resumed reports the time of all its sessions, not of the last one only.
         self.wall_before, self._t_start = 0.0, time.perf_counter()
+        # One entry per session of the stage -- {"from_step", "precision", "device"}, carried in the checkpoint --
+        # since a stage resumed on another machine may train on under another precision (`precision: auto`).
+        # run_stage sets ``session`` (this session's precision and device) before fit.
+        self.sessions: list[dict] = []
+        self.session: dict = {}
         self._set_modes()
 
     def _set_modes(self) -> None:
@@ -105,6 +110,7 @@ class Stage(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._t_start = time.perf_counter()  # after any checkpoint restore, before the first step
+        self.sessions.append({"from_step": self.trainer.global_step, **self.session})
         self._set_modes()
         # After a checkpoint restore (global_step > 0), continue the data order where it stopped.
         if self.trainer.global_step > 0:
@@ -121,10 +127,14 @@ class Stage(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["hetseg_stage"] = self.stage_name  # engine.resume.check_checkpoint: resumed by this stage only
         checkpoint["hetseg_wall_s"] = self.wall_before + time.perf_counter() - self._t_start
+        checkpoint["hetseg_sessions"] = self.sessions
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Steps after the last checkpoint of a killed session are redone and counted once more, as they cost.
         self.wall_before = float(checkpoint.get("hetseg_wall_s", 0.0))
+        # A checkpoint written before sessions were recorded: its sessions' precision and device are unknown.
+        self.sessions = [dict(s) for s in checkpoint.get("hetseg_sessions")
+                         or [{"from_step": 0, "precision": None, "device": None}]]
 
     def on_fit_start(self) -> None:
         if self.sc.channels_last:

@@ -18,6 +18,7 @@ unpickled); a corrupt one is refused with a one-line error.
 from __future__ import annotations
 
 import os
+import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -126,6 +127,7 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
                               save_top_k=0, save_on_train_epoch_end=False)
     bar = [StageProgress(name, sc.steps)] if progress else []
     precision = resolve_precision(sc.precision)
+    module.session = {"precision": precision, "device": device_label()}
     trainer = L.Trainer(
         max_steps=sc.steps, max_epochs=-1, accumulate_grad_batches=sc.accumulate, precision=precision,
         logger=CSVLogger(run_dir, name=name, version=""), callbacks=[ckpt_cb, *bar, *callbacks],
@@ -160,6 +162,7 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
         "wall_s_before_resume": round(module.wall_before, 3), "resumed_from": ckpt_path,
         "effective_batch": sc.batch_size * sc.accumulate * world,
         "world_size": world, "train_samples": len(train_ds), "metrics": metrics, "precision": precision,
+        "sessions": module.sessions,  # each session's first step, precision and device (a resume may move)
     }
 
 
@@ -175,6 +178,35 @@ def resolve_precision(precision: str) -> str:
     except (AttributeError, RuntimeError):  # a torch build without oneDNN
         native = False
     return "bf16-mixed" if native else "32-true"
+
+
+# The vector units that decide CPU bf16 speed and what `precision: auto` resolves to (two machines may
+# both call themselves "AMD EPYC").
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_info() -> tuple[str, list[str]]:
+    """This CPU's model name and which of :data:`VECTOR_FLAGS` it has, from /proc/cpuinfo where there is one."""
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name"))
+        flags = set(next((ln.split(":", 1)[1].split() for ln in info if ln.startswith("flags")), []))
+    except (OSError, StopIteration):
+        pass
+    return cpu, [f for f in VECTOR_FLAGS if f in flags]
+
+
+def cpu_label(cpu: str, flags: Sequence[str]) -> str:
+    """"CPU model (vector flags)", the words reports use for a CPU (``no AVX2`` when it has none of them)."""
+    return f"{cpu} ({', '.join(flags) or 'no AVX2'})"
+
+
+def device_label() -> str:
+    """What trains in this process: the GPU's name, or this CPU as :func:`cpu_label` writes it."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return cpu_label(*cpu_info())
 
 
 def mark_done(run_dir: str | Path, summary: dict) -> None:
