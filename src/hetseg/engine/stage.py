@@ -77,7 +77,7 @@ class Stage(L.LightningModule):
         # a stage killed and resumed reports the time of all its sessions, not of the last one only.
         self.wall_before, self._t_start = 0.0, time.perf_counter()
         # One entry per session of the stage -- {"from_step", "precision", "device"}, carried in the checkpoint --
-        # since a stage resumed on another machine may train on under another precision (`precision: auto`).
+        # since a stage resumed on another machine may go on in another precision (`precision: auto`).
         # run_stage sets ``session`` (this session's precision and device) before fit.
         self.sessions: list[dict] = []
         self.session: dict = {}
