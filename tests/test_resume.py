@@ -67,7 +67,7 @@ def test_killed_and_resumed_run_is_bit_identical(scenes, reference, tmp_path, fa
         assert done["resumed_from"] and done["wall_s_before_resume"] > 0
         assert done["wall_s"] >= round(done["wall_s_before_resume"], 1)
         # ... and names each session: where it started, the precision `auto` resolved to and the device,
-        # since a stage resumed on another machine may train on under another precision.
+        # since a stage resumed on another machine may go on in another precision.
         from hetseg.engine.train import device_label, resolve_precision
 
         first, second = done["sessions"]

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import platform
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -92,14 +93,11 @@ def stage_sessions(done: dict) -> list[dict]:
 def trained_as(sessions_by_seed: dict) -> dict:
     """{seed: [sessions of every stage it trained]} -> {seed: {"<precision> on <device>": count}}: what
     a reader needs where `precision: auto` resolved differently on the machines a bench ran on."""
-    out: dict = {}
-    for seed, sessions in sessions_by_seed.items():
-        for s in sessions:
-            label = (f"{s.get('precision') or 'precision not recorded'} on "
-                     f"{s.get('device') or 'a device not recorded'}"
-                     + (" (its stage's last session; earlier ones unknown)" if s.get("from_step") is None else ""))
-            out.setdefault(str(seed), {})[label] = out.get(str(seed), {}).get(label, 0) + 1
-    return out
+    def label(s: dict) -> str:
+        return (f"{s.get('precision') or 'precision not recorded'} on {s.get('device') or 'a device not recorded'}"
+                + (" (its stage's last session; earlier ones unknown)" if s.get("from_step") is None else ""))
+
+    return {str(seed): dict(Counter(map(label, sessions))) for seed, sessions in sessions_by_seed.items()}
 
 
 def trained_as_phrase(by_seed: dict) -> str:

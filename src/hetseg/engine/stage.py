@@ -78,9 +78,7 @@ class Stage(L.LightningModule):
         self.wall_before, self._t_start = 0.0, time.perf_counter()
         # One entry per session of the stage -- {"from_step", "precision", "device"}, carried in the checkpoint --
         # since a stage resumed on another machine may go on in another precision (`precision: auto`).
-        # run_stage sets ``session`` (this session's precision and device) before fit.
         self.sessions: list[dict] = []
-        self.session: dict = {}
         self._set_modes()
 
     def _set_modes(self) -> None:
@@ -110,7 +108,10 @@ class Stage(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._t_start = time.perf_counter()  # after any checkpoint restore, before the first step
-        self.sessions.append({"from_step": self.trainer.global_step, **self.session})
+        from hetseg.engine.train import device_label  # train imports this module
+
+        self.sessions.append({"from_step": self.trainer.global_step, "precision": self.trainer.precision,
+                              "device": device_label()})
         self._set_modes()
         # After a checkpoint restore (global_step > 0), continue the data order where it stopped.
         if self.trainer.global_step > 0:

@@ -127,7 +127,6 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
                               save_top_k=0, save_on_train_epoch_end=False)
     bar = [StageProgress(name, sc.steps)] if progress else []
     precision = resolve_precision(sc.precision)
-    module.session = {"precision": precision, "device": device_label()}
     trainer = L.Trainer(
         max_steps=sc.steps, max_epochs=-1, accumulate_grad_batches=sc.accumulate, precision=precision,
         logger=CSVLogger(run_dir, name=name, version=""), callbacks=[ckpt_cb, *bar, *callbacks],
