@@ -354,6 +354,13 @@ def test_tiny_end_to_end_recipe_and_bench(tiny_scenes, tmp_path):
     assert set(losses) == {"classifier/cls", "transfernet/att", "transfernet/joint", "baselinenet/baseline",
                            "decouplednet_transfer/seg"} and all(pts and pts[-1][1] > 0 for pts in losses.values())
     assert "## Training loss per stage" in md and "| 0 | transfernet/joint |" in md
+    # Each training session by precision and device: five stages (the shared classifier once), one session each.
+    from hetseg.bench.provenance import trained_as_phrase
+    from hetseg.engine.train import device_label
+
+    precision = json.loads((runs / "cpu_s0" / "transfernet" / "joint" / "done.json").read_text())["precision"]
+    assert report["trained_as"] == {"0": {f"{precision} on {device_label()}": 5}}
+    assert trained_as_phrase(report["trained_as"]) in md
     from hetseg.zoo import BACKBONE_DIR
 
     shipped = json.loads((BACKBONE_DIR / "backbone.json").read_text())["sha256"]
@@ -384,6 +391,7 @@ def test_tiny_end_to_end_recipe_and_bench(tiny_scenes, tmp_path):
     records = json.loads((tmp_path / "records" / "transfer.json").read_text())
     assert {m: records["methods"][m]["miou"] for m in METHODS} == {m: report["methods"][m]["miou"] for m in METHODS}
     assert records["identification"] == report["identification"] and records["train_loss"] == report["train_loss"]
+    assert records["trained_as"] == report["trained_as"]  # from the records' stage summaries
     assert not (tmp_path / "records" / "transfer_attention.png").exists()  # needs weights: not redrawn
     from hetseg.errors import HetsegError
 

@@ -32,7 +32,7 @@ import torch
 from hetseg.bench import paper
 from hetseg.bench.curves import run_losses
 from hetseg.bench.preflight import check_inputs
-from hetseg.bench.provenance import check_recipe, machine_info, read_json, with_overrides
+from hetseg.bench.provenance import check_recipe, machine_info, read_json, stage_sessions, with_overrides
 from hetseg.bench.table1_recipe import strong_split_file
 from hetseg.bench.workers import cell_pool, job
 from hetseg.config import Config
@@ -95,17 +95,34 @@ def time_inference(run: Path, split: Split, steps: Sequence[int], images: int = 
 BASE_STAGES = ("labelmap", "recon")
 
 
+def stage_markers(run: str | Path, stages: Sequence[str]) -> list[dict | None]:
+    """Each of ``stages``' done.json in ``run`` (engine.train.stage_done), None where it is missing or
+    unreadable: the record's own values then stand."""
+    from hetseg.methods import stage_done
+
+    out: list[dict | None] = []
+    for s in stages:
+        try:
+            out.append(stage_done(run, s))
+        except (HetsegError, OSError, AttributeError):
+            out.append(None)
+    return out
+
+
 def stage_wall(run: str | Path, stages: Sequence[str]) -> float | None:
     """Training seconds of ``stages`` as each stage's done.json recorded them when it ran (every session
     of a resumed stage, docs/GUARANTEES.md), or None if one is missing. Why not a clock around
     ``train``: a re-evaluation skips finished stages in ~0 s, and the record must say what training cost."""
-    from hetseg.methods import stage_done
-
-    try:
-        walls = [(stage_done(run, s) or {}).get("wall_s") for s in stages]
-    except (HetsegError, OSError, AttributeError):  # an unreadable marker: the record's own value stands
-        return None
+    walls = [(m or {}).get("wall_s") for m in stage_markers(run, stages)]
     return None if any(not isinstance(w, (int, float)) for w in walls) else round(sum(walls), 1)
+
+
+def record_sessions(rec: dict) -> list[dict]:
+    """Every training session behind a (seed, k) record -- its base run's labelmap and recon stages and
+    each joint run trained (not a k = full alias) -- as their done.json record them
+    (provenance.stage_sessions). A stage without a readable marker adds none."""
+    runs = [(rec["base_run"], BASE_STAGES)] + [(c["run"], ("joint",)) for c in rec["cells"] if not c.get("same_as")]
+    return [x for run, stages in runs for m in stage_markers(run, stages) if m for x in stage_sessions(m)]
 
 
 def record_file(base: Config) -> Path:
@@ -157,6 +174,7 @@ def run_k(base: Config, k: int | str, t_trains: Sequence[int], runs: str, progre
               " ".join(f"t{t}={100 * m:.1f}" for t, m in cell["miou"].items()), flush=True)
         rec["cells"].append(cell)
     rec.update(t_trains=list(t_trains), t_test=list(T_TEST), config=base.to_dict(), machine=machine_info())
+    rec["sessions"] = record_sessions(rec)  # precision and device of each training session
     write_json(record_file(base), rec)
     return rec
 
@@ -190,6 +208,7 @@ def saved_record(base: Config, k: int | str, t_trains: Sequence[int], runs: str 
         c["joint_wall_s"] = stage_wall(c["run"], ("joint",)) or c.get("joint_wall_s")
         if c.get("same_as"):
             c["same_as"] = c["run"]
+    saved["sessions"] = record_sessions(saved) or saved.get("sessions", [])  # as the walls: the markers' own
     return saved
 
 

@@ -10,7 +10,7 @@ import torch
 
 from hetseg.bench.curves import tenths_cells, tenths_header
 from hetseg.bench.provenance import (dataset_info, machine_info, machine_labels, read_json, start_weights,
-                                     weights_phrase)
+                                     trained_as, trained_as_phrase, weights_phrase)
 from hetseg.bench.table1_report import fmt_mean_std, mean_std, ordering
 from hetseg.config import Config
 from hetseg.io_atomic import write_json, write_text
@@ -137,6 +137,7 @@ def markdown(r: dict) -> str:
              f"Val: {r['dataset']['splits'].get('val', {})}.",
              f"Data checksum (meta.json content sha256) `{(r['dataset']['meta_sha256'] or '')[:12]}`. Budgets (fixed before the run): "
              f"{r['budgets']}. Nothing was chosen on val.",
+             *([trained_as_phrase(r["trained_as"])] if r.get("trained_as") else []),
              "Initial weights: " + (f"{weights_phrase(b)}." if (b := r.get("backbone")) and b.get("imagenet") else
                                     f"the shipped ResNet backbone `{b['file']}` (sha256 `{b['sha256'][:12]}…`, "
                                     f"`{b['command']}`, held-out item accuracy {100 * b['held_out_acc']:.1f} %)."
@@ -213,6 +214,10 @@ def write_results(records: list[dict], out: str | Path, command: str, scale: str
                                                        if not c.get("same_as") for f in ("joint_wall_s", "eval_wall_s")]
     report["compute_wall_s"] = round(sum(w or 0 for w in walls), 1)
     report["record_machines"] = machine_labels(records)
+    sessions: dict = {}  # every (seed, k) record of a seed: its sessions, by precision and device
+    for r in records:
+        sessions.setdefault(r["seed"], []).extend(r.get("sessions", []))
+    report["trained_as"] = trained_as({seed: v for seed, v in sessions.items() if v})
     report["summary"] = summarise(records, t_test)
     report["claims"] = claims(report["summary"], t_test)
     # the figure needs weights: the first run with the largest t_tr still on disk (records may come without)

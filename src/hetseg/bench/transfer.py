@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hetseg.bench.curves import stage_losses
-from hetseg.bench.provenance import (dataset_info, machine_info, machine_labels, read_json, start_weights,
-                                     with_overrides)
+from hetseg.bench.provenance import (dataset_info, machine_info, machine_labels, read_json, stage_sessions,
+                                     start_weights, trained_as, with_overrides)
 from hetseg.bench.table1_report import mean_std
 from hetseg.bench.transfer_report import NAMES, PAPER_VAL, claims, markdown, mean_or_none, per_step
 from hetseg.bench.workers import cell_pool, job
@@ -229,6 +229,10 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
         "config": cfg.to_dict(), "command": command, "machine": machine_info(),
         # where each seed's record was written (a record from before machines were recorded: not listed)
         "record_machines": machine_labels(per_seed),
+        # each seed's training sessions (every stage of every run, the shared classifier once) by precision and
+        # device: `precision: auto` resolves per machine, and seeds may train on different ones
+        "trained_as": trained_as({s["seed"]: [x for stages in s["train"].values() for d in stages.values()
+                                              if isinstance(d, dict) for x in stage_sessions(d)] for s in per_seed}),
         "jobs": workers,  # this invocation; > 1: seeds trained side by side in single-thread processes
         "jobs_per_seed": [s.get("jobs", 1) for s in per_seed],  # as each seed was trained (walls not comparable to 1)
     }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 
 from hetseg.bench.curves import tenths_cells, tenths_header
-from hetseg.bench.provenance import weights_phrase
+from hetseg.bench.provenance import trained_as_phrase, weights_phrase
 from hetseg.bench.table1_report import claim_lines, ordering
 
 NAMES = {"transfernet": "TransferNet", "transfernet_gt": "TransferNet-GT", "baselinenet": "BaselineNet",
@@ -95,6 +95,7 @@ def markdown(r: dict, names: list[str]) -> str:
         + ". Initial weights: "
         + (weights_phrase(r["backbone"]) if (r.get("backbone") or {}).get("imagenet")
            else f"backbone `{r['backbone']['file']}` (sha256 `{r['backbone']['sha256'][:12]}…`)" if r.get("backbone")
-           else "random") + ".\n\n" + "\n".join(loss) + "\n\n"
+           else "random") + ".\n\n"
+        + (trained_as_phrase(r["trained_as"]) + "\n\n" if r.get("trained_as") else "") + "\n".join(loss) + "\n\n"
         f"Command: `{r['command']}`\n"
     )
