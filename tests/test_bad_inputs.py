@@ -291,6 +291,21 @@ def test_a_run_stopped_in_its_first_stage_is_told_to_resume(tmp_path, capsys, co
     assert "written by 'hetseg train'" not in err
 
 
+@pytest.mark.parametrize("command", ["eval", "predict", "export"])
+def test_a_checkpoint_folder_that_is_not_there_is_named_so(tmp_path, capsys, command):
+    """A mistyped --checkpoint said "no model.json", as if the folder were there (a file in its place is
+    refused by engine.checkpoint.run_dir, unless it is the run's own model file)."""
+    from hetseg.cli import main
+
+    extra = {"eval": [], "predict": ["--input", str(JPG), "--output", str(tmp_path / "out")],
+             "export": ["--out", str(tmp_path / "m.onnx")]}[command]
+    assert main([command, "--checkpoint", str(tmp_path / "nope"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"hetseg: error: {tmp_path / 'nope'}: no such directory; fix: pass a run directory written by "
+                   "'hetseg train'\n"), err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "m.onnx").exists()
+
+
 DEEP = "[" * 100_000 + "]" * 100_000  # valid JSON nested far past Python's recursion limit
 
 

@@ -103,6 +103,9 @@ def run_dir(checkpoint: str | Path) -> Path:
 def read_model_json(run: Path) -> dict:
     """``run/model.json`` parsed and checked (a tampered or truncated file is one error line)."""
     meta_path = run / "model.json"
+    if not run.is_dir():  # "no model.json" read as if the folder were there
+        what = "not a directory" if run.exists() else "no such directory"
+        raise HetsegError(f"{run}: {what}; fix: pass a run directory written by 'hetseg train'")
     if not meta_path.is_file():
         started = sorted(run.glob("*/checkpoints/last.ckpt")) if (run / "config.json").is_file() else []
         if started:  # a run whose first stage was stopped part-way: it is one, and the rerun resumes it
