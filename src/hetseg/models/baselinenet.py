@@ -21,16 +21,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import SegOutput, Segmenter, frozen_aware, register
+from .base import frozen_aware, register
 from .classifier import Classifier, ClassifierOutput
 from .decoder import DeconvDecoder, repeat_switches
-from .scales import Scale, get_scale
-from .transfer_inference import ForegroundOutput, foreground_from_rows, transfer_export, transfer_predict
+from .scales import Scale
+from .transfer_inference import ForegroundOutput, TransferSegmenter, foreground_from_rows
 from .transfernet import caffe_xavier_
 
 
 @register("baselinenet")
-class BaselineNet(Segmenter):
+class BaselineNet(TransferSegmenter):
     """BaselineNet with submodules ``classifier`` (frozen in training), ``fc``, ``decoder``.
 
     Args:
@@ -44,12 +44,8 @@ class BaselineNet(Segmenter):
     def __init__(self, num_classes: int, scale: str | Scale = "cpu", in_channels: int = 3,
                  input_size: int | None = None, label_classes: list[int] | None = None,
                  label_fallback: bool = True, bg_scale: float = 0.5) -> None:
-        super().__init__()
-        self.in_channels = in_channels  # what predict checks its input against
-        self.label_classes, self.label_fallback, self.bg_scale = label_classes, label_fallback, bg_scale
-        self.scale = s = get_scale(scale)
-        self.num_classes = num_classes
-        self.input_size = input_size or s.input_size
+        super().__init__(num_classes, scale, in_channels, input_size, label_classes, label_fallback, bg_scale)
+        s = self.scale
         self.score_side = self.input_size // 32 - s.fc6_kernel + 1
         self.conv5_side = self.input_size // 16
         if self.score_side < 1:
@@ -106,12 +102,3 @@ class BaselineNet(Segmenter):
 
         return foreground_from_rows(run, images, labels, self.num_classes, bg_scale, return_maps)
 
-    def predict(self, images: Tensor, labels: list[list[int]] | None = None, threshold: float = 0.6) -> SegOutput:
-        """See ``transfer_inference.transfer_predict``; the frozen classifier also picks the labels."""
-        return transfer_predict(self, images, labels, threshold)
-
-    export_outputs = ("probs", "class_scores")
-
-    def export_forward(self, images: Tensor, threshold: float | Tensor = 0.6) -> tuple[Tensor, Tensor]:
-        """See ``transfer_inference.transfer_export``."""
-        return transfer_export(self, images, threshold)

@@ -15,7 +15,45 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .base import SegOutput, index_lists
+from .base import SegOutput, Segmenter, index_lists
+from .scales import Scale, get_scale
+
+
+class TransferSegmenter(Segmenter):
+    """What TransferNet and BaselineNet share: the inference rule's settings, the scale and input side,
+    and :meth:`predict` / :meth:`export_forward` (:func:`transfer_predict` / :func:`transfer_export`).
+    A subclass builds its layers after ``super().__init__(...)`` and answers ``classifier``,
+    ``foreground`` and ``segment``; ``predict_maps`` names the per-label maps its ``foreground`` returns
+    (predict's extras).
+
+    Args:
+        num_classes: K object classes over both domains (no background).
+        scale: "paper", "cpu" or a :class:`Scale`.
+        in_channels: image channels.
+        input_size: the fixed input side (default ``scale.input_size``).
+        label_classes / label_fallback / bg_scale: inference rule (:func:`transfer_predict`).
+    """
+
+    predict_maps: tuple[str, ...] = ()
+    export_outputs = ("probs", "class_scores")
+
+    def __init__(self, num_classes: int, scale: str | Scale, in_channels: int, input_size: int | None,
+                 label_classes: list[int] | None, label_fallback: bool, bg_scale: float) -> None:
+        super().__init__()
+        self.in_channels = in_channels  # what predict checks its input against
+        self.label_classes, self.label_fallback, self.bg_scale = label_classes, label_fallback, bg_scale
+        self.scale = get_scale(scale)
+        self.num_classes = num_classes
+        self.input_size = input_size or self.scale.input_size
+
+    def predict(self, images: Tensor, labels: list[list[int]] | None = None, threshold: float = 0.6) -> SegOutput:
+        """See :func:`transfer_predict`: images (N, C, S, S) -> SegOutput, probs (N, K+1, S, S); the model's
+        classifier picks the labels unless ``labels`` are given; extras: ``predict_maps`` per label."""
+        return transfer_predict(self, images, labels, threshold, maps=self.predict_maps)
+
+    def export_forward(self, images: Tensor, threshold: float | Tensor = 0.6) -> tuple[Tensor, Tensor]:
+        """See :func:`transfer_export`."""
+        return transfer_export(self, images, threshold)
 
 
 @torch.no_grad()

@@ -42,11 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SegOutput, Segmenter, frozen_aware, register
+from .base import frozen_aware, register
 from .classifier import Classifier
 from .decoder import DeconvDecoder, repeat_switches
-from .scales import Scale, get_scale
-from .transfer_inference import ForegroundOutput, foreground_from_rows, transfer_export, transfer_predict
+from .scales import Scale
+from .transfer_inference import ForegroundOutput, TransferSegmenter, foreground_from_rows
 from .vgg import EncoderOutput, VGGEncoder
 
 ATTENTION_VARIANTS = ("code", "paper")
@@ -145,7 +145,7 @@ class TransferOutput:
 
 
 @register("transfernet")
-class TransferNet(Segmenter):
+class TransferNet(TransferSegmenter):
     """TransferNet with submodules ``encoder``, ``attention``, ``cls_head``, ``decoder`` and ``classifier``.
 
     ``classifier`` is the paper's *separate* multi-label classifier that picks the labels at
@@ -164,16 +164,14 @@ class TransferNet(Segmenter):
         label_classes / label_fallback / bg_scale: inference rule (see ``transfer_inference.transfer_predict``).
     """
 
+    predict_maps = ("alpha", "dense")  # predict's extras: attention and densified attention per label
+
     def __init__(self, num_classes: int, scale: str | Scale = "cpu", in_channels: int = 3,
                  attention: str = "code", feature_scale: float = 0.004, embed_dim: int | None = None,
                  input_size: int | None = None, label_classes: list[int] | None = None,
                  label_fallback: bool = True, bg_scale: float = 0.5) -> None:
-        super().__init__()
-        self.in_channels = in_channels  # what predict checks its input against
-        self.label_classes, self.label_fallback, self.bg_scale = label_classes, label_fallback, bg_scale
-        self.scale = s = get_scale(scale)
-        self.num_classes = num_classes
-        self.input_size = input_size or s.input_size
+        super().__init__(num_classes, scale, in_channels, input_size, label_classes, label_fallback, bg_scale)
+        s = self.scale
         if self.input_size % 16:
             raise ValueError(f"input_size must be a multiple of 16, got {self.input_size}")
         side = self.input_size // 16
@@ -258,12 +256,3 @@ class TransferNet(Segmenter):
 
         return foreground_from_rows(run, images, labels, self.num_classes, bg_scale, return_maps)
 
-    def predict(self, images: Tensor, labels: list[list[int]] | None = None, threshold: float = 0.6) -> SegOutput:
-        """See ``transfer_inference.transfer_predict``; extras: attention alpha and densified attention per label."""
-        return transfer_predict(self, images, labels, threshold, maps=("alpha", "dense"))
-
-    export_outputs = ("probs", "class_scores")
-
-    def export_forward(self, images: Tensor, threshold: float | Tensor = 0.6) -> tuple[Tensor, Tensor]:
-        """See ``transfer_inference.transfer_export``."""
-        return transfer_export(self, images, threshold)
