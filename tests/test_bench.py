@@ -317,6 +317,9 @@ def test_the_report_says_which_precision_and_device_each_seed_trained_on(tmp_pat
     assert report["trained_as"] == {"0": {f"32-true on {avx2}": 3, f"bf16-mixed on {bf16}": 1}, "1": {last_only: 1}}
     md = (tmp_path / "out" / "table1.md").read_text()
     assert f"seed 0: 32-true on {avx2} × 3, bf16-mixed on {bf16} × 1; seed 1: {last_only} × 1." in md
+    from hetseg.bench.provenance import trained_as_phrase
+
+    assert trained_as_phrase({"0": {}}).endswith("device: seed 0: not recorded.")  # a seed without any: said so
 
 
 def test_claims_are_judged_on_the_means_and_only_where_run():

@@ -168,13 +168,14 @@ def test_bench_dis_tiny_writes_results(scenes, tmp_path, capsys):
     base_done = [json.loads((tmp_path / "runs/seed0/dis_k5_base" / s / "done.json").read_text())["wall_s"]
                  for s in ("labelmap", "recon")]
     assert rec["base_wall_s"] == pytest.approx(sum(base_done), abs=0.11) and rec["base_wall_s"] > 0
-    # ... and so are its sessions, by precision and device: labelmap, recon and two joint runs at k = 5, one
-    # joint run at k = full (its t_tr alias trains nothing): seven stages of one session each.
+    # ... and so are its sessions, by precision and device: labelmap, recon and two joint runs at k = 5; labelmap,
+    # recon and one joint run at k = full (its t_tr alias trains nothing): seven stages of one session each.
     from hetseg.bench.provenance import trained_as_phrase
     from hetseg.engine.train import device_label
 
     precision = json.loads((tmp_path / "runs/seed0/dis_k5_base/recon/done.json").read_text())["precision"]
-    assert [s["from_step"] for s in rec["sessions"]] == [0, 0, 0, 0]
+    assert {stage: [x["from_step"] for x in v] for stage, v in rec["sessions"].items()} == {
+        "dis_k5_base/labelmap": [0], "dis_k5_base/recon": [0], **{f"dis_k5_ttr{t}/joint": [0] for t in r["t_trains"]}}
     assert r["trained_as"] == {"0": {f"{precision} on {device_label()}": 7}} and trained_as_phrase(r["trained_as"]) in md
     # A record made for another t_ts grid is not reported: its runs are evaluated again on this grid,
     # from their weights (nothing retrained), with the same scores and the training's walls.
@@ -204,6 +205,18 @@ def test_bench_dis_tiny_writes_results(scenes, tmp_path, capsys):
     assert again["records"] == r["records"] and again["summary"] == r["summary"] and again["claims"] == r["claims"]
     assert again["compute_wall_s"] == r["compute_wall_s"]  # the records' time, not this invocation's
     assert again["trained_as"] == r["trained_as"]  # the stages' markers, weights or not
+    # A stage whose marker is gone keeps the record's own entry (as the walls do); with neither, it counts as
+    # one session of unknown precision and device, never as none.
+    (tmp_path / "runs" / "seed0" / f"dis_k5_ttr{r['t_trains'][-1]}" / "joint" / "done.json").unlink()
+    assert run_dis("cpu", [0], str(out), str(scenes), str(tmp_path / "runs"), budget="tiny", jobs=1,
+                   figure_images=0) == 0
+    assert json.loads((out / "dis.json").read_text())["trained_as"] == r["trained_as"]
+    rf.write_text(json.dumps({k: v for k, v in json.loads(rf.read_text()).items() if k != "sessions"}))
+    assert run_dis("cpu", [0], str(out), str(scenes), str(tmp_path / "runs"), budget="tiny", jobs=1,
+                   figure_images=0) == 0
+    unknown = "precision not recorded on a device not recorded (its stage's last session; earlier ones unknown)"
+    assert json.loads((out / "dis.json").read_text())["trained_as"] == {
+        "0": {f"{precision} on {device_label()}": 6, unknown: 1}}
     assert "No figure" in (out / "dis.md").read_text() and "dis.png" not in capsys.readouterr().out  # old png unlisted
     assert not list((tmp_path / "runs").rglob("model.safetensors"))  # nothing was retrained
     # ... a record of another recipe is refused, not mixed in (by the record's own config too) ...

@@ -117,12 +117,20 @@ def stage_wall(run: str | Path, stages: Sequence[str]) -> float | None:
     return None if any(not isinstance(w, (int, float)) for w in walls) else round(sum(walls), 1)
 
 
-def record_sessions(rec: dict) -> list[dict]:
-    """Every training session behind a (seed, k) record -- its base run's labelmap and recon stages and
-    each joint run trained (not a k = full alias) -- as their done.json record them
-    (provenance.stage_sessions). A stage without a readable marker adds none."""
+def record_sessions(rec: dict, saved: dict | None = None) -> dict[str, list[dict]]:
+    """{"<run folder>/<stage>": its sessions} for every stage behind a (seed, k) record -- its base run's
+    labelmap and recon and each joint run trained (not a k = full alias) -- as the stage's done.json records
+    them (provenance.stage_sessions). A stage whose marker is missing or unreadable keeps the entry ``saved``
+    (the record's own) has for it, else counts as one session of unknown precision and device: as the walls,
+    the markers' values where they are, the record's elsewhere, and no stage left out."""
     runs = [(rec["base_run"], BASE_STAGES)] + [(c["run"], ("joint",)) for c in rec["cells"] if not c.get("same_as")]
-    return [x for run, stages in runs for m in stage_markers(run, stages) if m for x in stage_sessions(m)]
+    saved = saved or {}
+    out: dict[str, list[dict]] = {}
+    for run, stages in runs:
+        for stage, marker in zip(stages, stage_markers(run, stages)):
+            key = f"{Path(run).name}/{stage}"
+            out[key] = stage_sessions(marker) if marker else saved.get(key) or stage_sessions({})
+    return out
 
 
 def record_file(base: Config) -> Path:
@@ -174,7 +182,7 @@ def run_k(base: Config, k: int | str, t_trains: Sequence[int], runs: str, progre
               " ".join(f"t{t}={100 * m:.1f}" for t, m in cell["miou"].items()), flush=True)
         rec["cells"].append(cell)
     rec.update(t_trains=list(t_trains), t_test=list(T_TEST), config=base.to_dict(), machine=machine_info())
-    rec["sessions"] = record_sessions(rec)  # precision and device of each training session
+    rec["sessions"] = record_sessions(rec)  # precision and device of each stage's training sessions
     write_json(record_file(base), rec)
     return rec
 
@@ -208,7 +216,7 @@ def saved_record(base: Config, k: int | str, t_trains: Sequence[int], runs: str 
         c["joint_wall_s"] = stage_wall(c["run"], ("joint",)) or c.get("joint_wall_s")
         if c.get("same_as"):
             c["same_as"] = c["run"]
-    saved["sessions"] = record_sessions(saved) or saved.get("sessions", [])  # as the walls: the markers' own
+    saved["sessions"] = record_sessions(saved, saved.get("sessions") if isinstance(saved.get("sessions"), dict) else None)
     return saved
 
 

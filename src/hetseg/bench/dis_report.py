@@ -214,10 +214,10 @@ def write_results(records: list[dict], out: str | Path, command: str, scale: str
                                                        if not c.get("same_as") for f in ("joint_wall_s", "eval_wall_s")]
     report["compute_wall_s"] = round(sum(w or 0 for w in walls), 1)
     report["record_machines"] = machine_labels(records)
-    sessions: dict = {}  # every (seed, k) record of a seed: its sessions, by precision and device
+    sessions: dict = {}  # every (seed, k) record of a seed: its stages' sessions, by precision and device
     for r in records:
-        sessions.setdefault(r["seed"], []).extend(r.get("sessions", []))
-    report["trained_as"] = trained_as({seed: v for seed, v in sessions.items() if v})
+        sessions.setdefault(r["seed"], []).extend(x for v in (r.get("sessions") or {}).values() for x in v)
+    report["trained_as"] = trained_as(sessions)
     report["summary"] = summarise(records, t_test)
     report["claims"] = claims(report["summary"], t_test)
     # the figure needs weights: the first run with the largest t_tr still on disk (records may come without)

@@ -102,8 +102,8 @@ def trained_as(sessions_by_seed: dict) -> dict:
 
 def trained_as_phrase(by_seed: dict) -> str:
     """:func:`trained_as` in one sentence for a results Markdown."""
-    per_seed = [f"seed {seed}: " + ", ".join(f"{label} × {n}" for label, n in sorted(labels.items()))
-                for seed, labels in sorted(by_seed.items())]
+    per_seed = [f"seed {seed}: " + (", ".join(f"{label} × {n}" for label, n in sorted(labels.items()))
+                                    or "not recorded") for seed, labels in sorted(by_seed.items())]
     return ("Training sessions by precision (`precision: auto` is bf16-mixed where bf16 is native, else "
             "32-true) and device: " + "; ".join(per_seed) + ".")
 

@@ -31,7 +31,8 @@ from .transfernet import caffe_xavier_
 
 @register("baselinenet")
 class BaselineNet(TransferSegmenter):
-    """BaselineNet with submodules ``classifier`` (frozen in training), ``fc``, ``decoder``.
+    """BaselineNet with submodules ``classifier`` (frozen in training; at inference it also picks the labels),
+    ``fc``, ``decoder``.
 
     Args:
         num_classes: K object classes over both domains.
