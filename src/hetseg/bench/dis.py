@@ -216,7 +216,7 @@ def saved_record(base: Config, k: int | str, t_trains: Sequence[int], runs: str 
         c["joint_wall_s"] = stage_wall(c["run"], ("joint",)) or c.get("joint_wall_s")
         if c.get("same_as"):
             c["same_as"] = c["run"]
-    saved["sessions"] = record_sessions(saved, saved.get("sessions") if isinstance(saved.get("sessions"), dict) else None)
+    saved["sessions"] = record_sessions(saved, saved.get("sessions"))  # as the walls: markers first
     return saved
 
 
