@@ -76,8 +76,36 @@ def _note_transfer_val(args: argparse.Namespace, report: dict) -> None:
          "transfer does")
 
 
+def _data_check(args: argparse.Namespace) -> int:
+    """``hetseg data check``: every image and mask of the method's splits (or of --split) decoded in full."""
+    from hetseg.config import Config
+    from hetseg.config_check import refuse_repeated
+    from hetseg.data.check import check_splits, raise_first
+    from hetseg.methods import get_method, load_config_split, load_split
+
+    cfg = Config.load(args.config) if args.config else Config()
+    if args.method:
+        get_method(args.method, "--method ")
+    refuse_repeated(args.overrides, {"model.name": f"--method {args.method}"} if args.method else {})
+    cfg = cfg.override(([f"model.name={args.method}"] if args.method else []) + args.overrides)
+    if args.split:
+        named = [(f"--split {s}", load_split(cfg, s, mask_labels=False)) for s in args.split]
+    else:
+        settings = get_method(cfg.model.name).data_splits(cfg)
+        named = [(k, load_config_split(cfg, k, getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]), False))
+                 for k in settings]
+    report = check_splits([split for _, split in named], cfg.data.num_classes, args.workers)
+    raise_first(report)
+    for (what, _), split in zip(named, report.splits):
+        print(f"{what}: {len(split)} images ({split.root}, sha256 {split.checksum()[:12]})")
+    print(f"data check: {report.images} images and {report.masks} masks decoded, no problem found")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.cmd == "data":
+        if args.data_cmd == "check":
+            return _data_check(args)
         if args.data_cmd == "scenes":
             from hetseg.data.scenes import cli_scenes
 

@@ -109,7 +109,7 @@ def _version() -> str:
 
 def _add_data(sub) -> None:
     data = sub.add_parser("data", help="build datasets and split files").add_subparsers(
-        dest="data_cmd", required=True, metavar="DATASET", help="scenes | splits | voc-aug | coco")
+        dest="data_cmd", required=True, metavar="DATASET", help="scenes | splits | voc-aug | coco | check")
     sc = data.add_parser("scenes", help="generate the embedded fashion-scenes dataset (VOC layout)")
     sc.add_argument("--out", required=True)
     sc.add_argument("--seed", type=_SEED, default=0)
@@ -131,6 +131,13 @@ def _add_data(sub) -> None:
     va.add_argument("--out-mask-dir", default="SegmentationClassAug")
     va.add_argument("--expect-count", type=_int_in(0), default=10582,
                     help="refuse a train_aug of another size (10,582 on the real datasets; 0 = no check)")
+    ck = data.add_parser("check", help="decode every image and mask a run's splits name, before training")
+    ck.add_argument("--config", default=None, help="YAML/JSON config (default: the built-in one)")
+    ck.add_argument("--method", default=None, help="whose splits (sets model.name; default: the config's)")
+    ck.add_argument("--split", action="append", default=None, help="check this split instead (weak | strong | "
+                    "val, a path under data.root or a split file); repeatable")
+    ck.add_argument("--workers", type=_int_in(1, 64), default=2, help="decoding threads")
+    ck.add_argument("overrides", nargs="*", help="dotted key=value, e.g. data.root=/data/mine")
     co = data.add_parser("coco", help="COCO instances -> VOC layout with a category remap (TransferNet's COCO-60)")
     co.add_argument("--ann", required=True, help="COCO instances JSON, e.g. instances_train2014.json")
     co.add_argument("--images", required=True, help="folder with that JSON's images")

@@ -47,12 +47,17 @@ def check_strong_masks(split: Split, num_classes: int) -> None:
             continue
         image, mask_path = split.path(r.image), split.path(r.mask)
         check_pair_files(image, mask_path)
-        held = sorted(int(c) for c in np.unique(read_mask(mask_path, num_classes)) if 0 < c < 255)
-        if held != sorted(r.labels):
-            raise DataError(mask_path, f"holds classes {held}, but the labels file gives image '{r.id}' "
-                                       f"{sorted(r.labels)}", "make the labels file agree with the mask, or drop "
-                                       "the image from it (a masked image's labels are then read from its mask)")
+        check_mask_labels(r, mask_path, read_mask(mask_path, num_classes))
     _CHECKED.add(key)
+
+
+def check_mask_labels(rec: Record, mask_path: str | Path, mask: np.ndarray) -> None:
+    """Refuse a record whose image labels are not the classes its (H, W) ``mask`` holds (255 = void)."""
+    held = sorted(int(c) for c in np.unique(mask) if 0 < c < 255)
+    if held != sorted(rec.labels):
+        raise DataError(mask_path, f"holds classes {held}, but the labels file gives image '{rec.id}' "
+                                   f"{sorted(rec.labels)}", "make the labels file agree with the mask, or drop "
+                                   "the image from it (a masked image's labels are then read from its mask)")
 
 
 class SeededDataset(Dataset):

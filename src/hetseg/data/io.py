@@ -265,7 +265,7 @@ def check_image_files(paths: Iterable[str | Path]) -> None:
     """Read every image's header (:func:`image_size`, no decoding) once per process: a missing, empty
     or non-image file is one :class:`DataError` naming it before a stage's first step, not when a batch
     first draws it (mid-stage, after the run's first checkpoints). A file corrupt past its header is
-    still found only when decoded."""
+    still found only when decoded (``hetseg data check`` decodes them all before a run: data/check.py)."""
     for p in paths:
         key = str(p)
         if key not in _HEADERS_READ:

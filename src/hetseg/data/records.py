@@ -209,7 +209,7 @@ def _check_path(guard: RootGuard, root: Path, rel: str, split_path: Path, lineno
 
 
 def read_split(path: str | Path, root: str | Path | None = None, labels: Mapping[str, Sequence[int]] | None = None,
-               num_classes: int | None = None, check_files: bool = True) -> Split:
+               num_classes: int | None = None, check_files: bool = True, mask_labels: bool = True) -> Split:
     """Read a split file into a :class:`Split`.
 
     Labels come from ``labels`` (id -> mask indices), else ``<root>/labels.json``, else (strong
@@ -217,7 +217,9 @@ def read_split(path: str | Path, root: str | Path | None = None, labels: Mapping
     parent of a ``splits/`` or ``ImageSets/...`` folder, else the file's folder. Every path must
     stay inside the root, symlinks included (:mod:`hetseg.data.paths`: folder links are followed,
     a file link must not lead outside). Missing files (``check_files``), escaping paths and bad
-    lines raise :class:`DataError` naming the split file and line.
+    lines raise :class:`DataError` naming the split file and line. ``mask_labels`` False leaves the masks
+    undecoded: labels that would come from a mask are left empty and the record ids listed in
+    ``meta["labels_from_mask"]`` (``hetseg data check`` decodes them itself, every bad mask at once).
     """
     path = Path(path)
     text = read_list_text(path)
@@ -225,7 +227,7 @@ def read_split(path: str | Path, root: str | Path | None = None, labels: Mapping
     entries = _parse(text, path, root)
     if labels is None and (root / "labels.json").is_file():
         labels = load_labels_json(root / "labels.json")  # range vs num_classes: per record, below
-    records = []
+    records, from_mask = [], []
     guard = RootGuard(root)
     for lineno, img, mask in entries:
         rid = record_id(img)
@@ -234,6 +236,9 @@ def read_split(path: str | Path, root: str | Path | None = None, labels: Mapping
                 _check_path(guard, root, rel, path, lineno, rid, check_files)
         if labels is not None and rid in labels:
             labs = normalise_labels(labels[rid], num_classes, path, rid)
+        elif mask is not None and not mask_labels:
+            labs = ()
+            from_mask.append(rid)
         elif mask is not None:
             from hetseg.data.io import read_mask  # local import: io pulls in Pillow decoding helpers
             labs = labels_from_mask(read_mask(root / mask, num_classes))
@@ -241,7 +246,8 @@ def read_split(path: str | Path, root: str | Path | None = None, labels: Mapping
             raise DataError(path, f"line {lineno}: weak image '{img}' has no image-level labels",
                             f"add '{rid}' to {root / 'labels.json'} or give a labels file")
         records.append(Record(rid, img, labs, mask))
-    return Split(root, records, path.stem, num_classes, meta={"split_file": str(path)})
+    meta = {"split_file": str(path), **({"labels_from_mask": from_mask} if from_mask else {})}
+    return Split(root, records, path.stem, num_classes, meta=meta)
 
 
 def default_root(split_path: Path) -> Path:

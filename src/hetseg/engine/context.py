@@ -41,7 +41,7 @@ def class_names(cfg: Config, check: bool = True) -> list[str]:
     return names
 
 
-def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split:
+def load_split(cfg: Config, which: str, root: str | Path | None = None, mask_labels: bool = True) -> Split:
     """A split of the run's dataset, or a split file read against *its own* root.
 
     ``which``: ``weak`` | ``strong`` | ``val`` (the config's split files; with ``root``, those paths under
@@ -51,7 +51,8 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split
     it lives in (the parent of its ``splits/`` or ``ImageSets/`` folder). A split of another dataset
     is therefore never scored against this run's images; its files must exist under its root.
     Labels of the run's own splits come from ``data.labels`` when set (e.g. labels written beside a
-    read-only VOC root), else from ``<root>/labels.json``, else from the masks.
+    read-only VOC root), else from ``<root>/labels.json``, else from the masks (``mask_labels`` False: not
+    decoded here, :func:`hetseg.data.records.read_split`).
     """
     data_root = Path(cfg.data.root)
     rel = {"weak": cfg.data.weak_split, "strong": cfg.data.strong_split, "val": cfg.data.val_split}.get(which)
@@ -64,13 +65,14 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split
         if not path.is_file():
             raise HetsegError(f"--root {root}: no {which} split at {path} (the run's data.{which}_split); fix: give "
                               "--split the split file of that dataset")
-        return read_split(path, root, num_classes=cfg.data.num_classes)
+        return read_split(path, root, num_classes=cfg.data.num_classes, mask_labels=mask_labels)
     if rel is not None:
-        return load_config_split(cfg, f"data.{which}_split", rel)
+        return load_config_split(cfg, f"data.{which}_split", rel, mask_labels)
     if root is None and not Path(which).is_absolute():
         for cand in (data_root / which, data_root / "splits" / f"{which}.txt"):
             if cand.is_file():
-                return read_split(cand, data_root, labels=_own_labels(cfg), num_classes=cfg.data.num_classes)
+                return read_split(cand, data_root, labels=_own_labels(cfg), num_classes=cfg.data.num_classes,
+                                  mask_labels=mask_labels)
     path = Path(which)
     if root is not None and not path.is_absolute() and not path.is_file() and (Path(root) / path).is_file():
         path = Path(root) / path  # --split splits/x.txt --root DIR: the file under DIR
@@ -80,10 +82,11 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None) -> Split
         where = data_root if root is None else f"{data_root} or {root}"
         raise HetsegError(f"{which}: no such split (not under {where} either); fix: give weak, strong, val, "
                           "a split name in <root>/splits or a split file path")
-    return read_split(path, Path(root) if root is not None else default_root(path), num_classes=cfg.data.num_classes)
+    return read_split(path, Path(root) if root is not None else default_root(path), num_classes=cfg.data.num_classes,
+                      mask_labels=mask_labels)
 
 
-def load_config_split(cfg: Config, setting: str, rel: str) -> Split:
+def load_config_split(cfg: Config, setting: str, rel: str, mask_labels: bool = True) -> Split:
     """The split file a config setting names (``data.weak_split``, ``transfer.source_split``, ...): a path
     relative to ``cfg.data.root`` (or a bare name in ``<root>/splits``) or an absolute one, always read
     against ``cfg.data.root`` with the run's own labels -- every split setting of a run reads the same way,
@@ -100,7 +103,8 @@ def load_config_split(cfg: Config, setting: str, rel: str) -> Split:
         made_by = " (e.g. made by 'hetseg data splits')" if setting == "data.strong_split" else ""
         raise HetsegError(f"{setting}={rel}: no such split file ({path}); fix: set {setting} to a split file of "
                           f"{data_root}{made_by}")
-    return read_split(path, data_root, labels=_own_labels(cfg), num_classes=cfg.data.num_classes)
+    return read_split(path, data_root, labels=_own_labels(cfg), num_classes=cfg.data.num_classes,
+                      mask_labels=mask_labels)
 
 
 def _own_labels(cfg: Config) -> dict[str, tuple[int, ...]] | None:

@@ -62,6 +62,10 @@ class Method:
         """The settings (dotted config keys) naming the splits whose masks :attr:`mask_stages` train on."""
         return ["data.strong_split"]
 
+    def data_splits(self, cfg: Config) -> list[str]:
+        """The settings naming every split the method's stages and its evaluation read (``hetseg data check``)."""
+        return ["data.weak_split", "data.strong_split", "data.val_split"]
+
     def stage_samples(self, cfg: Config, stage: str) -> int | None:
         """How many training samples ``stage`` will see (its training set's length), computed from the
         split files without training; None: not checked ahead. :meth:`train` checks every stage still to

@@ -34,6 +34,9 @@ class DeconvNetMethod(Method):
     crop_stages = ("deconv",)
     mask_stages = ("deconv",)
 
+    def data_splits(self, cfg: Config) -> list[str]:
+        return ["data.strong_split", "data.val_split"]  # masks only: no weak set
+
     def stage_samples(self, cfg: Config, stage: str) -> int | None:
         return crop_samples(cfg, "strong", "multiclass")
 

@@ -72,6 +72,9 @@ class _TransferFamily(Method):
     def mask_splits(self, cfg: Config) -> list[str]:
         return ["transfer.source_split"]  # the source classes' masks; target images have labels only
 
+    def data_splits(self, cfg: Config) -> list[str]:
+        return ["transfer.source_split", "transfer.target_split", "transfer.val_split"]
+
     def default_stages(self, cfg: Config) -> tuple[str, ...]:
         return self.stages[1:] if cfg.transfer.classifier_run else self.stages
 

@@ -1,0 +1,115 @@
+"""``hetseg data check``: every image and mask of a run's splits decoded before training, each bad file found.
+
+A training stage reads image headers only (a JPEG cut short past its header passes) and decodes only the
+masks it trains on, so these files used to stop a run mid-stage (src/hetseg/data/check.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pytest
+from conftest import VOC_ROOT
+
+from hetseg.cli import main
+from hetseg.data.io import image_size
+
+pytestmark = pytest.mark.usefixtures("fixtures")
+
+JPG32, JPG33 = VOC_ROOT / "JPEGImages" / "2007_000032.jpg", VOC_ROOT / "JPEGImages" / "2007_000033.jpg"
+PNG32, PNG33 = VOC_ROOT / "SegmentationClass" / "2007_000032.png", VOC_ROOT / "SegmentationClass" / "2007_000033.png"
+
+
+def voc_root(tmp_path):
+    """Four images (two copies of each fixture pair): a weak split, a strong split of two, a val split of two."""
+    root = tmp_path / "ds"
+    for sub in ("JPEGImages", "SegmentationClass", "splits"):
+        (root / sub).mkdir(parents=True)
+    for rid, (jpg, png) in {"a": (JPG32, PNG32), "b": (JPG33, PNG33), "c": (JPG32, PNG32), "d": (JPG33, PNG33)}.items():
+        shutil.copyfile(jpg, root / "JPEGImages" / f"{rid}.jpg")
+        shutil.copyfile(png, root / "SegmentationClass" / f"{rid}.png")
+    line = "JPEGImages/{0}.jpg SegmentationClass/{0}.png\n".format
+    (root / "splits" / "weak.txt").write_text("".join(line(r) for r in "abcd"))
+    (root / "splits" / "strong.txt").write_text(line("a") + line("b"))
+    (root / "splits" / "val.txt").write_text(line("c") + line("d"))
+    return root
+
+
+def args(root, *extra):
+    return ["data", "check", f"data.root={root}", "data.num_classes=21", "data.weak_split=splits/weak.txt",
+            "data.strong_split=splits/strong.txt", "data.val_split=splits/val.txt", *extra]
+
+
+def test_a_sound_dataset_passes_and_each_file_is_decoded_once(tmp_path, capsys):
+    root = voc_root(tmp_path)
+    assert main(args(root)) == 0
+    out = capsys.readouterr().out
+    # the weak split lists all four images; strong and val repeat them with the same masks and labels
+    assert "data check: 4 images and 4 masks decoded, no problem found" in out, out
+    assert "data.weak_split: 4 images" in out and "data.val_split: 2 images" in out, out
+    from hetseg.data.records import read_split  # labels read from the masks, as training reads them
+
+    assert f"sha256 {read_split(root / 'splits' / 'weak.txt', root, num_classes=21).checksum()[:12]}" in out, out
+
+
+def test_every_bad_file_is_found_and_the_first_is_named_on_one_line(tmp_path, capsys, caplog):
+    root = voc_root(tmp_path)
+    half = root / "JPEGImages" / "b.jpg"
+    half.write_bytes(JPG33.read_bytes()[: JPG33.stat().st_size // 2])
+    assert image_size(half) == (366, 500)  # its header is whole: a stage's header check lets it through
+    # d's mask holds a value above C = 21 (as if a colour palette index had leaked in)
+    from PIL import Image
+    import numpy as np
+
+    m = np.array(Image.open(PNG33))
+    m[0, 0] = 40
+    Image.fromarray(m).save(root / "SegmentationClass" / "d.png")
+    before = sorted((p, p.stat().st_mtime_ns) for p in root.rglob("*"))
+    with caplog.at_level(logging.INFO, logger="hetseg.data.check"):
+        assert main(args(root)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hetseg: error: ") and "Traceback" not in err, err
+    assert "b.jpg: cannot decode image" in err and "truncated" in err and "(1 of 2 bad files" in err, err
+    assert "; fix: re-download or re-encode the file" in err, err
+    logged = "\n".join(r.getMessage() for r in caplog.records)  # hetseg -v lists each bad file
+    assert "b.jpg" in logged and "d.png" in logged and "40" in logged, logged
+    assert sorted((p, p.stat().st_mtime_ns) for p in root.rglob("*")) == before  # nothing written or moved
+
+
+def test_labels_that_disagree_with_a_mask_are_refused(tmp_path, capsys):
+    root = voc_root(tmp_path)
+    (root / "labels.json").write_text('{"a": [1, 15], "b": [1, 15], "c": [1, 15], "d": [2]}')  # b, d: [1]
+    assert main(args(root)) == 2
+    err = capsys.readouterr().err
+    assert "b.png: holds classes [1], but the labels file gives image 'b' [1, 15]" in err, err
+    assert "(1 of 2 bad files" in err, err  # d's labels disagree as well
+
+
+def test_the_method_decides_which_splits_are_read(tmp_path, capsys):
+    """DeconvNet reads no weak set: a missing weak split does not concern it; DecoupledNet's check refuses it."""
+    root = voc_root(tmp_path)
+    (root / "splits" / "weak.txt").unlink()
+    assert main(args(root, "--method", "deconvnet")) == 0
+    out = capsys.readouterr().out
+    assert "data.weak_split" not in out and "data check: 4 images and 4 masks decoded" in out, out
+    assert main(args(root)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hetseg: error: data.weak_split=splits/weak.txt: no such split file"), err
+    # --split checks the named split alone
+    assert main(args(root, "--split", "splits/strong.txt")) == 0
+    assert "data check: 2 images and 2 masks decoded" in capsys.readouterr().out
+
+
+def test_every_method_checks_the_splits_it_trains_on():
+    """Each method's data_splits name config settings and include the mask splits it trains on."""
+    from hetseg.config import Config
+    from hetseg.methods import METHODS
+
+    cfg = Config()
+    for name, method in METHODS.items():
+        settings = method.data_splits(cfg)
+        for key in settings:
+            section, field = key.split(".")
+            assert isinstance(getattr(getattr(cfg, section), field), str), (name, key)
+        assert set(method.mask_splits(cfg)) <= set(settings), name
