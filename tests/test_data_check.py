@@ -113,3 +113,30 @@ def test_every_method_checks_the_splits_it_trains_on():
             section, field = key.split(".")
             assert isinstance(getattr(getattr(cfg, section), field), str), (name, key)
         assert set(method.mask_splits(cfg)) <= set(settings), name
+
+
+@pytest.fixture(scope="module")
+def tiny_scenes(tmp_path_factory):
+    from conftest import make_scenes
+
+    return make_scenes(tmp_path_factory, "data_check_scenes", seed=5, num_train=16, num_val=4)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_file_corrupt_past_its_header_mid_stage_is_one_line_naming_data_check(tiny_scenes, tmp_path, capsys,
+                                                                                   workers):
+    """Found only when a batch draws it; from a DataLoader worker it was torch's RuntimeError, a traceback
+    of 90 lines (every paper config sets data.workers: 8)."""
+    root = tmp_path / "scenes"
+    shutil.copytree(tiny_scenes, root)
+    bad = root / (root / "splits" / "train_weak.txt").read_text().split()[2]
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    overrides = [f"data.root={root}", f"data.workers={workers}", "cls.steps=2", "cls.batch_size=8"]
+    assert main(["train", "--run-dir", str(tmp_path / "run"), "--stage", "cls", "--no-progress", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {bad}: cannot decode image") and "Traceback" \
+        not in err, err
+    assert err.rstrip().endswith("then hetseg data check with the same --config and settings finds any other bad "
+                                 "file, and the same command resumes"), err
+    assert main(["data", "check", *overrides]) == 2  # the check finds it before a rerun
+    assert f"{bad}: cannot decode image" in capsys.readouterr().err

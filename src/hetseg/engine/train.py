@@ -17,10 +17,13 @@ unpickled); a corrupt one is refused with a one-line error.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import re
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -34,7 +37,7 @@ from hetseg.data.io import check_image_files
 from hetseg.engine.console import StageProgress, quiet_lightning
 from hetseg.engine.resume import check_checkpoint, loader
 from hetseg.engine.stage import Stage
-from hetseg.errors import HetsegError, note
+from hetseg.errors import DataError, HetsegError, note
 from hetseg.io_atomic import parse_json, write_json
 
 
@@ -145,15 +148,17 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
              f"epoch's last step averages {batches % sc.accumulate} and a resume inside an epoch is not bit-identical "
              "(docs/GUARANTEES.md, Resume); fix: an accumulate that divides it, if that matters")
     t0 = time.perf_counter()
-    trainer.fit(module, train_dataloaders=train_loader,
-                val_dataloaders=val_loader if sc.val_every else None, ckpt_path=ckpt_path, weights_only=True)
+    with bad_data_said():
+        trainer.fit(module, train_dataloaders=train_loader,
+                    val_dataloaders=val_loader if sc.val_every else None, ckpt_path=ckpt_path, weights_only=True)
     wall = time.perf_counter() - t0
     if trainer.interrupted or trainer.global_step < sc.steps:
         raise HetsegError(f"{ckpt_dir / 'last.ckpt'}: stage '{name}' stopped at step {trainer.global_step}/"
                           f"{sc.steps}; fix: rerun the same command to resume")
     metrics: dict = {}
     if val_loader is not None:
-        res = trainer.validate(module, dataloaders=val_loader, verbose=False)
+        with bad_data_said():
+            res = trainer.validate(module, dataloaders=val_loader, verbose=False)
         metrics = {k: float(v) for k, v in (res[0] if res else {}).items()}
     world = trainer.world_size
     return {  # wall_s: every session of the stage (a resumed one adds what its checkpoint carried)
@@ -163,6 +168,32 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
         "world_size": world, "train_samples": len(train_ds), "metrics": metrics, "precision": precision,
         "sessions": module.sessions,  # each session's first step, precision and device (a resume may move)
     }
+
+
+_WORKER_ERROR = re.compile(r"Caught \w+ in DataLoader worker process \d+")
+
+
+@contextlib.contextmanager
+def bad_data_said() -> Iterator[None]:
+    """A bad file a batch draws mid-stage (one corrupt past its header: only headers are read before the
+    first step) stays one error line, also from a DataLoader worker, and its fix names ``hetseg data check``,
+    which finds every other bad file before the same command resumes. A worker's error reaches this process
+    as torch's ``RuntimeError("Caught DataError in DataLoader worker process N. <traceback>")``, which was
+    printed as a traceback (every paper config sets data.workers); its last line is the one-line error."""
+    then = ("; then hetseg data check with the same --config and settings finds any other bad file, and the same "
+            "command resumes")
+    try:
+        yield
+    except DataError as e:
+        raise DataError(None, f"{e}{then}") from None
+    except RuntimeError as e:
+        text = str(e).strip()
+        qualname, sep, line = text.rsplit("\n", 1)[-1].partition(": ")
+        module, _, name = qualname.rpartition(".")
+        cls = getattr(sys.modules.get(module), name, None) if module.startswith("hetseg.") else None
+        if not (_WORKER_ERROR.match(text) and sep and isinstance(cls, type) and issubclass(cls, DataError)):
+            raise
+        raise DataError(None, f"{line}{then}") from None
 
 
 def resolve_precision(precision: str) -> str:
