@@ -367,6 +367,26 @@ def test_a_batch_larger_than_the_training_set_is_refused_in_one_line(tiny_scenes
     assert run.is_dir()
 
 
+@pytest.mark.parametrize("batch, fix", [(8, "batch_size=4 accumulate=2 in the stage's section keeps the effective "
+                                               "batch 8, or a GPU with more memory"),
+                                          (1, "a GPU with more memory (a batch of one does not fit)")])
+def test_a_gpu_out_of_memory_is_one_line_with_the_fix_that_keeps_the_recipe(tiny_scenes, tmp_path, capsys,
+                                                                             monkeypatch, batch, fix):
+    """A paper-scale batch on a smaller card was a traceback through Lightning's and torch's frames."""
+    import torch
+
+    from hetseg.methods.decouplednet.stages import ClsStage
+
+    def no_memory(self, batch, batch_idx):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(ClsStage, "training_step", no_memory)
+    assert main(["train", "--run-dir", str(tmp_path / "run"), "--stage", "cls", "--no-progress",
+                 f"data.root={tiny_scenes}", "cls.steps=2", f"cls.batch_size={batch}"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"hetseg: error: stage 'cls': out of GPU memory at batch_size {batch}; fix: {fix}\n", err
+
+
 def test_eval_refuses_a_split_where_some_images_have_no_mask(tiny_scenes, tmp_path):
     """A val list whose mask went missing used to be scored on the other images without a word (7 of 8)."""
     from hetseg.data.records import read_split

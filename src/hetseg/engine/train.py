@@ -148,7 +148,7 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
              f"epoch's last step averages {batches % sc.accumulate} and a resume inside an epoch is not bit-identical "
              "(docs/GUARANTEES.md, Resume); fix: an accumulate that divides it, if that matters")
     t0 = time.perf_counter()
-    with bad_data_said():
+    with bad_data_said(), out_of_memory_said(name, sc):
         trainer.fit(module, train_dataloaders=train_loader,
                     val_dataloaders=val_loader if sc.val_every else None, ckpt_path=ckpt_path, weights_only=True)
     wall = time.perf_counter() - t0
@@ -157,7 +157,7 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
                           f"{sc.steps}; fix: rerun the same command to resume")
     metrics: dict = {}
     if val_loader is not None:
-        with bad_data_said():
+        with bad_data_said(), out_of_memory_said(name, sc):
             res = trainer.validate(module, dataloaders=val_loader, verbose=False)
         metrics = {k: float(v) for k, v in (res[0] if res else {}).items()}
     world = trainer.world_size
@@ -168,6 +168,22 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
         "world_size": world, "train_samples": len(train_ds), "metrics": metrics, "precision": precision,
         "sessions": module.sessions,  # each session's first step, precision and device (a resume may move)
     }
+
+
+@contextlib.contextmanager
+def out_of_memory_said(name: str, sc: StageConfig) -> Iterator[None]:
+    """A GPU out of memory (a paper-scale batch on a smaller card) is one error line with the fix that keeps
+    the recipe: a smaller batch_size with a larger accumulate gives the same effective batch (the stage's
+    last checkpoint stays). It was a traceback of Lightning's and torch's frames."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        b, a = sc.batch_size, sc.accumulate
+        fix = (f"batch_size={b // 2} accumulate={2 * a} in the stage's section keeps the effective batch {a * b}, or a "
+               "GPU with more memory" if b % 2 == 0 else
+               "a smaller batch_size with a larger accumulate (their product is the effective batch), or a GPU with "
+               "more memory" if b > 1 else "a GPU with more memory (a batch of one does not fit)")
+        raise HetsegError(f"stage '{name}': out of GPU memory at batch_size {b}; fix: {fix}") from None
 
 
 _WORKER_ERROR = re.compile(r"Caught \w+ in DataLoader worker process \d+")
