@@ -387,6 +387,28 @@ def test_a_gpu_out_of_memory_is_one_line_with_the_fix_that_keeps_the_recipe(tiny
     assert err == f"hetseg: error: stage 'cls': out of GPU memory at batch_size {batch}; fix: {fix}\n", err
 
 
+def test_a_checkpoint_the_disk_cannot_take_is_one_line_naming_the_stage(tiny_scenes, tmp_path):
+    """A full disk when Lightning writes last.ckpt raised an OSError without a file name: a traceback, exit 1.
+    Simulated with a 1 MiB file-size limit (EFBIG, as ENOSPC, from the same write), in a child process."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of the process being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    run = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-m", "hetseg", "train", "--run-dir", str(run), "--stage", "cls", "--no-progress",
+                          f"data.root={tiny_scenes}", "cls.steps=2", "cls.batch_size=4", "cls.checkpoint_every=1"],
+                         preexec_fn=limit, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and out.stderr == (f"hetseg: error: {run / 'cls'}: File too large; fix: free disk space, "
+                                                  "or raise the disk quota or file-size limit (ulimit -f), and rerun\n"), \
+        out.stderr[-3000:]
+    assert not list((run / "cls" / "checkpoints").iterdir())  # no half-written checkpoint left to resume from
+
+
 def test_eval_refuses_a_split_where_some_images_have_no_mask(tiny_scenes, tmp_path):
     """A val list whose mask went missing used to be scored on the other images without a word (7 of 8)."""
     from hetseg.data.records import read_split

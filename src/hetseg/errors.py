@@ -63,6 +63,8 @@ def os_error_fix(e: OSError) -> str:
 
     if e.errno == errno.ENOSPC:
         return "free disk space and rerun"
+    if e.errno in (errno.EFBIG, errno.EDQUOT):
+        return "free disk space, or raise the disk quota or file-size limit (ulimit -f), and rerun"
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "choose a place you may write to, or fix its permissions"
     if e.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):

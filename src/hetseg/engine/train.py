@@ -148,7 +148,7 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
              f"epoch's last step averages {batches % sc.accumulate} and a resume inside an epoch is not bit-identical "
              "(docs/GUARANTEES.md, Resume); fix: an accumulate that divides it, if that matters")
     t0 = time.perf_counter()
-    with bad_data_said(), out_of_memory_said(name, sc):
+    with stage_errors_said(name, sc, stage_dir):
         trainer.fit(module, train_dataloaders=train_loader,
                     val_dataloaders=val_loader if sc.val_every else None, ckpt_path=ckpt_path, weights_only=True)
     wall = time.perf_counter() - t0
@@ -157,7 +157,7 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
                           f"{sc.steps}; fix: rerun the same command to resume")
     metrics: dict = {}
     if val_loader is not None:
-        with bad_data_said(), out_of_memory_said(name, sc):
+        with stage_errors_said(name, sc, stage_dir):
             res = trainer.validate(module, dataloaders=val_loader, verbose=False)
         metrics = {k: float(v) for k, v in (res[0] if res else {}).items()}
     world = trainer.world_size
@@ -170,13 +170,27 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
     }
 
 
+_WORKER_ERROR = re.compile(r"Caught \w+ in DataLoader worker process \d+")
+_CHECK_THEN = ("; then hetseg data check with the same --config and settings finds any other bad file, and the same "
+               "command resumes")
+
+
 @contextlib.contextmanager
-def out_of_memory_said(name: str, sc: StageConfig) -> Iterator[None]:
-    """A GPU out of memory (a paper-scale batch on a smaller card) is one error line with the fix that keeps
-    the recipe: a smaller batch_size with a larger accumulate gives the same effective batch (the stage's
-    last checkpoint stays). It was a traceback of Lightning's and torch's frames."""
+def stage_errors_said(name: str, sc: StageConfig, stage_dir: Path) -> Iterator[None]:
+    """What stops a stage mid-way is one error line (each was a traceback through Lightning's frames):
+
+    - a bad file a batch draws (one corrupt past its header: only headers are read before the first step),
+      also from a DataLoader worker, whose error reaches this process as torch's ``RuntimeError("Caught
+      DataError in DataLoader worker process N. <traceback>")`` (every paper config sets data.workers); the
+      fix names ``hetseg data check``, which finds every other bad file before the same command resumes;
+    - a GPU out of memory: the fix halves batch_size and doubles accumulate (the same effective batch);
+    - a file-system refusal without a file name (a checkpoint write on a full disk): named by the stage's
+      folder, so the CLI's one line for file-system errors says it (the last checkpoint is kept: Lightning
+      writes it atomically)."""
     try:
         yield
+    except DataError as e:
+        raise DataError(None, f"{e}{_CHECK_THEN}") from None
     except torch.OutOfMemoryError:
         b, a = sc.batch_size, sc.accumulate
         fix = (f"batch_size={b // 2} accumulate={2 * a} in the stage's section keeps the effective batch {a * b}, or a "
@@ -184,32 +198,18 @@ def out_of_memory_said(name: str, sc: StageConfig) -> Iterator[None]:
                "a smaller batch_size with a larger accumulate (their product is the effective batch), or a GPU with "
                "more memory" if b > 1 else "a GPU with more memory (a batch of one does not fit)")
         raise HetsegError(f"stage '{name}': out of GPU memory at batch_size {b}; fix: {fix}") from None
-
-
-_WORKER_ERROR = re.compile(r"Caught \w+ in DataLoader worker process \d+")
-
-
-@contextlib.contextmanager
-def bad_data_said() -> Iterator[None]:
-    """A bad file a batch draws mid-stage (one corrupt past its header: only headers are read before the
-    first step) stays one error line, also from a DataLoader worker, and its fix names ``hetseg data check``,
-    which finds every other bad file before the same command resumes. A worker's error reaches this process
-    as torch's ``RuntimeError("Caught DataError in DataLoader worker process N. <traceback>")``, which was
-    printed as a traceback (every paper config sets data.workers); its last line is the one-line error."""
-    then = ("; then hetseg data check with the same --config and settings finds any other bad file, and the same "
-            "command resumes")
-    try:
-        yield
-    except DataError as e:
-        raise DataError(None, f"{e}{then}") from None
     except RuntimeError as e:
         text = str(e).strip()
         qualname, sep, line = text.rsplit("\n", 1)[-1].partition(": ")
-        module, _, name = qualname.rpartition(".")
-        cls = getattr(sys.modules.get(module), name, None) if module.startswith("hetseg.") else None
+        module, _, cls_name = qualname.rpartition(".")
+        cls = getattr(sys.modules.get(module), cls_name, None) if module.startswith("hetseg.") else None
         if not (_WORKER_ERROR.match(text) and sep and isinstance(cls, type) and issubclass(cls, DataError)):
             raise
-        raise DataError(None, f"{line}{then}") from None
+        raise DataError(None, f"{line}{_CHECK_THEN}") from None
+    except OSError as e:
+        if e.filename is not None or e.filename2 is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(stage_dir)) from e
 
 
 def resolve_precision(precision: str) -> str:
