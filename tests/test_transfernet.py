@@ -536,3 +536,27 @@ def test_the_shared_classifier_split_reads_masked_images_labels_from_their_masks
     both = both_domains_split(cfg, (tmp_path / "both.txt").absolute()).weak()
     assert {r.id for r in both.records} >= masked
     assert all(list(r.labels) == sorted(full[r.id]) for r in both.records), "labels differ from the full labels.json"
+
+
+def test_a_classifier_run_without_a_fitting_classifier_is_one_line(tiny_scenes, tmp_path, capsys):
+    """transfer.classifier_run naming a DeconvNet run (no classifier) or a run of another class count
+    (other sizes) was a traceback: an AttributeError, or load_state_dict's list of every mismatched key."""
+    from hetseg.cli import main
+
+    common = ["--no-progress", f"data.root={tiny_scenes}"]
+    deconv, other = tmp_path / "deconv", tmp_path / "cls12"
+    assert main(["train", "--method", "deconvnet", "--run-dir", str(deconv), *common, "deconv.steps=1",
+                 "deconv.batch_size=2", "crops.crops_per_subset=1", "crops.proposals=none"]) == 0
+    assert main(["train", "--method", "decouplednet", "--stage", "cls", "--run-dir", str(other), *common,
+                 "data.num_classes=12", "data.class_names=[" + ",".join(f"c{i}" for i in range(12)) + "]",
+                 "cls.steps=1", "cls.batch_size=2"]) == 0
+    capsys.readouterr()
+    for source, says in ((deconv, "a DeconvNet run has no image classifier"),
+                         (other, "its classifier has other layers or sizes than this model's")):
+        run = tmp_path / f"tn_{source.name}"
+        assert main(["train", "--method", "transfernet", "--run-dir", str(run), *common,
+                     f"transfer.classifier_run={source}", "transfer.att.steps=1", "transfer.att.batch_size=2",
+                     "transfer.joint.steps=1", "transfer.joint.batch_size=2"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"hetseg: error: transfer.classifier_run={source}: {says}" + err.split(says, 1)[1], err
+        assert err.count("\n") == 1 and "; fix: " in err and not run.exists(), err

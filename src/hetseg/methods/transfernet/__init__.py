@@ -33,6 +33,7 @@ from torch import nn
 from hetseg.config import Config
 from hetseg.engine.checkpoint import load_model
 from hetseg.engine.train import run_stage
+from hetseg.errors import HetsegError
 from hetseg.methods.base import Method, register_method
 from hetseg.methods.decouplednet import crop_dataset, crop_samples, train_cls
 from hetseg.methods.decouplednet.stages import SegStage
@@ -98,8 +99,23 @@ class _TransferFamily(Method):
 
     def import_classifier(self, net: nn.Module, cfg: Config) -> None:
         """The classifier of ``transfer.classifier_run`` (a decouplednet run) into ``net``."""
-        if cfg.transfer.classifier_run:
-            net.classifier.load_state_dict(load_model(cfg.transfer.classifier_run)[0].classifier.state_dict())
+        run = cfg.transfer.classifier_run
+        if not run:
+            return
+        source = load_model(run)[0]
+        where = f"transfer.classifier_run={run}"
+        theirs = getattr(source, "classifier", None)
+        if not isinstance(theirs, nn.Module):
+            raise HetsegError(f"{where}: a {type(source).__name__} run has no image classifier; fix: name a run whose "
+                              "stage cls trained one (decouplednet or the transfer family), or drop the setting to "
+                              "train stage cls here")
+        mine = net.classifier.state_dict()
+        other = {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+        if other != {k: tuple(v.shape) for k, v in mine.items()}:
+            raise HetsegError(f"{where}: its classifier has other layers or sizes than this model's (another encoder, "
+                              "scale or data.num_classes); fix: name a run of the same model.encoder, model.scale and "
+                              "data.num_classes, or drop the setting to train stage cls here")
+        net.classifier.load_state_dict(theirs.state_dict())
 
     def prepare(self, net: nn.Module, cfg: Config, fresh: bool) -> None:
         if fresh:
