@@ -105,3 +105,18 @@ def test_a_sampler_hetseg_cannot_position_warns_on_a_mid_epoch_resume():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         resume_position(dl, global_step=7, accumulate=1, epoch=1)  # an epoch boundary: nothing lost
+
+
+def test_resuming_a_checkpoint_past_the_stages_budget_is_refused(scenes, tmp_path, capsys):
+    """Lightning stopped at once and the new run recorded the checkpoint's steps under a config that says fewer."""
+    from hetseg.cli import main
+
+    common = ["--stage", "cls", "--no-progress", f"data.root={scenes}", "cls.batch_size=8"]
+    assert main(["train", "--run-dir", str(tmp_path / "a"), *common, "cls.steps=3"]) == 0
+    ckpt = tmp_path / "a" / "cls" / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    assert main(["train", "--run-dir", str(tmp_path / "b"), *common, "cls.steps=2", "--resume", str(ckpt)]) == 2
+    assert capsys.readouterr().err == (f"hetseg: error: {ckpt}: at step 3, past this stage's 2 steps; fix: set the "
+                                       "stage's steps to 3 or more, or drop --resume\n")
+    assert not (tmp_path / "b").exists()
+    assert main(["train", "--run-dir", str(tmp_path / "c"), *common, "cls.steps=4", "--resume", str(ckpt)]) == 0

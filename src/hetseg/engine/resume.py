@@ -97,13 +97,14 @@ def fault_point(name: str) -> None:
 
 
 def check_checkpoint(path: str | Path, stage: str | None = None,
-                     shapes: dict[str, torch.Size] | None = None, own: bool = False) -> None:
+                     shapes: dict[str, torch.Size] | None = None, own: bool = False, steps: int | None = None) -> None:
     """Refuse a checkpoint that is missing, not a Lightning checkpoint, corrupt, that would need
     unpickling, (given ``stage``) that another stage wrote, or (given ``shapes``, the resuming module's
     state-dict shapes) whose tensors do not fit the model (another method or data.num_classes: Lightning
     raised a traceback), before Lightning touches it (it then loads the same file with weights_only=True).
     ``own``: the run's own last.ckpt, found without --resume; only that one is worth deleting to restart
-    the stage, a file passed by hand is the user's to keep."""
+    the stage, a file passed by hand is the user's to keep. Given ``steps`` (the stage's budget), a checkpoint
+    past it is refused: Lightning stopped at once and the run recorded more steps than its config says."""
     p = Path(path)
     fix = ("delete it to restart the stage from its beginning" if own else
            "give --resume a RUN/<stage>/checkpoints/last.ckpt that hetseg wrote (weights alone, such as "
@@ -118,6 +119,9 @@ def check_checkpoint(path: str | Path, stage: str | None = None,
         raise HetsegError(f"{p}: not a loadable checkpoint ({why}); fix: {fix}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "global_step" not in ckpt:
         raise HetsegError(f"{p}: not a Lightning checkpoint written by hetseg; fix: {fix}")
+    if steps is not None and isinstance(ckpt["global_step"], int) and ckpt["global_step"] > steps:
+        raise HetsegError(f"{p}: at step {ckpt['global_step']}, past this stage's {steps} steps; fix: set the stage's "
+                          f"steps to {ckpt['global_step']} or more, or " + (fix if own else "drop --resume"))
     # The stage it records; older checkpoints only say it by their folder (RUN/<stage>/checkpoints/).
     wrote = ckpt.get("hetseg_stage") or (p.parent.parent.name if p.parent.name == "checkpoints" else None)
     if stage is not None and wrote and wrote != stage:

@@ -121,7 +121,8 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
     if ckpt_path is None and (ckpt_dir / "last.ckpt").is_file():
         ckpt_path = str(ckpt_dir / "last.ckpt")
     if ckpt_path is not None:
-        check_checkpoint(ckpt_path, name, {k: v.shape for k, v in module.state_dict().items()}, own=resume is None)
+        check_checkpoint(ckpt_path, name, {k: v.shape for k, v in module.state_dict().items()}, own=resume is None,
+                         steps=sc.steps)
         _keep_old_log(stage_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module.stage_name = name
