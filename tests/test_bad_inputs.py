@@ -275,16 +275,16 @@ def test_a_run_stopped_in_its_first_stage_is_told_to_resume(tmp_path, capsys, co
 
     run = tmp_path / "run"
     Config(run_dir=str(run)).save(run / "config.json")
-    (run / "cls" / "checkpoints").mkdir(parents=True)
-    (run / "cls" / "checkpoints" / "last.ckpt").write_bytes(b"half a stage")
+    (run / "pre" / "checkpoints").mkdir(parents=True)  # an extra stage: a rerun without --stage would skip it
+    (run / "pre" / "checkpoints" / "last.ckpt").write_bytes(b"half a stage")
     extra = {"eval": [], "predict": ["--input", str(JPG), "--output", str(tmp_path / "out")],
              "export": ["--out", str(tmp_path / "m.onnx")]}[command]
     assert main([command, "--checkpoint", str(run), *extra]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {run}: no stage has finished yet"), err
-    assert f"fix: rerun 'hetseg train --run-dir {run} --config {run / 'config.json'}'" in err
+    assert f"fix: rerun 'hetseg train --run-dir {run} --config {run / 'config.json'} --stage pre', which resumes" in err
     # stopped before its first checkpoint (a user-journey review): still a run of hetseg train, said so
-    (run / "cls" / "checkpoints" / "last.ckpt").unlink()
+    (run / "pre" / "checkpoints" / "last.ckpt").unlink()
     assert main([command, "--checkpoint", str(run), *extra]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"hetseg: error: {run}: no stage has finished yet"), err

@@ -109,8 +109,10 @@ def read_model_json(run: Path) -> dict:
     if not meta_path.is_file():
         started = sorted(run.glob("*/checkpoints/last.ckpt")) if (run / "config.json").is_file() else []
         if started:  # a run whose first stage was stopped part-way: it is one, and the rerun resumes it
+            # --stage: a half-trained extra stage (pre) is not among those a plain rerun trains
             raise HetsegError(f"{run}: no stage has finished yet ({started[0]} is a half-trained stage); fix: rerun "
-                              f"'hetseg train --run-dir {run} --config {run / 'config.json'}', which resumes it")
+                              f"'hetseg train --run-dir {run} --config {run / 'config.json'} --stage "
+                              f"{started[0].parent.parent.name}', which resumes it")
         if (run / "config.json").is_file():  # stopped before its first checkpoint (e.g. bad data at step 1)
             raise HetsegError(f"{run}: no stage has finished yet (config.json but no model.json); fix: rerun "
                               f"'hetseg train --run-dir {run} --config {run / 'config.json'}' to train it")
