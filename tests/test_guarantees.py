@@ -545,6 +545,12 @@ def test_eval_of_a_run_whose_relative_data_root_is_elsewhere_says_so(trained, tm
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "data.root data/somewhere is not there (relative to the folder" in err
     assert "fix: run eval from that folder, or give --split" in err and not (moved / "eval_val.json").exists()
+    # an absolute root that is gone: no folder to run from, only the --split half of the fix (a helper's probe)
+    gone = _run_with_setting(run, tmp_path / "gone", "data.root", str(tmp_path / "no_such_root"))
+    assert main(["eval", "--checkpoint", str(gone)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"data.root {tmp_path / 'no_such_root'} is not there; fix: give --split the " \
+        "split file of the data set (and --root DIR)" in err, err
 
 
 def test_a_model_json_threshold_that_is_not_a_probability_is_one_error_line(trained, tmp_path, capsys):

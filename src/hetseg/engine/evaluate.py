@@ -199,8 +199,9 @@ def evaluate_run(run: str | Path, split: str | None = None, threshold: float | N
     if root is None and not data_root.exists() and not Path(split).is_file():
         # read_split's fix ("build fashion-scenes there") is the training one; eval cannot set data.root
         where = "" if data_root.is_absolute() else f" (relative to the folder the run was trained in, not {Path.cwd()})"
-        raise HetsegError(f"{run / 'model.json'}: the run's data.root {cfg.data.root} is not there{where}; fix: run "
-                          "eval from that folder, or give --split the split file of the data set (and --root DIR)")
+        fix = "give --split the split file of the data set (and --root DIR)"  # an absolute root: no folder helps
+        raise HetsegError(f"{run / 'model.json'}: the run's data.root {cfg.data.root} is not there{where}; fix: "
+                          + (fix if data_root.is_absolute() else f"run eval from that folder, or {fix}"))
     names = info.get("class_names") or class_names(cfg)
     sp = load_split(cfg, split, root)
     # Another dataset's split is named after its root too, so its val.txt never replaces the run's eval_val.json.
