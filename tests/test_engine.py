@@ -746,3 +746,24 @@ def test_the_caffe_label_loss_is_summed_over_classes_and_the_paper_configs_use_i
                  "decouplednet_transfer_coco_paper"):
         assert Config.load(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml").cls.label_loss == "caffe"
     assert Config().cls.label_loss == "mean"
+
+
+def test_a_resume_after_checkpoint_every_changed_says_no_lightning_warning(tmp_path):
+    """Lightning warns that the checkpoint's callbacks are missing when the saved ModelCheckpoint's key (its
+    every_n_train_steps) differs; hetseg's keeps no best-k state, so the line was noise (a helper's probe).
+    Any other callback it names is still said. The message is built as lightning/pytorch/trainer/call.py does."""
+    import warnings
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from hetseg.engine.console import quiet_lightning
+
+    key = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=7, save_last=True, save_top_k=0).state_key
+    said = ("Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided during "
+            "`Trainer` instantiation. Please add the following callbacks: {}.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_lightning()
+        warnings.warn(said.format([key]), UserWarning)
+        warnings.warn(said.format([key, "EarlyStopping{'monitor': 'val/miou'}"]), UserWarning)
+    assert [str(w.message) for w in caught] == [said.format([key, "EarlyStopping{'monitor': 'val/miou'}"])]

@@ -27,6 +27,10 @@ _NOISE = (
                                                 # inside the epoch itself (engine/resume.py: resume_position)
     r"(?s).*The dirpath has changed from .*won't be reloaded.*",  # --resume FILE of another run dir: hetseg
                                                 # keeps no best-k checkpoints, so nothing is lost
+    # a resume after checkpoint_every changed: the saved ModelCheckpoint's key differs; it keeps no best-k
+    # state (another callback named here is still said)
+    r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided during "
+    r"`Trainer` instantiation\. Please add the following callbacks: \[([\"']ModelCheckpoint\{[^}]*\}[\"'](, )?)+\]\.$",
 )
 
 
