@@ -221,15 +221,21 @@ def test_a_budget_of_a_stage_the_config_skips_is_refused(tmp_path, capsys):
     assert "it trains att, joint" in err and not run.exists()
 
 
-def test_a_config_file_gets_a_note_for_each_setting_its_method_ignores(tmp_path, capsys):
+def test_a_config_file_gets_a_note_for_each_setting_its_method_ignores(tiny_scenes, tmp_path, capsys):
     """A config file may serve several methods, so it is not refused: each ignored setting is named, one
-    note line per reason, before the run starts (here it then stops at the missing data root)."""
+    note line per reason, once nothing is refused (a refused command prints its one error line only: here
+    the notes came first, then the error on the missing data root)."""
     cfg = tmp_path / "shared.yaml"
     cfg.write_text("model: {name: deconvnet}\nseg: {steps: 9, lr: 0.1}\ndis: {t_train: 2}\ndeconv: {steps: 3}\n"
                    f"data: {{root: {tmp_path / 'nowhere'}}}\n")
     assert main(["train", "--config", str(cfg), "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 3 and lines[2].startswith("hetseg: error: ")
+    assert len(lines) == 1 and lines[0].startswith("hetseg: error: "), lines
+    ok = ["deconv.steps=1", "deconv.batch_size=2", "crops.crops_per_subset=1", "crops.proposals=none"]
+    assert main(["train", "--config", str(cfg), "--run-dir", str(tmp_path / "ran"), "--no-progress",
+                 f"data.root={tiny_scenes}", *ok]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2, lines
     assert lines[0].startswith(f"hetseg: note: {cfg}: dis.t_train: method 'deconvnet' does not read dis.*")
     assert lines[1] == (f"hetseg: note: {cfg}: seg.lr, seg.steps: method 'deconvnet' has no stage reading seg.*, "
                         "so it would be ignored; fix: set its own stages' deconv.*")
@@ -273,10 +279,10 @@ def test_label_loss_outside_the_classifier_stage_is_named_as_ignored(tmp_path, c
     cfg = tmp_path / "loss.yaml"
     cfg.write_text(f"seg: {{label_loss: caffe}}\ndata: {{root: {tmp_path / 'nowhere'}}}\n")
     assert main(["train", "--config", str(cfg), "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 2 and lines[0] == (f"hetseg: note: {cfg}: seg.label_loss: only stage cls (the image "
-                                            "classifier) reads label_loss, so seg.label_loss would be ignored; "
-                                            "fix: drop it, or set cls.label_loss")
+    assert capsys.readouterr().err.count("\n") == 1  # refused (no data): its error line only, the note is not said
+    assert get_method("decouplednet").unread_settings(Config.load(cfg)) == [
+        "seg.label_loss: only stage cls (the image classifier) reads label_loss, so seg.label_loss would be ignored; "
+        "fix: drop it, or set cls.label_loss"]  # the note a run that starts says (CLI: "<config>: " before it)
     from hetseg.errors import HetsegError
     from hetseg.methods.run_state import refuse_other_recipe
 

@@ -148,10 +148,10 @@ def _run(args: argparse.Namespace) -> int:
         # A config file may serve several methods: name what this one ignores, do not refuse. Not for the run's
         # own config.json (a rerun): it records every section, and the run was told when it started.
         own = Path(cfg.run_dir) / "config.json"
+        notes = []  # said by train once nothing is refused: a refused command prints its one error line only
         if file_cfg and not (own.exists() and own.resolve() == Path(args.config).resolve()):
-            for line in method.unread_settings(file_cfg, cfg if stages is None else None):
-                note(f"{args.config}: {line}")
-        for name, summary in train(cfg, stages, args.resume, args.init_from, not args.no_progress).items():
+            notes = [f"{args.config}: {line}" for line in method.unread_settings(file_cfg, cfg if stages is None else None)]
+        for name, summary in train(cfg, stages, args.resume, args.init_from, not args.no_progress, notes=notes).items():
             m = summary.get("metrics") or {}
             extra = ", ".join(f"{k} {v:.4f}" for k, v in m.items())
             when = "already trained, skipped: " if summary.get("skipped") else ""

@@ -22,9 +22,10 @@ from hetseg.methods.run_state import held_stages
 
 
 def train(cfg: Config, stages: Sequence[str] | None = None, resume: str | None = None, init_from: str | None = None,
-          progress: bool = True, callbacks: Sequence = ()) -> dict:
-    """Train the method ``cfg.model.name`` (its stages, or ``stages``) into ``cfg.run_dir``."""
-    return get_method(cfg.model.name).train(cfg, stages, resume, init_from, progress, callbacks)
+          progress: bool = True, callbacks: Sequence = (), notes: Sequence[str] = ()) -> dict:
+    """Train the method ``cfg.model.name`` (its stages, or ``stages``) into ``cfg.run_dir``; ``notes`` are said
+    once nothing is refused (:meth:`Method.train`)."""
+    return get_method(cfg.model.name).train(cfg, stages, resume, init_from, progress, callbacks, notes)
 
 
 def untrained_note(run: str | Path) -> str | None:

@@ -187,8 +187,10 @@ class Method:
             raise HetsegError(f"model ({name}): {e}; fix: change the model.* setting it names") from None
 
     def train(self, cfg: Config, stages: Sequence[str] | None = None, resume: str | None = None,
-              init_from: str | None = None, progress: bool = True, callbacks: Sequence = ()) -> dict:
-        """Train ``stages`` (default: all of this method's) into ``cfg.run_dir``; {stage: summary}."""
+              init_from: str | None = None, progress: bool = True, callbacks: Sequence = (),
+              notes: Sequence[str] = ()) -> dict:
+        """Train ``stages`` (default: all of this method's) into ``cfg.run_dir``; {stage: summary}. ``notes``
+        (the CLI's lines on settings the method ignores) are said once nothing is refused: a refusal is one line."""
         stages = tuple(stages or self.default_stages(cfg))
         allowed = self.stages + self.extra_stages
         for s in stages:
@@ -262,8 +264,9 @@ class Method:
             note(f"{run}: stage {', '.join(missing)} has no trained weights here (not trained in this run nor brought "
                  f"by --init-from), so stage {stages[0]} trains on its initial weights; fix: train {missing[0]} first, "
                  "or --init-from a run that has")
-        if crop_note and is_rank_zero():
-            note(crop_note)
+        for line in ([crop_note] if crop_note else []) + list(notes):
+            if is_rank_zero():
+                note(line)
         new_run = not run.exists()
         if is_rank_zero():  # only now: a run refused above (bad data, bad --init-from) leaves no run dir behind
             cfg.save(run / "config.json")
