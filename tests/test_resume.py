@@ -118,5 +118,4 @@ def test_resuming_a_checkpoint_past_the_stages_budget_is_refused(scenes, tmp_pat
     assert main(["train", "--run-dir", str(tmp_path / "b"), *common, "cls.steps=2", "--resume", str(ckpt)]) == 2
     assert capsys.readouterr().err == (f"hetseg: error: {ckpt}: at step 3, past this stage's 2 steps; fix: set the "
                                        "stage's steps to 3 or more, or drop --resume\n")
-    assert not (tmp_path / "b").exists()
-    assert main(["train", "--run-dir", str(tmp_path / "c"), *common, "cls.steps=4", "--resume", str(ckpt)]) == 0
+    assert not (tmp_path / "b").exists()  # a checkpoint within the budget resumes: the kill-point tests above
