@@ -81,23 +81,28 @@ def _data_check(args: argparse.Namespace) -> int:
     from hetseg.config import Config
     from hetseg.config_check import refuse_repeated
     from hetseg.data.check import check_splits, raise_first
-    from hetseg.methods import get_method, load_config_split, load_split
+    from hetseg.methods import class_names, get_method, load_config_split, load_split
 
     cfg = Config.load(args.config) if args.config else Config()
     if args.method:
         get_method(args.method, "--method ")
     refuse_repeated(args.overrides, {"model.name": f"--method {args.method}"} if args.method else {})
     cfg = cfg.override(([f"model.name={args.method}"] if args.method else []) + args.overrides)
-    if args.split:
-        named = [(f"--split {s}", load_split(cfg, s, mask_labels=False)) for s in args.split]
+    method = get_method(cfg.model.name)
+    if args.split:  # a split's masks are held to its labels where training does so: the strong role
+        named = [(f"--split {s}", load_split(cfg, s, mask_labels=False),
+                  s == "strong" and "data.strong_split" in method.mask_splits(cfg)) for s in args.split]
     else:
-        settings = get_method(cfg.model.name).data_splits(cfg)
-        named = [(k, load_config_split(cfg, k, getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]), False))
-                 for k in settings]
-    report = check_splits([split for _, split in named], cfg.data.num_classes, args.workers)
+        named = [(k, load_config_split(cfg, k, getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]), False),
+                  k in method.mask_splits(cfg)) for k in method.data_splits(cfg)]
+    report = check_splits([split for _, split, _ in named], cfg.data.num_classes, args.workers,
+                          [checked for _, _, checked in named])
     raise_first(report)
-    for (what, _), split in zip(named, report.splits):
-        print(f"{what}: {len(split)} images ({split.root}, sha256 {split.checksum()[:12]})")
+    if not args.split:  # what training checks before its first step: class names, each stage's data size
+        class_names(cfg)
+        method.check_stage_data(cfg, method.default_stages(cfg))
+    for (what, _, _), split in zip(named, report.splits):
+        print(f"{what}: {len(split)} images ({split.root})")
     print(f"data check: {report.images} images and {report.masks} masks decoded, no problem found")
     return 0
 

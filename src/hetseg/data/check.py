@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,8 +36,8 @@ class CheckReport:
     splits: list[Split] = field(default_factory=list)
 
 
-def _check_record(split: Split, num_classes: int, rec: Record, image_done: bool,
-                  from_mask: bool) -> tuple[DataError | None, tuple[int, ...]]:
+def _check_record(split: Split, num_classes: int, rec: Record, image_done: bool, from_mask: bool,
+                  check_labels: bool) -> tuple[DataError | None, tuple[int, ...]]:
     """Decode one record's image (its header only when another record decoded it) and mask: (the first
     problem or None, the record's labels: its mask's classes where ``from_mask``)."""
     labels = rec.labels
@@ -50,38 +51,44 @@ def _check_record(split: Split, num_classes: int, rec: Record, image_done: bool,
         check_sizes(ip, mask_path, hw, mask.shape[:2])
         if from_mask:
             labels = labels_from_mask(mask)
-        else:
+        elif check_labels:
             check_mask_labels(rec, mask_path, mask)
     except DataError as e:
         return e, labels
     return None, labels
 
 
-def check_splits(splits: Sequence[Split], num_classes: int, workers: int = 2) -> CheckReport:
-    """Decode every image and mask of ``splits`` once (a file several splits list is read once; a record's
-    mask is checked against its image's size and its labels) on ``workers`` threads (Pillow decodes
-    without the GIL). Splits read with ``mask_labels=False`` (:func:`hetseg.data.records.read_split`) get
-    their labels from the masks decoded here. Returns the counts, every problem in split order and the
-    splits with their labels; raises nothing for bad files."""
-    report, seen = CheckReport(), set()
-    done: dict[tuple, tuple[int, ...]] = {}  # (mask path, labels given) -> the labels checked or read
+def check_splits(splits: Sequence[Split], num_classes: int, workers: int = 2,
+                 label_checked: Sequence[bool] | None = None) -> CheckReport:
+    """Decode every image and mask of ``splits`` once (a file several splits list is read once, by its
+    resolved path; a record's mask is checked against its image's size) on ``workers`` threads (Pillow decodes
+    without the GIL). ``label_checked[i]``: split i's masks must hold exactly its labels (as training checks
+    the splits it trains masks on, ``Method.mask_splits``; default: none). Splits read with
+    ``mask_labels=False`` (:func:`hetseg.data.records.read_split`) get their labels from the masks decoded here.
+    Returns the counts, every problem in split order and the splits with their labels; raises nothing for
+    bad files."""
+    report, images, masks = CheckReport(), set(), set()
+    done: dict[tuple, tuple[int, ...]] = {}  # (image, mask, labels given or "mask", checked) -> labels
+    label_checked = list(label_checked or [False] * len(splits))
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for split in splits:
+        for split, check_labels in zip(splits, label_checked):
             from_mask = set(split.meta.get("labels_from_mask", ()))
-            key = [(str(split.path(r.mask)), r.labels) if r.mask else (str(split.path(r.image)),) for r in split.records]
-            todo = [i for i, r in enumerate(split.records) if key[i] not in done and
-                    (r.mask is not None or key[i][0] not in seen)]
-            recs = [split.records[i] for i in todo]
-            image_done = []
-            for i, rec in zip(todo, recs):
-                image_done.append(str(split.path(rec.image)) in seen)
-                seen.add(str(split.path(rec.image)))
-                done[key[i]] = rec.labels  # a later record of the same file is not read again
+            real = [(os.path.realpath(split.path(r.image)), r.mask and os.path.realpath(split.path(r.mask)))
+                    for r in split.records]
+            key = [(im, m, "mask" if r.id in from_mask else r.labels, check_labels and m is not None)
+                   for (im, m), r in zip(real, split.records)]
+            todo = [i for i, (im, m) in enumerate(real) if key[i] not in done and (m is not None or im not in images)]
+            recs, image_done = [split.records[i] for i in todo], [real[i][0] in images for i in todo]
+            for i in todo:
+                images.add(real[i][0])
+                done[key[i]] = split.records[i].labels  # a later record of the same files is not read again
             results = pool.map(partial(_check_record, split, num_classes), recs, image_done,
-                               [r.id in from_mask for r in recs])
+                               [r.id in from_mask for r in recs], [check_labels] * len(recs))
             for i, rec, again, (problem, labels) in zip(todo, recs, image_done, results):
                 report.images += not again
-                report.masks += rec.mask is not None
+                if real[i][1] is not None and real[i][1] not in masks:
+                    masks.add(real[i][1])
+                    report.masks += 1
                 done[key[i]] = labels
                 if problem is not None:
                     log.info("%s", problem)  # hetseg -v lists every bad file; the error line names the first

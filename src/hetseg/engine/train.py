@@ -18,6 +18,7 @@ unpickled); a corrupt one is refused with a one-line error.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import platform
 import re
@@ -171,6 +172,8 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
     }
 
 
+# refusals of a write into the stage's folder (others, e.g. too many open files, are not about it)
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
 _WORKER_ERROR = re.compile(r"Caught \w+ in DataLoader worker process \d+")
 _CHECK_THEN = ("; then hetseg data check with the same --config and settings finds any other bad file, and the same "
                "command resumes")
@@ -185,13 +188,13 @@ def stage_errors_said(name: str, sc: StageConfig, stage_dir: Path) -> Iterator[N
       DataError in DataLoader worker process N. <traceback>")`` (every paper config sets data.workers); the
       fix names ``hetseg data check``, which finds every other bad file before the same command resumes;
     - a GPU out of memory: the fix halves batch_size and doubles accumulate (the same effective batch);
-    - a file-system refusal without a file name (a checkpoint write on a full disk): named by the stage's
+    - a disk's refusal without a file name (a checkpoint write on a full disk, over a quota): named by the stage's
       folder, so the CLI's one line for file-system errors says it (the last checkpoint is kept: Lightning
       writes it atomically)."""
     try:
         yield
-    except DataError as e:
-        raise DataError(None, f"{e}{_CHECK_THEN}") from None
+    except DataError as e:  # about a file: data check finds the others; otherwise as it is
+        raise DataError(None, f"{e}{_CHECK_THEN}" if e.path else str(e)) from None
     except torch.OutOfMemoryError:
         b, a = sc.batch_size, sc.accumulate
         fix = (f"batch_size={b // 2} accumulate={2 * a} in the stage's section keeps the effective batch {a * b}, or a "
@@ -208,7 +211,7 @@ def stage_errors_said(name: str, sc: StageConfig, stage_dir: Path) -> Iterator[N
             raise
         raise DataError(None, f"{line}{_CHECK_THEN}") from None
     except OSError as e:
-        if e.filename is not None or e.filename2 is not None or e.errno is None:
+        if e.filename is not None or e.filename2 is not None or e.errno not in _DISK_ERRNOS:
             raise
         raise OSError(e.errno, e.strerror, str(stage_dir)) from e
 

@@ -73,6 +73,14 @@ class Method:
         (e.g. a transfer split with none of its classes) in one line, which is the point: before training."""
         return None
 
+    def check_stage_data(self, cfg: Config, stages: Sequence[str]) -> None:
+        """Refuse, before any stage trains, a stage whose training set (:meth:`stage_samples`) is smaller than
+        its batch or has none of its classes (also run by ``hetseg data check``)."""
+        for s in stages:
+            n = self.stage_samples(cfg, s)
+            if n is not None:
+                check_batch(s, n, self.stage_config(cfg, s))
+
     def model_kwargs(self, cfg: Config) -> dict:
         """Constructor kwargs of the model (JSON-serialisable; stored in model.json)."""
         return {"num_classes": cfg.data.num_classes - 1, "scale": cfg.model.scale}
@@ -253,10 +261,7 @@ class Method:
                 section, key = setting.split(".")
                 split = load_config_split(cfg, setting, getattr(getattr(cfg, section), key))
                 check_strong_masks(split, cfg.data.num_classes)
-        for s in todo:
-            n = self.stage_samples(cfg, s)  # every stage's data size before the first one trains
-            if n is not None:
-                check_batch(s, n, self.stage_config(cfg, s))
+        self.check_stage_data(cfg, todo)
         if resume is not None:  # a checkpoint of another stage, or none at all: refused before any note is said
             check_checkpoint(resume, todo[0])  # never empty here: a --resume with nothing to train is refused above
         missing = untrained_before(run, self.default_stages(cfg), stages, source)
