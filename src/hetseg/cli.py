@@ -76,25 +76,36 @@ def _note_transfer_val(args: argparse.Namespace, report: dict) -> None:
          "transfer does")
 
 
-def _data_check(args: argparse.Namespace) -> int:
-    """``hetseg data check``: every image and mask of the method's splits (or of --split) decoded in full."""
+def _config(args: argparse.Namespace, options: dict[str, tuple[str, str | None]] | None = None) -> tuple:
+    """(the --config file's Config or None, the Config the command runs with): the file (else the defaults),
+    then ``options`` (config key -> (option, value); ``--method`` sets model.name) and the dotted overrides;
+    a key given both as an option and an override is refused."""
     from hetseg.config import Config
     from hetseg.config_check import refuse_repeated
+    from hetseg.methods import get_method
+
+    file_cfg = Config.load(args.config) if args.config else None
+    if args.method:
+        get_method(args.method, "--method ")
+    given = {k: v for k, v in {**(options or {}), "model.name": ("--method", args.method)}.items() if v[1]}
+    refuse_repeated(args.overrides, {k: f"{opt} {value}" for k, (opt, value) in given.items()})
+    cfg = (file_cfg or Config()).override([f"{k}={value}" for k, (_, value) in given.items()] + args.overrides)
+    return file_cfg, cfg
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    """``hetseg data check``: every image and mask of the method's splits (or of --split) decoded in full."""
     from hetseg.data.check import check_splits, raise_first
     from hetseg.methods import class_names, get_method, load_config_split, load_split
 
-    cfg = Config.load(args.config) if args.config else Config()
-    if args.method:
-        get_method(args.method, "--method ")
-    refuse_repeated(args.overrides, {"model.name": f"--method {args.method}"} if args.method else {})
-    cfg = cfg.override(([f"model.name={args.method}"] if args.method else []) + args.overrides)
+    cfg = _config(args)[1]
     method = get_method(cfg.model.name)
     if args.split:  # a split's masks are held to its labels where training does so: the strong role
         named = [(f"--split {s}", load_split(cfg, s, mask_labels=False),
                   s == "strong" and "data.strong_split" in method.mask_splits(cfg)) for s in args.split]
     else:
-        named = [(k, load_config_split(cfg, k, getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]), False),
-                  k in method.mask_splits(cfg)) for k in method.data_splits(cfg)]
+        named = [(k, load_config_split(cfg, k, mask_labels=False), k in method.mask_splits(cfg))
+                 for k in method.data_splits(cfg)]
     report = check_splits([split for _, split, _ in named], cfg.data.num_classes, args.workers,
                           [checked for _, _, checked in named])
     raise_first(report)
@@ -135,18 +146,9 @@ def _run(args: argparse.Namespace) -> int:
 
         return cli_score(args.pred, args.gt, args.num_classes, args.classes, args.json)
     if args.cmd == "train":
-        from hetseg.config import Config
-        from hetseg.config_check import refuse_repeated
         from hetseg.methods import get_method, train
 
-        file_cfg = Config.load(args.config) if args.config else None
-        cfg = file_cfg or Config()
-        if args.method:
-            get_method(args.method, "--method ")
-        refuse_repeated(args.overrides, {**({"run_dir": f"--run-dir {args.run_dir}"} if args.run_dir else {}),
-                                         **({"model.name": f"--method {args.method}"} if args.method else {})})
-        pre = ([f"run_dir={args.run_dir}"] if args.run_dir else []) + ([f"model.name={args.method}"] if args.method else [])
-        cfg = cfg.override(pre + args.overrides)
+        file_cfg, cfg = _config(args, {"run_dir": ("--run-dir", args.run_dir)})
         stages = None if args.stage == "all" else (args.stage,)
         method = get_method(cfg.model.name)
         method.check_overrides(args.overrides, cfg if stages is None else None)

@@ -165,7 +165,7 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
             k: v.to_dict(class_names(cfg)) for k, v in res["scores"].items()}})
         per_seed.append(rec)
     # seeds differ in nothing the val split depends on
-    val = load_config_split(cfg, "transfer.val_split", cfg.transfer.val_split)
+    val = load_config_split(cfg, "transfer.val_split")
     first = roots[seeds[0]] / "transfernet"
     if figure is not None and (first / "model.safetensors").is_file():
         # Every seed came from its records, but the first seed's weights are still on this machine: the
@@ -182,7 +182,7 @@ def run_transfer(scale: str = "cpu", seeds: Sequence[int] = (0,), out: str = "be
     names = class_names(cfg)
     splits = {}
     for key in ("source_split", "target_split", "val_split"):
-        sp = load_config_split(cfg, f"transfer.{key}", getattr(cfg.transfer, key))
+        sp = load_config_split(cfg, f"transfer.{key}")
         splits[key] = {"file": getattr(cfg.transfer, key), "images": len(sp), "checksum": sp.checksum(),
                        "masks": sum(r.mask is not None for r in sp.records)}
     context = {"all_background": all_background(val, cfg.data.num_classes).miou,

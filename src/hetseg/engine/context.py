@@ -67,7 +67,7 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None, mask_lab
                               "--split the split file of that dataset")
         return read_split(path, root, num_classes=cfg.data.num_classes, mask_labels=mask_labels)
     if rel is not None:
-        return load_config_split(cfg, f"data.{which}_split", rel, mask_labels)
+        return load_config_split(cfg, f"data.{which}_split", mask_labels)
     if root is None and not Path(which).is_absolute():
         for cand in (data_root / which, data_root / "splits" / f"{which}.txt"):
             if cand.is_file():
@@ -86,11 +86,13 @@ def load_split(cfg: Config, which: str, root: str | Path | None = None, mask_lab
                       mask_labels=mask_labels)
 
 
-def load_config_split(cfg: Config, setting: str, rel: str, mask_labels: bool = True) -> Split:
-    """The split file a config setting names (``data.weak_split``, ``transfer.source_split``, ...): a path
+def load_config_split(cfg: Config, setting: str, mask_labels: bool = True) -> Split:
+    """The split file a config setting names (``data.weak_split``, ``transfer.source_split``, ...; its value: a path
     relative to ``cfg.data.root`` (or a bare name in ``<root>/splits``) or an absolute one, always read
     against ``cfg.data.root`` with the run's own labels -- every split setting of a run reads the same way,
     wherever its file lives. A missing file is refused in one line naming ``setting``."""
+    section, key = setting.split(".")
+    rel = getattr(getattr(cfg, section), key)
     data_root = Path(cfg.data.root)
     path = Path(rel) if Path(rel).is_absolute() else data_root / rel
     if not path.is_file() and not Path(rel).is_absolute() and (data_root / "splits" / f"{rel}.txt").is_file():

@@ -258,9 +258,7 @@ class Method:
             from hetseg.engine.context import load_config_split
 
             for setting in self.mask_splits(cfg):
-                section, key = setting.split(".")
-                split = load_config_split(cfg, setting, getattr(getattr(cfg, section), key))
-                check_strong_masks(split, cfg.data.num_classes)
+                check_strong_masks(load_config_split(cfg, setting), cfg.data.num_classes)
         self.check_stage_data(cfg, todo)
         if resume is not None:  # a checkpoint of another stage, or none at all: refused before any note is said
             check_checkpoint(resume, todo[0])  # never empty here: a --resume with nothing to train is refused above

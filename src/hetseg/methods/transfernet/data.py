@@ -124,11 +124,10 @@ def _checked(cfg: Config, source: list, target: list, where: str) -> tuple[list[
 def domain_rows(cfg: Config, which: str, size: int) -> LabelRows:
     """The source rows (with masks) or the target rows (labels only) of a transfer run, at the
     model's input side ``size``."""
-    t = cfg.transfer
     source, target = transfer_classes(cfg)
     if which == "source":
-        return LabelRows(load_config_split(cfg, "transfer.source_split", t.source_split), source, size, True, cfg.seed)
-    return LabelRows(load_config_split(cfg, "transfer.target_split", t.target_split), target, size, False, cfg.seed)
+        return LabelRows(load_config_split(cfg, "transfer.source_split"), source, size, True, cfg.seed)
+    return LabelRows(load_config_split(cfg, "transfer.target_split"), target, size, False, cfg.seed)
 
 
 def both_domains_records(cfg: Config) -> list[Record]:
@@ -136,7 +135,7 @@ def both_domains_records(cfg: Config) -> list[Record]:
     records: list[Record] = []
     seen: set[str] = set()
     for side in ("source", "target"):
-        for r in load_config_split(cfg, f"transfer.{side}_split", getattr(cfg.transfer, f"{side}_split")).records:
+        for r in load_config_split(cfg, f"transfer.{side}_split").records:
             if r.image not in seen:
                 seen.add(r.image)
                 records.append(Record(r.id, r.image, r.labels, r.mask))

@@ -195,7 +195,7 @@ def run_recipe(cfg: Config, run_root: str | Path, progress: bool = False, method
             nets[m] = load_model(root / m)[0]
     if not evaluate:
         return {"train": summaries, "wall_s": walls}
-    val = load_config_split(cfg, "transfer.val_split", cfg.transfer.val_split)
+    val = load_config_split(cfg, "transfer.val_split")
     t0 = time.perf_counter()
     scores = evaluate_transfer(nets, val, cfg.data.num_classes, cfg.transfer.threshold, methods, cfg.transfer.crf)
     walls["evaluation"] = round(time.perf_counter() - t0, 1)
