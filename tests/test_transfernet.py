@@ -558,5 +558,5 @@ def test_a_classifier_run_without_a_fitting_classifier_is_one_line(tiny_scenes, 
                      f"transfer.classifier_run={source}", "transfer.att.steps=1", "transfer.att.batch_size=2",
                      "transfer.joint.steps=1", "transfer.joint.batch_size=2"]) == 2
         err = capsys.readouterr().err
-        assert err == f"hetseg: error: transfer.classifier_run={source}: {says}" + err.split(says, 1)[1], err
+        assert err.startswith(f"hetseg: error: transfer.classifier_run={source}: {says}"), err
         assert err.count("\n") == 1 and "; fix: " in err and not run.exists(), err

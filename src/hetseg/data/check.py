@@ -79,9 +79,7 @@ def check_splits(splits: Sequence[Split], num_classes: int, workers: int = 2,
                    for (im, m), r in zip(real, split.records)]
             todo = [i for i, (im, m) in enumerate(real) if key[i] not in done and (m is not None or im not in images)]
             recs, image_done = [split.records[i] for i in todo], [real[i][0] in images for i in todo]
-            for i in todo:
-                images.add(real[i][0])
-                done[key[i]] = split.records[i].labels  # a later record of the same files is not read again
+            images.update(real[i][0] for i in todo)
             results = pool.map(partial(_check_record, split, num_classes), recs, image_done,
                                [r.id in from_mask for r in recs], [check_labels] * len(recs))
             for i, rec, again, (problem, labels) in zip(todo, recs, image_done, results):
@@ -89,13 +87,15 @@ def check_splits(splits: Sequence[Split], num_classes: int, workers: int = 2,
                 if real[i][1] is not None and real[i][1] not in masks:
                     masks.add(real[i][1])
                     report.masks += 1
-                done[key[i]] = labels
+                done[key[i]] = labels  # a later record of the same files is not read again
                 if problem is not None:
                     log.info("%s", problem)  # hetseg -v lists every bad file; the error line names the first
                     report.problems.append(problem)
-            records = [dataclasses.replace(r, labels=done.get(key[i], r.labels)) for i, r in enumerate(split.records)]
-            report.splits.append(Split(split.root, records, split.name, split.num_classes,
-                                       {k: v for k, v in split.meta.items() if k != "labels_from_mask"}))
+            if from_mask:  # the labels read from the masks, in the split's records
+                split = Split(split.root, [dataclasses.replace(r, labels=done.get(key[i], r.labels)) for i, r in
+                                           enumerate(split.records)], split.name, split.num_classes,
+                              {k: v for k, v in split.meta.items() if k != "labels_from_mask"})
+            report.splits.append(split)
     return report
 
 

@@ -193,8 +193,10 @@ def stage_errors_said(name: str, sc: StageConfig, stage_dir: Path) -> Iterator[N
       writes it atomically)."""
     try:
         yield
-    except DataError as e:  # about a file: data check finds the others; otherwise as it is
-        raise DataError(None, f"{e}{_CHECK_THEN}" if e.path else str(e)) from None
+    except DataError as e:
+        if not e.path:  # not about a file: data check has nothing to find
+            raise
+        raise DataError(e.path, e.problem + ("" if e.fix else _CHECK_THEN), e.fix and e.fix + _CHECK_THEN) from None
     except torch.OutOfMemoryError:
         b, a = sc.batch_size, sc.accumulate
         fix = (f"batch_size={b // 2} accumulate={2 * a} in the stage's section keeps the effective batch {a * b}, or a "
