@@ -367,3 +367,19 @@ def test_a_corrupt_tiff_is_one_line_with_libtiffs_own_message_on_it(tmp_path, ca
     good = tmp_path / "good.tif"
     Image.fromarray(rng.integers(0, 255, (8, 8, 3), np.uint8)).save(good, compression="tiff_lzw")
     assert read_image(good).shape == (8, 8, 3)
+
+
+def test_too_many_open_files_names_the_open_file_limit(monkeypatch, capsys):
+    """An OSError naming a file for want of file descriptors (many DataLoader workers, a low ulimit -n) was told to
+    "check the path", where nothing is wrong."""
+    import errno
+
+    import hetseg.cli
+
+    def out_of_descriptors(args):
+        raise OSError(errno.EMFILE, "Too many open files", "data/JPEGImages/a.jpg")
+
+    monkeypatch.setattr(hetseg.cli, "_run", out_of_descriptors)
+    assert hetseg.cli.main(["data", "check"]) == 2
+    assert capsys.readouterr().err == ("hetseg: error: data/JPEGImages/a.jpg: Too many open files; fix: raise the "
+                                       "open-file limit (ulimit -n 65536), or set data.workers lower, and rerun\n")

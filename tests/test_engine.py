@@ -393,6 +393,61 @@ def test_a_gpu_out_of_memory_is_one_line_with_the_fix_that_keeps_the_recipe(tiny
     assert err == f"hetseg: error: stage 'cls': out of GPU memory at batch_size {batch}; fix: {fix}\n", err
 
 
+def test_a_dataloader_worker_killed_is_one_line_naming_shared_memory_and_workers(tiny_scenes, tmp_path, capsys,
+                                                                                 monkeypatch):
+    """A worker killed by a signal (a bus error when a container's /dev/shm is full, the kernel's OOM killer) was a
+    traceback through Lightning's frames. Here a real worker process kills itself with SIGBUS."""
+    import os
+    import signal
+
+    import torch
+
+    from hetseg.data.datasets import ImageLabelDataset
+
+    read = ImageLabelDataset.__getitem__
+
+    def bus_error_in_a_worker(self, i):
+        if torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGBUS)
+        return read(self, i)
+
+    monkeypatch.setattr(ImageLabelDataset, "__getitem__", bus_error_in_a_worker)
+    args = ["train", "--run-dir", str(tmp_path / "run"), "--stage", "cls", "--no-progress", f"data.root={tiny_scenes}",
+            "cls.steps=2", "cls.batch_size=4"]
+    assert main([*args, "data.workers=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hetseg: error: stage 'cls': DataLoader worker (pid"), err
+    # torch says "is killed by signal: Bus error" or, where its SIGCHLD handler is not the one to see it, "exited
+    # unexpectedly"; the worker's own "ERROR: Unexpected bus error" line is torch's, from the worker's process
+    assert re.search(r"\(pid\(?s?\)? \d+\) (is killed by signal: Bus error|exited unexpectedly) \(data.workers 1\); fix: "
+                     "a worker is most often killed for memory", err), err
+    assert "--shm-size" in err and "data.workers lower" in err and "(data.workers may differ)\n" in err, err
+    assert main([*args, "data.workers=0"]) == 0  # the fix it names: batches loaded in this process
+    assert (tmp_path / "run" / "cls" / "done.json").is_file()
+
+
+def test_too_many_open_files_between_workers_is_one_line_naming_the_limit(tiny_scenes, tmp_path, capsys, monkeypatch):
+    """torch's DataLoader raises this RuntimeError when this process runs out of file descriptors for its workers'
+    batches (injected with torch's text: the limit is hard to reach reliably in a test)."""
+    from hetseg.methods.decouplednet.stages import ClsStage
+
+    def no_descriptors(self, batch, batch_idx):
+        raise RuntimeError("Too many open files. Communication with the workers is no longer possible. Please increase "
+                           "the limit using `ulimit -n` in the shell or change the sharing strategy")
+
+    monkeypatch.setattr(ClsStage, "training_step", no_descriptors)
+    args = ["train", "--run-dir", str(tmp_path / "run"), "--stage", "cls", "--no-progress", f"data.root={tiny_scenes}",
+            "cls.steps=2", "cls.batch_size=4"]
+    assert main([*args, "data.workers=1"]) == 2
+    assert capsys.readouterr().err == (
+        "hetseg: error: stage 'cls': too many open files between this process and its DataLoader workers (data.workers 1); "
+        "fix: raise "
+        "the open-file limit (ulimit -n 65536) or set data.workers lower; the same command resumes from the last "
+        "checkpoint (data.workers may differ)\n")
+    with pytest.raises(RuntimeError, match="Too many open files"):  # without workers the message is not about them
+        main([*args, "data.workers=0"])
+
+
 def test_a_checkpoint_the_disk_cannot_take_is_one_line_naming_the_stage(tiny_scenes, tmp_path):
     """A full disk when Lightning writes last.ckpt raised an OSError without a file name: a traceback, exit 1.
     Simulated with a 1 MiB file-size limit (EFBIG, as ENOSPC, from the same write), in a child process."""

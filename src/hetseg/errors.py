@@ -69,6 +69,8 @@ def os_error_fix(e: OSError) -> str:
         return "choose a place you may write to, or fix its permissions"
     if e.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
         return "a file or folder of that name is in the way: move it, or choose another path"
+    if e.errno in (errno.EMFILE, errno.ENFILE):
+        return "raise the open-file limit (ulimit -n 65536), or set data.workers lower, and rerun"
     if e.errno == errno.ENOENT:
         return "check the path (a parent may be missing or a file in it may have gone)"
     return "check the path and rerun with -v for the details"

@@ -150,7 +150,7 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
              f"epoch's last step averages {batches % sc.accumulate} and a resume inside an epoch is not bit-identical "
              "(docs/GUARANTEES.md, Resume); fix: an accumulate that divides it, if that matters")
     t0 = time.perf_counter()
-    with stage_errors_said(name, sc, stage_dir):
+    with stage_errors_said(name, sc, stage_dir, workers):
         trainer.fit(module, train_dataloaders=train_loader,
                     val_dataloaders=val_loader if sc.val_every else None, ckpt_path=ckpt_path, weights_only=True)
     wall = time.perf_counter() - t0
@@ -159,7 +159,7 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
                           f"{sc.steps}; fix: rerun the same command to resume")
     metrics: dict = {}
     if val_loader is not None:
-        with stage_errors_said(name, sc, stage_dir):
+        with stage_errors_said(name, sc, stage_dir, workers):
             res = trainer.validate(module, dataloaders=val_loader, verbose=False)
         metrics = {k: float(v) for k, v in (res[0] if res else {}).items()}
     world = trainer.world_size
@@ -180,7 +180,7 @@ _CHECK_THEN = ("; then hetseg data check with the same --config and settings fin
 
 
 @contextlib.contextmanager
-def stage_errors_said(name: str, sc: StageConfig, stage_dir: Path) -> Iterator[None]:
+def stage_errors_said(name: str, sc: StageConfig, stage_dir: Path, workers: int = 0) -> Iterator[None]:
     """What stops a stage mid-way is one error line (each was a traceback through Lightning's frames):
 
     - a bad file a batch draws (one corrupt past its header: only headers are read before the first step),
@@ -188,6 +188,10 @@ def stage_errors_said(name: str, sc: StageConfig, stage_dir: Path) -> Iterator[N
       DataError in DataLoader worker process N. <traceback>")`` (every paper config sets data.workers); the
       fix names ``hetseg data check``, which finds every other bad file before the same command resumes;
     - a GPU out of memory: the fix halves batch_size and doubles accumulate (the same effective batch);
+    - a DataLoader worker killed (torch: "DataLoader worker (pid N) is killed by signal: Bus error ..." or
+      "... exited unexpectedly"), most often for shared memory in a container, and torch's "Too many open files"
+      between workers and this process: the fix names the limit and data.workers, which a resume may change
+      (config.RUNTIME_KEYS);
     - a disk's refusal without a file name (a checkpoint write on a full disk, over a quota): named by the stage's
       folder, so the CLI's one line for file-system errors says it (the last checkpoint is kept: Lightning
       writes it atomically)."""
@@ -209,6 +213,8 @@ def stage_errors_said(name: str, sc: StageConfig, stage_dir: Path) -> Iterator[N
         qualname, sep, line = text.rsplit("\n", 1)[-1].partition(": ")
         module, _, cls_name = qualname.rpartition(".")
         cls = getattr(sys.modules.get(module), cls_name, None) if module.startswith("hetseg.") else None
+        if text.startswith(("DataLoader worker (pid", "Too many open files.")) and workers:
+            raise HetsegError(_worker_trouble(name, text, workers)) from None
         if not (_WORKER_ERROR.match(text) and sep and isinstance(cls, type) and issubclass(cls, DataError)):
             raise
         raise DataError(None, f"{line}{_CHECK_THEN}") from None
@@ -216,6 +222,18 @@ def stage_errors_said(name: str, sc: StageConfig, stage_dir: Path) -> Iterator[N
         if e.filename is not None or e.filename2 is not None or e.errno not in _DISK_ERRNOS:
             raise
         raise OSError(e.errno, e.strerror, str(stage_dir)) from e
+
+
+def _worker_trouble(name: str, text: str, workers: int) -> str:
+    """The error line for torch's two messages about its DataLoader workers (not about a file or the recipe)."""
+    resume = "; the same command resumes from the last checkpoint (data.workers may differ)"
+    if text.startswith("Too many open files."):
+        return (f"stage '{name}': too many open files between this process and its DataLoader workers (data.workers "
+                f"{workers}); fix: raise the open-file limit (ulimit -n 65536) or set data.workers lower{resume}")
+    first = text.split("\n", 1)[0].split(". ", 1)[0]  # torch's first sentence names the worker and its signal
+    return (f"stage '{name}': {first} (data.workers {workers}); fix: a worker is most often killed for memory: give the "
+            f"container more shared memory (docker run --shm-size=8g) or the machine more memory, or set data.workers "
+            f"lower (0 loads batches in this process){resume}")
 
 
 def resolve_precision(precision: str) -> str:
