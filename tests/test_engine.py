@@ -393,6 +393,23 @@ def test_a_gpu_out_of_memory_is_one_line_with_the_fix_that_keeps_the_recipe(tiny
     assert err == f"hetseg: error: stage 'cls': out of GPU memory at batch_size {batch}; fix: {fix}\n", err
 
 
+@pytest.mark.parametrize("steps, every, at", [(6, 2, 2), (3, 100, 3)])
+def test_a_diverged_stage_stops_at_its_next_save_without_writing_the_nan_weights(tiny_scenes, tmp_path, capsys,
+                                                                                  steps, every, at):
+    """A stage whose weights went NaN trained to its last step and wrote a model that eval refused; it now stops at
+    the first checkpoint save after it (at step 2 of 2-step saves), or at the save that ends the stage (step 3)."""
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--stage", "cls", "--no-progress", f"data.root={tiny_scenes}",
+                 f"cls.steps={steps}", "cls.batch_size=4", f"cls.checkpoint_every={every}", "cls.lr=1e+30"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"hetseg: error: stage 'cls': the weights hold NaN or inf at step "
+                                                   f"{at} (first in "), err
+    assert "training diverged, and no checkpoint was written with them; fix: a lower cls.lr (it is 1e+30)" in err, err
+    assert f"(--init-from {run} starts from its finished stages)\n" in err, err
+    assert not (run / "model.safetensors").exists() and not (run / "cls" / "done.json").exists()
+    assert not list(run.glob("cls/checkpoints/*.ckpt"))
+
+
 def test_a_dataloader_worker_killed_is_one_line_naming_shared_memory_and_workers(tiny_scenes, tmp_path, capsys,
                                                                                  monkeypatch):
     """A worker killed by a signal (a bus error when a container's /dev/shm is full, the kernel's OOM killer) was a

@@ -79,11 +79,16 @@ def load_weights(net: nn.Module, path: str | Path, strict: bool = True) -> None:
         raise HetsegError(f"{p}: weights do not fit this model (missing {missing[:2]}, unexpected {unexpected[:2]}, "
                           f"other shape {bad[:2]}); fix: check model.name/model.scale/data.num_classes")
     # A diverged run's NaN weights predicted all background and wrote bare NaN into scores.json.
-    broken = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    broken = first_non_finite(state)
     if broken is not None:
         raise HetsegError(f"{p}: weights hold NaN or inf (first in {broken}): the training diverged; fix: retrain, "
                           "e.g. with a lower lr")
     net.load_state_dict(state, strict=False)
+
+
+def first_non_finite(state: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor of ``state`` holding NaN or inf (a diverged training's), or None."""
+    return next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
 
 
 def run_dir(checkpoint: str | Path) -> Path:

@@ -126,9 +126,30 @@ class Stage(L.LightningModule):
         fault_point(f"step:{self.stage_name}:{self.trainer.global_step}")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self._refuse_diverged()  # before the checkpoint is written: last.ckpt keeps the last finite weights
         checkpoint["hetseg_stage"] = self.stage_name  # engine.resume.check_checkpoint: resumed by this stage only
         checkpoint["hetseg_wall_s"] = self.wall_before + time.perf_counter() - self._t_start
         checkpoint["hetseg_sessions"] = self.sessions
+
+    def _refuse_diverged(self) -> None:
+        """Stop a stage whose weights (or BatchNorm statistics) hold NaN or inf at its next checkpoint save (also
+        the one ``save_last`` makes when the stage ends, before the method writes its model): a diverged stage
+        trained to its last step and wrote a model that eval and predict refuse (engine/checkpoint.load_weights),
+        hours later. Checked per save, not per step: no GPU sync per step, and a float16 run's skipped steps (inf
+        gradients, finite weights) are not divergence."""
+        from hetseg.engine.checkpoint import first_non_finite
+        from hetseg.errors import HetsegError
+
+        broken = first_non_finite(self.net.state_dict())
+        if broken is None:
+            return
+        name, lr, step = self.stage_name, self.sc.lr, self.trainer.global_step
+        low = "" if self.trainer.precision in ("32-true", "64-true") else f", or {name}.precision=32-true"
+        run = self.trainer.default_root_dir
+        raise HetsegError(f"stage '{name}': the weights hold NaN or inf at step {step} (first in {broken}): the "
+                          f"training diverged, and no checkpoint was written with them; fix: a lower {name}.lr (it is "
+                          f"{lr:g}){low}, trained into another run directory (--init-from {run} starts from its "
+                          "finished stages)")
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Steps after the last checkpoint of a killed session are redone and counted once more, as they cost.
