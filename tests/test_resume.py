@@ -3,7 +3,7 @@ ends with weights bit-identical to the uninterrupted run (docs/GUARANTEES.md).
 
 Kill points (``HETSEG_FAULT``, engine/resume.py): mid-stage one step after a checkpoint, right
 after a checkpoint in the second epoch, between the stages, mid-way through the second stage,
-and during the final save (model file written, done marker not).
+and during the final save (model file written, done marker not); and a SIGTERM between two saves.
 """
 
 from __future__ import annotations
@@ -74,6 +74,23 @@ def test_killed_and_resumed_run_is_bit_identical(scenes, reference, tmp_path, fa
         assert first["from_step"] == 0 and 0 < second["from_step"] < done["steps"]
         assert first["precision"] == second["precision"] == resolve_precision("auto")
         assert first["device"] == second["device"] == device_label()
+
+
+def test_a_sigterm_saves_its_step_says_so_and_the_resume_is_bit_identical(scenes, reference, tmp_path):
+    """A scheduler's SIGTERM ended the stage with Lightning's SIGTERMException, a SystemExit of status 0: the job read
+    as finished, without a word or a done marker, and the steps since the last save were lost. Step 5 falls between
+    the 2-step saves."""
+    run = tmp_path / "run"
+    stopped = _train(run, scenes, "sigterm@step:cls:5")
+    assert stopped.returncode == 2 and stopped.stderr == (
+        f"hetseg: error: {run / 'cls' / 'checkpoints' / 'last.ckpt'}: stage 'cls' stopped by SIGTERM at step 5/10; fix: "
+        "rerun the same command to resume\n"), (stopped.returncode, stopped.stderr[-2000:])
+    assert not (run / "cls" / "done.json").exists()
+    resumed = _train(run, scenes)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [s["from_step"] for s in json.loads((run / "cls" / "done.json").read_text())["sessions"]] == [0, 5]
+    final = load_file(str(run / "model.safetensors"))
+    assert not [k for k in final if not torch.equal(final[k], reference[k])]
 
 
 def test_same_command_twice_with_two_threads_is_bit_identical(scenes, tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -79,6 +80,7 @@ class Stage(L.LightningModule):
         # One entry per session of the stage -- {"from_step", "precision", "device"}, carried in the checkpoint --
         # since a stage resumed on another machine may go on in another precision (`precision: auto`).
         self.sessions: list[dict] = []
+        self._step_seen, self.saved_on_sigterm = 0, None  # the step a SIGTERM's checkpoint was saved at
         self._set_modes()
 
     def _set_modes(self) -> None:
@@ -108,6 +110,7 @@ class Stage(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._t_start = time.perf_counter()  # after any checkpoint restore, before the first step
+        self._step_seen = self.trainer.global_step
         from hetseg.engine.train import device_label  # train imports this module
 
         self.sessions.append({"from_step": self.trainer.global_step, "precision": self.trainer.precision,
@@ -123,7 +126,17 @@ class Stage(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         from hetseg.engine.resume import fault_point
 
-        fault_point(f"step:{self.stage_name}:{self.trainer.global_step}")
+        step = self.trainer.global_step
+        fault_point(f"step:{self.stage_name}:{step}")
+        stepped, self._step_seen = step != self._step_seen, step
+        # A SIGTERM (a scheduler's preemption) ends the stage after this batch (Lightning's SIGTERMException):
+        # save this step first, so that the resume loses nothing. Not inside an accumulation (its first
+        # batches would be lost from the epoch's position) and not under torchrun (save_checkpoint waits at a
+        # barrier that ranks which have not seen the signal yet never reach): the last periodic save then.
+        trainer = self.trainer
+        if trainer.received_sigterm and stepped and trainer.world_size == 1 and self.saved_on_sigterm is None:
+            trainer.save_checkpoint(Path(trainer.checkpoint_callback.dirpath) / "last.ckpt")
+            self.saved_on_sigterm = step
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self._refuse_diverged()  # before the checkpoint is written: last.ckpt keeps the last finite weights
