@@ -91,13 +91,12 @@ def resume_position(dl: DataLoader, global_step: int, accumulate: int, epoch: in
 
 def fault_point(name: str) -> None:
     """Fault injection for the resume tests: SIGKILL this process when ``HETSEG_FAULT`` equals
-    ``name`` (``step:<stage>:<n>``, ``saved:<stage>``, ``done:<stage>``), SIGTERM it when it equals
-    ``sigterm@`` + ``name`` (a scheduler's preemption). Unset in normal use."""
-    fault = os.environ.get("HETSEG_FAULT")
-    if fault == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-    if fault == f"sigterm@{name}":
-        os.kill(os.getpid(), signal.SIGTERM)
+    ``name`` (``step:<stage>:<n>``, ``saved:<stage>``, ``done:<stage>``); ``sigterm@`` or ``sigint@`` before
+    the name sends that signal instead (a scheduler's preemption, Ctrl-C). Unset in normal use."""
+    fault = os.environ.get("HETSEG_FAULT", "")
+    sig, _, point = fault.rpartition("@")
+    if point == name and sig in ("", "sigterm", "sigint"):
+        os.kill(os.getpid(), {"": signal.SIGKILL, "sigterm": signal.SIGTERM, "sigint": signal.SIGINT}[sig])
 
 
 def check_checkpoint(path: str | Path, stage: str | None = None,

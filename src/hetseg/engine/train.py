@@ -31,7 +31,6 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import Dataset
 
 from hetseg.config import Config, StageConfig
@@ -151,25 +150,26 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
              f"epoch's last step averages {batches % sc.accumulate} and a resume inside an epoch is not bit-identical "
              "(docs/GUARANTEES.md, Resume); fix: an accumulate that divides it, if that matters")
     t0 = time.perf_counter()
-    # Lightning ends a stage on SIGTERM (a scheduler's preemption) with SIGTERMException, a SystemExit of status 0:
-    # the job read as finished, with no word and no done marker. Stage.on_train_batch_end saves the step first.
-    with contextlib.suppress(SIGTERMException), stage_errors_said(name, sc, stage_dir, workers):
+    # Lightning ends a stage on SIGTERM (a scheduler's preemption) with SIGTERMException, a SystemExit of status 0
+    # (the job read as finished, with no word and no done marker; Stage.on_train_batch_end saves the step first),
+    # and on Ctrl-C with a silent SystemExit(1): both are the "stopped" line below, whose fix is to resume.
+    with contextlib.suppress(SystemExit), stage_errors_said(name, sc, stage_dir, workers):
         trainer.fit(module, train_dataloaders=train_loader,
                     val_dataloaders=val_loader if sc.val_every else None, ckpt_path=ckpt_path, weights_only=True)
     wall = time.perf_counter() - t0
     if trainer.interrupted or trainer.global_step < sc.steps:
         how = ("by SIGTERM " if trainer.received_sigterm else "") + f"at step {trainer.global_step}/{sc.steps}"
-        if trainer.received_sigterm and module.saved_on_sigterm != trainer.global_step:
+        if trainer.interrupted and module.saved_on_sigterm != trainer.global_step:
             how += " (last.ckpt holds its last save before it)"
         raise HetsegError(f"{ckpt_dir / 'last.ckpt'}: stage '{name}' stopped {how}; fix: rerun the same command to "
                           "resume")
     metrics: dict = {}
     if val_loader is not None:
-        with contextlib.suppress(SIGTERMException), stage_errors_said(name, sc, stage_dir, workers):
+        with contextlib.suppress(SystemExit), stage_errors_said(name, sc, stage_dir, workers):
             res = trainer.validate(module, dataloaders=val_loader, verbose=False)
-        if trainer.received_sigterm:
-            raise HetsegError(f"{ckpt_dir / 'last.ckpt'}: stage '{name}' stopped by SIGTERM in its closing validation; "
-                              "fix: rerun the same command (it validates from that last step)")
+        if trainer.interrupted:
+            raise HetsegError(f"{ckpt_dir / 'last.ckpt'}: stage '{name}' stopped in its closing validation; fix: rerun "
+                              "the same command (it validates from that last step)")
         metrics = {k: float(v) for k, v in (res[0] if res else {}).items()}
     world = trainer.world_size
     return {  # wall_s: every session of the stage (a resumed one adds what its checkpoint carried)
