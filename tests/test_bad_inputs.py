@@ -382,4 +382,4 @@ def test_too_many_open_files_names_the_open_file_limit(monkeypatch, capsys):
     monkeypatch.setattr(hetseg.cli, "_run", out_of_descriptors)
     assert hetseg.cli.main(["data", "check"]) == 2
     assert capsys.readouterr().err == ("hetseg: error: data/JPEGImages/a.jpg: Too many open files; fix: raise the "
-                                       "open-file limit (ulimit -n 65536), or set data.workers lower, and rerun\n")
+                                       "open-file limit (ulimit -n 65536) and rerun\n")

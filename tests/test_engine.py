@@ -373,8 +373,8 @@ def test_a_batch_larger_than_the_training_set_is_refused_in_one_line(tiny_scenes
     assert run.is_dir()
 
 
-@pytest.mark.parametrize("batch, fix", [(8, "batch_size=4 accumulate=2 in the stage's section keeps the effective "
-                                               "batch 8, or a GPU with more memory"),
+@pytest.mark.parametrize("batch, fix", [(8, "cls.batch_size=4 cls.accumulate=2 keep the effective batch 8, or a GPU "
+                                               "with more memory"),
                                           (1, "a GPU with more memory (a batch of one does not fit)")])
 def test_a_gpu_out_of_memory_is_one_line_with_the_fix_that_keeps_the_recipe(tiny_scenes, tmp_path, capsys,
                                                                              monkeypatch, batch, fix):
@@ -404,10 +404,78 @@ def test_a_diverged_stage_stops_at_its_next_save_without_writing_the_nan_weights
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"hetseg: error: stage 'cls': the weights hold NaN or inf at step "
                                                    f"{at} (first in "), err
-    assert "training diverged, and no checkpoint was written with them; fix: a lower cls.lr (it is 1e+30)" in err, err
-    assert f"(--init-from {run} starts from its finished stages)\n" in err, err
+    # the first stage: no model yet for --init-from to start from
+    assert err.endswith("training diverged, and no checkpoint was written with them; fix: a lower cls.lr (it is "
+                        "1e+30), trained into another run directory\n"), err
     assert not (run / "model.safetensors").exists() and not (run / "cls" / "done.json").exists()
     assert not list(run.glob("cls/checkpoints/*.ckpt"))
+
+
+def test_weights_gone_nan_after_the_last_periodic_save_are_caught_before_the_model_is_written(tiny_scenes, tmp_path,
+                                                                                              capsys, monkeypatch):
+    """Lightning makes its closing save only when the session saved nothing before it, so a stage of 3 steps saved
+    every 2 whose weights go NaN in step 3 was written as the run's model, exit 0."""
+    import torch
+
+    from hetseg.methods.decouplednet.stages import ClsStage
+
+    step = ClsStage.training_step
+
+    def poisoned_in_step_3(self, batch, batch_idx):
+        if self.trainer.global_step == 2:
+            with torch.no_grad():
+                next(self.net.parameters()).fill_(float("nan"))
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ClsStage, "training_step", poisoned_in_step_3)
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--stage", "cls", "--no-progress", f"data.root={tiny_scenes}",
+                 "cls.steps=3", "cls.batch_size=4", "cls.checkpoint_every=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "weights hold NaN or inf at step 3 (first in " in err, err
+    assert not (run / "model.safetensors").exists() and not (run / "cls" / "done.json").exists()
+    from hetseg.engine.resume import checkpoint_step
+
+    assert checkpoint_step(run / "cls" / "checkpoints" / "last.ckpt") == 2  # the finite weights stay
+
+
+def test_a_stage_is_named_by_its_config_section_in_error_lines():
+    """Fixes name the section's keys: DIS's stages live under dis.*, not under their stage names."""
+    from hetseg.config import section_of
+
+    cfg = Config()
+    assert section_of(cfg, cfg.cls) == "cls" and section_of(cfg, cfg.dis.labelmap) == "dis.labelmap"
+    assert section_of(cfg, cfg.transfer.att) == "transfer.att" and section_of(cfg, Config().cls) is None
+
+
+def test_lightnings_stop_is_kept_for_the_stopped_line_and_other_exits_are_not():
+    """stops_kept swallows Lightning's own stops (SIGTERMException, its Ctrl-C exit) and, after a SIGTERM, the dead
+    DataLoader worker torch reports (the signal reached the whole process group); anything else goes on."""
+    from types import SimpleNamespace
+
+    from hetseg.engine.stops import stops_kept
+
+    with stops_kept(SimpleNamespace(interrupted=True, received_sigterm=False)):
+        raise SystemExit(1)
+    with stops_kept(SimpleNamespace(interrupted=True, received_sigterm=True)):
+        raise HetsegError("stage 'cls': DataLoader worker (pid(s) 7) exited unexpectedly")
+    with pytest.raises(SystemExit), stops_kept(SimpleNamespace(interrupted=False, received_sigterm=False)):
+        raise SystemExit(0)  # a callback's own exit is not Lightning's stop
+    with pytest.raises(HetsegError), stops_kept(SimpleNamespace(interrupted=True, received_sigterm=False)):
+        raise HetsegError("stage 'cls': DataLoader worker (pid(s) 7) exited unexpectedly")
+
+
+def test_val_every_counts_optimizer_steps_under_accumulation(tiny_scenes, tmp_path):
+    """Lightning's val_check_interval counts batches: with accumulate 2, cls.val_every=2 validated every step."""
+    import csv
+
+    run = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run), "--stage", "cls", "--no-progress", f"data.root={tiny_scenes}",
+                 "cls.steps=4", "cls.batch_size=4", "cls.accumulate=2", "cls.val_every=2"]) == 0
+    rows = list(csv.DictReader((run / "cls" / "metrics.csv").open()))
+    # after steps 2 and 4 (Lightning logs a validation inside fit one step lower), then the closing one; every
+    # step, before the fix: [0, 1, 2, 3, 4]
+    assert [int(r["step"]) for r in rows if r.get("val/mAP")] == [1, 3, 4]
 
 
 def test_a_dataloader_worker_killed_is_one_line_naming_shared_memory_and_workers(tiny_scenes, tmp_path, capsys,

@@ -77,24 +77,27 @@ def test_killed_and_resumed_run_is_bit_identical(scenes, reference, tmp_path, fa
         assert first["device"] == second["device"] == device_label()
 
 
-@pytest.mark.parametrize("signal_name, how, resumed_at", [
-    ("sigterm", "by SIGTERM at step 5/10", 5),
-    ("sigint", "at step 5/10 (last.ckpt holds its last save before it)", 4)])
+@pytest.mark.parametrize("signal_name, at, how, resumed_at", [
+    ("sigterm", 5, "cls/checkpoints/last.ckpt: stage 'cls' stopped by SIGTERM at step 5/10; fix: rerun the same command "
+                   "to resume", [0, 5]),
+    ("sigint", 5, "cls/checkpoints/last.ckpt: stage 'cls' stopped at step 5/10 (last.ckpt holds step 4); fix: rerun the "
+                  "same command to resume", [0, 4]),
+    ("sigint", 1, "cls: stage 'cls' stopped at step 1/10, before any checkpoint of it was saved; fix: rerun the same "
+                  "command", [0])])
 def test_a_sigterm_or_ctrl_c_is_one_line_and_the_resume_is_bit_identical(scenes, reference, tmp_path, signal_name,
-                                                                          how, resumed_at):
+                                                                          at, how, resumed_at):
     """A scheduler's SIGTERM ended the stage with Lightning's SIGTERMException, a SystemExit of status 0: the job read
     as finished, without a word or a done marker, and the steps since the last save were lost; it now saves the step
-    it ends at. Ctrl-C ended it with a silent status 1 (a KeyboardInterrupt mid-step: no save). Step 5 falls between
-    the 2-step saves."""
+    it ends at. Ctrl-C ended it with a silent status 1 (a KeyboardInterrupt mid-step: no save; the line names the
+    step last.ckpt holds, or that there is none). Step 5 falls between the 2-step saves, step 1 before the first."""
     run = tmp_path / "run"
-    stopped = _train(run, scenes, f"{signal_name}@step:cls:5")
-    assert stopped.returncode == 2 and stopped.stderr == (
-        f"hetseg: error: {run / 'cls' / 'checkpoints' / 'last.ckpt'}: stage 'cls' stopped {how}; fix: rerun the same "
-        "command to resume\n"), (stopped.returncode, stopped.stderr[-2000:])
+    stopped = _train(run, scenes, f"{signal_name}@step:cls:{at}")
+    assert stopped.returncode == 2 and stopped.stderr == f"hetseg: error: {run}/{how}\n", (stopped.returncode,
+                                                                                         stopped.stderr[-2000:])
     assert not (run / "cls" / "done.json").exists()
     resumed = _train(run, scenes)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert [s["from_step"] for s in json.loads((run / "cls" / "done.json").read_text())["sessions"]] == [0, resumed_at]
+    assert [s["from_step"] for s in json.loads((run / "cls" / "done.json").read_text())["sessions"]] == resumed_at
     final = load_file(str(run / "model.safetensors"))
     assert not [k for k in final if not torch.equal(final[k], reference[k])]
 

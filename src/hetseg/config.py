@@ -306,6 +306,18 @@ def _stage_sections(cls: type, prefix: str = "") -> tuple[str, ...]:
 STAGE_SECTIONS = _stage_sections(Config)
 
 
+def section_of(cfg: Config, sc: StageConfig) -> str | None:
+    """The dotted section of ``cfg`` that holds ``sc`` itself (``cls``, ``dis.labelmap``), for error lines; None if
+    ``sc`` is none of them (a copy)."""
+    for section in STAGE_SECTIONS:
+        node: Any = cfg
+        for part in section.split("."):
+            node = getattr(node, part)
+        if node is sc:
+            return section
+    return None
+
+
 def describe_difference(keys: list[str], most: int = 4) -> str:
     """``keys`` of a :meth:`Config.recipe_difference` for an error line: the first ``most``, then a count."""
     return ", ".join(keys[:most]) + (f" and {len(keys) - most} more" if len(keys) > most else "")

@@ -69,8 +69,10 @@ def os_error_fix(e: OSError) -> str:
         return "choose a place you may write to, or fix its permissions"
     if e.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
         return "a file or folder of that name is in the way: move it, or choose another path"
-    if e.errno in (errno.EMFILE, errno.ENFILE):
-        return "raise the open-file limit (ulimit -n 65536), or set data.workers lower, and rerun"
+    if e.errno == errno.EMFILE:  # this process's limit (a training stage's own line also names data.workers)
+        return "raise the open-file limit (ulimit -n 65536) and rerun"
+    if e.errno == errno.ENFILE:  # the system's file table: ulimit -n does not raise it
+        return "the system's open-file table is full: close files elsewhere or raise fs.file-max, and rerun"
     if e.errno == errno.ENOENT:
         return "check the path (a parent may be missing or a file in it may have gone)"
     return "check the path and rerun with -v for the details"

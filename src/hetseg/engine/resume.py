@@ -99,6 +99,17 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), {"": signal.SIGKILL, "sigterm": signal.SIGTERM, "sigint": signal.SIGINT}[sig])
 
 
+def checkpoint_step(path: Path) -> int | None:
+    """The step a checkpoint holds; None where there is no such file or it cannot be read (weights_only)."""
+    if not path.is_file():
+        return None
+    try:
+        step = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+    except Exception:  # noqa: BLE001 - any failure: no step to name
+        return None
+    return step if isinstance(step, int) else None
+
+
 def check_checkpoint(path: str | Path, stage: str | None = None,
                      shapes: dict[str, torch.Size] | None = None, own: bool = False, steps: int | None = None) -> None:
     """Refuse a checkpoint that is missing, not a Lightning checkpoint, corrupt, that would need

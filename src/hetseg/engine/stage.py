@@ -80,7 +80,8 @@ class Stage(L.LightningModule):
         # One entry per session of the stage -- {"from_step", "precision", "device"}, carried in the checkpoint --
         # since a stage resumed on another machine may go on in another precision (`precision: auto`).
         self.sessions: list[dict] = []
-        self._step_seen, self.saved_on_sigterm = 0, None  # the step a SIGTERM's checkpoint was saved at
+        self._step_seen, self._saved_on_sigterm = 0, False
+        self.diverged_fix = "a lower lr"  # run_stage names the config section and run directory
         self._set_modes()
 
     def _set_modes(self) -> None:
@@ -134,35 +135,30 @@ class Stage(L.LightningModule):
         # batches would be lost from the epoch's position) and not under torchrun (save_checkpoint waits at a
         # barrier that ranks which have not seen the signal yet never reach): the last periodic save then.
         trainer = self.trainer
-        if trainer.received_sigterm and stepped and trainer.world_size == 1 and self.saved_on_sigterm is None:
+        if trainer.received_sigterm and stepped and trainer.world_size == 1 and not self._saved_on_sigterm:
             trainer.save_checkpoint(Path(trainer.checkpoint_callback.dirpath) / "last.ckpt")
-            self.saved_on_sigterm = step
+            self._saved_on_sigterm = True
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        self._refuse_diverged()  # before the checkpoint is written: last.ckpt keeps the last finite weights
+        self.refuse_diverged()  # before the checkpoint is written: last.ckpt keeps the last finite weights
         checkpoint["hetseg_stage"] = self.stage_name  # engine.resume.check_checkpoint: resumed by this stage only
         checkpoint["hetseg_wall_s"] = self.wall_before + time.perf_counter() - self._t_start
         checkpoint["hetseg_sessions"] = self.sessions
 
-    def _refuse_diverged(self) -> None:
-        """Stop a stage whose weights (or BatchNorm statistics) hold NaN or inf at its next checkpoint save (also
-        the one ``save_last`` makes when the stage ends, before the method writes its model): a diverged stage
-        trained to its last step and wrote a model that eval and predict refuse (engine/checkpoint.load_weights),
-        hours later. Checked per save, not per step: no GPU sync per step, and a float16 run's skipped steps (inf
-        gradients, finite weights) are not divergence."""
+    def refuse_diverged(self) -> None:
+        """Stop a stage whose weights (or BatchNorm statistics) hold NaN or inf: at each checkpoint save, before it is
+        written, and once more when the stage's steps are done (``engine.train.run_stage``), before the method writes
+        its model. A diverged stage trained to its last step and wrote a model that eval and predict refuse
+        (engine/checkpoint.load_weights), hours later. Checked per save, not per step: no GPU sync per step, and a
+        float16 run's skipped steps (inf gradients, finite weights) are not divergence."""
         from hetseg.engine.checkpoint import first_non_finite
         from hetseg.errors import HetsegError
 
         broken = first_non_finite(self.net.state_dict())
-        if broken is None:
-            return
-        name, lr, step = self.stage_name, self.sc.lr, self.trainer.global_step
-        low = "" if self.trainer.precision in ("32-true", "64-true") else f", or {name}.precision=32-true"
-        run = self.trainer.default_root_dir
-        raise HetsegError(f"stage '{name}': the weights hold NaN or inf at step {step} (first in {broken}): the "
-                          f"training diverged, and no checkpoint was written with them; fix: a lower {name}.lr (it is "
-                          f"{lr:g}){low}, trained into another run directory (--init-from {run} starts from its "
-                          "finished stages)")
+        if broken is not None:
+            raise HetsegError(f"stage '{self.stage_name}': the weights hold NaN or inf at step {self.trainer.global_step} "
+                              f"(first in {broken}): the training diverged, and no checkpoint was written with them; "
+                              f"fix: {self.diverged_fix}")
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Steps after the last checkpoint of a killed session are redone and counted once more, as they cost.

@@ -17,14 +17,10 @@ unpickled); a corrupt one is refused with a one-line error.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import platform
-import re
-import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -33,12 +29,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import Dataset
 
-from hetseg.config import Config, StageConfig
+from hetseg.config import Config, StageConfig, section_of
 from hetseg.data.io import check_image_files
 from hetseg.engine.console import StageProgress, quiet_lightning
 from hetseg.engine.resume import check_checkpoint, loader
 from hetseg.engine.stage import Stage
-from hetseg.errors import DataError, HetsegError, note
+from hetseg.engine.stops import diverged_fix, stage_errors_said, stopped_line, stops_kept
+from hetseg.errors import HetsegError, note
 from hetseg.io_atomic import parse_json, write_json
 
 
@@ -137,7 +134,8 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
         logger=CSVLogger(run_dir, name=name, version=""), callbacks=[ckpt_cb, *bar, *callbacks],
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         log_every_n_steps=min(20, max(1, sc.steps // 10)), default_root_dir=run_dir,
-        val_check_interval=sc.val_every or None, check_val_every_n_epoch=None if sc.val_every else 1,
+        # Lightning counts val_check_interval in batches, the config in optimizer steps
+        val_check_interval=sc.val_every * sc.accumulate or None, check_val_every_n_epoch=None if sc.val_every else 1,
         accelerator="auto", deterministic=cfg.deterministic or None, **_launch_topology(),
         benchmark=not cfg.deterministic,  # cuDNN autotuning: every training input has one fixed size
     )
@@ -149,27 +147,23 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
         note(f"stage '{name}': {batches} batches per epoch is not a multiple of accumulate {sc.accumulate}, so each "
              f"epoch's last step averages {batches % sc.accumulate} and a resume inside an epoch is not bit-identical "
              "(docs/GUARANTEES.md, Resume); fix: an accumulate that divides it, if that matters")
+    section = section_of(cfg, sc) or name
+    module.diverged_fix = diverged_fix(section, sc.lr, precision, run_dir)
     t0 = time.perf_counter()
-    # Lightning ends a stage on SIGTERM (a scheduler's preemption) with SIGTERMException, a SystemExit of status 0
-    # (the job read as finished, with no word and no done marker; Stage.on_train_batch_end saves the step first),
-    # and on Ctrl-C with a silent SystemExit(1): both are the "stopped" line below, whose fix is to resume.
-    with contextlib.suppress(SystemExit), stage_errors_said(name, sc, stage_dir, workers):
+    with stops_kept(trainer), stage_errors_said(name, section, sc, stage_dir, workers):
         trainer.fit(module, train_dataloaders=train_loader,
                     val_dataloaders=val_loader if sc.val_every else None, ckpt_path=ckpt_path, weights_only=True)
+    if not trainer.interrupted:
+        module.refuse_diverged()  # the steps after the last save (Lightning's closing save is skipped after one)
     wall = time.perf_counter() - t0
     if trainer.interrupted or trainer.global_step < sc.steps:
-        how = ("by SIGTERM " if trainer.received_sigterm else "") + f"at step {trainer.global_step}/{sc.steps}"
-        if trainer.interrupted and module.saved_on_sigterm != trainer.global_step:
-            how += " (last.ckpt holds its last save before it)"
-        raise HetsegError(f"{ckpt_dir / 'last.ckpt'}: stage '{name}' stopped {how}; fix: rerun the same command to "
-                          "resume")
+        raise HetsegError(stopped_line(name, trainer, sc.steps, ckpt_dir))
     metrics: dict = {}
     if val_loader is not None:
-        with contextlib.suppress(SystemExit), stage_errors_said(name, sc, stage_dir, workers):
+        with stops_kept(trainer), stage_errors_said(name, section, sc, stage_dir, workers):
             res = trainer.validate(module, dataloaders=val_loader, verbose=False)
-        if trainer.interrupted:
-            raise HetsegError(f"{ckpt_dir / 'last.ckpt'}: stage '{name}' stopped in its closing validation; fix: rerun "
-                              "the same command (it validates from that last step)")
+        if trainer.interrupted or trainer.received_sigterm:  # preempted: no next stage either
+            raise HetsegError(stopped_line(name, trainer, sc.steps, ckpt_dir, "in its closing validation"))
         metrics = {k: float(v) for k, v in (res[0] if res else {}).items()}
     world = trainer.world_size
     return {  # wall_s: every session of the stage (a resumed one adds what its checkpoint carried)
@@ -179,70 +173,6 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
         "world_size": world, "train_samples": len(train_ds), "metrics": metrics, "precision": precision,
         "sessions": module.sessions,  # each session's first step, precision and device (a resume may move)
     }
-
-
-# refusals of a write into the stage's folder (others, e.g. too many open files, are not about it)
-_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
-_WORKER_ERROR = re.compile(r"Caught \w+ in DataLoader worker process \d+")
-_CHECK_THEN = ("; then hetseg data check with the same --config and settings finds any other bad file, and the same "
-               "command resumes")
-
-
-@contextlib.contextmanager
-def stage_errors_said(name: str, sc: StageConfig, stage_dir: Path, workers: int = 0) -> Iterator[None]:
-    """What stops a stage mid-way is one error line (each was a traceback through Lightning's frames):
-
-    - a bad file a batch draws (one corrupt past its header: only headers are read before the first step),
-      also from a DataLoader worker, whose error reaches this process as torch's ``RuntimeError("Caught
-      DataError in DataLoader worker process N. <traceback>")`` (every paper config sets data.workers); the
-      fix names ``hetseg data check``, which finds every other bad file before the same command resumes;
-    - a GPU out of memory: the fix halves batch_size and doubles accumulate (the same effective batch);
-    - a DataLoader worker killed (torch: "DataLoader worker (pid N) is killed by signal: Bus error ..." or
-      "... exited unexpectedly"), most often for shared memory in a container, and torch's "Too many open files"
-      between workers and this process: the fix names the limit and data.workers, which a resume may change
-      (config.RUNTIME_KEYS);
-    - a disk's refusal without a file name (a checkpoint write on a full disk, over a quota): named by the stage's
-      folder, so the CLI's one line for file-system errors says it (the last checkpoint is kept: Lightning
-      writes it atomically)."""
-    try:
-        yield
-    except DataError as e:
-        if not e.path:  # not about a file: data check has nothing to find
-            raise
-        raise DataError(e.path, e.problem + ("" if e.fix else _CHECK_THEN), e.fix and e.fix + _CHECK_THEN) from None
-    except torch.OutOfMemoryError:
-        b, a = sc.batch_size, sc.accumulate
-        fix = (f"batch_size={b // 2} accumulate={2 * a} in the stage's section keeps the effective batch {a * b}, or a "
-               "GPU with more memory" if b % 2 == 0 else
-               "a smaller batch_size with a larger accumulate (their product is the effective batch), or a GPU with "
-               "more memory" if b > 1 else "a GPU with more memory (a batch of one does not fit)")
-        raise HetsegError(f"stage '{name}': out of GPU memory at batch_size {b}; fix: {fix}") from None
-    except RuntimeError as e:
-        text = str(e).strip()
-        qualname, sep, line = text.rsplit("\n", 1)[-1].partition(": ")
-        module, _, cls_name = qualname.rpartition(".")
-        cls = getattr(sys.modules.get(module), cls_name, None) if module.startswith("hetseg.") else None
-        if text.startswith(("DataLoader worker (pid", "Too many open files.")) and workers:
-            raise HetsegError(_worker_trouble(name, text, workers)) from None
-        if not (_WORKER_ERROR.match(text) and sep and isinstance(cls, type) and issubclass(cls, DataError)):
-            raise
-        raise DataError(None, f"{line}{_CHECK_THEN}") from None
-    except OSError as e:
-        if e.filename is not None or e.filename2 is not None or e.errno not in _DISK_ERRNOS:
-            raise
-        raise OSError(e.errno, e.strerror, str(stage_dir)) from e
-
-
-def _worker_trouble(name: str, text: str, workers: int) -> str:
-    """The error line for torch's two messages about its DataLoader workers (not about a file or the recipe)."""
-    resume = "; the same command resumes from the last checkpoint (data.workers may differ)"
-    if text.startswith("Too many open files."):
-        return (f"stage '{name}': too many open files between this process and its DataLoader workers (data.workers "
-                f"{workers}); fix: raise the open-file limit (ulimit -n 65536) or set data.workers lower{resume}")
-    first = text.split("\n", 1)[0].split(". ", 1)[0]  # torch's first sentence names the worker and its signal
-    return (f"stage '{name}': {first} (data.workers {workers}); fix: a worker is most often killed for memory: give the "
-            f"container more shared memory (docker run --shm-size=8g) or the machine more memory, or set data.workers "
-            f"lower (0 loads batches in this process){resume}")
 
 
 def resolve_precision(precision: str) -> str:
