@@ -310,3 +310,19 @@ def test_subnet2_trains_on_the_tag_restricted_labelmap(stage_name):
     grad = net.recon[0].weight.grad.abs().sum(dim=(0, 2, 3))  # per input channel = mask index
     untagged = [c + 1 for c in range(10) if c not in (2, 7)]
     assert (grad[untagged] == 0).all() and (grad[[0, 3, 8]] > 0).all()
+
+
+def test_an_error_line_names_a_nested_stage_by_its_config_section(scenes, tmp_path, capsys, monkeypatch):
+    """DIS's stages live under dis.*: a fix naming labelmap.batch_size would name no setting."""
+    import torch
+
+    from hetseg.methods.dis.stages import LabelmapStage
+
+    def no_memory(self, batch, batch_idx):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(LabelmapStage, "training_step", no_memory)
+    assert main(["train", "--method", "dis", "--stage", "labelmap", "--run-dir", str(tmp_path / "run"), "--no-progress",
+                 f"data.root={scenes}", *TINY]) == 2
+    assert "fix: dis.labelmap.batch_size=1 dis.labelmap.accumulate=2 keep the effective batch 2 (in another" in \
+        capsys.readouterr().err

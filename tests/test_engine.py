@@ -373,8 +373,8 @@ def test_a_batch_larger_than_the_training_set_is_refused_in_one_line(tiny_scenes
     assert run.is_dir()
 
 
-@pytest.mark.parametrize("batch, fix", [(8, "cls.batch_size=4 cls.accumulate=2 keep the effective batch 8, or a GPU "
-                                               "with more memory"),
+@pytest.mark.parametrize("batch, fix", [(8, "cls.batch_size=4 cls.accumulate=2 keep the effective batch 8 (in another "
+                                               "run directory: this one holds its recipe), or a GPU with more memory"),
                                           (1, "a GPU with more memory (a batch of one does not fit)")])
 def test_a_gpu_out_of_memory_is_one_line_with_the_fix_that_keeps_the_recipe(tiny_scenes, tmp_path, capsys,
                                                                              monkeypatch, batch, fix):
@@ -449,20 +449,31 @@ def test_a_stage_is_named_by_its_config_section_in_error_lines():
 
 
 def test_lightnings_stop_is_kept_for_the_stopped_line_and_other_exits_are_not():
-    """stops_kept swallows Lightning's own stops (SIGTERMException, its Ctrl-C exit) and, after a SIGTERM, the dead
-    DataLoader worker torch reports (the signal reached the whole process group); anything else goes on."""
+    """stops_kept swallows Lightning's own stops (SIGTERMException; the SystemExit(1) its KeyboardInterrupt handler
+    raises) and, after a SIGTERM, a dead DataLoader worker (the signal reached the whole process group); any other
+    exit or error goes on, a diverged stage's line after a SIGTERM included."""
     from types import SimpleNamespace
 
-    from hetseg.engine.stops import stops_kept
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    with stops_kept(SimpleNamespace(interrupted=True, received_sigterm=False)):
-        raise SystemExit(1)
-    with stops_kept(SimpleNamespace(interrupted=True, received_sigterm=True)):
-        raise HetsegError("stage 'cls': DataLoader worker (pid(s) 7) exited unexpectedly")
-    with pytest.raises(SystemExit), stops_kept(SimpleNamespace(interrupted=False, received_sigterm=False)):
+    from hetseg.engine.stops import WorkerGone, stops_kept
+
+    after_sigterm, plain = SimpleNamespace(received_sigterm=True), SimpleNamespace(received_sigterm=False)
+    with stops_kept(plain):
+        raise SIGTERMException()
+    with stops_kept(plain):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise SystemExit(1)  # noqa: B904 - Lightning's own shape
+    with stops_kept(after_sigterm):
+        raise WorkerGone("stage 'cls': DataLoader worker (pid(s) 7) exited unexpectedly")
+    with pytest.raises(SystemExit), stops_kept(after_sigterm):
         raise SystemExit(0)  # a callback's own exit is not Lightning's stop
-    with pytest.raises(HetsegError), stops_kept(SimpleNamespace(interrupted=True, received_sigterm=False)):
-        raise HetsegError("stage 'cls': DataLoader worker (pid(s) 7) exited unexpectedly")
+    with pytest.raises(WorkerGone), stops_kept(plain):
+        raise WorkerGone("stage 'cls': DataLoader worker (pid(s) 7) exited unexpectedly")
+    with pytest.raises(HetsegError, match="NaN"), stops_kept(after_sigterm):
+        raise HetsegError("stage 'cls': the weights hold NaN or inf at step 5")
 
 
 def test_val_every_counts_optimizer_steps_under_accumulation(tiny_scenes, tmp_path):

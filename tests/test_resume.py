@@ -37,7 +37,13 @@ def _train(run: Path, root: Path, fault: str | None = None, threads: int = 1) ->
     if fault:
         env["HETSEG_FAULT"] = fault
     cmd = [sys.executable, "-m", "hetseg", "train", "--run-dir", str(run), "--no-progress", f"data.root={root}", *ARGS]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, preexec_fn=_ctrl_c_heard)
+
+
+def _ctrl_c_heard() -> None:
+    """A shell's background job (``make test &``) starts with SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler: the Ctrl-C fault points would be ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +106,23 @@ def test_a_sigterm_or_ctrl_c_is_one_line_and_the_resume_is_bit_identical(scenes,
     assert [s["from_step"] for s in json.loads((run / "cls" / "done.json").read_text())["sessions"]] == resumed_at
     final = load_file(str(run / "model.safetensors"))
     assert not [k for k in final if not torch.equal(final[k], reference[k])]
+
+
+def test_a_stop_after_resume_from_a_file_says_to_drop_resume(scenes, tmp_path):
+    """With --resume FILE the same command starts from FILE again: the steps saved in last.ckpt since were lost."""
+    run, env = tmp_path / "run", {**os.environ, "OMP_NUM_THREADS": "1", "HETSEG_FAULT": "sigint@step:cls:3"}
+    cmd = [sys.executable, "-m", "hetseg", "train", "--run-dir", str(run), "--stage", "cls", "--no-progress",
+           f"data.root={scenes}", *ARGS]
+    assert subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=_ctrl_c_heard).returncode == 2
+    kept = tmp_path / "step2.ckpt"
+    kept.write_bytes((run / "cls" / "checkpoints" / "last.ckpt").read_bytes())
+    env["HETSEG_FAULT"] = "sigint@step:cls:5"
+    out = subprocess.run([*cmd, "--resume", str(kept)], env=env, capture_output=True, text=True, timeout=300,
+                         preexec_fn=_ctrl_c_heard)
+    assert out.returncode == 2 and out.stderr == (
+        f"hetseg: error: {run / 'cls' / 'checkpoints' / 'last.ckpt'}: stage 'cls' stopped at step 5/10 (last.ckpt holds "
+        "step 4); fix: rerun the same command without --resume\n"), out.stderr[-2000:]
 
 
 def test_same_command_twice_with_two_threads_is_bit_identical(scenes, tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from hetseg.config import StageConfig
 from hetseg.engine.resume import checkpoint_step
@@ -24,6 +25,10 @@ _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACC
 _WORKER_ERROR = re.compile(r"Caught \w+ in DataLoader worker process \d+")
 _CHECK_THEN = ("; then hetseg data check with the same --config and settings finds any other bad file, and the same "
                "command resumes")
+
+
+class WorkerGone(HetsegError):
+    """A DataLoader worker died: after a SIGTERM to the process group, that is the SIGTERM (:func:`stops_kept`)."""
 
 
 @contextlib.contextmanager
@@ -51,10 +56,12 @@ def stage_errors_said(name: str, section: str, sc: StageConfig, stage_dir: Path,
         raise DataError(e.path, e.problem + ("" if e.fix else _CHECK_THEN), e.fix and e.fix + _CHECK_THEN) from None
     except torch.OutOfMemoryError:
         b, a = sc.batch_size, sc.accumulate
-        fix = (f"{section}.batch_size={b // 2} {section}.accumulate={2 * a} keep the effective batch {a * b}, or a GPU "
-               "with more memory" if b % 2 == 0 else
+        elsewhere = " (in another run directory: this one holds its recipe)"
+        fix = (f"{section}.batch_size={b // 2} {section}.accumulate={2 * a} keep the effective batch {a * b}{elsewhere}, "
+               "or a GPU with more memory" if b % 2 == 0 else
                f"a smaller {section}.batch_size with a larger {section}.accumulate (their product is the effective "
-               "batch), or a GPU with more memory" if b > 1 else "a GPU with more memory (a batch of one does not fit)")
+               f"batch){elsewhere}, or a GPU with more memory" if b > 1 else
+               "a GPU with more memory (a batch of one does not fit)")
         raise HetsegError(f"stage '{name}': out of GPU memory at batch_size {b}; fix: {fix}") from None
     except RuntimeError as e:
         text = str(e).strip()
@@ -62,7 +69,8 @@ def stage_errors_said(name: str, section: str, sc: StageConfig, stage_dir: Path,
         module, _, cls_name = qualname.rpartition(".")
         cls = getattr(sys.modules.get(module), cls_name, None) if module.startswith("hetseg.") else None
         if text.startswith(("DataLoader worker (pid", "Too many open files.")) and workers:
-            raise HetsegError(_worker_trouble(name, text, workers)) from None
+            gone = WorkerGone if text.startswith("DataLoader worker (pid") else HetsegError
+            raise gone(_worker_trouble(name, text, workers)) from None
         if not (_WORKER_ERROR.match(text) and sep and isinstance(cls, type) and issubclass(cls, DataError)):
             raise
         raise DataError(None, f"{line}{_CHECK_THEN}") from None
@@ -87,29 +95,36 @@ def _worker_trouble(name: str, text: str, workers: int) -> str:
 @contextlib.contextmanager
 def stops_kept(trainer: L.Trainer) -> Iterator[None]:
     """Let :func:`stopped_line` speak for a stage Lightning stopped: on SIGTERM (a scheduler's preemption) it raises
-    SIGTERMException, a SystemExit of status 0, and on Ctrl-C a silent SystemExit(1). A SIGTERM sent to the process
-    group also kills the DataLoader workers, which torch reports as a dead worker: that is the SIGTERM too."""
+    SIGTERMException, a SystemExit of status 0, and on Ctrl-C a silent SystemExit(1) from its KeyboardInterrupt
+    handler. A SIGTERM sent to the process group also kills the DataLoader workers, which torch reports as a dead
+    worker: that is the SIGTERM too. Any other exit or error goes on as it is."""
     try:
         yield
-    except SystemExit:
-        if not trainer.interrupted:  # not Lightning's own stop
+    except SystemExit as e:
+        if not (isinstance(e, SIGTERMException) or isinstance(e.__context__, KeyboardInterrupt)):
             raise
-    except HetsegError:
+    except WorkerGone:
         if not trainer.received_sigterm:
             raise
 
 
-def stopped_line(name: str, trainer: L.Trainer, steps: int, ckpt_dir: Path, where: str = "") -> str:
+def stopped_line(name: str, trainer: L.Trainer, steps: int, ckpt_dir: Path, resume: str | None = None,
+                 where: str = "") -> str:
     """The one line for a stage stopped before its end: where it stopped, and which step ``last.ckpt`` holds (the
-    step a SIGTERM ended at, which ``Stage.on_train_batch_end`` saved; else the last periodic save)."""
+    step a SIGTERM ended at, which ``Stage.on_train_batch_end`` saved; else the last periodic save). With
+    ``--resume FILE`` the same command would start from FILE again, so the fix says to drop it."""
     how = ("by SIGTERM " if trainer.received_sigterm else "") + (where or f"at step {trainer.global_step}/{steps}")
     last = ckpt_dir / "last.ckpt"
+    if not last.is_file():
+        again = f" (it starts again from {resume})" if resume else ""
+        return (f"{ckpt_dir.parent}: stage '{name}' stopped {how}, before any checkpoint of it was saved; fix: rerun "
+                f"the same command{again}")
     held = checkpoint_step(last)
     if held is None:
-        return (f"{ckpt_dir.parent}: stage '{name}' stopped {how}, before any checkpoint of it was saved; fix: rerun "
-                "the same command")
-    return (f"{last}: stage '{name}' stopped {how}" + ("" if held == trainer.global_step else f" (last.ckpt holds step "
-            f"{held})") + "; fix: rerun the same command to resume")
+        return f"{last}: stage '{name}' stopped {how}, and this checkpoint cannot be read; fix: rerun the same command"
+    said = "" if held == trainer.global_step else f" (last.ckpt holds step {held})"
+    fix = "rerun the same command without --resume" if resume else "rerun the same command to resume"
+    return f"{last}: stage '{name}' stopped {how}{said}; fix: {fix}"
 
 
 def diverged_fix(section: str, lr: float, precision: str, run_dir: Path) -> str:

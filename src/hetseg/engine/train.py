@@ -157,13 +157,13 @@ def run_stage(name: str, module: Stage, cfg: Config, sc: StageConfig, train_ds: 
         module.refuse_diverged()  # the steps after the last save (Lightning's closing save is skipped after one)
     wall = time.perf_counter() - t0
     if trainer.interrupted or trainer.global_step < sc.steps:
-        raise HetsegError(stopped_line(name, trainer, sc.steps, ckpt_dir))
+        raise HetsegError(stopped_line(name, trainer, sc.steps, ckpt_dir, resume))
     metrics: dict = {}
     if val_loader is not None:
         with stops_kept(trainer), stage_errors_said(name, section, sc, stage_dir, workers):
             res = trainer.validate(module, dataloaders=val_loader, verbose=False)
         if trainer.interrupted or trainer.received_sigterm:  # preempted: no next stage either
-            raise HetsegError(stopped_line(name, trainer, sc.steps, ckpt_dir, "in its closing validation"))
+            raise HetsegError(stopped_line(name, trainer, sc.steps, ckpt_dir, resume, "in its closing validation"))
         metrics = {k: float(v) for k, v in (res[0] if res else {}).items()}
     world = trainer.world_size
     return {  # wall_s: every session of the stage (a resumed one adds what its checkpoint carried)
