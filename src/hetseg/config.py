@@ -306,16 +306,18 @@ def _stage_sections(cls: type, prefix: str = "") -> tuple[str, ...]:
 STAGE_SECTIONS = _stage_sections(Config)
 
 
+def at(cfg: Config, dotted: str) -> Any:
+    """The section or setting of ``cfg`` a dotted name gives (``dis.labelmap``, ``transfer.source_split``)."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
 def section_of(cfg: Config, sc: StageConfig) -> str | None:
     """The dotted section of ``cfg`` that holds ``sc`` itself (``cls``, ``dis.labelmap``), for error lines; None if
     ``sc`` is none of them (a copy)."""
-    for section in STAGE_SECTIONS:
-        node: Any = cfg
-        for part in section.split("."):
-            node = getattr(node, part)
-        if node is sc:
-            return section
-    return None
+    return next((section for section in STAGE_SECTIONS if at(cfg, section) is sc), None)
 
 
 def describe_difference(keys: list[str], most: int = 4) -> str:

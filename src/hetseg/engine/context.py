@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hetseg.config import Config
+from hetseg.config import Config, at
 from hetseg.data.records import Split, default_root, read_split
 from hetseg.errors import HetsegError
 from hetseg.metrics import first_repeated, read_classes_file
@@ -91,8 +91,7 @@ def load_config_split(cfg: Config, setting: str, mask_labels: bool = True) -> Sp
     relative to ``cfg.data.root`` (or a bare name in ``<root>/splits``) or an absolute one, always read
     against ``cfg.data.root`` with the run's own labels -- every split setting of a run reads the same way,
     wherever its file lives. A missing file is refused in one line naming ``setting``."""
-    section, key = setting.split(".")
-    rel = getattr(getattr(cfg, section), key)
+    rel = at(cfg, setting)
     data_root = Path(cfg.data.root)
     path = Path(rel) if Path(rel).is_absolute() else data_root / rel
     if not path.is_file() and not Path(rel).is_absolute() and (data_root / "splits" / f"{rel}.txt").is_file():

@@ -65,12 +65,13 @@ def stage_errors_said(name: str, section: str, sc: StageConfig, stage_dir: Path,
         raise HetsegError(f"stage '{name}': out of GPU memory at batch_size {b}; fix: {fix}") from None
     except RuntimeError as e:
         text = str(e).strip()
-        qualname, sep, line = text.rsplit("\n", 1)[-1].partition(": ")
-        module, _, cls_name = qualname.rpartition(".")
-        cls = getattr(sys.modules.get(module), cls_name, None) if module.startswith("hetseg.") else None
         if text.startswith(("DataLoader worker (pid", "Too many open files.")) and workers:
             gone = WorkerGone if text.startswith("DataLoader worker (pid") else HetsegError
             raise gone(_worker_trouble(name, text, workers)) from None
+        # a worker's own error: "Caught DataError in DataLoader worker process N. <traceback>", its last line
+        qualname, sep, line = text.rsplit("\n", 1)[-1].partition(": ")
+        module, _, cls_name = qualname.rpartition(".")
+        cls = getattr(sys.modules.get(module), cls_name, None) if module.startswith("hetseg.") else None
         if not (_WORKER_ERROR.match(text) and sep and isinstance(cls, type) and issubclass(cls, DataError)):
             raise
         raise DataError(None, f"{line}{_CHECK_THEN}") from None

@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from hetseg.config import OWN_SECTIONS, STAGE_SECTIONS, Config, describe_difference
+from hetseg.config import OWN_SECTIONS, STAGE_SECTIONS, Config, at, describe_difference
 from hetseg.config_check import override_keys
 from hetseg.engine.checkpoint import read_model_json, save_model
 from hetseg.engine.context import class_names, command_line, init_weights, seeded_model
@@ -96,10 +96,7 @@ class Method:
 
     def stage_config(self, cfg: Config, stage: str) -> Any:
         """``stage``'s :class:`hetseg.config.StageConfig` in ``cfg`` (:meth:`stage_section`)."""
-        node: Any = cfg
-        for part in self.stage_section(stage).split("."):
-            node = getattr(node, part)
-        return node
+        return at(cfg, self.stage_section(stage))
 
     def unread(self, key: str, cfg: Config | None = None) -> str | None:
         """Why this method would silently ignore the dotted config leaf ``key``, or None if it reads it: a
